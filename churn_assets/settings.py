@@ -39,6 +39,10 @@ class SimulationSettings(BaseModel):
     campaign_signup_multiplier: float = Field(4.0, ge=1, description="Signup volume during the campaign.")
     concept_shift_week: int | None = Field(6, description="Week the churn drivers shift; None = off.")
     concept_shift_ramp_weeks: int = Field(8, ge=1, description="Weeks over which the shift fades in.")
+    campaign_weeks: int | None = Field(16, ge=1, description="Weeks the campaign runs; None = until the end.")
+    initial_tenure_years: float = Field(
+        6.0, gt=0, description="Signup dates of the initial base spread over this many years before start."
+    )
 
     @model_validator(mode="after")
     def _monday(self) -> SimulationSettings:

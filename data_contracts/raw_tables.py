@@ -189,3 +189,18 @@ def polars_schema(table: str) -> dict[str, pl.DataType]:
     contract, _ = RAW_CONTRACTS[table]
     schema = contract.to_schema()
     return {name: col.dtype.type for name, col in schema.columns.items()}
+
+
+# Cross-column rule -> the columns it reads (so a violation names them).
+RULE_COLUMNS: dict[str, str] = {
+    "signup_not_after_landing_week": "signup_date|week_start",
+    "minutes_need_calls": "calls|call_minutes",
+    "active_days_need_sessions": "active_days|sessions",
+    "invoice_date_in_landing_week": "invoice_date|week_start",
+    "due_date_after_invoice_date": "due_date|invoice_date",
+    "days_late_only_when_late": "previous_paid_late|previous_days_late",
+    "opened_in_landing_week": "opened_at|week_start",
+    "rated_only_when_resolved": "satisfaction|resolution_hours",
+    "cancellation_after_signup": "cancellation_date|signup_date",
+    "cancellation_not_after_report": "cancellation_date|week_start",
+}

@@ -1,0 +1,57 @@
+# churnops — two commands are all the set-up a user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export DAGSTER_HOME := $(CURDIR)/.churnops/dagster
+
+.PHONY: install demo test test-fast lint format typecheck contracts ui bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"
+	$(BIN)/python -m pip check
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: simulate history, run the main Dagster job on embedded defaults, print a summary
+demo: install
+	$(BIN)/churnops demo
+
+## test: lint + typecheck + contracts on sample data + the whole test suite
+test: install lint typecheck contracts
+	$(BIN)/pytest -q -m "" tests
+
+test-fast: install
+	$(BIN)/pytest -q -m "not e2e and not service" tests
+
+lint: install
+	$(BIN)/ruff check churn_assets data_contracts tests benchmarks bento
+	$(BIN)/ruff format --check churn_assets data_contracts tests benchmarks bento
+
+format: install
+	$(BIN)/ruff check --fix churn_assets data_contracts tests benchmarks bento
+	$(BIN)/ruff format churn_assets data_contracts tests benchmarks bento
+
+typecheck: install
+	$(BIN)/mypy
+
+## contracts: the sample raw files must pass their contracts; the broken sample must fail
+contracts: install
+	$(BIN)/churnops contracts check data_contracts/samples/good
+	@if $(BIN)/churnops contracts check data_contracts/samples/bad >/dev/null; then \
+		echo "data_contracts/samples/bad passed its contracts but must not"; exit 1; \
+	else echo "data_contracts/samples/bad rejected as expected"; fi
+
+## ui: the Dagster UI + daemon on workspace.yaml (http://127.0.0.1:3000)
+ui: install
+	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: install
+	$(BIN)/python benchmarks/full_scale_pipeline.py
+
+clean:
+	rm -rf .churnops

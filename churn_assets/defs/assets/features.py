@@ -1,0 +1,115 @@
+"""Feature-group assets (offline store) and the online-store materialization."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from churn_assets.defs.assets.raw import raw_asset_key
+from churn_assets.defs.metadata import markdown_table
+from churn_assets.defs.partitions import single_run, weekly_partitions
+from churn_assets.defs.resources import OnlineStoreResource, TimelineResource, WarehouseResource
+from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup
+from churn_assets.feature_store.materialize import materialize_offline, materialize_online
+
+FEATURE_GROUP_NAME = "features"
+
+
+def feature_asset_key(group: str) -> dg.AssetKey:
+    return dg.AssetKey(["features", group])
+
+
+def _spec(group: FeatureGroup) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key=feature_asset_key(group.name),
+        group_name=FEATURE_GROUP_NAME,
+        description=f"{group.description}\n\nFeature group `{group.name}` of entity `{group.entity}`.",
+        deps=[raw_asset_key(source.split(".", 1)[1]) for source in group.sources],
+        kinds={"duckdb"},
+        owners=[group.owner],
+        tags={"update_frequency": group.update_frequency},
+        metadata={
+            "entity": group.entity,
+            "ttl_days": group.ttl.days,
+            "update_frequency": group.update_frequency,
+            "sources": ", ".join(group.sources),
+            "table": f"features.{group.name}",
+            "features": dg.MetadataValue.md(
+                markdown_table(
+                    [
+                        {"feature": f.name, "dtype": f.dtype, "description": f.description}
+                        for f in group.features
+                    ],
+                    limit=50,
+                )
+            ),
+            "dagster/column_schema": dg.TableSchema(
+                columns=[
+                    dg.TableColumn(name="customer_id", type="int64"),
+                    dg.TableColumn(name="event_timestamp", type="timestamp"),
+                ]
+                + [
+                    dg.TableColumn(name=f.name, type=f.dtype, description=f.description)
+                    for f in group.features
+                ]
+            ),
+        },
+    )
+
+
+@dg.multi_asset(
+    name="feature_groups",
+    specs=[_spec(group) for group in FEATURE_GROUPS],
+    partitions_def=weekly_partitions,
+    backfill_policy=single_run,
+    can_subset=False,
+)
+def feature_groups(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, calendar: TimelineResource
+):
+    """Compute the snapshots of every group for the weeks that carry one (see timeline.py)."""
+    timeline = calendar.timeline()
+    weeks = [dt.date.fromisoformat(k) for k in context.partition_keys]
+    as_of_dates = sorted({d for w in weeks if (d := timeline.snapshot_for_week(w)) is not None})
+    with warehouse.warehouse().connect() as con:
+        written = materialize_offline(con, as_of_dates)
+    for group in FEATURE_GROUPS:
+        yield dg.MaterializeResult(
+            asset_key=feature_asset_key(group.name),
+            metadata={
+                "dagster/row_count": written.rows[group.name],
+                "snapshots": dg.MetadataValue.md(
+                    ", ".join(d.isoformat() for d in as_of_dates) or "none in these weeks"
+                ),
+                "seconds": round(written.seconds, 2),
+            },
+        )
+
+
+@dg.asset(
+    key=dg.AssetKey(["features", "online_store"]),
+    group_name=FEATURE_GROUP_NAME,
+    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS],
+    kinds={"sqlite", "redis"},
+    description="Latest feature values of every active customer in the online store (TTL per group).",
+)
+def online_features(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, online_store: OnlineStoreResource
+) -> dg.MaterializeResult:
+    with warehouse.warehouse().connect(read_only=True) as con:
+        store = online_store.open()
+        try:
+            report = materialize_online(con, store)
+        finally:
+            store.close()
+    return dg.MaterializeResult(
+        metadata={
+            "backend": online_store.backend,
+            "as_of": report.as_of.isoformat() if report.as_of else "none",
+            "customers": report.customers,
+            "dagster/row_count": report.customers,
+            "rows_by_group": dg.MetadataValue.json(report.rows),
+            "seconds": round(report.seconds, 2),
+        }
+    )

@@ -1,0 +1,79 @@
+"""Raw source assets: landing files -> contract -> ``raw.<table>`` (rejects -> quarantine)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from churn_assets.defs.metadata import contract_table_schema, markdown_table
+from churn_assets.defs.partitions import single_run, weekly_partitions
+from churn_assets.defs.resources import LandingZoneResource, WarehouseResource
+from churn_assets.ingestion.ingest import ingest_partitions
+from data_contracts.raw_tables import RAW_CONTRACTS, RAW_TABLES
+
+RAW_GROUP = "raw"
+
+
+def raw_asset_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", table])
+
+
+def landing_asset_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["landing", table])
+
+
+landing_specs = [
+    dg.AssetSpec(
+        key=landing_asset_key(table),
+        group_name="landing",
+        kinds={"parquet"},
+        description=f"Files dropped by the upstream system: landing/{table}/<week>.parquet (or .csv).",
+    )
+    for table in RAW_TABLES
+]
+
+
+def _build_raw_asset(table: str) -> dg.AssetsDefinition:
+    contract, keys = RAW_CONTRACTS[table]
+
+    @dg.asset(
+        key=raw_asset_key(table),
+        deps=[landing_asset_key(table)],
+        group_name=RAW_GROUP,
+        partitions_def=weekly_partitions,
+        backfill_policy=single_run,
+        kinds={"duckdb", "polars"},
+        description=(contract.__doc__ or table).strip()
+        + f"\n\nGuarded by the pandera contract `data_contracts.raw_tables.{contract.__name__}`.",
+        metadata={
+            "table": f"raw.{table}",
+            "contract": f"data_contracts.raw_tables.{contract.__name__}",
+            "key": ", ".join(keys),
+            "dagster/column_schema": contract_table_schema(contract),
+        },
+    )
+    def _raw(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
+    ) -> dg.MaterializeResult:
+        weeks = context.partition_keys
+        with warehouse.warehouse().connect() as con:
+            report = ingest_partitions(con, landing.folder, table, weeks)
+        if report.rows_rejected:
+            context.log.warning(
+                f"raw.{table}: {report.rows_rejected:,} of {report.rows_in:,} rows quarantined "
+                f"({report.quarantine_share:.3%})"
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": report.rows_accepted,
+                "rows_in": report.rows_in,
+                "rows_rejected": report.rows_rejected,
+                "quarantine_share": report.quarantine_share,
+                "weeks": f"{weeks[0]} .. {weeks[-1]} ({len(weeks)})" if weeks else "none",
+                "violations": dg.MetadataValue.md(markdown_table(report.violations) or "none"),
+            }
+        )
+
+    return _raw
+
+
+raw_assets = [_build_raw_asset(table) for table in RAW_TABLES]

@@ -1,0 +1,17 @@
+"""Jobs: the main pipeline (raw -> contracts -> features -> online store)."""
+
+import dagster as dg
+
+from churn_assets.defs.assets.features import FEATURE_GROUP_NAME
+from churn_assets.defs.assets.raw import RAW_GROUP
+
+MAIN_JOB = "churn_pipeline"
+
+churn_pipeline = dg.define_asset_job(
+    MAIN_JOB,
+    selection=dg.AssetSelection.groups(RAW_GROUP, FEATURE_GROUP_NAME),
+    description=(
+        "Ingest landed raw weeks through their contracts, compute feature snapshots into the offline "
+        "store and refresh the online store. Launch it over a range of weeks (one run)."
+    ),
+)

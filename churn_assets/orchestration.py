@@ -1,0 +1,78 @@
+"""Run churnops' Dagster jobs from Python (the CLI and tests use this; the UI launches the same jobs).
+
+Runs go to the Dagster instance under ``settings.dagster_home`` (SQLite by default), so that
+``make ui`` shows every run the CLI made, with its asset materializations and check results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from churn_assets.defs.jobs import MAIN_JOB
+from churn_assets.defs.partitions import WEEKS
+from churn_assets.settings import Settings
+
+REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Create DAGSTER_HOME with the project's dagster.yaml and point this process at it."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if REPO_DAGSTER_YAML.exists() and not target.exists():
+        shutil.copyfile(REPO_DAGSTER_YAML, target)
+    os.environ["DAGSTER_HOME"] = str(home)  # read by Dagster itself, not by churnops
+    return home
+
+
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    prepare_dagster_home(settings)
+    return dg.DagsterInstance.get()
+
+
+def register_weeks(instance: dg.DagsterInstance, week_keys: Sequence[str]) -> list[str]:
+    """Add landed weeks as partitions; returns the keys that were new."""
+    existing = set(instance.get_dynamic_partitions(WEEKS))
+    new = [k for k in week_keys if k not in existing]
+    if new:
+        instance.add_dynamic_partitions(WEEKS, new)
+    return new
+
+
+def load_definitions() -> dg.Definitions:
+    from churn_assets.definitions import defs
+
+    return defs() if callable(defs) else defs
+
+
+def run_pipeline(
+    instance: dg.DagsterInstance,
+    week_keys: Sequence[str],
+    *,
+    definitions: dg.Definitions | None = None,
+    resources: dict[str, object] | None = None,
+    raise_on_error: bool = False,
+) -> dg.ExecuteInProcessResult:
+    """Run the main job over the range ``min(week_keys)..max(week_keys)`` as one run."""
+    if not week_keys:
+        raise ValueError("no landed weeks to process: run `churnops simulate` first")
+    register_weeks(instance, week_keys)
+    defs = definitions or load_definitions()
+    job = defs.resolve_job_def(MAIN_JOB)
+    ordered = sorted(week_keys)
+    return job.execute_in_process(
+        instance=instance,
+        resources=resources,
+        raise_on_error=raise_on_error,
+        tags={
+            "dagster/asset_partition_range_start": ordered[0],
+            "dagster/asset_partition_range_end": ordered[-1],
+            "churnops/trigger": "cli",
+        },
+    )

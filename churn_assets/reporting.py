@@ -1,0 +1,63 @@
+"""Summaries of what a pipeline run did, read back from the Dagster events and the warehouse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from churn_assets.settings import Settings
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    asset: str
+    rows: int | None
+    detail: str
+
+
+@dataclass
+class PipelineSummary:
+    success: bool
+    rows: list[SummaryRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _metadata_value(meta: dict[str, dg.MetadataValue], key: str) -> object:
+    value = meta.get(key)
+    return getattr(value, "value", value)
+
+
+def pipeline_summary(settings: Settings, result: dg.ExecuteInProcessResult) -> PipelineSummary:
+    """One row per asset (the last partition's metadata: single-run ranges share it) and per check."""
+    summary = PipelineSummary(success=result.success)
+    seen: dict[str, SummaryRow] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.asset_materialization
+        if mat is None:
+            continue
+        meta = dict(mat.metadata)
+        key = mat.asset_key.to_user_string()
+        rows = _metadata_value(meta, "dagster/row_count")
+        details = []
+        rejected = _metadata_value(meta, "rows_rejected")
+        if rejected is not None:
+            details.append(f"{rejected:,} quarantined")
+        for name in ("weeks", "snapshots", "as_of", "backend"):
+            value = _metadata_value(meta, name)
+            if value is not None:
+                text = str(value)
+                details.append(f"{name}: {text if len(text) < 60 else text[:57] + '...'}")
+        seen[key] = SummaryRow(key, int(rows) if isinstance(rows, int | float) else None, "; ".join(details))
+    summary.rows = list(seen.values())
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            summary.notes.append(
+                f"[red]check {evaluation.asset_key.to_user_string()}:{evaluation.check_name} failed: "
+                f"{evaluation.description}"
+            )
+    checks = result.get_asset_check_evaluations()
+    passed = sum(1 for c in checks if c.passed)
+    summary.notes.insert(0, f"contract checks: {passed}/{len(checks)} passed")
+    summary.notes.append(f"warehouse: {settings.warehouse_path}")
+    return summary

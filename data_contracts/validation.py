@@ -1,0 +1,250 @@
+"""Run a raw-table contract and split a batch into accepted and rejected rows.
+
+Nothing is dropped silently: every rejected row comes back with the table, the column and the
+rule it broke, so that it can be stored in quarantine and reported. The steps are
+
+1. structure: missing columns reject the whole batch (rule ``column_present``); unexpected
+   columns reject it too (``no_unexpected_columns``, the contracts are strict);
+2. types: each column is cast to the contract's dtype; a value that cannot be cast rejects its
+   row (rule ``dtype(<Type>)``);
+3. the pandera contract (ranges, categories, nullability, cross-column rules, key uniqueness
+   within the batch — the first occurrence of a key is kept, later ones are rejected);
+4. keys already stored in earlier partitions (rule ``key_not_already_stored``), when the caller
+   passes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import pandera.errors
+import polars as pl
+
+from data_contracts.raw_tables import RAW_CONTRACTS, RULE_COLUMNS, polars_schema
+
+ROW_INDEX = "__row__"
+UNIQUENESS_CHECKS = {"field_uniqueness", "multiple_fields_uniqueness"}
+REJECTION_SCHEMA = {
+    "table_name": pl.String,
+    "row_index": pl.Int64,
+    "column_name": pl.String,
+    "rule": pl.String,
+    "failure_case": pl.String,
+    "row_json": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Outcome of validating one batch of a raw table."""
+
+    table: str
+    accepted: pl.DataFrame
+    rejected: pl.DataFrame  # REJECTION_SCHEMA, one row per (row, rule) failure
+    rows_in: int
+    structural: bool = False  # the batch's shape broke the contract: every row rejected
+
+    @property
+    def rejected_rows(self) -> int:
+        return self.rejected["row_index"].n_unique() if self.rejected.height else 0
+
+    def violations(self) -> pl.DataFrame:
+        """Summary: one row per (column, rule) with the number of rows that broke it."""
+        return (
+            self.rejected.group_by("column_name", "rule")
+            .agg(
+                pl.col("row_index").n_unique().alias("rows"), pl.col("failure_case").first().alias("example")
+            )
+            .sort("rows", "column_name", descending=[True, False])
+        )
+
+    def describe(self) -> list[str]:
+        """Human-readable lines naming table, column, rule and row count."""
+        return [
+            f"{self.table}.{r['column_name']}: rule {r['rule']} broken by {r['rows']} row(s) "
+            f"(e.g. {_short(r['example'])})"
+            for r in self.violations().iter_rows(named=True)
+        ]
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _rejections(table: str, frame: pl.DataFrame, column: str, rule: str, cases: pl.Series) -> pl.DataFrame:
+    rows = frame.select(ROW_INDEX).to_series()
+    return pl.DataFrame(
+        {
+            "table_name": [table] * frame.height,
+            "row_index": rows,
+            "column_name": [column] * frame.height,
+            "rule": [rule] * frame.height,
+            "failure_case": cases.cast(pl.String),
+        }
+    )
+
+
+def _cast_to_contract(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Cast every column to its contract dtype; rows whose value does not cast are rejected."""
+    schema = polars_schema(table)
+    casts, rejected = [], []
+    for name, dtype in schema.items():
+        column = frame[name]
+        if column.dtype == dtype:
+            casts.append(column)
+            continue
+        source = column.str.strip_chars() if column.dtype == pl.String else column
+        cast = source.cast(dtype, strict=False)
+        broken = cast.is_null() & column.is_not_null()
+        if broken.any():
+            bad = frame.filter(broken)
+            rejected.append(_rejections(table, bad, name, f"dtype({dtype})", bad[name]))
+        casts.append(cast.alias(name))
+    return frame.select(ROW_INDEX).with_columns(casts), rejected
+
+
+def _row_json(frame: pl.DataFrame) -> pl.DataFrame:
+    """The original rows, serialized, keyed by row index."""
+    rows = frame.drop(ROW_INDEX).to_dicts()
+    return pl.DataFrame(
+        {
+            "row_index": frame[ROW_INDEX],
+            "row_json": [orjson.dumps(r, default=str).decode() for r in rows],
+        },
+        schema={"row_index": pl.Int64, "row_json": pl.String},
+    )
+
+
+def _whole_batch(table: str, frame: pl.DataFrame, column: str, rule: str, case: str) -> pl.DataFrame:
+    return _rejections(table, frame, column, rule, pl.Series([case] * frame.height))
+
+
+def validate_batch(
+    table: str,
+    frame: pl.DataFrame,
+    *,
+    stored_keys: pl.DataFrame | None = None,
+    landing_weeks: pl.Series | None = None,
+) -> ValidationResult:
+    """Validate ``frame`` against the contract of ``table``.
+
+    ``stored_keys`` holds the key columns of rows already stored outside this batch's partitions;
+    a row repeating one of them is rejected. ``landing_weeks`` (one date per row) is the week of
+    the file each row came from; a row whose ``week_start`` differs is rejected. Accepted rows come back cast to the contract dtypes,
+    in their original order; rejected rows are described in ``ValidationResult.rejected``.
+    """
+    if table not in RAW_CONTRACTS:
+        raise KeyError(f"no contract for table {table!r}; known: {', '.join(RAW_CONTRACTS)}")
+    contract, keys = RAW_CONTRACTS[table]
+    schema = polars_schema(table)
+    indexed = frame.with_row_index(ROW_INDEX).with_columns(pl.col(ROW_INDEX).cast(pl.Int64))
+    rejected: list[pl.DataFrame] = []
+
+    missing = [c for c in schema if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in schema]
+    if missing or extra:
+        for col in missing:
+            rejected.append(_whole_batch(table, indexed, col, "column_present", "<missing>"))
+        for col in extra:
+            rejected.append(_whole_batch(table, indexed, col, "no_unexpected_columns", "<unexpected>"))
+        return _finish(table, frame, indexed, indexed.clear(), rejected, structural=True)
+
+    cast, rejected = _cast_to_contract(table, indexed)
+    if landing_weeks is not None:
+        wrong_week = cast["week_start"].ne_missing(landing_weeks.cast(pl.Date))
+        if wrong_week.any():
+            bad = cast.filter(wrong_week)
+            rule = "week_start_matches_landing_week"
+            rejected.append(_rejections(table, bad, "week_start", rule, bad["week_start"]))
+    candidates = cast.filter(~pl.col(ROW_INDEX).is_in(_indexes(rejected)))
+
+    structural = False
+    if candidates.height:
+        try:
+            contract.validate(candidates.drop(ROW_INDEX), lazy=True)
+        except pandera.errors.SchemaErrors as err:
+            parts, structural = _from_failure_cases(table, candidates, err.failure_cases, keys)
+            rejected.extend(parts)
+
+    if stored_keys is not None and stored_keys.height:
+        clash = candidates.join(stored_keys.select(keys).unique(), on=list(keys), how="semi")
+        if clash.height:
+            cases = clash.select(pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="|"))
+            rejected.append(_rejections(table, clash, "|".join(keys), "key_not_already_stored", cases[:, 0]))
+
+    accepted = candidates.filter(~pl.col(ROW_INDEX).is_in(_indexes(rejected)))
+    return _finish(table, frame, indexed, accepted, rejected, structural=structural)
+
+
+def _indexes(parts: list[pl.DataFrame]) -> pl.Series:
+    if not parts:
+        return pl.Series(ROW_INDEX, [], dtype=pl.Int64)
+    return pl.concat([p.select("row_index") for p in parts])["row_index"]
+
+
+def _from_failure_cases(
+    table: str, candidates: pl.DataFrame, cases: pl.DataFrame, keys: tuple[str, ...]
+) -> tuple[list[pl.DataFrame], bool]:
+    """Map pandera failure cases (positional ``index``) back to our row indexes.
+
+    Returns the rejections and whether a failure concerned the whole batch (no row index).
+    """
+    out = []
+    positions = candidates[ROW_INDEX]
+    schema_level = cases.filter(pl.col("index").is_null())
+    for case in schema_level.iter_rows(named=True):
+        out.append(_whole_batch(table, candidates, case["column"], case["check"], str(case["failure_case"])))
+    per_row = cases.filter(pl.col("index").is_not_null())
+    if per_row.height:
+        per_row = per_row.with_columns(row_index=positions.gather(per_row["index"].cast(pl.UInt32)))
+        unique_rule = pl.col("check").is_in(list(UNIQUENESS_CHECKS))
+        # For a duplicated key, keep the first occurrence and reject the repeats.
+        dups = per_row.filter(unique_rule)
+        if dups.height:
+            dup_rows = candidates.filter(pl.col(ROW_INDEX).is_in(dups["row_index"]))
+            first = dup_rows.unique(subset=list(keys), keep="first", maintain_order=True)[ROW_INDEX]
+            dups = dups.filter(~pl.col("row_index").is_in(first)).unique(["row_index", "check"])
+        rows = pl.concat([per_row.filter(~unique_rule), dups])
+        rows = rows.with_columns(
+            column_name=pl.when(pl.col("check") == "multiple_fields_uniqueness")
+            .then(pl.lit("|".join(keys)))
+            .when(pl.col("schema_context") == "DataFrameSchema")
+            .then(pl.col("check").replace_strict(RULE_COLUMNS, default="<row>"))
+            .otherwise(pl.col("column"))
+        )
+        out.append(
+            rows.select(
+                pl.lit(table).alias("table_name"),
+                pl.col("row_index").cast(pl.Int64),
+                pl.col("column_name"),
+                pl.col("check").alias("rule"),
+                pl.col("failure_case").cast(pl.String),
+            )
+        )
+    return out, schema_level.height > 0
+
+
+def _finish(
+    table: str,
+    frame: pl.DataFrame,
+    indexed: pl.DataFrame,
+    accepted: pl.DataFrame,
+    rejected: list[pl.DataFrame],
+    *,
+    structural: bool = False,
+) -> ValidationResult:
+    if rejected:
+        failures = pl.concat(rejected, how="vertical_relaxed").unique(maintain_order=True)
+        originals = _row_json(indexed.filter(pl.col(ROW_INDEX).is_in(failures["row_index"])))
+        failures = failures.join(originals, on="row_index", how="left").select(list(REJECTION_SCHEMA))
+    else:
+        failures = pl.DataFrame(schema=REJECTION_SCHEMA)
+    return ValidationResult(
+        table=table,
+        accepted=accepted.sort(ROW_INDEX).drop(ROW_INDEX) if accepted.height else accepted.drop(ROW_INDEX),
+        rejected=failures.cast(REJECTION_SCHEMA),  # type: ignore[arg-type]
+        rows_in=frame.height,
+        structural=structural,
+    )

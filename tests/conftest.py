@@ -1,0 +1,38 @@
+"""Shared fixtures. Services (Redis, PostgreSQL) are real; an absent one fails the test loudly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:  # pragma: no cover - depends on the machine
+        pytest.fail(f"Redis is required at {REDIS_URL} and did not answer ({exc}); start it (see .ci/run)")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    import sqlalchemy as sa
+
+    try:
+        with sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg2://")).connect() as c:
+            c.execute(sa.text("select 1"))
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.fail(f"PostgreSQL is required at {POSTGRES_URL} and did not answer ({exc}); start it (see .ci/run)")
+    return POSTGRES_URL
