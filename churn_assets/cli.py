@@ -184,23 +184,16 @@ def contracts_check(
     if as_json:
         print(json.dumps([r.as_dict() for r in reports], indent=2, default=str))
     else:
-        table = Table(title=f"contract check of {folder}")
-        for col in ("file", "table", "rows", "rejected", "column", "rule", "count"):
-            table.add_column(col)
         for r in reports:
-            if not r.violations:
-                table.add_row(r.file, r.table, f"{r.rows:,}", "0", "", "[green]ok", "")
+            status = "[green]ok" if not r.violations else f"[red]{r.rejected:,} of {r.rows:,} rows rejected"
+            console.print(f"{r.file} ({r.table}, {r.rows:,} rows): {status}")
             for v in r.violations:
-                table.add_row(
-                    r.file,
-                    r.table,
-                    f"{r.rows:,}",
-                    f"{r.rejected:,}",
-                    v["column_name"],
-                    f"[red]{v['rule']}",
-                    f"{v['rows']:,}",
+                console.print(
+                    f"  [red]✗[/red] table [bold]{r.table}[/bold] column [bold]{v['column_name']}[/bold] "
+                    f"rule [bold]{v['rule']}[/bold]: {v['rows']:,} row(s), e.g. {v['example']!s:.60}",
+                    soft_wrap=True,
+                    highlight=False,
                 )
-        console.print(table)
         console.print(f"{len(reports)} file(s), {len(failed)} with violations")
     raise typer.Exit(1 if failed else 0)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,7 +41,7 @@ class SimulationSettings(BaseModel):
     concept_shift_ramp_weeks: int = Field(8, ge=1, description="Weeks over which the shift fades in.")
     campaign_weeks: int | None = Field(16, ge=1, description="Weeks the campaign runs; None = until the end.")
     initial_tenure_years: float = Field(
-        6.0, gt=0, description="Signup dates of the initial base spread over this many years before start."
+        12.0, gt=0, description="Signup dates of the initial base spread over this many years before start."
     )
 
     @model_validator(mode="after")
@@ -55,11 +55,67 @@ class FeatureStoreSettings(BaseModel):
     online_backend: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = "churnops:fs"
+    redis_batch_size: Annotated[int, Field(gt=0, description="Customers per Redis write pipeline.")] = 5_000
 
 
 class ContractSettings(BaseModel):
     max_quarantine_share: float = Field(
         0.01, ge=0, le=1, description="A raw partition with more rejected rows than this blocks features."
+    )
+
+
+class ModelingSettings(BaseModel):
+    """Training, tuning, tracking and registry knobs (see docs/modeling.md)."""
+
+    seed: int = 42
+    n_jobs: int = Field(default=1, ge=1, description="Threads per model fit (1 = no oversubscription).")
+    train_periods: tuple[int, int] = Field(
+        default=(1, 12), description="Inclusive period range of the train split."
+    )
+    val_periods: tuple[int, int] = Field(
+        default=(13, 15), description="Inclusive period range of the val split."
+    )
+    test_periods: tuple[int, int] = Field(
+        default=(16, 18), description="Inclusive period range of the test split."
+    )
+    val_share: float = Field(default=0.15, gt=0, lt=1, description="Stratified split: validation share.")
+    test_share: float = Field(default=0.15, gt=0, lt=1, description="Stratified split: test share.")
+    n_trials: int = Field(
+        default=40, gt=0, description="Optuna trial budget of a study (total, across resumes)."
+    )
+    timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Optuna wall-clock budget per tuning call."
+    )
+    study_name: str = "churn-lightgbm"
+    optuna_storage: str | None = Field(
+        default=None, description="RDB URL; None = SQLite file under home/optuna."
+    )
+    tracking_uri: str | None = Field(default=None, description="MLflow URI; None = SQLite under home/mlflow.")
+    experiment_name: str = "churnops"
+    registered_model_name: str = "churn-model"
+    audit_url: str | None = Field(default=None, description="Audit log SQLAlchemy URL; None = home/registry.")
+    promotion_mode: Literal["auto", "manual"] = "auto"
+    min_auc_gain: float = Field(
+        default=0.02, ge=0, description="Challenger must beat the champion AUC by MORE."
+    )
+    gate_min_auc: float = Field(default=0.70, ge=0, le=1, description="Gate: test AUC at least this.")
+    gate_max_auc_gap: float = Field(
+        default=0.08, ge=0, description="Gate: train AUC - test AUC at most this."
+    )
+    gate_max_disparity: float = Field(
+        default=0.15, ge=0, description="Gate: max recall gap between segments at most this."
+    )
+    segment_columns: list[str] = Field(
+        default=["gender", "SeniorCitizen", "segment", "region", "plan_type", "acquisition_channel"],
+        description="Fairness segments, used when present in the feature table.",
+    )
+    tenure_columns: list[str] = Field(
+        default=["tenure", "tenure_months", "tenure_days"],
+        description="Stress slice 'new customers' (first found).",
+    )
+    revenue_columns: list[str] = Field(
+        default=["MonthlyCharges", "monthly_charges", "invoice_amount", "arpu"],
+        description="Stress slice 'top revenue decile' (first found).",
     )
 
 
@@ -77,7 +133,8 @@ class Settings(BaseSettings):
     simulation: SimulationSettings = SimulationSettings()
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
     contracts: ContractSettings = ContractSettings()
-    postgres_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    modeling: ModelingSettings = ModelingSettings()
+    postgres_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
     @model_validator(mode="after")
     def _apply_scale(self) -> Settings:

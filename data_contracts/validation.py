@@ -86,6 +86,31 @@ def _rejections(table: str, frame: pl.DataFrame, column: str, rule: str, cases: 
     )
 
 
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+def _cast_column(column: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Cast leniently: a value that does not fit becomes null (and is reported by the caller)."""
+    if column.dtype != pl.String:
+        return column.cast(dtype, strict=False)
+    text = column.str.strip_chars()
+    if dtype == pl.Date:
+        return text.str.to_date("%Y-%m-%d", strict=False)
+    if isinstance(dtype, pl.Datetime):
+        return text.str.to_datetime(time_unit=dtype.time_unit, strict=False)
+    if dtype == pl.Boolean:
+        lower = text.str.to_lowercase()
+        return (
+            pl.select(
+                pl.when(lower.is_in(_TRUE)).then(True).when(lower.is_in(_FALSE)).then(False).otherwise(None)
+            )
+            .to_series()
+            .alias(column.name)
+        )
+    return text.cast(dtype, strict=False)
+
+
 def _cast_to_contract(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Cast every column to its contract dtype; rows whose value does not cast are rejected."""
     schema = polars_schema(table)
@@ -95,8 +120,7 @@ def _cast_to_contract(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, li
         if column.dtype == dtype:
             casts.append(column)
             continue
-        source = column.str.strip_chars() if column.dtype == pl.String else column
-        cast = source.cast(dtype, strict=False)
+        cast = _cast_column(column, dtype)
         broken = cast.is_null() & column.is_not_null()
         if broken.any():
             bad = frame.filter(broken)

@@ -12,7 +12,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; dagster-postgres needs psycopg2: name it.
+POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +32,10 @@ def postgres_url() -> str:
     import sqlalchemy as sa
 
     try:
-        with sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg2://")).connect() as c:
+        with sa.create_engine(POSTGRES_URL).connect() as c:
             c.execute(sa.text("select 1"))
     except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.fail(f"PostgreSQL is required at {POSTGRES_URL} and did not answer ({exc}); start it (see .ci/run)")
+        pytest.fail(
+            f"PostgreSQL is required at {POSTGRES_URL} and did not answer ({exc}); start it (see .ci/run)"
+        )
     return POSTGRES_URL

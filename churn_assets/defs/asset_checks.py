@@ -1,7 +1,5 @@
 """Blocking contract checks on every raw asset: a failure stops the features downstream."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from churn_assets.defs.assets.raw import raw_asset_key

@@ -1,7 +1,5 @@
 """Dagster resources: thin, typed handles on the domain objects, configured from Settings."""
 
-from __future__ import annotations
-
 import datetime as dt
 from pathlib import Path
 

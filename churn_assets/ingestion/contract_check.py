@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from churn_assets.storage.warehouse import quarantine_rows
+from churn_assets.storage.warehouse import quarantine_rows, query_pl
 from data_contracts.raw_tables import RAW_CONTRACTS, polars_schema
 from data_contracts.validation import validate_batch
 
@@ -70,9 +70,9 @@ def check_stored_partitions(
     ordered = sorted(weeks)
     for start in range(0, len(ordered), chunk_weeks):
         chunk = ordered[start : start + chunk_weeks]
-        stored = con.execute(
-            f"SELECT {cols} FROM raw.{table} WHERE week_start IN (SELECT unnest($1::DATE[]))", [chunk]
-        ).pl()
+        stored = query_pl(
+            con, f"SELECT {cols} FROM raw.{table} WHERE week_start IN (SELECT unnest($1::DATE[]))", [chunk]
+        )
         result.stored_rows += stored.height
         if stored.height:
             outcome = validate_batch(table, stored)

@@ -34,6 +34,7 @@ class IngestReport:
     rows_rejected: int = 0
     violations: list[dict[str, object]] = field(default_factory=list)
     sample_rejections: list[dict[str, object]] = field(default_factory=list)
+    kept_previous: list[str] = field(default_factory=list)  # weeks too broken to replace
 
     @property
     def quarantine_share(self) -> float:
@@ -97,11 +98,15 @@ def ingest_partitions(
     weeks: Sequence[str],
     *,
     chunk_weeks: int = 13,
+    max_reject_share: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Validate the landing files of ``weeks`` and replace those partitions of ``raw.{table}``.
 
     Works in chunks of ``chunk_weeks`` partitions to bound memory; each chunk is one transaction.
+    When a chunk rejects more than ``max_reject_share`` of its rows, its stored partitions are
+    kept as they were (only the quarantine is updated): the contract check then fails and blocks
+    the features, and the last good data stays in place.
     """
     report = IngestReport(table=table, weeks=list(weeks))
     ordered = sorted(weeks)
@@ -124,7 +129,12 @@ def ingest_partitions(
                 f"raw table {table!r}, weeks {chunk[0]}..{chunk[-1]}: the landing files break the "
                 f"contract's structure, stored data left untouched: " + "; ".join(result.describe())
             )
-        replace_partitions(con, table, chunk, result.accepted, rejected)
+        share = result.rejected_rows / result.rows_in if result.rows_in else 0.0
+        if max_reject_share is not None and share > max_reject_share:
+            record_rejections(con, table, chunk, rejected)
+            report.kept_previous.extend(chunk)
+        else:
+            replace_partitions(con, table, chunk, result.accepted, rejected)
         if progress is not None:
             progress(min(start + chunk_weeks, len(ordered)), len(ordered))
     return report

@@ -24,10 +24,10 @@ from data_contracts.categories import (
 # Monthly list price of one line, per plan (PLAN_TYPES order: basic, standard, premium, unlimited).
 PLAN_PRICE = np.array([25.0, 45.0, 70.0, 95.0])
 # Monthly data allowance of one line in GB (unlimited: no overage).
-PLAN_ALLOWANCE_GB = np.array([6.0, 15.0, 40.0, np.inf])
+PLAN_ALLOWANCE_GB = np.array([10.0, 25.0, 60.0, np.inf])
 # Typical weekly data use of one line in GB, per plan.
 PLAN_DATA_GB_WEEK = np.array([1.2, 2.8, 6.0, 10.0])
-OVERAGE_PRICE_PER_GB = 8.0
+OVERAGE_PRICE_PER_GB = 5.0
 PAYMENT_TERMS_DAYS = 21
 MAX_LINES = 20
 MAX_MONTHLY_REVENUE = 1_999.0
@@ -43,7 +43,7 @@ AGE_MIX = np.array([0.10, 0.22, 0.22, 0.19, 0.15, 0.12])
 BUSINESS_SHARE = 0.15
 
 # The acquisition campaign's profile: premium / unlimited family bundles sold month-to-month.
-CAMPAIGN_PLAN_MIX = np.array([0.0, 0.05, 0.40, 0.55])
+CAMPAIGN_PLAN_MIX = np.array([0.0, 0.0, 0.35, 0.65])
 CAMPAIGN_CONTRACT_MIX = np.array([0.80, 0.15, 0.05])
 CAMPAIGN_AGE_MIX = np.array([0.25, 0.35, 0.20, 0.12, 0.06, 0.02])
 

@@ -34,35 +34,41 @@ Array = np.ndarray
 class ChurnModel:
     """Coefficients of the hidden model (logit scale unless stated)."""
 
-    intercept: float = -5.55
-    dissat: float = 1.25  # weight of the latent dissatisfaction in the weekly hazard
-    contract: tuple[float, float, float] = (0.0, -0.9, -1.7)  # month_to_month, one_year, two_year
-    new_customer: float = 1.0  # extra hazard at tenure 0, decaying with tenure_decay_months
+    intercept: float = -4.45
+    dissat: float = 2.8  # weight of the latent dissatisfaction in the weekly hazard
+    contract: tuple[float, float, float] = (0.0, -1.5, -3.0)  # month_to_month, one_year, two_year
+    new_customer: float = 1.5  # extra hazard at tenure 0, decaying with tenure_decay_months
     tenure_decay_months: float = 8.0
-    payment: tuple[float, float, float, float] = (0.0, -0.1, 0.45, 0.15)  # PAYMENT_METHODS order
+    payment: tuple[float, float, float, float] = (0.0, -0.1, 0.7, 0.2)  # PAYMENT_METHODS order
     price_ratio: float = 2.5
     discount_active: float = -0.35
     discount_ended: float = 0.6  # within discount_ended_days after a promotion expired
     discount_ended_days: int = 90
     unpaid_balance: float = 0.9
-    frailty_sd: float = 0.9
+    frailty_sd: float = 0.25
     # Latent state dynamics (weekly).
-    rho: float = 0.92
+    rho: float = 0.97
     dissat_sd: float = 0.6  # stationary s.d. of the AR(1) deviation
     shock_prob: float = 0.008
     shock_mean: float = 0.8
     unresolved_ticket_shock: float = 0.3
+    dissat_cap: float = 4.0  # |x| is clipped here, which bounds the ticket feedback loop
     # Behaviour driven by the latent state.
-    usage_response: float = 0.35  # usage ~ exp(-usage_response * d)
-    engagement_response: float = 0.6  # logins / sessions ~ exp(-engagement_response * d)
+    usage_response: float = 0.6  # usage ~ exp(-usage_response * d)
+    engagement_response: float = 1.2  # logins / sessions ~ exp(-engagement_response * d)
     ticket_rate: float = 0.035  # tickets per week at d = 0
-    ticket_response: float = 0.9
+    ticket_response: float = 1.2
     late_intercept: float = -2.6
     late_response: float = 0.6
     late_payment: tuple[float, float, float, float] = (-0.4, -0.6, 0.3, 0.4)
     # Concept shift (price war): the latent state matters less, the per-line price a lot more.
-    dissat_drop: float = 0.65
-    price_war: float = 1.3
+    dissat_drop: float = 0.5  # share of the latent state's weight lost at full shift
+    contract_buyout: float = 0.6  # share of the contract protection lost at full shift
+    price_war: float = 1.5
+    data_war: float = 0.8
+    data_war_ref: float = 3.0  # GB per week at which the data term is zero
+    data_war_scale: float = 0.8  # s.d. of log weekly data use
+    shift_intercept: float = -1.7  # keeps the overall churn level within ~25% of history's
     price_war_ref: float = 55.0  # per-line monthly price at which the price-war term is zero
     price_war_scale: float = 0.45  # s.d. of log per-line price used to standardise it
 
@@ -74,7 +80,8 @@ class ChurnModel:
         n = idx.shape[0]
         innovation = rng.normal(0.0, self.dissat_sd * np.sqrt(1.0 - self.rho**2), n)
         shock = np.where(rng.random(n) < self.shock_prob, rng.exponential(self.shock_mean, n), 0.0)
-        c.dissat[idx] = (self.rho * c.dissat[idx] + innovation + shock).astype(np.float32)
+        x = self.rho * c.dissat[idx] + innovation + shock
+        c.dissat[idx] = np.clip(x, -self.dissat_cap, self.dissat_cap).astype(np.float32)
 
     def static_logit(self, c: Customers, idx: Array, day: int) -> Array:
         """Hazard terms that do not depend on the latent state or the scenario."""
@@ -97,13 +104,22 @@ class ChurnModel:
         per_line = c.revenue[idx] / c.lines[idx]
         return np.log(per_line / self.price_war_ref) / self.price_war_scale
 
+    def data_z(self, c: Customers, idx: Array) -> Array:
+        """Standardised log of a customer's typical weekly data use."""
+        return np.log(c.base_data[idx] / self.data_war_ref) / self.data_war_scale
+
     def weekly_logit(self, c: Customers, idx: Array, day: int, shift: float) -> Array:
         """Logit of the probability that each customer in ``idx`` cancels in the week starting ``day``."""
         w_d = self.dissat * (1.0 - self.dissat_drop * shift)
         z = self.static_logit(c, idx, day) + w_d * self.dissatisfaction(c, idx)
         z += np.where(c.balance[idx] > 0, self.unpaid_balance, 0.0)
         if shift > 0:
-            z += self.price_war * shift * self.price_z(c, idx)
+            # Competitor buys out contracts and targets expensive lines and heavy data users.
+            z -= self.contract_buyout * shift * np.asarray(self.contract)[c.contract[idx]]
+            # Campaign customers signed on tariffs that already match the competitor's.
+            exposed = c.channel[idx] != catalog.CAMPAIGN_CHANNEL
+            war = self.price_war * self.price_z(c, idx) + self.data_war * self.data_z(c, idx)
+            z += shift * (self.shift_intercept + np.where(exposed, war, 0.0))
         return z
 
     def late_probability(self, c: Customers, idx: Array) -> Array:

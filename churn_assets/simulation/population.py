@@ -62,6 +62,10 @@ class Customers:
     def __len__(self) -> int:
         return int(self.signup_day.shape[0])
 
+    def take(self, idx: Array) -> Customers:
+        """A new table holding the customers at positions ``idx``, in that order."""
+        return Customers(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
     def extend(self, other: Customers) -> None:
         """Append ``other`` (newly drawn customers) to every array."""
         for f in fields(self):
@@ -126,7 +130,7 @@ def draw_customers(
     region = _choice(rng, catalog.REGION_MIX, n)
 
     lines = np.where(business, 1 + rng.poisson(3.5, n), 1 + rng.poisson(0.6, n))
-    lines[camp] = 2 + rng.poisson(1.0, int(camp.sum()))
+    lines[camp] = 2 + rng.poisson(1.5, int(camp.sum()))
     lines = np.minimum(lines, catalog.MAX_LINES).astype(np.int16)
 
     list_price = catalog.PLAN_PRICE[plan] * lines

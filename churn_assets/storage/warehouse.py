@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS quarantine.rejected_rows (
 """
 
 
+def query_pl(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> pl.DataFrame:
+    """Run ``sql`` and return a polars frame (through Arrow, no pandas)."""
+    return con.sql(sql, params=params or None).pl()
+
+
 def duckdb_type(dtype: pl.DataType) -> str:
     return _DUCKDB_TYPES[dtype.base_type()]
 
@@ -99,10 +104,11 @@ def stored_keys(
     if "week_start" in keys:
         return None  # partition-local key: uniqueness within the batch is enough
     cols = ", ".join(keys)
-    return con.execute(
+    return query_pl(
+        con,
         f"SELECT {cols} FROM raw.{table} WHERE week_start NOT IN (SELECT unnest($1::DATE[]))",
         [list(excluding_weeks)],
-    ).pl()
+    )
 
 
 def replace_partitions(
@@ -171,4 +177,4 @@ def quarantine_rows(
     sql = f"SELECT * FROM quarantine.rejected_rows WHERE {where} ORDER BY week_start, row_index"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return con.execute(sql, params).pl()
+    return query_pl(con, sql, params)

@@ -34,7 +34,13 @@ CASES = [
     ("accounts", "age_band", "0-17", "isin", "age_band"),
     ("accounts", "num_lines", 0, "greater_than_or_equal_to(1)", "num_lines"),
     ("accounts", "monthly_revenue", 0.0, "greater_than(0)", "monthly_revenue"),
-    ("accounts", "signup_date", dt.date(2024, 3, 1), "signup_not_after_landing_week", "signup_date|week_start"),
+    (
+        "accounts",
+        "signup_date",
+        dt.date(2024, 3, 1),
+        "signup_not_after_landing_week",
+        "signup_date|week_start",
+    ),
     ("accounts", "week_start", dt.date(2024, 1, 2), "week_start_is_monday", "week_start"),
     ("usage", "calls", -1, "greater_than_or_equal_to(0)", "calls"),
     ("usage", "data_gb", 9_999.0, "less_than_or_equal_to(5000)", "data_gb"),
@@ -45,14 +51,44 @@ CASES = [
     ("billing", "invoice_id", 10, "field_uniqueness", "invoice_id"),
     ("billing", "invoice_amount", -3.0, "greater_than_or_equal_to(0)", "invoice_amount"),
     ("billing", "due_date", dt.date(2023, 12, 1), "due_date_after_invoice_date", "due_date|invoice_date"),
-    ("billing", "invoice_date", dt.date(2024, 1, 9), "invoice_date_in_landing_week", "invoice_date|week_start"),
+    (
+        "billing",
+        "invoice_date",
+        dt.date(2024, 1, 9),
+        "invoice_date_in_landing_week",
+        "invoice_date|week_start",
+    ),
     ("billing", "previous_days_late", 0, "days_late_only_when_late", "previous_paid_late|previous_days_late"),
     ("support_tickets", "category", "complaint", "isin", "category"),
     ("support_tickets", "satisfaction", 6, "less_than_or_equal_to(5)", "satisfaction"),
-    ("support_tickets", "opened_at", dt.datetime(2024, 1, 8, 0, 1), "opened_in_landing_week", "opened_at|week_start"),
-    ("support_tickets", "resolution_hours", None, "rated_only_when_resolved", "satisfaction|resolution_hours"),
-    ("churn_events", "cancellation_date", dt.date(2019, 1, 1), "cancellation_after_signup", "cancellation_date|signup_date"),
-    ("churn_events", "cancellation_date", dt.date(2024, 1, 9), "cancellation_not_after_report", "cancellation_date|week_start"),
+    (
+        "support_tickets",
+        "opened_at",
+        dt.datetime(2024, 1, 8, 0, 1),
+        "opened_in_landing_week",
+        "opened_at|week_start",
+    ),
+    (
+        "support_tickets",
+        "resolution_hours",
+        None,
+        "rated_only_when_resolved",
+        "satisfaction|resolution_hours",
+    ),
+    (
+        "churn_events",
+        "cancellation_date",
+        dt.date(2019, 1, 1),
+        "cancellation_after_signup",
+        "cancellation_date|signup_date",
+    ),
+    (
+        "churn_events",
+        "cancellation_date",
+        dt.date(2024, 1, 9),
+        "cancellation_not_after_report",
+        "cancellation_date|week_start",
+    ),
     ("churn_events", "reason", "aliens", "isin", "reason"),
 ]
 
@@ -79,7 +115,9 @@ def test_each_rule_rejects_a_crafted_row(table, column, value, rule, reported_co
 def test_wrong_type_rejects_only_that_row_and_names_the_dtype() -> None:
     good = good_frame("usage")
     text = good.with_columns(pl.col(c).cast(pl.String) for c in good.columns if c != "week_start")
-    text = text.with_columns(pl.when(pl.col("customer_id") == "2").then(pl.lit("lots")).otherwise("calls").alias("calls"))
+    text = text.with_columns(
+        pl.when(pl.col("customer_id") == "2").then(pl.lit("lots")).otherwise("calls").alias("calls")
+    )
     result = validate_batch("usage", text)
     assert result.rejected_rows == 1
     assert result.rejected.row(0, named=True)["rule"] == "dtype(Int64)"

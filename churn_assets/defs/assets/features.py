@@ -1,7 +1,5 @@
 """Feature-group assets (offline store) and the online-store materialization."""
 
-from __future__ import annotations
-
 import datetime as dt
 
 import dagster as dg
@@ -97,7 +95,7 @@ def feature_groups(
 def online_features(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, online_store: OnlineStoreResource
 ) -> dg.MaterializeResult:
-    with warehouse.warehouse().connect(read_only=True) as con:
+    with warehouse.warehouse().connect() as con:
         store = online_store.open()
         try:
             report = materialize_online(con, store)

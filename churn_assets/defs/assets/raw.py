@@ -1,12 +1,10 @@
 """Raw source assets: landing files -> contract -> ``raw.<table>`` (rejects -> quarantine)."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from churn_assets.defs.metadata import contract_table_schema, markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
-from churn_assets.defs.resources import LandingZoneResource, WarehouseResource
+from churn_assets.defs.resources import ContractPolicyResource, LandingZoneResource, WarehouseResource
 from churn_assets.ingestion.ingest import ingest_partitions
 from data_contracts.raw_tables import RAW_CONTRACTS, RAW_TABLES
 
@@ -52,11 +50,21 @@ def _build_raw_asset(table: str) -> dg.AssetsDefinition:
         },
     )
     def _raw(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        landing: LandingZoneResource,
+        contract_policy: ContractPolicyResource,
     ) -> dg.MaterializeResult:
         weeks = context.partition_keys
         with warehouse.warehouse().connect() as con:
-            report = ingest_partitions(con, landing.folder, table, weeks)
+            report = ingest_partitions(
+                con, landing.folder, table, weeks, max_reject_share=contract_policy.max_quarantine_share
+            )
+        if report.kept_previous:
+            context.log.error(
+                f"raw.{table}: weeks {', '.join(report.kept_previous)} rejected too many rows; "
+                "their previously stored rows were kept and the contract check will fail"
+            )
         if report.rows_rejected:
             context.log.warning(
                 f"raw.{table}: {report.rows_rejected:,} of {report.rows_in:,} rows quarantined "
@@ -70,6 +78,7 @@ def _build_raw_asset(table: str) -> dg.AssetsDefinition:
                 "quarantine_share": report.quarantine_share,
                 "weeks": f"{weeks[0]} .. {weeks[-1]} ({len(weeks)})" if weeks else "none",
                 "violations": dg.MetadataValue.md(markdown_table(report.violations) or "none"),
+                "weeks_kept_previous": ", ".join(report.kept_previous) or "none",
             }
         )
 

@@ -1,0 +1,227 @@
+"""Modeling commands of the ``churnops`` CLI: train-table, experiments, promote, rollback, audit.
+
+``churn_assets/cli.py`` calls :func:`register` to add them to its typer app. Human output goes to
+stdout (tables) and progress to stderr; with ``--json`` the LAST line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from churn_assets.settings import get_settings
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last stdout line.")]
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def train_table_cmd(
+    file: Annotated[
+        Path, typer.Argument(help="CSV file with one row per customer.", exists=True, dir_okay=False)
+    ],
+    target: Annotated[str, typer.Option("--target", help="Label column.")],
+    positive: Annotated[str, typer.Option("--positive", help="Value of the label column meaning churn.")],
+    id_col: Annotated[str | None, typer.Option("--id", help="Identifier column (dropped).")] = None,
+    time_col: Annotated[
+        str | None, typer.Option("--time", help="Time column: time-based split instead of stratified.")
+    ] = None,
+    budget_seconds: Annotated[
+        float | None, typer.Option("--budget-seconds", help="Optuna wall-clock budget (default: settings).")
+    ] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Optuna trials (default: settings).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Profile a CSV, infer its contract, tune + compare candidates, calibrate, evaluate, register."""
+    from churn_assets.modeling.splits import TrainingDataError
+    from churn_assets.modeling.train_table import train_table
+
+    settings = get_settings()
+    tasks: dict[str, TaskID] = {}
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    )
+
+    def on_progress(task: str, done: int, total: int) -> None:
+        if task not in tasks:
+            tasks[task] = progress.add_task(task, total=total)
+        progress.update(tasks[task], completed=done, total=total)
+
+    try:
+        with progress:
+            result = train_table(
+                file,
+                target,
+                positive,
+                settings,
+                id_col=id_col,
+                time_col=time_col,
+                budget_seconds=budget_seconds,
+                trials=trials,
+                progress=on_progress,
+            )
+    except TrainingDataError as exc:
+        raise _fail(str(exc)) from exc
+    _print_training(result)
+    if as_json:
+        slim = {k: v for k, v in result.items() if k not in ("contract", "profile")}
+        print(json.dumps(slim, default=str))
+
+
+def _print_training(result: dict[str, Any]) -> None:
+    profile = result["profile"]
+    table = Table(
+        title=f"Profile: {profile['path']} — {profile['rows']:,} rows, target rate {profile['target_rate']:.1%}"
+    )
+    for col in ("column", "type", "missing", "blank", "distinct", "examples"):
+        table.add_column(col)
+    for c in profile["columns"]:
+        table.add_row(
+            c["name"],
+            c["dtype"],
+            str(c["missing"]),
+            str(c["blank_strings"]),
+            str(c["distinct"]),
+            ", ".join(c["examples"]),
+        )
+    out.print(table)
+    out.print("[bold]Inferred pandera contract (YAML):[/bold]")
+    out.print(result["contract"], markup=False, highlight=False)
+    for action in result["cleaning"]["actions"]:
+        out.print(f"  cleaning: {action}")
+    runs = Table(title=f"Candidates ({result['split']['kind']} split {result['split']['sizes']})")
+    for col in ("model", "val AUC", "test AUC", "imbalance"):
+        runs.add_column(col)
+    for name, auc in result["candidates_test_auc"].items():
+        mark = " ← best" if name == result["best_model"] else ""
+        runs.add_row(
+            name + mark, _fmt(result["candidates_val_auc"][name]), _fmt(auc), result["imbalance"][name]
+        )
+    out.print(runs)
+    m = result["test_metrics"]
+    out.print(
+        f"best {result['best_model']} (calibration {result['calibration']}, threshold {result['threshold']:.3f}): "
+        f"test AUC {m['auc']:.3f} recall {m['recall']:.3f} precision {m['precision']:.3f} F1 {m['f1']:.3f} "
+        f"Brier {m['brier']:.3f}"
+    )
+    out.print(
+        f"registered churn-model version {result['model_version']} ({result['semver']}): "
+        f"{result['promotion']} — {result['promotion_reason']}"
+    )
+
+
+def experiments_cmd(as_json: JsonOpt = False) -> None:
+    """The MLflow runs: run, model, params, AUC, recall, F1, duration."""
+    from churn_assets.modeling.tracking import list_runs
+
+    rows = list_runs(get_settings())
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    table = Table(title="Experiment runs (test metrics)")
+    for col in ("run", "model", "params", "AUC", "recall", "F1", "duration"):
+        table.add_column(col)
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in list(r["params"].items())[:4])
+        table.add_row(
+            r["run_id"][:8],
+            r["model"],
+            params,
+            _fmt(r["auc"]),
+            _fmt(r["recall"]),
+            _fmt(r["f1"]),
+            f"{r['train_seconds']:.1f}s fit" if r["train_seconds"] is not None else "-",
+        )
+    out.print(table)
+
+
+def promote_cmd(
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Approve the pending challenger (manual mode).")
+    ] = False,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Name of the approver (recorded in the audit log).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Manual-mode promotion: approve the challenger waiting for sign-off."""
+    from churn_assets.modeling.registry import ModelRegistry, RegistryError
+
+    if not approve or not by:
+        raise _fail("use: churnops promote --approve --by NAME")
+    try:
+        decision = ModelRegistry(get_settings()).approve(by=by)
+    except RegistryError as exc:
+        raise _fail(str(exc), 1) from exc
+    out.print(
+        f"version {decision.challenger} is now champion (was {decision.champion_before}); approved by {by}"
+    )
+    if as_json:
+        print(json.dumps(decision.__dict__, default=str))
+
+
+def rollback_cmd(
+    by: Annotated[str, typer.Option("--by", help="Who rolls back (recorded in the audit log).")] = "cli",
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (recorded in the audit log).")
+    ] = "manual rollback",
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the previous champion the champion again (the current one becomes `previous`)."""
+    from churn_assets.modeling.registry import ModelRegistry, RegistryError
+
+    try:
+        decision = ModelRegistry(get_settings()).rollback(by=by, reason=reason)
+    except RegistryError as exc:
+        raise _fail(str(exc), 1) from exc
+    out.print(f"champion rolled back: {decision.champion_before} → {decision.champion_after}")
+    if as_json:
+        print(json.dumps(decision.__dict__, default=str))
+
+
+def audit_cmd(
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the last N entries.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The append-only registry audit log: what, when, why, who, metric values."""
+    from churn_assets.modeling.audit import AuditLog
+    from churn_assets.modeling.paths import audit_url
+
+    settings = get_settings()
+    entries = AuditLog(audit_url(settings)).read(settings.modeling.registered_model_name, limit)
+    if as_json:
+        print(json.dumps([e.__dict__ for e in entries], default=str))
+        return
+    table = Table(title="Registry audit log")
+    for col in ("at (UTC)", "action", "version", "champion", "who", "why", "metrics"):
+        table.add_column(col)
+    for e in entries:
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in e.metrics.items() if v is not None)
+        champion = f"{e.champion_before or '-'} → {e.champion_after or '-'}"
+        table.add_row(e.at, e.action, f"{e.version} ({e.semver})", champion, e.actor, e.reason, metrics)
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the modeling commands to the ``churnops`` app."""
+    app.command("train-table")(train_table_cmd)
+    app.command("experiments")(experiments_cmd)
+    app.command("promote")(promote_cmd)
+    app.command("rollback")(rollback_cmd)
+    app.command("audit")(audit_cmd)

@@ -1,0 +1,226 @@
+"""Point-in-time feature SQL: the 45 declared features for many as-of dates in one DuckDB pass.
+
+Inputs are the raw tables in schema ``raw`` (``raw.accounts``, ``raw.usage``, ...; contract
+columns). For an as-of date ``T`` (a Monday) only rows that *landed* in weeks ending on or before
+``T`` are used (``week_start + 7 days <= T``): this is what makes the snapshots free of leakage.
+
+* Entities at ``T``: accounts landed by ``T`` without a churn event landed by ``T``.
+* Weekly tables (usage, engagement): "last 7d" = the last landed week (``T - 7``), "30d" = the last
+  4 landed weeks, "90d" = the last 13 landed weeks.
+* Event tables (billing, support tickets, churn events): by event time (``invoice_date``,
+  ``opened_at``) within ``[T - 30|90 days, T)`` and landed by ``T``.
+* Ratios are NaN-free: trends are ``(recent weekly mean + 1) / (longer weekly mean + 1)`` (1 when
+  there is no data); rates divide by a positive denominator or default to 0.
+* Defaults when a customer has no rows in a window: counts and sums 0; billing values of the
+  latest invoice 0 (no statement yet); ``avg_ticket_satisfaction_90d`` 0 (no rated ticket);
+  ``days_since_last_active`` 91 (no activity in 13 weeks).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS, DType
+from data_contracts.categories import N_PRODUCT_FEATURES
+from data_contracts.raw_tables import RAW_TABLES
+
+DAYS_SINCE_ACTIVE_CAP = 91
+_ARROW: dict[DType, pa.DataType] = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
+
+# Per-(as_of, customer) aggregates of each source; joined onto the entity set below.
+_AS_OF = "CREATE OR REPLACE TEMP TABLE _asof AS SELECT DISTINCT unnest($dates::DATE[]) AS as_of"
+_PREPARE = """
+-- The 13 landed weeks before each as-of date; k = 1 is the last landed week.
+CREATE OR REPLACE TEMP TABLE _win AS
+SELECT as_of, (as_of - (7 * k)::INTEGER) AS wk, k::INTEGER AS k FROM _asof, range(1, 14) AS r(k);
+
+CREATE OR REPLACE TEMP TABLE _ent AS
+WITH acc AS (
+    SELECT a.*, c.week_start AS churn_landed
+    FROM raw.accounts a LEFT JOIN raw.churn_events c ON c.customer_id = a.customer_id
+)
+SELECT s.as_of, acc.* EXCLUDE (week_start, churn_landed)
+FROM _asof s JOIN acc ON acc.week_start <= s.as_of - 7
+WHERE acc.churn_landed IS NULL OR acc.churn_landed > s.as_of - 7;
+
+CREATE OR REPLACE TEMP TABLE _usage AS
+SELECT w.as_of, u.customer_id,
+    sum(u.calls) FILTER (w.k <= 4) AS calls_30, sum(u.call_minutes) FILTER (w.k <= 4) AS minutes_30,
+    sum(u.data_gb) FILTER (w.k <= 4) AS data_30, sum(u.sms) FILTER (w.k <= 4) AS sms_30,
+    count(*) FILTER (w.k <= 4) AS n_30,
+    sum(u.calls) AS calls_90, sum(u.data_gb) AS data_90, count(*) AS n_90
+FROM raw.usage u JOIN _win w ON u.week_start = w.wk
+GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE _eng AS
+SELECT w.as_of, e.customer_id,
+    sum(e.logins) FILTER (w.k = 1) AS logins_7, sum(e.logins) FILTER (w.k <= 4) AS logins_30,
+    count(*) FILTER (w.k <= 4) AS n_30,
+    sum(e.sessions) FILTER (w.k <= 4) AS sessions_30, sum(e.app_minutes) FILTER (w.k <= 4) AS minutes_30,
+    sum(e.active_days) FILTER (w.k <= 4) AS active_days_30, max(e.features_used) FILTER (w.k <= 4) AS features_30,
+    min(w.k) FILTER (e.active_days > 0) AS last_active_k
+FROM raw.engagement e JOIN _win w ON e.week_start = w.wk
+GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE _tickets AS
+SELECT w.as_of, t.customer_id,
+    count(*) FILTER (t.opened_at >= w.as_of - INTERVAL 30 DAY) AS tickets_30,
+    count(*) AS tickets_90,
+    count(*) FILTER (t.resolution_hours IS NULL
+        OR t.opened_at + to_microseconds((t.resolution_hours * 3600e6)::BIGINT) > w.as_of) AS unresolved_90,
+    avg(t.satisfaction) FILTER (t.resolution_hours IS NOT NULL
+        AND t.opened_at + to_microseconds((t.resolution_hours * 3600e6)::BIGINT) <= w.as_of) AS satisfaction_90
+FROM raw.support_tickets t JOIN _win w ON t.week_start = w.wk
+WHERE t.opened_at >= w.as_of - INTERVAL 90 DAY
+GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE _billing AS
+SELECT w.as_of, b.customer_id,
+    arg_max(b.invoice_amount, b.invoice_date) AS invoice_amount,
+    avg(b.invoice_amount) AS avg_invoice_90,
+    count(*) FILTER (b.previous_paid_late AND b.invoice_date >= w.as_of - 30) AS late_30,
+    count(*) FILTER (b.previous_paid_late) AS late_90,
+    max(b.previous_days_late) AS max_days_late_90,
+    arg_max(b.discount_amount, b.invoice_date) AS discount_amount,
+    sum(b.overage_amount) AS overage_90,
+    arg_max(b.balance_forward, b.invoice_date) AS balance_forward
+FROM raw.billing b JOIN _win w ON b.week_start = w.wk
+WHERE b.invoice_date >= w.as_of - 90
+GROUP BY ALL;
+
+-- Churn reported (landed) in the last 13 weeks, by signup cohort and by acquisition channel.
+CREATE OR REPLACE TEMP TABLE _churned AS
+SELECT w.as_of, strftime(c.signup_date, '%Y') || 'Q' || quarter(c.signup_date) AS cohort,
+    a.acquisition_channel AS channel
+FROM raw.churn_events c JOIN _win w ON c.week_start = w.wk
+JOIN raw.accounts a ON a.customer_id = c.customer_id;
+"""
+
+_SELECT = """
+WITH ent AS (
+    SELECT *, strftime(signup_date, '%Y') || 'Q' || quarter(signup_date) AS cohort FROM _ent
+),
+cohort_rate AS (
+    SELECT e.as_of, e.cohort, count(*) AS active,
+        any_value(coalesce(ch.churned, 0)) AS churned
+    FROM ent e LEFT JOIN (SELECT as_of, cohort, count(*) AS churned FROM _churned GROUP BY ALL) ch
+        ON ch.as_of = e.as_of AND ch.cohort = e.cohort
+    GROUP BY e.as_of, e.cohort
+),
+channel_rate AS (
+    SELECT e.as_of, e.acquisition_channel AS channel, count(*) AS active,
+        any_value(coalesce(ch.churned, 0)) AS churned
+    FROM ent e LEFT JOIN (SELECT as_of, channel, count(*) AS churned FROM _churned GROUP BY ALL) ch
+        ON ch.as_of = e.as_of AND ch.channel = e.acquisition_channel
+    GROUP BY e.as_of, e.acquisition_channel
+)
+SELECT
+    e.customer_id::BIGINT AS customer_id,
+    e.as_of::TIMESTAMP AS event_timestamp,
+    -- customer_account
+    (e.as_of - e.signup_date)::BIGINT AS tenure_days,
+    e.plan_type, e.contract_type, e.payment_method,
+    e.monthly_revenue::DOUBLE AS monthly_revenue,
+    coalesce(b.late_30, 0)::BIGINT AS late_payment_count_30d,
+    e.num_lines::BIGINT AS num_lines,
+    e.segment, e.region,
+    e.paperless_billing::BIGINT AS paperless_billing,
+    -- customer_usage
+    coalesce(u.calls_30, 0)::DOUBLE AS calls_last_30d,
+    coalesce(u.data_30, 0)::DOUBLE AS data_usage_gb_last_30d,
+    coalesce(t.tickets_30, 0)::BIGINT AS support_tickets_last_30d,
+    coalesce(g.logins_7, 0)::BIGINT AS login_count_last_7d,
+    coalesce(g.features_30, 0)::BIGINT AS features_used_count,
+    coalesce(u.minutes_30, 0)::DOUBLE AS call_minutes_last_30d,
+    coalesce(u.sms_30, 0)::DOUBLE AS sms_last_30d,
+    CASE WHEN coalesce(u.n_30, 0) > 0
+        THEN (u.calls_30 / u.n_30 + 1.0) / (u.calls_90 / u.n_90 + 1.0) ELSE 1.0 END AS calls_trend_30d_vs_90d,
+    CASE WHEN coalesce(u.n_30, 0) > 0
+        THEN (u.data_30 / u.n_30 + 1.0) / (u.data_90 / u.n_90 + 1.0) ELSE 1.0 END AS data_usage_trend_30d_vs_90d,
+    -- customer_billing
+    coalesce(b.invoice_amount, 0)::DOUBLE AS invoice_amount,
+    coalesce(b.avg_invoice_90, 0)::DOUBLE AS avg_invoice_amount_90d,
+    CASE WHEN coalesce(b.avg_invoice_90, 0) > 0
+        THEN 100.0 * (b.invoice_amount - b.avg_invoice_90) / b.avg_invoice_90 ELSE 0.0 END
+        AS invoice_amount_change_pct,
+    coalesce(b.late_90, 0)::BIGINT AS late_payment_count_90d,
+    coalesce(b.max_days_late_90, 0)::BIGINT AS max_days_late_90d,
+    coalesce(b.discount_amount, 0)::DOUBLE AS discount_amount,
+    (coalesce(b.discount_amount, 0) > 0)::BIGINT AS has_active_discount,
+    coalesce(b.overage_90, 0)::DOUBLE AS overage_amount_90d,
+    coalesce(b.balance_forward, 0)::DOUBLE AS balance_forward,
+    -- customer_engagement
+    coalesce(g.logins_30, 0)::BIGINT AS login_count_last_30d,
+    CASE WHEN coalesce(g.n_30, 0) > 0
+        THEN (g.logins_7 + 1.0) / (g.logins_30 / g.n_30 + 1.0) ELSE 1.0 END AS login_trend_7d_vs_30d,
+    coalesce(g.sessions_30, 0)::BIGINT AS sessions_last_30d,
+    coalesce(g.minutes_30, 0)::DOUBLE AS app_minutes_last_30d,
+    coalesce(g.active_days_30, 0)::BIGINT AS active_days_last_30d,
+    coalesce(7 * (g.last_active_k - 1), $cap)::BIGINT AS days_since_last_active,
+    coalesce(g.features_30, 0)::DOUBLE / $n_features AS feature_adoption_rate,
+    coalesce(t.tickets_90, 0)::BIGINT AS support_tickets_last_90d,
+    coalesce(t.unresolved_90, 0)::BIGINT AS unresolved_tickets_90d,
+    coalesce(t.satisfaction_90, 0)::DOUBLE AS avg_ticket_satisfaction_90d,
+    -- customer_cohort
+    e.acquisition_channel,
+    e.cohort AS signup_cohort,
+    date_sub('month', e.signup_date, e.as_of)::BIGINT AS tenure_months,
+    e.age_band,
+    ((e.as_of - e.signup_date) < 90)::BIGINT AS is_new_customer,
+    (cr.churned / (cr.active + cr.churned))::DOUBLE AS cohort_churn_rate_90d,
+    (hr.churned / (hr.active + hr.churned))::DOUBLE AS channel_churn_rate_90d
+FROM ent e
+LEFT JOIN _usage u ON u.as_of = e.as_of AND u.customer_id = e.customer_id
+LEFT JOIN _eng g ON g.as_of = e.as_of AND g.customer_id = e.customer_id
+LEFT JOIN _tickets t ON t.as_of = e.as_of AND t.customer_id = e.customer_id
+LEFT JOIN _billing b ON b.as_of = e.as_of AND b.customer_id = e.customer_id
+JOIN cohort_rate cr ON cr.as_of = e.as_of AND cr.cohort = e.cohort
+JOIN channel_rate hr ON hr.as_of = e.as_of AND hr.channel = e.acquisition_channel
+ORDER BY e.as_of, e.customer_id
+"""
+
+_CLEANUP = "DROP TABLE IF EXISTS _asof; DROP TABLE IF EXISTS _win; DROP TABLE IF EXISTS _ent; " + " ".join(
+    f"DROP TABLE IF EXISTS {t};" for t in ("_usage", "_eng", "_tickets", "_billing", "_churned")
+)
+
+
+def group_schema(group_name: str) -> pa.Schema:
+    """Arrow schema of one feature group's snapshot table."""
+    group = next(g for g in FEATURE_GROUPS if g.name == group_name)
+    return pa.schema(
+        [(ENTITY, pa.int64()), (EVENT_TIMESTAMP, pa.timestamp("us"))]
+        + [(f.name, _ARROW[f.dtype]) for f in group.features]
+    )
+
+
+def compute_snapshots(con: duckdb.DuckDBPyConnection, as_of_dates: list[dt.date]) -> dict[str, pa.Table]:
+    """Feature snapshots of every entity at every as-of date: one Arrow table per feature group.
+
+    Rows are ordered by (event_timestamp, customer_id); an as-of date with no entities yields no rows.
+    """
+    dates = sorted(set(as_of_dates))
+    try:
+        con.execute(_AS_OF, {"dates": dates})
+        con.execute(_PREPARE)
+        full = con.sql(
+            _SELECT, params={"cap": DAYS_SINCE_ACTIVE_CAP, "n_features": N_PRODUCT_FEATURES}
+        ).to_arrow_table()
+    finally:
+        con.execute(_CLEANUP)
+    out: dict[str, pa.Table] = {}
+    for group in FEATURE_GROUPS:
+        schema = group_schema(group.name)
+        out[group.name] = full.select(schema.names).cast(schema)
+    return out
+
+
+def load_landing_into_duckdb(con: duckdb.DuckDBPyConnection, landing_dir: Path | str) -> None:
+    """(Re)create ``raw.<table>`` from every landing Parquet file, without validation."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    for table in RAW_TABLES:
+        pattern = str(Path(landing_dir) / table / "*.parquet").replace("'", "''")
+        con.execute(f"CREATE OR REPLACE TABLE raw.{table} AS SELECT * FROM read_parquet('{pattern}')")

@@ -1,0 +1,201 @@
+"""The candidate models: tuned LightGBM plus scikit-learn baselines.
+
+Every candidate is a scikit-learn compatible classifier with ``predict_proba``; baselines are a
+``Pipeline`` whose last step is called ``model``. Class imbalance is handled the same way for every
+baseline: the candidate is fitted twice, once unweighted and once with ``balanced`` sample weights
+(``sklearn.utils.class_weight.compute_sample_weight``), and the variant with the higher validation AUC
+is kept; the choice and both AUCs are recorded in :class:`FittedCandidate`. LightGBM makes the same
+choice inside its Optuna search (``scale_pos_weight`` = 1 or negatives/positives, see ``tuning.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+from threadpoolctl import threadpool_limits
+
+from churn_assets.modeling.splits import Splits
+
+Flavor = Literal["sklearn", "lightgbm"]
+Imbalance = Literal["none", "balanced"]
+BASELINES: tuple[str, ...] = ("logistic_regression", "random_forest", "hist_gradient_boosting", "mlp")
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """How to build one (unfitted) candidate: its name, a factory, the params to log, the MLflow flavor."""
+
+    name: str
+    build: Callable[[], Any]
+    params: dict[str, Any]
+    flavor: Flavor = "sklearn"
+
+
+@dataclass
+class FittedCandidate:
+    """A fitted candidate with its validation AUC, fit time and the imbalance choice made for it."""
+
+    name: str
+    model: Any
+    params: dict[str, Any]
+    flavor: Flavor
+    val_auc: float
+    train_seconds: float
+    imbalance: Imbalance
+    val_auc_by_imbalance: dict[str, float] = field(default_factory=dict)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Probability of the positive class."""
+        return np.asarray(self.model.predict_proba(X))[:, 1]
+
+
+def one_hot_scaler() -> ColumnTransformer:
+    """Numeric columns: median impute + standard scale; categorical/object columns: one-hot."""
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ]
+    )
+    return ColumnTransformer(
+        [
+            ("num", numeric, make_column_selector(dtype_include=np.number)),
+            ("cat", categorical, make_column_selector(dtype_include=["category", "object", "bool"])),
+        ]
+    )
+
+
+def baseline_specs(
+    seed: int = 42, names: tuple[str, ...] = BASELINES, n_jobs: int = 1
+) -> list[CandidateSpec]:
+    """The scikit-learn baselines (logistic regression scaled + one-hot, RF, HistGB, MLP (128, 64))."""
+    specs = {
+        "logistic_regression": CandidateSpec(
+            "logistic_regression",
+            lambda: Pipeline(
+                [("prep", one_hot_scaler()), ("model", LogisticRegression(C=1.0, max_iter=2000))]
+            ),
+            {"C": 1.0, "encoding": "one-hot", "scaling": "standard"},
+        ),
+        "random_forest": CandidateSpec(
+            "random_forest",
+            lambda: Pipeline(
+                [
+                    ("prep", one_hot_scaler()),
+                    (
+                        "model",
+                        RandomForestClassifier(
+                            n_estimators=200, min_samples_leaf=5, n_jobs=n_jobs, random_state=seed
+                        ),
+                    ),
+                ]
+            ),
+            {"n_estimators": 200, "min_samples_leaf": 5},
+        ),
+        "hist_gradient_boosting": CandidateSpec(
+            "hist_gradient_boosting",
+            lambda: Pipeline(
+                [
+                    (
+                        "model",
+                        HistGradientBoostingClassifier(
+                            learning_rate=0.05,
+                            max_iter=300,
+                            categorical_features="from_dtype",
+                            random_state=seed,
+                        ),
+                    )
+                ]
+            ),
+            {"learning_rate": 0.05, "max_iter": 300, "early_stopping": "auto"},
+        ),
+        "mlp": CandidateSpec(
+            "mlp",
+            lambda: Pipeline(
+                [
+                    ("prep", one_hot_scaler()),
+                    (
+                        "model",
+                        MLPClassifier(
+                            hidden_layer_sizes=(128, 64),
+                            alpha=1e-3,
+                            early_stopping=True,
+                            max_iter=300,
+                            random_state=seed,
+                        ),
+                    ),
+                ]
+            ),
+            {"hidden": "(128, 64)", "alpha": 1e-3, "early_stopping": True},
+        ),
+    }
+    unknown = set(names) - set(specs)
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {list(specs)}")
+    return [specs[n] for n in names]
+
+
+def lightgbm_spec(params: dict[str, Any], seed: int = 42, n_jobs: int = 1) -> CandidateSpec:
+    """A LightGBM candidate with fixed (e.g. tuned) parameters; ``n_estimators`` is the best iteration."""
+    full = {"objective": "binary", "verbose": -1, "random_state": seed, "n_jobs": n_jobs, **params}
+    return CandidateSpec("lightgbm", lambda: lgb.LGBMClassifier(**full), dict(params), flavor="lightgbm")
+
+
+def fit_spec(
+    spec: CandidateSpec, splits: Splits, imbalance: Imbalance, n_jobs: int = 1
+) -> tuple[Any, float, float]:
+    """Fit one spec on the train split (OpenMP/BLAS threads capped at ``n_jobs``); returns
+    ``(model, validation AUC, seconds)``."""
+    model = spec.build()
+    weight = compute_sample_weight("balanced", splits.y_train) if imbalance == "balanced" else None
+    start = time.perf_counter()
+    with threadpool_limits(limits=n_jobs):
+        if isinstance(model, Pipeline):
+            model.fit(splits.X_train, splits.y_train, model__sample_weight=weight)
+        else:
+            model.fit(splits.X_train, splits.y_train, sample_weight=weight)
+    seconds = time.perf_counter() - start
+    auc = float(roc_auc_score(splits.y_val, np.asarray(model.predict_proba(splits.X_val))[:, 1]))
+    return model, auc, seconds
+
+
+def fit_candidate(
+    spec: CandidateSpec,
+    splits: Splits,
+    imbalance: Imbalance | Literal["compare"] = "compare",
+    n_jobs: int = 1,
+) -> FittedCandidate:
+    """Fit a candidate; with ``imbalance="compare"`` fit unweighted and balanced, keep the better on val.
+
+    A tie keeps the unweighted model (simpler, better calibrated).
+    """
+    choices: list[Imbalance] = ["none", "balanced"] if imbalance == "compare" else [imbalance]
+    results = {choice: fit_spec(spec, splits, choice, n_jobs) for choice in choices}
+    best: Imbalance = max(choices, key=lambda c: (results[c][1], c == "none"))
+    model, auc, seconds = results[best]
+    return FittedCandidate(
+        name=spec.name,
+        model=model,
+        params={**spec.params, "imbalance": best},
+        flavor=spec.flavor,
+        val_auc=auc,
+        train_seconds=seconds,
+        imbalance=best,
+        val_auc_by_imbalance={c: r[1] for c, r in results.items()},
+    )

@@ -1,0 +1,218 @@
+"""Metrics, decision threshold, calibration, SHAP, fairness, stress slices and promotion gates.
+
+Threshold rule (documented in docs/modeling.md): the decision threshold is the one that MAXIMISES F1
+on the validation split, searched over the distinct predicted probabilities
+(``sklearn.metrics.precision_recall_curve``); ties go to the higher threshold (fewer contacts). It is
+chosen after calibration, on the calibrated validation scores, and then applied unchanged to test.
+
+Calibration choice: isotonic and sigmoid (Platt) calibrators are fitted on the validation split on top
+of the frozen model (``CalibratedClassifierCV(FrozenEstimator(model))``). Because a calibrator always
+looks good on the data it was fitted on, the choice compares 5-fold *out-of-fold* Brier scores on the
+validation split (``cross_val_predict``); a method is used only if it lowers the validation Brier of
+the raw model, the lowest wins, and the chosen calibrator is refitted on the whole validation split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV, calibration_curve
+from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import (
+    brier_score_loss,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+CalibrationMethod = Literal["none", "isotonic", "sigmoid"]
+
+
+def binary_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, float]:
+    """AUC, recall, precision, F1 (at ``threshold``), Brier and the positive rate of ``y``."""
+    yv = np.asarray(y).astype(int)
+    pv = np.asarray(p, dtype=float)
+    pred = (pv >= threshold).astype(int)
+    return {
+        "auc": float(roc_auc_score(yv, pv)) if len(np.unique(yv)) == 2 else float("nan"),
+        "recall": float(recall_score(yv, pred, zero_division=0)),
+        "precision": float(precision_score(yv, pred, zero_division=0)),
+        "f1": float(f1_score(yv, pred, zero_division=0)),
+        "brier": float(brier_score_loss(yv, pv)),
+        "positive_rate": float(yv.mean()),
+        "n": float(len(yv)),
+    }
+
+
+def choose_threshold(y_val: Any, p_val: Any) -> float:
+    """The F1-maximising threshold on validation (ties: the higher threshold)."""
+    precision, recall, thresholds = precision_recall_curve(np.asarray(y_val).astype(int), np.asarray(p_val))
+    p, r = precision[:-1], recall[:-1]
+    f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
+    best = np.flatnonzero(np.isclose(f1, f1.max()))
+    return float(thresholds[best].max())
+
+
+@dataclass(frozen=True)
+class ReliabilityCurve:
+    """Mean predicted probability vs observed positive rate per bin (quantile bins)."""
+
+    mean_predicted: list[float]
+    observed_rate: list[float]
+
+
+def reliability_curve(y: Any, p: Any, n_bins: int = 10) -> ReliabilityCurve:
+    observed, predicted = calibration_curve(
+        np.asarray(y).astype(int), np.asarray(p), n_bins=n_bins, strategy="quantile"
+    )
+    return ReliabilityCurve([float(v) for v in predicted], [float(v) for v in observed])
+
+
+@dataclass
+class Calibration:
+    """The calibration decision: chosen method, OOF validation Brier per method, and the final model."""
+
+    method: CalibrationMethod
+    brier: dict[str, float]
+    model: Any
+
+
+def calibrate(model: Any, X_val: pd.DataFrame, y_val: pd.Series, seed: int = 42) -> Calibration:
+    """Pick none/isotonic/sigmoid by out-of-fold validation Brier; return the (possibly wrapped) model."""
+    raw = np.asarray(model.predict_proba(X_val))[:, 1]
+    brier: dict[str, float] = {"none": float(brier_score_loss(y_val, raw))}
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    for method in ("isotonic", "sigmoid"):
+        wrapped = CalibratedClassifierCV(FrozenEstimator(model), method=method)
+        oof = cross_val_predict(wrapped, X_val, y_val, cv=cv, method="predict_proba")[:, 1]
+        brier[method] = float(brier_score_loss(y_val, oof))
+    best: CalibrationMethod = min(("none", "isotonic", "sigmoid"), key=lambda m: (brier[m], m != "none"))
+    if best == "none":
+        return Calibration("none", brier, model)
+    final = CalibratedClassifierCV(FrozenEstimator(model), method=best).fit(X_val, y_val)
+    return Calibration(best, brier, final)
+
+
+@dataclass(frozen=True)
+class ShapSummary:
+    """Mean |SHAP| per feature (descending) and the share of the top 5 in the total."""
+
+    mean_abs: pd.Series
+    top5_share: float
+
+
+def shap_summary(lgbm_model: Any, X: pd.DataFrame, max_rows: int = 5000, seed: int = 42) -> ShapSummary:
+    """SHAP values of a LightGBM model via ``predict(pred_contrib=True)`` (TreeSHAP inside LightGBM)."""
+    sample = X.sample(n=min(max_rows, len(X)), random_state=seed) if len(X) > max_rows else X
+    contrib = np.asarray(lgbm_model.predict(sample, pred_contrib=True))[:, :-1]  # last column = bias
+    mean_abs = pd.Series(np.abs(contrib).mean(axis=0), index=list(sample.columns)).sort_values(
+        ascending=False
+    )
+    total = float(mean_abs.sum())
+    return ShapSummary(mean_abs, float(mean_abs.iloc[:5].sum() / total) if total > 0 else 0.0)
+
+
+@dataclass
+class FairnessReport:
+    """Metrics per segment value (per segment column) and the max recall gap vs the allowed maximum."""
+
+    by_segment: pd.DataFrame
+    max_disparity: float
+    worst_column: str | None
+    threshold: float
+    passed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.passed = bool(np.isnan(self.max_disparity) or self.max_disparity <= self.threshold)
+
+
+def fairness_report(
+    y: Any,
+    p: Any,
+    threshold: float,
+    segments: pd.DataFrame,
+    max_disparity: float,
+    min_group_size: int = 30,
+) -> FairnessReport:
+    """Recall/precision/AUC per value of each segment column; disparity = max - min recall of groups
+    with at least ``min_group_size`` rows and at least one positive, over all segment columns."""
+    yv, pv = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    rows: list[dict[str, Any]] = []
+    worst, worst_col = float("nan"), None
+    for col in segments.columns:
+        values = segments[col].astype("string").fillna("<NA>").to_numpy()
+        recalls = []
+        for value in pd.unique(values):
+            mask = values == value
+            m = binary_metrics(yv[mask], pv[mask], threshold)
+            rows.append({"segment": col, "value": str(value), **m})
+            if mask.sum() >= min_group_size and yv[mask].sum() > 0:
+                recalls.append(m["recall"])
+        if len(recalls) >= 2:
+            gap = max(recalls) - min(recalls)
+            if np.isnan(worst) or gap > worst:
+                worst, worst_col = gap, col
+    return FairnessReport(pd.DataFrame(rows), worst, worst_col, max_disparity)
+
+
+def stress_slices(
+    y: Any,
+    p: Any,
+    threshold: float,
+    frame: pd.DataFrame,
+    tenure_columns: Sequence[str],
+    revenue_columns: Sequence[str],
+) -> dict[str, dict[str, Any]]:
+    """Metrics on edge-case slices when such columns exist: ``new_customers`` (tenure at or below its
+    10th percentile — unit-free) and ``top_revenue_decile`` (revenue at or above its 90th percentile)."""
+    yv, pv = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    out: dict[str, dict[str, Any]] = {}
+    rules = (
+        ("new_customers", tenure_columns, 0.1, False),
+        ("top_revenue_decile", revenue_columns, 0.9, True),
+    )
+    for name, columns, quantile, upper in rules:
+        col = next((c for c in columns if c in frame.columns), None)
+        if col is None:
+            continue
+        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+        cut = float(np.nanquantile(values, quantile))
+        mask = values >= cut if upper else values <= cut
+        out[name] = {"column": col, "cut": cut, **binary_metrics(yv[mask], pv[mask], threshold)}
+    return out
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One promotion gate: its name, measured value, limit and whether it passed."""
+
+    name: str
+    value: float
+    limit: float
+    passed: bool
+
+
+def check_gates(
+    test_auc: float,
+    train_auc: float,
+    fairness: FairnessReport | None,
+    min_auc: float,
+    max_auc_gap: float,
+) -> list[GateResult]:
+    """Gates every challenger must pass: minimum test AUC, train-test AUC gap (overfit), fairness."""
+    gates = [
+        GateResult("min_test_auc", test_auc, min_auc, test_auc >= min_auc),
+        GateResult("max_auc_gap", train_auc - test_auc, max_auc_gap, train_auc - test_auc <= max_auc_gap),
+    ]
+    if fairness is not None and not np.isnan(fairness.max_disparity):
+        gates.append(
+            GateResult("max_fairness_disparity", fairness.max_disparity, fairness.threshold, fairness.passed)
+        )
+    return gates

@@ -1,0 +1,43 @@
+"""Where modeling state lives: one function per store, all derived from :class:`Settings`.
+
+Defaults keep everything in the state folder (``settings.home``):
+
+* ``home/optuna/optuna.db`` — Optuna studies (SQLite RDB storage);
+* ``home/mlflow/mlflow.db`` + ``home/mlflow/artifacts`` — MLflow tracking and model registry;
+* ``home/registry/audit.db`` — the append-only promotion audit log.
+
+Each can be pointed elsewhere (e.g. PostgreSQL) via ``settings.modeling``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from churn_assets.settings import Settings
+
+
+def _sqlite_url(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def optuna_storage_url(settings: Settings) -> str:
+    """RDB URL of the Optuna storage."""
+    return settings.modeling.optuna_storage or _sqlite_url(settings.home / "optuna" / "optuna.db")
+
+
+def tracking_uri(settings: Settings) -> str:
+    """MLflow tracking (and registry) URI."""
+    return settings.modeling.tracking_uri or _sqlite_url(settings.home / "mlflow" / "mlflow.db")
+
+
+def artifact_location(settings: Settings) -> str:
+    """Explicit artifact root of the experiment (otherwise MLflow writes into the cwd)."""
+    path = settings.home / "mlflow" / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve().as_uri()
+
+
+def audit_url(settings: Settings) -> str:
+    """SQLAlchemy URL of the promotion audit log."""
+    return settings.modeling.audit_url or _sqlite_url(settings.home / "registry" / "audit.db")

@@ -1,0 +1,325 @@
+"""The MLflow model registry of churnops: versions, tags, aliases, promotion, approval, rollback.
+
+Registered model ``settings.modeling.registered_model_name`` (``churn-model``). Every version carries
+tags: ``semver`` (major.minor.patch), ``artifact_sha256`` (the model file), ``data_sha256`` (the
+training-data snapshot), ``features`` (JSON list — the feature → model dependency), ``flavor``,
+``gates_passed`` and ``metric.<name>`` for each metric.
+
+Semantic version: the first version is 1.0.0; a version whose feature list differs from the latest
+one bumps MAJOR (consumers must supply other features); the same features with a new artifact bump
+MINOR (a retrain, e.g. 1.0.0 → 1.1.0); re-registering an identical artifact bumps PATCH.
+
+Aliases: ``challenger`` — the latest registered candidate; ``champion`` — the model to serve;
+``previous`` — the champion before the current one (rollback target).
+
+Promotion (:meth:`ModelRegistry.consider`): with no champion, a challenger that passes every gate is
+promoted. Otherwise it is promoted only if every gate passed AND its AUC on the SAME holdout beats
+the champion's by MORE than ``min_auc_gain``; else the champion stays. In ``manual`` mode a promotable
+challenger is marked ``promotion=pending`` and waits for :meth:`ModelRegistry.approve`, which records
+the approver. :meth:`ModelRegistry.rollback` swaps ``champion`` and ``previous``: the rolled-back model
+becomes ``previous`` (and is tagged ``rolled_back``), so a second rollback undoes the first. Every
+decision — including "kept" — is appended to the audit log (``audit.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from sklearn.metrics import roc_auc_score
+
+from churn_assets.modeling.audit import AuditEntry, AuditLog
+from churn_assets.modeling.evaluation import GateResult
+from churn_assets.modeling.paths import audit_url
+from churn_assets.modeling.tracking import LoggedRun, configure, load_model
+from churn_assets.settings import Settings
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation is not possible (e.g. nothing to approve or roll back to)."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version: MLflow version number and semantic version."""
+
+    name: str
+    version: str
+    semver: str
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Outcome of a promotion check: ``promoted`` / ``kept`` / ``pending``, why, and the numbers."""
+
+    outcome: str
+    reason: str
+    challenger: str
+    champion_before: str | None
+    champion_after: str | None
+    challenger_auc: float
+    champion_auc: float | None
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome == "promoted"
+
+
+def decide(
+    challenger_auc: float, champion_auc: float | None, gates: Sequence[GateResult], min_auc_gain: float
+) -> tuple[bool, str]:
+    """Pure promotion rule: ``(promote?, reason)``."""
+    failed = [g.name for g in gates if not g.passed]
+    if failed:
+        return False, f"gate(s) failed: {', '.join(failed)}"
+    if champion_auc is None:
+        return True, "no champion yet and every gate passed"
+    gain = challenger_auc - champion_auc
+    if gain > min_auc_gain:
+        return True, f"AUC gain {gain:+.4f} > {min_auc_gain} and every gate passed"
+    return False, f"AUC gain {gain:+.4f} not > {min_auc_gain}; champion stays"
+
+
+def next_semver(latest: str | None, same_features: bool, same_artifact: bool) -> str:
+    """The semantic version of a new registration (see module docstring)."""
+    if latest is None:
+        return "1.0.0"
+    major, minor, patch = (int(x) for x in latest.split("."))
+    if not same_features:
+        return f"{major + 1}.0.0"
+    if same_artifact:
+        return f"{major}.{minor}.{patch + 1}"
+    return f"{major}.{minor + 1}.0"
+
+
+class ModelRegistry:
+    """Registry operations for one registered model, with every decision appended to the audit log."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tracking = configure(settings)
+        self.client = self.tracking.client
+        self.name = settings.modeling.registered_model_name
+        self.audit = AuditLog(audit_url(settings))
+
+    # -- reading -------------------------------------------------------------------------------
+    def version_by_alias(self, alias: str) -> ModelVersion | None:
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def versions(self) -> list[ModelVersion]:
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        return sorted(found, key=lambda v: int(v.version))
+
+    def aliases(self) -> dict[str, str]:
+        """alias → version number."""
+        out = {}
+        for alias in (CHAMPION, CHALLENGER, PREVIOUS):
+            mv = self.version_by_alias(alias)
+            if mv is not None:
+                out[alias] = str(mv.version)
+        return out
+
+    def tags(self, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(self.name, version).tags)
+
+    def holdout_auc(self, alias: str, X: Any, y: Any) -> float | None:
+        """AUC of the model behind ``alias`` on the given holdout; None when there is no such alias.
+
+        A model that cannot score the holdout (its feature list is not available in ``X``) falls back
+        to its recorded test AUC tag ``metric.auc`` — noted in the audit as the champion AUC used.
+        """
+        mv = self.version_by_alias(alias)
+        if mv is None:
+            return None
+        features = json.loads(mv.tags.get("features", "[]"))
+        if features and not set(features) <= set(X.columns):
+            return float(mv.tags.get("metric.auc", "nan"))
+        model = load_model(str(mv.source), mv.tags.get("flavor", "sklearn"))
+        p = np.asarray(model.predict_proba(X[features] if features else X))[:, 1]
+        return float(roc_auc_score(np.asarray(y).astype(int), p))
+
+    def read_audit(self, limit: int | None = None) -> list[AuditEntry]:
+        return self.audit.read(self.name, limit)
+
+    # -- writing -------------------------------------------------------------------------------
+    def register(
+        self,
+        logged: LoggedRun,
+        features: Sequence[str],
+        data_hash: str,
+        metrics: Mapping[str, float],
+        gates: Sequence[GateResult],
+        actor: str = "system",
+    ) -> RegisteredVersion:
+        """Register a logged model as a new version, tag it, and point ``challenger`` at it."""
+        existing = self.versions()
+        latest = existing[-1] if existing else None
+        semver = next_semver(
+            latest.tags.get("semver") if latest else None,
+            same_features=latest is not None
+            and json.loads(latest.tags.get("features", "[]")) == list(features),
+            same_artifact=latest is not None and latest.tags.get("artifact_sha256") == logged.artifact_hash,
+        )
+        tags = {
+            "semver": semver,
+            "artifact_sha256": logged.artifact_hash,
+            "data_sha256": data_hash,
+            "features": json.dumps(list(features)),
+            "flavor": logged.flavor,
+            "run_id": logged.run_id,
+            "gates_passed": str(all(g.passed for g in gates)).lower(),
+            "gates": json.dumps(
+                {g.name: {"value": g.value, "limit": g.limit, "passed": g.passed} for g in gates}
+            ),
+            **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+        }
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            self.client.create_registered_model(
+                self.name, description="Customer churn classifier (churnops)."
+            )
+        mv = self.client.create_model_version(self.name, logged.model_uri, run_id=logged.run_id, tags=tags)
+        version = str(mv.version)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        self.audit.append(
+            "register",
+            self.name,
+            actor,
+            f"new version {semver} from run {logged.run_id}",
+            version=version,
+            semver=semver,
+            champion_before=self.aliases().get(CHAMPION),
+            champion_after=self.aliases().get(CHAMPION),
+            metrics=dict(metrics),
+        )
+        return RegisteredVersion(self.name, version, semver)
+
+    def consider(
+        self,
+        version: str,
+        challenger_auc: float,
+        champion_auc: float | None,
+        gates: Sequence[GateResult],
+        actor: str = "system",
+    ) -> PromotionDecision:
+        """Apply the promotion rule to ``version`` (AUCs measured on the same holdout) and log it."""
+        champion = self.aliases().get(CHAMPION)
+        if champion == version:
+            raise RegistryError(f"version {version} already is the champion")
+        if champion is None:
+            champion_auc = None
+        promote, reason = decide(challenger_auc, champion_auc, gates, self.settings.modeling.min_auc_gain)
+        numbers = {
+            "challenger_auc": challenger_auc,
+            "champion_auc": champion_auc,
+            "min_auc_gain": self.settings.modeling.min_auc_gain,
+            **{f"gate.{g.name}": g.value for g in gates},
+        }
+        if promote and self.settings.modeling.promotion_mode == "manual":
+            self.client.set_model_version_tag(self.name, version, "promotion", "pending")
+            self.client.set_model_version_tag(self.name, version, "promotion_reason", reason)
+            self.client.set_model_version_tag(self.name, version, "promotion_numbers", json.dumps(numbers))
+            outcome, after = "pending", champion
+            reason = f"{reason}; manual mode: waiting for approval"
+        elif promote:
+            self._promote(version)
+            outcome, after = "promoted", version
+        else:
+            self.client.set_model_version_tag(self.name, version, "promotion", "rejected")
+            outcome, after = "kept", champion
+        self.audit.append(
+            outcome,
+            self.name,
+            actor,
+            reason,
+            version=version,
+            semver=self.tags(version).get("semver"),
+            champion_before=champion,
+            champion_after=after,
+            metrics=numbers,
+        )
+        return PromotionDecision(outcome, reason, version, champion, after, challenger_auc, champion_auc)
+
+    def approve(self, by: str) -> PromotionDecision:
+        """Manual mode: promote the pending challenger and record the approver."""
+        if not by.strip():
+            raise RegistryError("approve needs the approver's name (--by NAME)")
+        challenger = self.version_by_alias(CHALLENGER)
+        if challenger is None or challenger.tags.get("promotion") != "pending":
+            raise RegistryError("no challenger is waiting for approval")
+        version = str(challenger.version)
+        champion = self.aliases().get(CHAMPION)
+        numbers = json.loads(challenger.tags.get("promotion_numbers", "{}"))
+        self._promote(version)
+        self.client.set_model_version_tag(self.name, version, "approved_by", by)
+        reason = f"approved by {by}: {challenger.tags.get('promotion_reason', '')}"
+        self.audit.append(
+            "approved",
+            self.name,
+            by,
+            reason,
+            version=version,
+            semver=challenger.tags.get("semver"),
+            champion_before=champion,
+            champion_after=version,
+            metrics=numbers,
+        )
+        return PromotionDecision(
+            "promoted",
+            reason,
+            version,
+            champion,
+            version,
+            float(numbers.get("challenger_auc") or float("nan")),
+            numbers.get("champion_auc"),
+        )
+
+    def rollback(self, by: str = "system", reason: str = "manual rollback") -> PromotionDecision:
+        """Make ``previous`` the champion again; the rolled-back champion becomes ``previous``."""
+        current, previous = self.version_by_alias(CHAMPION), self.version_by_alias(PREVIOUS)
+        if current is None or previous is None:
+            raise RegistryError("rollback needs both a champion and a previous version")
+        cur, prev = str(current.version), str(previous.version)
+        self.client.set_registered_model_alias(self.name, CHAMPION, prev)
+        self.client.set_registered_model_alias(self.name, PREVIOUS, cur)
+        self.client.set_model_version_tag(self.name, cur, "rolled_back", "true")
+        self.client.set_model_version_tag(self.name, prev, "promotion", "promoted")
+        metrics = {
+            "rolled_back_auc": current.tags.get("metric.auc"),
+            "restored_auc": previous.tags.get("metric.auc"),
+        }
+        self.audit.append(
+            "rollback",
+            self.name,
+            by,
+            reason,
+            version=prev,
+            semver=previous.tags.get("semver"),
+            champion_before=cur,
+            champion_after=prev,
+            metrics=metrics,
+        )
+        return PromotionDecision("rolled_back", reason, prev, cur, prev, float("nan"), None)
+
+    def _promote(self, version: str) -> None:
+        champion = self.aliases().get(CHAMPION)
+        if champion is not None:
+            self.client.set_registered_model_alias(self.name, PREVIOUS, champion)
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        if self.aliases().get(CHALLENGER) == version:
+            self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        self.client.set_model_version_tag(self.name, version, "promotion", "promoted")

@@ -1,0 +1,147 @@
+"""MLflow experiment tracking.
+
+Every candidate is one MLflow run of the ``settings.modeling.experiment_name`` experiment holding:
+params, metrics (``auc``, ``recall``, ``precision``, ``f1``, ``brier``, ``train_seconds``, plus extras),
+PNG artifacts, and the logged model (``mlflow.<flavor>.log_model(model, name="model")``).
+
+The tracking URI defaults to a SQLite file ``home/mlflow/mlflow.db`` and the experiment is created
+with the explicit artifact root ``home/mlflow/artifacts``; a PostgreSQL URI works the same way.
+Models are logged with explicit ``pip_requirements`` (MLflow's requirement inference costs ~15 s per
+model) and sklearn models with skops serialization and their trusted types listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.lightgbm
+import mlflow.sklearn
+import skops.io as sio
+from mlflow import MlflowClient
+
+from churn_assets.modeling.paths import artifact_location, tracking_uri
+from churn_assets.settings import Settings
+
+PIP_REQUIREMENTS = {
+    "sklearn": ["scikit-learn", "lightgbm", "pandas", "numpy"],
+    "lightgbm": ["lightgbm", "scikit-learn", "pandas", "numpy"],
+}
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """A configured tracking target: URI, experiment id, and a client bound to the URI."""
+
+    uri: str
+    experiment_id: str
+    client: MlflowClient
+
+
+def configure(settings: Settings) -> Tracking:
+    """Point MLflow at the settings' tracking URI and get-or-create the experiment."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    uri = tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = settings.modeling.experiment_name
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(name, artifact_location=artifact_location(settings))
+    )
+    return Tracking(uri, experiment_id, client)
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """What a logged run produced: run id, model URI and sha256 of the serialized model file."""
+
+    run_id: str
+    model_uri: str
+    artifact_hash: str
+    flavor: str
+
+
+def model_file_hash(model_uri: str) -> str:
+    """sha256 of the serialized model file (``model.*``) of a logged model."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    files = sorted(p for p in local.iterdir() if p.is_file() and p.name.startswith("model."))
+    if not files:
+        raise FileNotFoundError(f"no model.* file in {model_uri}")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def log_model(model: Any, flavor: str) -> Any:
+    """Log ``model`` into the active run with the right flavor; returns MLflow's ``ModelInfo``."""
+    if flavor == "lightgbm":
+        return mlflow.lightgbm.log_model(model, name="model", pip_requirements=PIP_REQUIREMENTS["lightgbm"])
+    trusted = sio.get_untrusted_types(data=sio.dumps(model))
+    return mlflow.sklearn.log_model(
+        model, name="model", pip_requirements=PIP_REQUIREMENTS["sklearn"], skops_trusted_types=trusted
+    )
+
+
+def load_model(model_uri: str, flavor: str) -> Any:
+    """Load a logged model back as an object with ``predict_proba``."""
+    if flavor == "lightgbm":
+        return mlflow.lightgbm.load_model(model_uri)
+    return mlflow.sklearn.load_model(model_uri)
+
+
+def log_candidate_run(
+    tracking: Tracking,
+    run_name: str,
+    model: Any,
+    flavor: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    artifacts: list[Path] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> LoggedRun:
+    """One MLflow run: params, metrics, PNG artifacts, the model; returns ids and the model hash."""
+    with mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name) as run:
+        mlflow.set_tags({"model": run_name, **(tags or {})})
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # drop NaN
+        for path in artifacts or []:
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        info = log_model(model, flavor)
+    return LoggedRun(run.info.run_id, info.model_uri, model_file_hash(info.model_uri), flavor)
+
+
+def list_runs(settings: Settings, max_results: int = 200) -> list[dict[str, Any]]:
+    """The experiment's runs, newest first: run id/name, model, params, AUC, recall, F1, duration."""
+    tracking = configure(settings)
+    runs = tracking.client.search_runs(
+        [tracking.experiment_id], max_results=max_results, order_by=["attributes.start_time DESC"]
+    )
+    rows = []
+    for r in runs:
+        m, p = r.data.metrics, r.data.params
+        end = r.info.end_time or r.info.start_time
+        rows.append(
+            {
+                "run_id": r.info.run_id,
+                "run_name": r.info.run_name,
+                "model": r.data.tags.get("model", r.info.run_name),
+                "params": {k: v for k, v in sorted(p.items())},
+                "auc": m.get("auc"),
+                "recall": m.get("recall"),
+                "f1": m.get("f1"),
+                "train_seconds": m.get("train_seconds"),
+                "duration_seconds": (end - r.info.start_time) / 1000 if r.info.start_time else None,
+                "status": r.info.status,
+            }
+        )
+    return rows

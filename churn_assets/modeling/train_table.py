@@ -1,0 +1,235 @@
+"""Bring your own table: profile a CSV, infer its contract, clean it, and run the training pipeline.
+
+Cleaning rules for real, dirty data (each recorded in :attr:`CleanTable.actions`):
+
+* strings are stripped; blank strings become missing (e.g. Telco ``TotalCharges == " "``);
+* a text column whose non-missing values all parse as numbers becomes numeric;
+* a yes/no (true/false, y/n) text column becomes 0/1; 0/1 integer columns stay as they are;
+* identifier columns are dropped: the ``--id`` column, plus any column whose name looks like an id
+  (``id``, ``*_id``, ``*ID``) or a text column that is unique per row;
+* the ``--time`` column is not a feature: it drives a time-based split (oldest 70 % train, next 15 %
+  val, newest 15 % test); without it the split is stratified on the label;
+* remaining text columns become pandas ``category`` (used natively by LightGBM / HistGB, one-hot
+  encoded for the other baselines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+
+from churn_assets.modeling.pipeline import Progress, _no_progress, train_and_register
+from churn_assets.modeling.splits import (
+    TrainingDataError,
+    assign_by_time_share,
+    assign_stratified,
+    build_splits,
+)
+from churn_assets.settings import Settings
+
+YES = {"yes", "y", "true", "t"}
+NO = {"no", "n", "false", "f"}
+_ID_NAME = re.compile(r"(^id$|_id$|id$|^id_)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One column: pandas dtype as read, missing values (incl. blank strings), distinct values, examples."""
+
+    name: str
+    dtype: str
+    missing: int
+    blank_strings: int
+    distinct: int
+    examples: list[str]
+
+
+@dataclass(frozen=True)
+class TableProfile:
+    """Rows, columns and the target's positive rate of a CSV as read."""
+
+    path: str
+    rows: int
+    columns: list[ColumnProfile]
+    target: str
+    positive: str
+    target_rate: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "n_columns": len(self.columns),
+            "target": self.target,
+            "positive": self.positive,
+            "target_rate": self.target_rate,
+            "columns": [c.__dict__ for c in self.columns],
+        }
+
+
+@dataclass
+class CleanTable:
+    """Features (cleaned), 0/1 labels, optional time column, and what cleaning did."""
+
+    X: pd.DataFrame
+    y: pd.Series
+    time: pd.Series | None
+    dropped: list[str]
+    actions: list[str] = field(default_factory=list)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The CSV with every column as text (cleaning decides the types)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def check_target(df: pd.DataFrame, target: str, positive: str) -> None:
+    """Fail with the list of choices when the target column or positive value is wrong."""
+    if target not in df.columns:
+        raise TrainingDataError(f"target column {target!r} not found; columns are: {', '.join(df.columns)}")
+    values = sorted(df[target].astype(str).str.strip().unique())
+    if str(positive) not in values:
+        shown = ", ".join(repr(v) for v in values[:20])
+        raise TrainingDataError(f"positive value {positive!r} not in column {target!r}; values are: {shown}")
+    if len(values) < 2:
+        raise TrainingDataError(f"target column {target!r} has a single value {values[0]!r}")
+
+
+def profile_table(df: pd.DataFrame, target: str, positive: str, path: str = "") -> TableProfile:
+    check_target(df, target, positive)
+    cols = []
+    for name in df.columns:
+        s = df[name]
+        text = s.astype(str)
+        blank = int((text.str.strip() == "").sum()) if s.dtype == object else 0
+        cols.append(
+            ColumnProfile(
+                name=name,
+                dtype=_kind(s),
+                missing=int(s.isna().sum()) + blank,
+                blank_strings=blank,
+                distinct=int(s.nunique(dropna=True)),
+                examples=[str(v) for v in s.dropna().unique()[:3]],
+            )
+        )
+    rate = float((df[target].astype(str).str.strip() == str(positive)).mean())
+    return TableProfile(path, len(df), cols, target, str(positive), rate)
+
+
+def _kind(s: pd.Series) -> str:
+    text = s.astype(str).str.strip()
+    nonblank = text[text != ""]
+    if pd.to_numeric(nonblank, errors="coerce").notna().all() and len(nonblank):
+        values = pd.to_numeric(nonblank)
+        return "integer" if (values == values.round()).all() else "float"
+    if set(nonblank.str.lower().unique()) <= YES | NO:
+        return "yes/no"
+    return "text"
+
+
+def clean_table(
+    df: pd.DataFrame, target: str, positive: str, id_col: str | None = None, time_col: str | None = None
+) -> CleanTable:
+    """Apply the cleaning rules of the module docstring."""
+    check_target(df, target, positive)
+    for opt, col in (("--id", id_col), ("--time", time_col)):
+        if col is not None and col not in df.columns:
+            raise TrainingDataError(f"{opt} column {col!r} not found; columns are: {', '.join(df.columns)}")
+    y = (df[target].astype(str).str.strip() == str(positive)).astype(int).rename(target)
+    time = df[time_col] if time_col else None
+    X = df.drop(columns=[c for c in (target, time_col) if c]).copy()
+    actions: list[str] = []
+    dropped: list[str] = []
+    for name in list(X.columns):
+        s = X[name].astype(str).str.strip()
+        blank = s == ""
+        if blank.any():
+            actions.append(f"{name}: {int(blank.sum())} blank string(s) -> missing")
+        s = s.mask(blank)
+        unique_per_row = s.nunique(dropna=True) == len(s)
+        numeric = pd.to_numeric(s, errors="coerce")
+        is_numeric = bool(numeric.notna().sum() == s.notna().sum())
+        if (
+            name == id_col
+            or (_ID_NAME.search(name) and s.nunique() > 0.9 * len(s))
+            or (unique_per_row and not is_numeric)
+        ):
+            dropped.append(name)
+            actions.append(f"{name}: identifier, dropped")
+            X = X.drop(columns=name)
+            continue
+        if is_numeric:
+            X[name] = numeric
+            continue
+        lower = s.str.lower()
+        if set(lower.dropna().unique()) <= YES | NO:
+            X[name] = lower.map(lambda v: None if pd.isna(v) else int(v in YES)).astype("float")
+            actions.append(f"{name}: yes/no -> 0/1")
+            continue
+        X[name] = s.astype("category")
+    return CleanTable(X, y, time, dropped, actions)
+
+
+def infer_contract(table: CleanTable) -> pa.DataFrameSchema:
+    """A pandera contract inferred from the cleaned table (features + label)."""
+    frame = pd.concat([table.X, table.y], axis=1)
+    return pa.infer_schema(frame)
+
+
+def contract_yaml(schema: pa.DataFrameSchema) -> str:
+    """The contract as YAML (``DataFrameSchema.to_yaml``; the Python form needs ``black``)."""
+    return str(schema.to_yaml())
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train_table(
+    path: str | Path,
+    target: str,
+    positive: str,
+    settings: Settings,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    budget_seconds: float | None = None,
+    trials: int | None = None,
+    progress: Progress = _no_progress,
+) -> dict[str, Any]:
+    """Profile, clean, split, tune + compare candidates, calibrate, evaluate and register a CSV.
+
+    Returns the :meth:`TrainingReport.summary` dict (``test_auc``, ``best_model``, ``baselines``,
+    ``model_version``, …) plus ``profile``, ``contract`` (YAML), ``cleaning``, ``split``.
+    """
+    df = read_table(path)
+    profile = profile_table(df, target, positive, str(path))
+    table = clean_table(df, target, positive, id_col, time_col)
+    schema = infer_contract(table)
+    cfg = settings.modeling
+    if table.time is not None:
+        assignment, kind = assign_by_time_share(table.time, cfg.val_share, cfg.test_share), "time"
+    else:
+        assignment, kind = assign_stratified(table.y, cfg.val_share, cfg.test_share, cfg.seed), "stratified"
+    splits = build_splits(table.X, table.y, assignment, kind=kind)  # type: ignore[arg-type]
+    report = train_and_register(
+        splits,
+        settings,
+        data_hash=file_sha256(path),
+        n_trials=trials,
+        timeout_seconds=budget_seconds,
+        study_name=f"{cfg.study_name}-{Path(path).stem}-{file_sha256(path)[:8]}",
+        progress=progress,
+    )
+    return {
+        **report.summary(),
+        "profile": profile.as_dict(),
+        "contract": contract_yaml(schema),
+        "cleaning": {"dropped": table.dropped, "actions": table.actions},
+        "split": {"kind": kind, "sizes": splits.sizes(), "positive_rates": splits.positive_rates()},
+    }

@@ -1,0 +1,169 @@
+"""Optuna tuning of LightGBM on the validation split.
+
+* Objective: validation ROC AUC of an ``LGBMClassifier`` trained on the train split with up to
+  ``MAX_ROUNDS`` boosting rounds and LightGBM early stopping (``EARLY_STOPPING_ROUNDS`` on val AUC).
+* Pruning: ``optuna-integration`` is not installed, so a small LightGBM callback reports the val AUC
+  every ``REPORT_EVERY`` rounds to the trial and raises ``optuna.TrialPruned`` when the
+  ``MedianPruner`` says so (what ``LightGBMPruningCallback`` does).
+* Imbalance: ``imbalance`` is a categorical search dimension — ``none`` (scale_pos_weight=1) or
+  ``balanced`` (scale_pos_weight = negatives/positives); :attr:`TuningResult.imbalance_auc` records
+  the best AUC of each so the choice is visible.
+* Storage: an RDB storage (SQLite file by default, any SQLAlchemy URL e.g. PostgreSQL works);
+  ``load_if_exists=True`` so a rerun with the same study name resumes it.
+* Budget: ``n_trials`` is the TOTAL number of finished (complete + pruned) trials of the study —
+  a rerun only runs the missing ones; ``timeout_seconds`` caps the wall clock of each call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import optuna
+from optuna.trial import TrialState
+
+from churn_assets.modeling.splits import Splits
+
+MAX_ROUNDS = 1000
+EARLY_STOPPING_ROUNDS = 50
+REPORT_EVERY = 10
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """Outcome of a (possibly resumed) study: best LightGBM params incl. ``n_estimators``, its val AUC,
+    trial counts, and the best val AUC per imbalance choice."""
+
+    study_name: str
+    storage: str
+    best_params: dict[str, Any]
+    best_val_auc: float
+    n_complete: int
+    n_pruned: int
+    n_run_now: int
+    imbalance_auc: dict[str, float]
+
+    @property
+    def imbalance(self) -> str:
+        return str(self.best_params.get("imbalance", "none"))
+
+
+def _pruning_callback(trial: optuna.Trial, metric: str = "auc") -> Callable[[Any], None]:
+    def _callback(env: Any) -> None:
+        if env.iteration % REPORT_EVERY:
+            return
+        for _data, name, value, _higher in env.evaluation_result_list:
+            if name == metric:
+                trial.report(float(value), step=env.iteration)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at round {env.iteration} (val {metric}={value:.4f})")
+
+    return _callback
+
+
+def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
+    """The search space (LightGBM sklearn-API names)."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 4, 128, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 5, 200, log=True),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "subsample_freq": 1,
+        "reg_alpha": trial.suggest_float("reg_alpha", 1e-8, 10.0, log=True),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-8, 10.0, log=True),
+        "imbalance": trial.suggest_categorical("imbalance", ["none", "balanced"]),
+    }
+
+
+def lgbm_params(params: dict[str, Any], splits: Splits) -> dict[str, Any]:
+    """Translate search params (``imbalance``) into ``LGBMClassifier`` kwargs."""
+    out = {k: v for k, v in params.items() if k != "imbalance"}
+    if params.get("imbalance") == "balanced":
+        pos = float(splits.y_train.sum())
+        out["scale_pos_weight"] = (len(splits.y_train) - pos) / max(pos, 1.0)
+    return out
+
+
+def _objective(splits: Splits, seed: int, n_jobs: int) -> Callable[[optuna.Trial], float]:
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest_params(trial)
+        model = lgb.LGBMClassifier(
+            objective="binary",
+            n_estimators=MAX_ROUNDS,
+            random_state=seed,
+            n_jobs=n_jobs,
+            verbose=-1,
+            **lgbm_params(params, splits),
+        )
+        model.fit(
+            splits.X_train,
+            splits.y_train,
+            eval_set=[(splits.X_val, splits.y_val)],
+            eval_metric="auc",
+            callbacks=[
+                lgb.early_stopping(EARLY_STOPPING_ROUNDS, first_metric_only=True, verbose=False),
+                _pruning_callback(trial),
+            ],
+        )
+        trial.set_user_attr("best_iteration", int(model.best_iteration_ or MAX_ROUNDS))
+        return float(model.best_score_["valid_0"]["auc"])
+
+    return objective
+
+
+def tune_lightgbm(
+    splits: Splits,
+    storage: str,
+    study_name: str,
+    n_trials: int,
+    timeout_seconds: float | None,
+    seed: int = 42,
+    n_jobs: int = 1,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+) -> TuningResult:
+    """Create or resume ``study_name`` in ``storage`` and run it up to ``n_trials`` finished trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=optuna.storages.RDBStorage(storage),
+        study_name=study_name,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=50),
+    )
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    remaining = max(n_trials - done, 0)
+    if remaining:
+        study.optimize(
+            _objective(splits, seed, n_jobs),
+            n_trials=remaining,
+            timeout=timeout_seconds,
+            callbacks=callbacks,
+            gc_after_trial=False,
+        )
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise RuntimeError(f"study {study_name!r} has no completed trial (budget too small?)")
+    best = study.best_trial
+    imbalance_auc: dict[str, float] = {}
+    for t in complete:
+        key = str(t.params.get("imbalance", "none"))
+        imbalance_auc[key] = max(imbalance_auc.get(key, 0.0), float(t.value or 0.0))
+    return TuningResult(
+        study_name=study_name,
+        storage=storage,
+        best_params={
+            **best.params,
+            "subsample_freq": 1,
+            "n_estimators": int(best.user_attrs["best_iteration"]),
+        },
+        best_val_auc=float(best.value or 0.0),
+        n_complete=len(complete),
+        n_pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+        n_run_now=len(study.get_trials(deepcopy=False, states=FINISHED)) - done,
+        imbalance_auc=imbalance_auc,
+    )

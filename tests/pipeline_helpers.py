@@ -1,0 +1,32 @@
+"""Build a small simulated world and run the main Dagster job on it (shared by e2e tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from churn_assets.defs.resources import build_resources
+from churn_assets.orchestration import run_pipeline
+from churn_assets.settings import FeatureStoreSettings, Settings, SimulationSettings
+from churn_assets.simulation import World
+
+
+def small_settings(home: Path, *, customers: int = 1_500, months: int = 4, **fs: object) -> Settings:
+    """A quick world: few customers and few snapshot months (history ~ 13 + 17 + 13 weeks)."""
+    return Settings(
+        home=home,
+        simulation=SimulationSettings(n_customers=customers, history_months=months),
+        feature_store=FeatureStoreSettings(**fs),  # type: ignore[arg-type]
+    )
+
+
+def simulate(settings: Settings) -> list[str]:
+    world = World.create(settings.simulation)
+    weeks = world.simulate_history(settings.landing_dir)
+    world.save(settings.world_state_path)
+    return weeks
+
+
+def run(settings: Settings, weeks: list[str], instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return run_pipeline(instance, weeks, resources=build_resources(settings))
