@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import dagster as dg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -136,7 +137,7 @@ def _run_pipeline(settings: Settings, weeks: str | None) -> int:
     return 0 if result.success else 1
 
 
-def _print_run_summary(settings: Settings, result: object, seconds: float) -> None:
+def _print_run_summary(settings: Settings, result: dg.ExecuteInProcessResult, seconds: float) -> None:
     from churn_assets.reporting import pipeline_summary
 
     summary = pipeline_summary(settings, result)

@@ -33,9 +33,7 @@ def pipeline_summary(settings: Settings, result: dg.ExecuteInProcessResult) -> P
     summary = PipelineSummary(success=result.success)
     seen: dict[str, SummaryRow] = {}
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
-        if mat is None:
-            continue
+        mat = event.materialization
         meta = dict(mat.metadata)
         key = mat.asset_key.to_user_string()
         rows = _metadata_value(meta, "dagster/row_count")

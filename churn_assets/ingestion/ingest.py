@@ -70,7 +70,10 @@ class _Batch:
 
 
 def _read_weeks(landing_dir: Path, table: str, weeks: Sequence[str]) -> _Batch:
-    frames, landing_weeks, sources, rows = [], [], [], []
+    frames: list[pl.DataFrame] = []
+    landing_weeks: list[pl.Series] = []
+    sources: list[str] = []
+    rows: list[int] = []
     for week in weeks:
         path = find_file(landing_dir, table, week)
         if path is None:

@@ -137,7 +137,7 @@ def build_splits(
     bad = set(assignment.dropna().unique()) - set(SPLITS)
     if bad:
         raise TrainingDataError(f"split assignment has unknown values {sorted(bad)}; use {list(SPLITS)}")
-    a = assignment.to_numpy(dtype=object)
+    a = assignment.astype("string").fillna("").to_numpy(dtype=object)
     yv = y.to_numpy().astype(int)
     parts: dict[str, tuple[pd.DataFrame, pd.Series]] = {}
     for name in SPLITS:

@@ -74,7 +74,7 @@ class Warehouse:
                 f"no warehouse at {self.path}: run `churnops demo` (or materialize the raw assets) first"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        config: dict[str, str | int] = {}
+        config: dict[str, str | bool | int | float | list[str]] = {}
         if self.threads:
             config["threads"] = self.threads
         if self.memory_limit:

@@ -30,7 +30,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_job_materializes_every_raw_and_feature_asset(world) -> None:
-    settings, weeks, instance, result = world
+    _, weeks, instance, result = world
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert {f"raw/{t}" for t in RAW_TABLES} <= materialized

@@ -1,0 +1,121 @@
+"""Metrics vs scikit-learn, the threshold rule, calibration choice, SHAP, fairness, stress, gates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, f1_score, precision_score, recall_score, roc_auc_score
+
+from churn_assets.modeling.candidates import fit_candidate, lightgbm_spec
+from churn_assets.modeling.evaluation import (
+    binary_metrics,
+    calibrate,
+    check_gates,
+    choose_threshold,
+    fairness_report,
+    reliability_curve,
+    shap_summary,
+    stress_slices,
+)
+from churn_assets.modeling.plots import calibration_plot, roc_plot, shap_bar_plot
+from churn_assets.modeling.splits import assign_stratified, build_splits
+from tests.modeling_helpers import synthetic_churn
+
+RNG = np.random.default_rng(0)
+Y = RNG.integers(0, 2, 500)
+P = np.clip(Y * 0.3 + RNG.random(500) * 0.7, 0, 1)
+
+
+def test_metrics_match_sklearn() -> None:
+    m = binary_metrics(Y, P, threshold=0.4)
+    pred = (P >= 0.4).astype(int)
+    assert m["auc"] == pytest.approx(roc_auc_score(Y, P))
+    assert m["recall"] == pytest.approx(recall_score(Y, pred))
+    assert m["precision"] == pytest.approx(precision_score(Y, pred))
+    assert m["f1"] == pytest.approx(f1_score(Y, pred))
+    assert m["brier"] == pytest.approx(brier_score_loss(Y, P))
+
+
+def test_threshold_rule_maximises_validation_f1() -> None:
+    t = choose_threshold(Y, P)
+    best_f1 = max(f1_score(Y, (P >= c).astype(int)) for c in np.unique(P))
+    assert f1_score(Y, (P >= t).astype(int)) == pytest.approx(best_f1)
+
+
+def test_reliability_curve_of_a_calibrated_score_is_near_the_diagonal() -> None:
+    p = RNG.random(20_000)
+    y = (RNG.random(20_000) < p).astype(int)
+    curve = reliability_curve(y, p)
+    assert np.abs(np.array(curve.mean_predicted) - np.array(curve.observed_rate)).max() < 0.05
+
+
+class _Squashed(LogisticRegression):
+    """A deliberately miscalibrated classifier: probabilities are cubed."""
+
+    def predict_proba(self, X):
+        p = super().predict_proba(X)[:, 1] ** 3
+        return np.column_stack([1 - p, p])
+
+
+def test_calibration_is_used_only_when_it_lowers_validation_brier() -> None:
+    X = pd.DataFrame({"x": RNG.normal(size=4000)})
+    y = pd.Series((RNG.random(4000) < 1 / (1 + np.exp(-2 * X["x"]))).astype(int))
+    fit, val = slice(0, 2000), slice(2000, 4000)
+    bad = _Squashed().fit(X.iloc[fit], y.iloc[fit])
+    cal = calibrate(bad, X.iloc[val], y.iloc[val])
+    assert cal.method in {"isotonic", "sigmoid"}
+    assert cal.brier[cal.method] < cal.brier["none"]
+    assert brier_score_loss(y.iloc[val], cal.model.predict_proba(X.iloc[val])[:, 1]) < cal.brier["none"]
+
+    good = LogisticRegression().fit(X.iloc[fit], y.iloc[fit])
+    kept = calibrate(good, X.iloc[val], y.iloc[val])
+    assert kept.brier[kept.method] == min(kept.brier.values())
+    if kept.method == "none":
+        assert kept.model is good
+
+
+@pytest.fixture(scope="module")
+def lgbm_and_splits():
+    X, y, _ = synthetic_churn(1500, seed=7)
+    splits = build_splits(X, y, assign_stratified(y, seed=7))
+    return fit_candidate(lightgbm_spec({"n_estimators": 80}), splits, "none").model, splits
+
+
+def test_shap_values_explain_the_margin_and_top5_share(lgbm_and_splits) -> None:
+    model, splits = lgbm_and_splits
+    contrib = model.predict(splits.X_test, pred_contrib=True)
+    margin = model.predict(splits.X_test, raw_score=True)
+    np.testing.assert_allclose(contrib.sum(axis=1), margin, rtol=1e-6, atol=1e-6)
+    summary = shap_summary(model, splits.X_test)
+    assert list(summary.mean_abs.index[:2]) == ["tenure", "contract"] or "tenure" in summary.mean_abs.index[:3]
+    assert summary.top5_share == pytest.approx(1.0)  # only 5 features
+
+
+def test_fairness_stress_and_gates(lgbm_and_splits, tmp_path) -> None:
+    model, splits = lgbm_and_splits
+    p = model.predict_proba(splits.X_test)[:, 1]
+    report = fairness_report(splits.y_test, p, 0.3, splits.X_test[["segment"]], max_disparity=0.5)
+    assert set(report.by_segment["value"]) == {"consumer", "business"}
+    recalls = report.by_segment.set_index("value")["recall"]
+    assert report.max_disparity == pytest.approx(recalls.max() - recalls.min())
+    strict = fairness_report(splits.y_test, p, 0.3, splits.X_test[["segment"]], max_disparity=-1)
+    assert not strict.passed
+
+    stress = stress_slices(splits.y_test, p, 0.3, splits.X_test, ["tenure"], ["monthly_charges"])
+    assert set(stress) == {"new_customers", "top_revenue_decile"}
+    assert stress["top_revenue_decile"]["n"] == pytest.approx(len(p) / 10, abs=3)
+
+    gates = check_gates(test_auc=0.8, train_auc=0.95, fairness=report, min_auc=0.7, max_auc_gap=0.08)
+    assert {g.name: g.passed for g in gates} == {
+        "min_test_auc": True,
+        "max_auc_gap": False,
+        "max_fairness_disparity": report.passed,
+    }
+    for plot in (
+        roc_plot(splits.y_test, p, tmp_path / "roc.png"),
+        calibration_plot(splits.y_test, p, tmp_path / "cal.png"),
+        shap_bar_plot(shap_summary(model, splits.X_test).mean_abs, tmp_path / "shap.png"),
+    ):
+        assert plot.read_bytes()[:4] == b"\x89PNG"
