@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from churn_assets.cli_modeling import register as register_modeling_commands
 from churn_assets.settings import SCALES, Settings, get_settings
 
 app = typer.Typer(help="churnops: customer-churn MLOps on Dagster.", no_args_is_help=True)
@@ -21,9 +22,11 @@ contracts_app = typer.Typer(help="Data contracts of the raw tables.", no_args_is
 features_app = typer.Typer(help="The feature store.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(features_app, name="features")
+register_modeling_commands(app)
 
-console = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, files) gets wide lines instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ScaleOpt = Annotated[
     str | None,

@@ -27,6 +27,26 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+SHOWN_PARAMS = {
+    "learning_rate",
+    "num_leaves",
+    "n_estimators",
+    "C",
+    "hidden",
+    "max_iter",
+    "imbalance",
+    "calibration",
+}
+AUDIT_METRICS = ("auc", "challenger_auc", "champion_auc", "rolled_back_auc", "restored_auc")
+
+
+def _short(value: str) -> str:
+    try:
+        return f"{float(value):.3g}"
+    except ValueError:
+        return value
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
@@ -135,10 +155,10 @@ def experiments_cmd(as_json: JsonOpt = False) -> None:
         print(json.dumps(rows, default=str))
         return
     table = Table(title="Experiment runs (test metrics)")
-    for col in ("run", "model", "params", "AUC", "recall", "F1", "duration"):
+    for col in ("run", "model", "params", "AUC", "recall", "F1", "fit time"):
         table.add_column(col)
     for r in rows:
-        params = ", ".join(f"{k}={v}" for k, v in list(r["params"].items())[:4])
+        params = ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items() if k in SHOWN_PARAMS)
         table.add_row(
             r["run_id"][:8],
             r["model"],
@@ -146,7 +166,7 @@ def experiments_cmd(as_json: JsonOpt = False) -> None:
             _fmt(r["auc"]),
             _fmt(r["recall"]),
             _fmt(r["f1"]),
-            f"{r['train_seconds']:.1f}s fit" if r["train_seconds"] is not None else "-",
+            f"{r['train_seconds']:.1f}s" if r["train_seconds"] is not None else "-",
         )
     out.print(table)
 
@@ -212,7 +232,8 @@ def audit_cmd(
     for col in ("at (UTC)", "action", "version", "champion", "who", "why", "metrics"):
         table.add_column(col)
     for e in entries:
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in e.metrics.items() if v is not None)
+        keys = [k for k in AUDIT_METRICS if k in e.metrics] + [k for k in e.metrics if k.startswith("gate.")]
+        metrics = ", ".join(f"{k}={_fmt(e.metrics[k])}" for k in keys if e.metrics[k] is not None)
         champion = f"{e.champion_before or '-'} → {e.champion_after or '-'}"
         table.add_row(e.at, e.action, f"{e.version} ({e.semver})", champion, e.actor, e.reason, metrics)
     out.print(table)
@@ -225,3 +246,14 @@ def register(app: typer.Typer) -> None:
     app.command("promote")(promote_cmd)
     app.command("rollback")(rollback_cmd)
     app.command("audit")(audit_cmd)
+
+
+def _standalone() -> typer.Typer:
+    """A typer app with only the modeling commands (``python -m churn_assets.cli_modeling``)."""
+    app = typer.Typer(help="churnops modeling commands.", no_args_is_help=True)
+    register(app)
+    return app
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _standalone()()

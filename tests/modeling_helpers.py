@@ -12,7 +12,9 @@ from churn_assets.settings import ModelingSettings, Settings
 TELCO_CSV = Path("/work/shared/data/telco_customer_churn.csv")
 
 
-def synthetic_churn(n: int = 1200, seed: int = 0, periods: int = 18) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+def synthetic_churn(
+    n: int = 1200, seed: int = 0, periods: int = 18
+) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
     """``(X, y, period)``: numeric + categorical features with a known logistic signal, ~25 % churn.
 
     Columns: tenure (months), monthly_charges, support_tickets, contract (category), segment
@@ -24,7 +26,9 @@ def synthetic_churn(n: int = 1200, seed: int = 0, periods: int = 18) -> tuple[pd
     tickets = rng.poisson(1.0, n)
     contract = rng.choice(["monthly", "one_year", "two_year"], n, p=[0.5, 0.3, 0.2])
     segment = rng.choice(["consumer", "business"], n, p=[0.7, 0.3])
-    logit = -1.2 - 0.04 * tenure + 0.015 * charges + 0.5 * tickets + np.where(contract == "monthly", 1.2, -0.5)
+    logit = (
+        -1.2 - 0.04 * tenure + 0.015 * charges + 0.5 * tickets + np.where(contract == "monthly", 1.2, -0.5)
+    )
     y = pd.Series((rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int), name="churned")
     X = pd.DataFrame(
         {

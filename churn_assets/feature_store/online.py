@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import polars as pl
@@ -55,12 +55,7 @@ def _to_us(ts: dt.datetime) -> int:
     return (ts - _EPOCH) // _US
 
 
-def _from_us(us: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=us)
-
-
-@dataclass(frozen=True)
-class GroupState:
+class GroupState(NamedTuple):
     """What a read found for one customer and feature group.
 
     ``event_timestamp`` is None when the store has no row for the group; ``staleness`` is
@@ -77,8 +72,10 @@ class GroupState:
         return self.event_timestamp is not None and not self.expired
 
 
-@dataclass(frozen=True)
-class CustomerFeatures:
+_MISSING = GroupState(None, None, False)
+
+
+class CustomerFeatures(NamedTuple):
     """One customer's features: ``values`` maps feature name → value (None when missing/expired)."""
 
     customer_id: int
@@ -131,16 +128,18 @@ class OnlineReadResult:
         return pl.DataFrame(self.to_dicts(), schema=schema, orient="row")
 
 
-@dataclass(frozen=True)
-class _ReadPlan:
-    """What a read fetches: per group (name, feature names, positions in the packed array, TTL µs)."""
+class _GroupPlan(NamedTuple):
+    name: str
+    ttl_us: int
+    positions: slice | tuple[int, ...]  # where the wanted features sit in the packed array
+    nones: tuple[None, ...]
 
-    groups: tuple[tuple[str, tuple[str, ...], tuple[int, ...], int], ...]
+
+class _ReadPlan(NamedTuple):
+    """What a read fetches: the groups (in order) and the feature names (in output order)."""
+
+    groups: tuple[_GroupPlan, ...]
     features: tuple[str, ...]
-
-    @property
-    def group_names(self) -> list[str]:
-        return [g[0] for g in self.groups]
 
 
 @functools.lru_cache(maxsize=256)
@@ -150,8 +149,21 @@ def _read_plan(features: tuple[str, ...] | None) -> _ReadPlan:
     for name, names in wanted.items():
         group = feature_group(name)
         positions = tuple(group.feature_names.index(f) + 1 for f in names)  # 0 holds the timestamp
-        groups.append((name, tuple(names), positions, group.ttl // _US))
+        whole = positions == tuple(range(1, len(group.features) + 1))
+        groups.append(
+            _GroupPlan(name, group.ttl // _US, slice(1, None) if whole else positions, (None,) * len(names))
+        )
     return _ReadPlan(tuple(groups), tuple(f for names in wanted.values() for f in names))
+
+
+@functools.lru_cache(maxsize=4096)
+def _stamp(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
+
+
+@functools.lru_cache(maxsize=4096)
+def _age(us: int) -> dt.timedelta:
+    return dt.timedelta(microseconds=us)
 
 
 class OnlineStore(abc.ABC):
@@ -198,24 +210,26 @@ class OnlineStore(abc.ABC):
         now_us = _to_us(now)
         plan = _read_plan(tuple(features) if features is not None else None)
         ids = [int(c) for c in customer_ids]
-        packed_rows = self._get(ids, plan.group_names)
+        packed_rows = self._get(ids, [g.name for g in plan.groups])
         customers = []
         for cid, row in zip(ids, packed_rows, strict=True):
-            values: dict[str, Any] = {}
+            values: list[Any] = []
             states: dict[str, GroupState] = {}
-            for (group, names, positions, ttl_us), packed in zip(plan.groups, row, strict=True):
+            for group, packed in zip(plan.groups, row, strict=True):
                 if packed is None:
-                    states[group] = GroupState(None, None, False)
-                    values.update(dict.fromkeys(names))
+                    states[group.name] = _MISSING
+                    values.extend(group.nones)
                     continue
                 age_us = now_us - packed[0]
-                expired = age_us < 0 or age_us > ttl_us
-                states[group] = GroupState(_from_us(packed[0]), dt.timedelta(microseconds=age_us), expired)
+                expired = age_us < 0 or age_us > group.ttl_us
+                states[group.name] = GroupState(_stamp(packed[0]), _age(age_us), expired)
                 if expired:
-                    values.update(dict.fromkeys(names))
+                    values.extend(group.nones)
+                elif isinstance(group.positions, slice):
+                    values.extend(packed[group.positions])
                 else:
-                    values.update(zip(names, [packed[i] for i in positions], strict=True))
-            customers.append(CustomerFeatures(cid, values, states))
+                    values.extend([packed[i] for i in group.positions])
+            customers.append(CustomerFeatures(cid, dict(zip(plan.features, values, strict=True)), states))
         return OnlineReadResult(now=now, features=list(plan.features), customers=customers)
 
     @abc.abstractmethod

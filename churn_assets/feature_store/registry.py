@@ -44,15 +44,13 @@ def registry_rows() -> list[dict[str, Any]]:
 
 
 def render_registry_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """A rich table of :func:`registry_rows` (one line per feature, group facts on its first line)."""
+    """A rich table of :func:`registry_rows`: a line per feature, group facts once, rules between groups."""
     table = Table(title=f"Feature registry: {len(rows)} features", show_lines=False)
     for column in ("group", "feature", "dtype", "description", "owner", "freshness", "TTL", "sources"):
         table.add_column(column, overflow="fold")
-    previous = None
-    for row in rows:
-        first = row["group"] != previous
-        previous = row["group"]
-        ttl = row["ttl_days"]
+    for i, row in enumerate(rows):
+        first = i == 0 or rows[i - 1]["group"] != row["group"]
+        last = i == len(rows) - 1 or rows[i + 1]["group"] != row["group"]
         table.add_row(
             row["group"] if first else "",
             row["feature"],
@@ -60,9 +58,9 @@ def render_registry_table(rows: Sequence[dict[str, Any]]) -> Table:
             row["description"],
             row["owner"] if first else "",
             row["update_frequency"] if first else "",
-            (f"{ttl:g} d" if first else ""),
+            f"{row['ttl_days']:g} d" if first else "",
             ", ".join(row["sources"]) if first else "",
-            end_section=False,
+            end_section=last,
         )
     return table
 

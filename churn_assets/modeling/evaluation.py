@@ -183,6 +183,8 @@ def stress_slices(
         if col is None:
             continue
         values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+        if np.isnan(values).all():
+            continue
         cut = float(np.nanquantile(values, quantile))
         mask = values >= cut if upper else values <= cut
         out[name] = {"column": col, "cut": cut, **binary_metrics(yv[mask], pv[mask], threshold)}

@@ -50,7 +50,8 @@ from churn_assets.settings import Settings
 Progress = Callable[[str, int, int], None]
 
 
-def _no_progress(_task: str, _done: int, _total: int) -> None:
+def no_progress(_task: str, _done: int, _total: int) -> None:
+    """The default progress callback: report nothing."""
     return None
 
 
@@ -110,13 +111,14 @@ class TrainingReport:
         }
 
 
-def _candidate_metrics(c: FittedCandidate, splits: Splits) -> tuple[dict[str, float], np.ndarray, float]:
+def _candidate_metrics(c: FittedCandidate, splits: Splits) -> tuple[dict[str, float], np.ndarray]:
+    """Test metrics of a candidate at its own val-F1 threshold, plus its test scores."""
     p_val, p_test = c.predict_proba(splits.X_val), c.predict_proba(splits.X_test)
     threshold = choose_threshold(splits.y_val, p_val)
     metrics = binary_metrics(splits.y_test, p_test, threshold)
     metrics = {k: v for k, v in metrics.items() if k not in ("positive_rate", "n")}
     metrics.update(val_auc=c.val_auc, threshold=threshold, train_seconds=c.train_seconds)
-    return metrics, p_test, threshold
+    return metrics, p_test
 
 
 def train_and_register(
@@ -127,14 +129,40 @@ def train_and_register(
     timeout_seconds: float | None = None,
     baselines: Sequence[str] = BASELINES,
     study_name: str | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     actor: str = "system",
 ) -> TrainingReport:
     """Run the whole training pipeline on ``splits`` and register the chosen model (see module doc)."""
+    with tempfile.TemporaryDirectory(prefix="churnops-plots-") as tmp:
+        return _train(
+            splits,
+            settings,
+            data_hash,
+            n_trials,
+            timeout_seconds,
+            baselines,
+            study_name,
+            progress,
+            actor,
+            Path(tmp),
+        )
+
+
+def _train(
+    splits: Splits,
+    settings: Settings,
+    data_hash: str,
+    n_trials: int | None,
+    timeout_seconds: float | None,
+    baselines: Sequence[str],
+    study_name: str | None,
+    progress: Progress,
+    actor: str,
+    workdir: Path,
+) -> TrainingReport:
     cfg = settings.modeling
     n_trials = n_trials or cfg.n_trials
     tracking = configure(settings)
-    workdir = Path(tempfile.mkdtemp(prefix="churnops-plots-"))
 
     # 1. Tune LightGBM (trial count reported as progress).
     def on_trial(study: Any, _trial: Any) -> None:
@@ -176,18 +204,20 @@ def train_and_register(
     test_auc: dict[str, float] = {}
     progress("logging runs (MLflow)", 0, len(fitted))
     for i, c in enumerate(fitted, start=1):
-        metrics, p_test, _ = _candidate_metrics(c, splits)
+        metrics, p_test = _candidate_metrics(c, splits)
         test_auc[c.name] = metrics["auc"]
         metrics.update({f"val_auc_{k}": v for k, v in c.val_auc_by_imbalance.items()})
-        pngs = [
+        artifacts = [
             plots.roc_plot(splits.y_test, p_test, workdir / c.name / "roc.png", c.name),
             plots.calibration_plot(splits.y_test, p_test, workdir / c.name / "calibration.png", c.name),
         ]
         if isinstance(c.model, lgb.LGBMClassifier):
             gain = pd.Series(c.model.booster_.feature_importance("gain"), index=splits.features)
-            pngs.append(plots.importance_plot(gain, workdir / c.name / "importance.png", "LightGBM gain"))
+            artifacts.append(
+                plots.importance_plot(gain, workdir / c.name / "importance.png", "LightGBM gain")
+            )
         logged = log_candidate_run(
-            tracking, c.name, c.model, c.flavor, c.params, metrics, pngs, tags={"role": "candidate"}
+            tracking, c.name, c.model, c.flavor, c.params, metrics, artifacts, tags={"role": "candidate"}
         )
         run_ids[c.name] = logged.run_id
         progress("logging runs (MLflow)", i, len(fitted))
@@ -219,17 +249,20 @@ def train_and_register(
     stress = stress_slices(splits.y_test, p_test, threshold, context, cfg.tenure_columns, cfg.revenue_columns)
     gates = check_gates(test_metrics["auc"], train_auc, fairness, cfg.gate_min_auc, cfg.gate_max_auc_gap)
 
-    pngs = [
+    artifacts = [
         plots.roc_plot(splits.y_test, p_test, workdir / "final" / "roc.png", best.name),
         plots.calibration_plot(splits.y_test, p_test, workdir / "final" / "calibration.png", best.name),
     ]
+    if fairness is not None:
+        fairness.by_segment.to_csv(workdir / "final" / "fairness_by_segment.csv", index=False)
+        artifacts.append(workdir / "final" / "fairness_by_segment.csv")
     shap = None
     raw = best.model
     if isinstance(raw, lgb.LGBMClassifier):
         shap = shap_summary(raw, splits.X_test, seed=cfg.seed)
-        pngs.append(plots.shap_bar_plot(shap.mean_abs, workdir / "final" / "shap_summary.png"))
+        artifacts.append(plots.shap_bar_plot(shap.mean_abs, workdir / "final" / "shap_summary.png"))
         gain = pd.Series(raw.booster_.feature_importance("gain"), index=splits.features)
-        pngs.append(plots.importance_plot(gain, workdir / "final" / "importance.png", "LightGBM gain"))
+        artifacts.append(plots.importance_plot(gain, workdir / "final" / "importance.png", "LightGBM gain"))
     progress("calibrating + evaluating", 1, 1)
 
     # 5. Log the final model, register it, consider promotion on the same holdout.
@@ -251,7 +284,7 @@ def train_and_register(
         "lightgbm" if cal.method == "none" and best.flavor == "lightgbm" else "sklearn",
         {**best.params, "calibration": cal.method, "threshold_rule": "max_f1_on_val"},
         final_metrics,
-        pngs,
+        artifacts,
         tags={"role": "final", "data_sha256": data_hash},
     )
     run_ids[run_name] = logged.run_id

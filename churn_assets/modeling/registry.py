@@ -222,6 +222,8 @@ class ModelRegistry:
             raise RegistryError(f"version {version} already is the champion")
         if champion is None:
             champion_auc = None
+        elif champion_auc is None:
+            raise RegistryError(f"champion {champion} exists: pass its AUC on the same holdout (holdout_auc)")
         promote, reason = decide(challenger_auc, champion_auc, gates, self.settings.modeling.min_auc_gain)
         numbers = {
             "challenger_auc": challenger_auc,

@@ -80,7 +80,8 @@ def assign_by_time_share(times: pd.Series, val_share: float = 0.15, test_share: 
     """Time-based assignment of a table with its own time axis: the oldest ~``1-val-test`` of the rows
     train, then val, then the newest ~``test_share`` test. Rows with the same time value always land
     in the same split (no period is cut in two); unparseable times are rejected."""
-    t = pd.to_datetime(times, errors="coerce") if not pd.api.types.is_numeric_dtype(times) else times
+    numeric = pd.to_numeric(times, errors="coerce")
+    t = numeric if numeric.notna().sum() == times.notna().sum() else pd.to_datetime(times, errors="coerce")
     if t.isna().any():
         raise TrainingDataError(
             f"time column {times.name!r}: {int(t.isna().sum())} missing/unparseable value(s)"

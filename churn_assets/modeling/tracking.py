@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,13 +110,14 @@ def log_candidate_run(
     artifacts: list[Path] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> LoggedRun:
-    """One MLflow run: params, metrics, PNG artifacts, the model; returns ids and the model hash."""
+    """One MLflow run: params, metrics, artifacts (PNGs under ``plots/``, other files under
+    ``evaluation/``), the model; returns ids and the model hash."""
     with mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name) as run:
         mlflow.set_tags({"model": run_name, **(tags or {})})
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # drop NaN
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not math.isnan(float(v))})
         for path in artifacts or []:
-            mlflow.log_artifact(str(path), artifact_path="plots")
+            mlflow.log_artifact(str(path), artifact_path="plots" if path.suffix == ".png" else "evaluation")
         info = log_model(model, flavor)
     return LoggedRun(run.info.run_id, info.model_uri, model_file_hash(info.model_uri), flavor)
 

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from churn_assets.modeling.pipeline import Progress, _no_progress, train_and_register
+from churn_assets.modeling.pipeline import Progress, no_progress, train_and_register
 from churn_assets.modeling.splits import (
     TrainingDataError,
     assign_by_time_share,
@@ -35,7 +35,8 @@ from churn_assets.settings import Settings
 
 YES = {"yes", "y", "true", "t"}
 NO = {"no", "n", "false", "f"}
-_ID_NAME = re.compile(r"(^id$|_id$|id$|^id_)", re.IGNORECASE)
+# "id", "ID", "customer_id", "id_customer", "customerID", "customerId" — but not "paid" or "valid".
+_ID_NAME = re.compile(r"^(id|ID|Id)$|_(id|ID)$|^(id|ID)_|[a-z](ID|Id)$")
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ def clean_table(
             continue
         lower = s.str.lower()
         if set(lower.dropna().unique()) <= YES | NO:
-            X[name] = lower.map(lambda v: None if pd.isna(v) else int(v in YES)).astype("float")
+            flags = lower.map(lambda v: None if pd.isna(v) else int(v in YES)).astype("float")
+            X[name] = flags if flags.isna().any() else flags.astype("int64")
             actions.append(f"{name}: yes/no -> 0/1")
             continue
         X[name] = s.astype("category")
@@ -200,7 +202,7 @@ def train_table(
     time_col: str | None = None,
     budget_seconds: float | None = None,
     trials: int | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Profile, clean, split, tune + compare candidates, calibrate, evaluate and register a CSV.
 
@@ -213,10 +215,11 @@ def train_table(
     schema = infer_contract(table)
     cfg = settings.modeling
     if table.time is not None:
-        assignment, kind = assign_by_time_share(table.time, cfg.val_share, cfg.test_share), "time"
+        assignment = assign_by_time_share(table.time, cfg.val_share, cfg.test_share)
+        splits = build_splits(table.X, table.y, assignment, kind="time")
     else:
-        assignment, kind = assign_stratified(table.y, cfg.val_share, cfg.test_share, cfg.seed), "stratified"
-    splits = build_splits(table.X, table.y, assignment, kind=kind)  # type: ignore[arg-type]
+        assignment = assign_stratified(table.y, cfg.val_share, cfg.test_share, cfg.seed)
+        splits = build_splits(table.X, table.y, assignment, kind="stratified")
     report = train_and_register(
         splits,
         settings,
@@ -231,5 +234,5 @@ def train_table(
         "profile": profile.as_dict(),
         "contract": contract_yaml(schema),
         "cleaning": {"dropped": table.dropped, "actions": table.actions},
-        "split": {"kind": kind, "sizes": splits.sizes(), "positive_rates": splits.positive_rates()},
+        "split": {"kind": splits.kind, "sizes": splits.sizes(), "positive_rates": splits.positive_rates()},
     }

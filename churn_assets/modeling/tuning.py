@@ -102,7 +102,8 @@ def _objective(splits: Splits, seed: int, n_jobs: int) -> Callable[[optuna.Trial
         model.fit(
             splits.X_train,
             splits.y_train,
-            eval_set=[(splits.X_val, splits.y_val)],
+            eval_X=(splits.X_val,),
+            eval_y=(splits.y_val,),
             eval_metric="auc",
             callbacks=[
                 lgb.early_stopping(EARLY_STOPPING_ROUNDS, first_metric_only=True, verbose=False),

@@ -24,6 +24,7 @@ import pyarrow as pa
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS, all_features
 from churn_assets.feature_store.transforms import compute_snapshots, load_landing_into_duckdb
 from churn_assets.settings import SimulationSettings
+from churn_assets.simulation.churn_model import ChurnModel
 from churn_assets.simulation.world import World
 
 LABEL = "churned_90d"
@@ -131,6 +132,7 @@ def run_story(
     eval_weeks: tuple[int, ...] = (0, 4, 8, 12, 16),
     drift_weeks: tuple[int, ...] = (1, 2, 3, 8, 12),
     retrain_weeks: tuple[int, ...] = (4, 5, 6, 7, 8, 9, 10, 11, 12),
+    model: ChurnModel | None = None,
 ) -> StoryReport:
     """Simulate history + production and measure the scenario (see the module docstring).
 
@@ -138,7 +140,7 @@ def run_story(
     production start). The retrained model learns from the snapshots of ``retrain_weeks``.
     """
     started = time.perf_counter()
-    world = World.create(sim)
+    world = World.create(sim, model)
     tl = world.timeline
     world.simulate_history(workdir)
     last = max(*eval_weeks, *drift_weeks, *retrain_weeks)

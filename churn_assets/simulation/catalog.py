@@ -42,9 +42,10 @@ REGION_MIX = np.array([0.22, 0.20, 0.18, 0.22, 0.18])
 AGE_MIX = np.array([0.10, 0.22, 0.22, 0.19, 0.15, 0.12])
 BUSINESS_SHARE = 0.15
 
-# The acquisition campaign's profile: premium / unlimited family bundles sold month-to-month.
-CAMPAIGN_PLAN_MIX = np.array([0.0, 0.0, 0.35, 0.65])
-CAMPAIGN_CONTRACT_MIX = np.array([0.80, 0.15, 0.05])
+# The acquisition campaign's profile: premium / unlimited family bundles, mostly on one-year deals.
+CAMPAIGN_PLAN_MIX = np.array([0.0, 0.0, 0.25, 0.75])
+CAMPAIGN_CONTRACT_MIX = np.array([0.35, 0.55, 0.10])
+CAMPAIGN_DEVICE_INSTALMENT = 20.0  # per line and month: handsets financed with the bundle
 CAMPAIGN_AGE_MIX = np.array([0.25, 0.35, 0.20, 0.12, 0.06, 0.02])
 
 CAMPAIGN_CHANNEL = ACQUISITION_CHANNELS.index("campaign")

@@ -34,8 +34,8 @@ Array = np.ndarray
 class ChurnModel:
     """Coefficients of the hidden model (logit scale unless stated)."""
 
-    intercept: float = -4.45
-    dissat: float = 2.8  # weight of the latent dissatisfaction in the weekly hazard
+    intercept: float = -4.6
+    dissat: float = 3.0  # weight of the latent dissatisfaction in the weekly hazard
     contract: tuple[float, float, float] = (0.0, -1.5, -3.0)  # month_to_month, one_year, two_year
     new_customer: float = 1.5  # extra hazard at tenure 0, decaying with tenure_decay_months
     tenure_decay_months: float = 8.0
@@ -45,7 +45,7 @@ class ChurnModel:
     discount_ended: float = 0.6  # within discount_ended_days after a promotion expired
     discount_ended_days: int = 90
     unpaid_balance: float = 0.9
-    frailty_sd: float = 0.25
+    frailty_sd: float = 0.15
     # Latent state dynamics (weekly).
     rho: float = 0.97
     dissat_sd: float = 0.6  # stationary s.d. of the AR(1) deviation
@@ -54,21 +54,21 @@ class ChurnModel:
     unresolved_ticket_shock: float = 0.3
     dissat_cap: float = 4.0  # |x| is clipped here, which bounds the ticket feedback loop
     # Behaviour driven by the latent state.
-    usage_response: float = 0.6  # usage ~ exp(-usage_response * d)
-    engagement_response: float = 1.2  # logins / sessions ~ exp(-engagement_response * d)
+    usage_response: float = 1.0  # usage ~ exp(-usage_response * d)
+    engagement_response: float = 2.0  # logins / sessions ~ exp(-engagement_response * d)
     ticket_rate: float = 0.035  # tickets per week at d = 0
-    ticket_response: float = 1.2
+    ticket_response: float = 1.5
     late_intercept: float = -2.6
-    late_response: float = 0.6
+    late_response: float = 1.0
     late_payment: tuple[float, float, float, float] = (-0.4, -0.6, 0.3, 0.4)
     # Concept shift (price war): the latent state matters less, the per-line price a lot more.
-    dissat_drop: float = 0.5  # share of the latent state's weight lost at full shift
-    contract_buyout: float = 0.6  # share of the contract protection lost at full shift
-    price_war: float = 1.5
+    dissat_drop: float = 0.4  # share of the latent state's weight lost at full shift
+    contract_buyout: float = 0.4  # share of the contract protection lost at full shift
+    price_war: float = 1.6
     data_war: float = 0.8
     data_war_ref: float = 3.0  # GB per week at which the data term is zero
     data_war_scale: float = 0.8  # s.d. of log weekly data use
-    shift_intercept: float = -1.7  # keeps the overall churn level within ~25% of history's
+    shift_intercept: float = -1.65  # keeps the overall churn level within ~25% of history's
     price_war_ref: float = 55.0  # per-line monthly price at which the price-war term is zero
     price_war_scale: float = 0.45  # s.d. of log per-line price used to standardise it
 
@@ -141,7 +141,7 @@ class ChurnModel:
         other = np.full(n, 0.10)
         probs = np.stack([price, service, competitor, moved, other], axis=1)
         cdf = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
-        out = (rng.random(n)[:, None] > cdf).sum(axis=1)
+        out = (rng.random((n, 1)) > cdf).sum(axis=1)
         return np.minimum(out, len(catalog.CHURN_REASONS) - 1).astype(np.int8)
 
     def survival_weight(self, c: Customers, start_day: int) -> Array:

@@ -36,6 +36,7 @@ class Customers:
     paperless: Array  # bool
     discount_rate: Array  # float32, promotional discount share of the bill
     discount_end_day: Array  # int32, day the promotion ends
+    instalment: Array  # float64, monthly device-financing charge on the invoice (campaign bundles)
     anchor_dom: Array  # int8, billing day of month (1..28)
     base_calls: Array  # float32, typical calls per week
     minutes_per_call: Array  # float32
@@ -87,7 +88,7 @@ def _choice(rng: np.random.Generator, probs: Array, n: int) -> Array:
 def _rows_choice(rng: np.random.Generator, probs: Array) -> Array:
     """One category code per row of the probability matrix ``probs`` (n x k)."""
     cdf = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
-    u = rng.random(probs.shape[0])[:, None]
+    u = rng.random((probs.shape[0], 1))
     return np.minimum((u > cdf).sum(axis=1), probs.shape[1] - 1).astype(np.int8)
 
 
@@ -130,7 +131,7 @@ def draw_customers(
     region = _choice(rng, catalog.REGION_MIX, n)
 
     lines = np.where(business, 1 + rng.poisson(3.5, n), 1 + rng.poisson(0.6, n))
-    lines[camp] = 2 + rng.poisson(1.5, int(camp.sum()))
+    lines[camp] = 3 + rng.poisson(1.5, int(camp.sum()))  # family bundles
     lines = np.minimum(lines, catalog.MAX_LINES).astype(np.int16)
 
     list_price = catalog.PLAN_PRICE[plan] * lines
@@ -151,7 +152,7 @@ def draw_customers(
     base_calls = 14.0 * np.sqrt(lines_f) * np.exp(rng.normal(0, 0.45, n)) * (0.8 + 0.08 * age)
     minutes_per_call = 3.2 * np.exp(rng.normal(0, 0.3, n))
     base_data = catalog.PLAN_DATA_GB_WEEK[plan] * lines_f**0.7 * young * np.exp(rng.normal(0, 0.5, n))
-    base_data[camp] *= 1.6
+    base_data[camp] *= 2.5  # heavy streamers: premium overage
     base_sms = 12.0 * young * np.exp(rng.normal(0, 0.7, n))
     base_logins = 2.2 * young * np.exp(rng.normal(0, 0.6, n)) * (1.0 + 0.4 * paperless)
     adoption = np.clip(rng.beta(2.0, 5.0, n) * (0.8 + 0.3 * young), 0.02, 0.95)
@@ -173,6 +174,7 @@ def draw_customers(
         paperless=paperless,
         discount_rate=discount_rate.astype(np.float32),
         discount_end_day=discount_end.astype(np.int32),
+        instalment=np.where(camp, catalog.CAMPAIGN_DEVICE_INSTALMENT * lines, 0.0),
         anchor_dom=anchor.astype(np.int8),
         base_calls=base_calls.astype(np.float32),
         minutes_per_call=minutes_per_call.astype(np.float32),

@@ -295,7 +295,7 @@ class World:
         overage = np.minimum(
             np.round(np.where(np.isfinite(excess), excess, 0.0) * catalog.OVERAGE_PRICE_PER_GB, 2), 5_000.0
         )
-        amount = np.minimum(np.round(revenue - discount + overage, 2), 5_000.0)
+        amount = np.minimum(np.round(revenue - discount + overage + c.instalment[billed], 2), 5_000.0)
         has_prev = c.last_invoice[billed] > 0
         late = has_prev & (rng.random(n) < self.model.late_probability(c, billed))
         days_late = np.where(late, np.minimum(1 + rng.geometric(0.12, n), 120), 0)

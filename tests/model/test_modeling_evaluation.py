@@ -40,8 +40,8 @@ def test_metrics_match_sklearn() -> None:
 
 def test_threshold_rule_maximises_validation_f1() -> None:
     t = choose_threshold(Y, P)
-    best_f1 = max(f1_score(Y, (P >= c).astype(int)) for c in np.unique(P))
-    assert f1_score(Y, (P >= t).astype(int)) == pytest.approx(best_f1)
+    best_f1 = max(f1_score(Y, (c <= P).astype(int)) for c in np.unique(P))
+    assert f1_score(Y, (t <= P).astype(int)) == pytest.approx(best_f1)
 
 
 def test_reliability_curve_of_a_calibrated_score_is_near_the_diagonal() -> None:
@@ -89,7 +89,7 @@ def test_shap_values_explain_the_margin_and_top5_share(lgbm_and_splits) -> None:
     margin = model.predict(splits.X_test, raw_score=True)
     np.testing.assert_allclose(contrib.sum(axis=1), margin, rtol=1e-6, atol=1e-6)
     summary = shap_summary(model, splits.X_test)
-    assert list(summary.mean_abs.index[:2]) == ["tenure", "contract"] or "tenure" in summary.mean_abs.index[:3]
+    assert summary.mean_abs.index[0] in {"tenure", "contract"}  # the two strongest simulated drivers
     assert summary.top5_share == pytest.approx(1.0)  # only 5 features
 
 

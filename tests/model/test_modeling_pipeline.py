@@ -1,0 +1,45 @@
+"""The library pipeline on a time-split synthetic world: train, register, promote, then a retrain."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+
+from churn_assets.modeling.pipeline import train_from_frame
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.modeling.splits import assign_by_period
+from tests.modeling_helpers import modeling_settings, synthetic_churn
+
+
+@pytest.mark.e2e
+def test_train_register_promote_then_retrain_is_kept(tmp_path) -> None:
+    X, y, period = synthetic_churn(3000, seed=11)
+    context = pd.DataFrame({"region": ["north", "south"] * 1500})
+    settings = modeling_settings(tmp_path / "home", n_trials=3, gate_max_disparity=0.5)
+    kwargs = {"baselines": ("logistic_regression",), "timeout_seconds": 60, "context": context}
+
+    first = train_from_frame(X, y, assign_by_period(period), settings, data_hash="a" * 64, **kwargs)
+    assert first.semver == "1.0.0" and first.promotion == "promoted", first.promotion_reason
+    assert first.test_auc > 0.75
+    assert set(first.val_auc) == {"lightgbm", "logistic_regression"}
+    assert first.best_model == max(first.val_auc, key=first.val_auc.__getitem__)  # chosen on validation
+    assert first.fairness_column in {"segment", "region"}
+    assert set(first.stress) == {"new_customers", "top_revenue_decile"}
+    assert first.shap_top5_share is None or 0 < first.shap_top5_share <= 1
+
+    run = mlflow.get_run(first.run_ids["logistic_regression"])
+    assert {"auc", "recall", "precision", "f1", "brier", "train_seconds"} <= set(run.data.metrics)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/roc.png", "plots/calibration.png"}
+    assert (tmp_path / "home" / "mlflow" / "artifacts").is_dir()
+    final = next(k for k in first.run_ids if k.startswith("final:"))
+    final_files = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_ids[final], "evaluation")}
+    assert final_files == {"evaluation/fairness_by_segment.csv"}
+
+    # Same data, same (already finished) study: an equal model cannot beat the champion by > 0.02.
+    second = train_from_frame(X, y, assign_by_period(period), settings, data_hash="a" * 64, **kwargs)
+    assert second.promotion == "kept" and "not > 0.02" in second.promotion_reason
+    registry = ModelRegistry(settings)
+    assert registry.aliases() == {"champion": first.model_version, "challenger": second.model_version}
+    assert registry.read_audit()[-1].metrics["champion_auc"] == pytest.approx(first.test_auc, abs=0.02)

@@ -1,0 +1,151 @@
+"""Bring-your-own-table: cleaning of the real Telco file, helpful errors, and the CLI end to end.
+
+What the end-to-end test asserts (honestly): on a stratified 70/15/15 holdout of the Telco file,
+with a small tuning budget (12 trials / 60 s), the registered model's test AUC is >= 0.83, and the
+best model's test AUC is not below the logistic-regression baseline's test AUC ON THE SAME SPLIT
+minus 0.01. The data README's 0.845 is a 5-fold CV figure on the whole file, so it is not directly
+comparable to one 1,057-row holdout (whose AUC has a standard error of about 0.013).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from churn_assets.cli_modeling import register
+from churn_assets.modeling.splits import TrainingDataError, assign_by_time_share
+from churn_assets.modeling.train_table import clean_table, infer_contract, profile_table, read_table
+from churn_assets.settings import get_settings
+from tests.modeling_helpers import TELCO_CSV
+
+
+@pytest.fixture(scope="module")
+def telco() -> pd.DataFrame:
+    return read_table(TELCO_CSV)
+
+
+def test_profile_sees_the_quirks(telco) -> None:
+    profile = profile_table(telco, "Churn", "Yes")
+    assert profile.rows == 7043 and len(profile.columns) == 21
+    assert profile.target_rate == pytest.approx(0.265, abs=0.001)
+    cols = {c.name: c for c in profile.columns}
+    assert cols["TotalCharges"].blank_strings == 11 and cols["TotalCharges"].dtype == "float"
+    assert cols["SeniorCitizen"].dtype == "integer" and cols["Partner"].dtype == "yes/no"
+
+
+def test_cleaning_handles_dirty_real_data(telco) -> None:
+    table = clean_table(telco, "Churn", "Yes")
+    assert table.dropped == ["customerID"]
+    assert table.X["TotalCharges"].isna().sum() == 11
+    assert pd.api.types.is_float_dtype(table.X["TotalCharges"])
+    assert set(table.X["Partner"].unique()) == {0, 1}
+    assert set(table.X["SeniorCitizen"].unique()) == {0, 1}
+    assert isinstance(table.X["Contract"].dtype, pd.CategoricalDtype)
+    assert table.y.mean() == pytest.approx(0.265, abs=0.001)
+    contract = infer_contract(table)
+    assert set(contract.columns) == {*table.X.columns, "Churn"}
+    assert "TotalCharges" in contract.to_yaml()
+
+
+@pytest.mark.parametrize(
+    ("target", "positive", "message"),
+    [
+        ("churn", "Yes", "target column 'churn' not found; columns are: customerID"),
+        ("Churn", "yes", "'No', 'Yes'"),
+    ],
+)
+def test_bad_target_or_positive_value_lists_the_choices(telco, target, positive, message) -> None:
+    with pytest.raises(TrainingDataError, match=message):
+        clean_table(telco, target, positive)
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHURNOPS_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    app = typer.Typer()
+    register(app)
+    yield lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+    get_settings.cache_clear()
+
+
+def test_cli_error_names_the_bad_column(cli) -> None:
+    result = cli("train-table", TELCO_CSV, "--target", "Churned", "--positive", "Yes")
+    assert result.exit_code == 2
+    assert "Churned" in result.stderr and "customerID" in result.stderr
+
+
+@pytest.mark.e2e
+def test_telco_end_to_end_through_the_cli(cli) -> None:
+    result = cli(
+        "train-table",
+        TELCO_CSV,
+        "--target",
+        "Churn",
+        "--positive",
+        "Yes",
+        "--trials",
+        12,
+        "--budget-seconds",
+        60,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output + str(result.exception)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["split"]["kind"] == "stratified"
+    assert summary["model_version"] == "1" and summary["semver"] == "1.0.0"
+    assert set(summary["baselines"]) == {
+        "logistic_regression",
+        "random_forest",
+        "hist_gradient_boosting",
+        "mlp",
+    }
+    assert summary["test_auc"] >= 0.83
+    best_test_auc = summary["candidates_test_auc"][summary["best_model"]]
+    assert best_test_auc >= summary["baselines"]["logistic_regression"] - 0.01
+    assert summary["test_auc"] >= summary["baselines"]["logistic_regression"] - 0.01
+
+    runs = json.loads(cli("experiments", "--json").stdout.strip().splitlines()[-1])
+    assert {r["model"] for r in runs} >= {"lightgbm", "logistic_regression", "mlp"}
+    assert all(r["auc"] is not None for r in runs)
+    audit = json.loads(cli("audit", "--json").stdout.strip().splitlines()[-1])
+    assert audit[0]["action"] == "register"
+    assert audit[-1]["action"] in {"promoted", "kept"}
+
+
+def test_id_like_columns_are_dropped_but_not_lookalikes() -> None:
+    n = 60
+    df = pd.DataFrame(
+        {
+            "customer_id": [f"{i}" for i in range(n)],
+            "accountID": [f"A-{i}" for i in range(n)],
+            "amount_paid": [f"{i * 1.5}" for i in range(n)],
+            "valid": ["yes", "no"] * (n // 2),
+            "Churn": ["1", "0", "0"] * (n // 3),
+        }
+    )
+    table = clean_table(df, "Churn", "1")
+    assert table.dropped == ["customer_id", "accountID"]
+    assert list(table.X.columns) == ["amount_paid", "valid"]
+    assert table.X["valid"].dtype == "int64"
+
+
+def test_time_column_is_not_a_feature_and_drives_a_time_split() -> None:
+    n = 200
+    df = pd.DataFrame(
+        {
+            "month": [str(1 + i % 20) for i in range(n)],
+            "usage": [str(i % 7) for i in range(n)],
+            "Churn": ["Yes", "No"] * (n // 2),
+        }
+    )
+    table = clean_table(df, "Churn", "Yes", time_col="month")
+    assert "month" not in table.X.columns and table.time is not None
+    assignment = assign_by_time_share(table.time, 0.15, 0.15)
+    months = pd.to_numeric(table.time)
+    assert months[assignment == "train"].max() < months[assignment == "val"].min()
+    assert months[assignment == "val"].max() < months[assignment == "test"].min()
