@@ -96,11 +96,11 @@ def main() -> None:
                 store.close()
     print()
     print(
-        f"{'backend':<9}{'customers/read':>15}{'reads':>8}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'target p99':>12}"
+        f"{'backend':<9}{'customers/read':>15}{'reads':>8}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'target p99':>15}"
     )
     for name, size, reads, p50, p99, mean, target in rows:
         goal = "-" if target is None else f"≤ {target:g} {'ok' if p99 <= target else 'MISSED'}"
-        print(f"{name:<9}{size:>15}{reads:>8,}{p50:>9.3f}{p99:>9.3f}{mean:>9.3f}{goal:>12}")
+        print(f"{name:<9}{size:>15}{reads:>8,}{p50:>9.3f}{p99:>9.3f}{mean:>9.3f}{goal:>15}")
 
 
 if __name__ == "__main__":

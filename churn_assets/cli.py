@@ -6,9 +6,8 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import dagster as dg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,6 +15,9 @@ from rich.table import Table
 
 from churn_assets.cli_modeling import register as register_modeling_commands
 from churn_assets.settings import SCALES, Settings, get_settings
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 app = typer.Typer(help="churnops: customer-churn MLOps on Dagster.", no_args_is_help=True)
 contracts_app = typer.Typer(help="Data contracts of the raw tables.", no_args_is_help=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from churn_assets.defs.jobs import MAIN_JOB
+from churn_assets.defs.jobs import MAIN_JOB, TRAINING_JOB
 from churn_assets.defs.partitions import WEEKS
 from churn_assets.settings import Settings
 
@@ -75,4 +75,22 @@ def run_pipeline(
             "dagster/asset_partition_range_end": ordered[-1],
             "churnops/trigger": "cli",
         },
+    )
+
+
+def run_training(
+    instance: dg.DagsterInstance,
+    *,
+    resources: dict[str, object] | None = None,
+    definitions: dg.Definitions | None = None,
+    raise_on_error: bool = False,
+) -> dg.ExecuteInProcessResult:
+    """Run the ``training`` job (training set -> candidates -> challenger + gates -> champion) as one run."""
+    defs = definitions or load_definitions()
+    job = defs.resolve_job_def(TRAINING_JOB)
+    return job.execute_in_process(
+        instance=instance,
+        resources=resources,
+        raise_on_error=raise_on_error,
+        tags={"churnops/trigger": "cli"},
     )

@@ -56,7 +56,7 @@ class ValidationResult:
             .agg(
                 pl.col("row_index").n_unique().alias("rows"), pl.col("failure_case").first().alias("example")
             )
-            .sort("rows", "column_name", descending=[True, False])
+            .sort("rows", "column_name", "rule", descending=[True, False, False])
         )
 
     def describe(self) -> list[str]:

@@ -15,3 +15,14 @@ churn_pipeline = dg.define_asset_job(
         "store and refresh the online store. Launch it over a range of weeks (one run)."
     ),
 )
+
+TRAINING_JOB = "training"
+
+training = dg.define_asset_job(
+    TRAINING_JOB,
+    selection=dg.AssetSelection.groups("training"),
+    description=(
+        "Build the training set from the offline feature store, tune and compare the candidates (MLflow "
+        "runs), register the challenger, run its blocking gate checks and decide the promotion."
+    ),
+)

@@ -13,6 +13,12 @@ columns). For an as-of date ``T`` (a Monday) only rows that *landed* in weeks en
   snapshot is bit-reproducible regardless of DuckDB's parallel aggregation order.
 * Ratios are NaN-free: trends are ``(recent weekly mean + 1) / (longer weekly mean + 1)`` (1 when
   there is no data); rates divide by a positive denominator or default to 0.
+* ``features_used_count`` is the largest weekly ``features_used`` of the last 4 weeks (the raw data
+  has no feature identities to count distinct ones); ``days_since_last_active`` is ``7 * (k - 1)``
+  for the most recent landed week ``k`` with ``active_days > 0``; ``unresolved_tickets_90d`` counts
+  tickets not resolved by ``T`` (``resolution_hours`` null or ``opened_at + resolution_hours > T``);
+  the cohort / channel churn rates are churn events landed in the last 13 weeks divided by
+  (entities at ``T`` + those churners) of the same signup quarter / acquisition channel.
 * Defaults when a customer has no rows in a window: counts and sums 0; billing values of the
   latest invoice 0 (no statement yet); ``avg_ticket_satisfaction_90d`` 0 (no rated ticket);
   ``days_since_last_active`` 91 (no activity in 13 weeks).
@@ -25,7 +31,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS, DType
 from data_contracts.categories import N_PRODUCT_FEATURES
@@ -120,6 +125,7 @@ FROM act LEFT JOIN ch ON ch.as_of = act.as_of AND ch.channel = act.channel;
 """
 
 _SELECT = """
+CREATE OR REPLACE TEMP TABLE _snap AS
 SELECT
     e.customer_id::BIGINT AS customer_id,
     e.as_of::TIMESTAMP AS event_timestamp,
@@ -185,9 +191,19 @@ JOIN _cohort_rate cr ON cr.as_of = e.as_of AND cr.cohort = e.cohort
 JOIN _channel_rate hr ON hr.as_of = e.as_of AND hr.channel = e.acquisition_channel
 """
 
-_CLEANUP = "DROP TABLE IF EXISTS _asof; DROP TABLE IF EXISTS _win; DROP TABLE IF EXISTS _ent; " + " ".join(
-    f"DROP TABLE IF EXISTS {t};" for t in ("_usage", "_eng", "_tickets", "_billing", "_churned")
+_INTERMEDIATE = (
+    "_win",
+    "_ent",
+    "_usage",
+    "_eng",
+    "_tickets",
+    "_billing",
+    "_churned",
+    "_cohort_rate",
+    "_channel_rate",
 )
+_DROP_INTERMEDIATE = " ".join(f"DROP TABLE IF EXISTS {t};" for t in _INTERMEDIATE)
+_CLEANUP = _DROP_INTERMEDIATE + " DROP TABLE IF EXISTS _asof; DROP TABLE IF EXISTS _snap;"
 
 
 def group_schema(group_name: str) -> pa.Schema:
@@ -199,26 +215,37 @@ def group_schema(group_name: str) -> pa.Schema:
     )
 
 
-def compute_snapshots(con: duckdb.DuckDBPyConnection, as_of_dates: list[dt.date]) -> dict[str, pa.Table]:
+def compute_snapshots(
+    con: duckdb.DuckDBPyConnection, as_of_dates: list[dt.date], dates_per_pass: int = 3
+) -> dict[str, pa.Table]:
     """Feature snapshots of every entity at every as-of date: one Arrow table per feature group.
 
     Rows are ordered by (event_timestamp, customer_id); an as-of date with no entities yields no rows.
+    The dates are processed ``dates_per_pass`` at a time (set-based within a pass), which bounds
+    DuckDB's hash tables at full scale without changing the result.
     """
     dates = sorted(set(as_of_dates))
+    parts: dict[str, list[pa.Table]] = {g.name: [] for g in FEATURE_GROUPS}
+    for start in range(0, max(len(dates), 1), dates_per_pass):
+        for name, table in _compute_pass(con, dates[start : start + dates_per_pass]).items():
+            parts[name].append(table)
+    return {name: pa.concat_tables(tables) for name, tables in parts.items()}
+
+
+def _compute_pass(con: duckdb.DuckDBPyConnection, dates: list[dt.date]) -> dict[str, pa.Table]:
+    out: dict[str, pa.Table] = {}
     try:
         con.execute(_AS_OF, {"dates": dates})
         con.execute(_PREPARE)
-        full = con.sql(
-            _SELECT, params={"cap": DAYS_SINCE_ACTIVE_CAP, "n_features": N_PRODUCT_FEATURES}
-        ).to_arrow_table()
+        con.execute(_SELECT, {"cap": DAYS_SINCE_ACTIVE_CAP, "n_features": N_PRODUCT_FEATURES})
+        con.execute(_DROP_INTERMEDIATE)  # free the per-source aggregates before exporting
+        for group in FEATURE_GROUPS:
+            schema = group_schema(group.name)
+            columns = ", ".join(schema.names)
+            query = f"SELECT {columns} FROM _snap ORDER BY {EVENT_TIMESTAMP}, {ENTITY}"
+            out[group.name] = con.sql(query).to_arrow_table().cast(schema)
     finally:
         con.execute(_CLEANUP)
-    # Sorting the Arrow result is cheaper than an ORDER BY over all 47 columns in DuckDB.
-    full = full.take(pc.sort_indices(full, [(EVENT_TIMESTAMP, "ascending"), (ENTITY, "ascending")]))
-    out: dict[str, pa.Table] = {}
-    for group in FEATURE_GROUPS:
-        schema = group_schema(group.name)
-        out[group.name] = full.select(schema.names).cast(schema)
     return out
 
 

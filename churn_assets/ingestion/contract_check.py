@@ -81,7 +81,9 @@ def check_stored_partitions(
     if rejected.height:
         result.quarantined_rows = rejected.select(pl.struct("source_file", "row_index").n_unique()).item()
         by_rule = (
-            rejected.group_by("column_name", "rule").agg(pl.len().alias("rows")).sort("rows", descending=True)
+            rejected.group_by("column_name", "rule")
+            .agg(pl.len().alias("rows"))
+            .sort(["rows", "column_name", "rule"], descending=[True, False, False])
         )
         result.quarantine_by_rule = by_rule.to_dicts()
         result.quarantine_sample = (

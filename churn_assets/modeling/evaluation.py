@@ -140,9 +140,11 @@ def fairness_report(
     segments: pd.DataFrame,
     max_disparity: float,
     min_group_size: int = 30,
+    min_positives: int = 1,
 ) -> FairnessReport:
     """Recall/precision/AUC per value of each segment column; disparity = max - min recall of groups
-    with at least ``min_group_size`` rows and at least one positive, over all segment columns."""
+    with at least ``min_group_size`` rows and at least ``min_positives`` positives (recall over a handful
+    of positives is noise), over all segment columns."""
     yv, pv = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     rows: list[dict[str, Any]] = []
     worst, worst_col = float("nan"), None
@@ -153,7 +155,7 @@ def fairness_report(
             mask = values == value
             m = binary_metrics(yv[mask], pv[mask], threshold)
             rows.append({"segment": col, "value": str(value), **m})
-            if mask.sum() >= min_group_size and yv[mask].sum() > 0:
+            if mask.sum() >= min_group_size and yv[mask].sum() >= max(min_positives, 1):
                 recalls.append(m["recall"])
         if len(recalls) >= 2:
             gap = max(recalls) - min(recalls)

@@ -26,6 +26,7 @@ from churn_assets.feature_store.transforms import compute_snapshots, load_landin
 from churn_assets.settings import SimulationSettings
 from churn_assets.simulation.churn_model import ChurnModel
 from churn_assets.simulation.world import World
+from churn_assets.timeline import Timeline
 
 LABEL = "churned_90d"
 LGBM_PARAMS: dict[str, object] = {
@@ -178,15 +179,58 @@ def run_story(
     return report
 
 
+def bench_simulate(sim: SimulationSettings, folder: Path) -> None:
+    """Time World.create + simulate_history into ``folder/landing`` (run under /usr/bin/time -v)."""
+    started = time.perf_counter()
+    world = World.create(sim)
+    created = time.perf_counter()
+    keys = world.simulate_history(folder / "landing")
+    done = time.perf_counter()
+    world.save(folder / "state.pkl")
+    print(
+        f"create {created - started:.1f}s, simulate_history {done - created:.1f}s "
+        f"({len(keys)} weeks, {len(world.customers):,} customers ever)"
+    )
+
+
+def bench_features(sim: SimulationSettings, folder: Path) -> None:
+    """Time compute_snapshots over the monthly snapshots on a file-backed DuckDB of ``folder/landing``."""
+    db = folder / "bench.duckdb"
+    db.unlink(missing_ok=True)
+    con = duckdb.connect(str(db))
+    started = time.perf_counter()
+    load_landing_into_duckdb(con, folder / "landing")
+    loaded = time.perf_counter()
+    dates = list(Timeline.from_settings(sim).monthly_snapshots)
+    snaps = compute_snapshots(con, dates)
+    done = time.perf_counter()
+    rows = snaps[FEATURE_GROUPS[0].name].num_rows
+    usage_rows = con.sql("SELECT count(*) FROM raw.usage").fetchall()[0][0]
+    print(
+        f"load {loaded - started:.1f}s, compute_snapshots({len(dates)} dates) {done - loaded:.1f}s: "
+        f"{rows:,} rows per group from {usage_rows:,} usage rows"
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "mode", nargs="?", default="story", choices=["story", "bench-simulate", "bench-features"]
+    )
     parser.add_argument("--n-customers", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--dir", type=Path, default=None, help="Work folder of the benchmarks.")
     args = parser.parse_args()
     sim = SimulationSettings(n_customers=args.n_customers, seed=args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        for line in run_story(sim, Path(tmp)).lines():
-            print(line)
+    if args.mode == "story":
+        with tempfile.TemporaryDirectory() as tmp:
+            for line in run_story(sim, Path(tmp)).lines():
+                print(line)
+        return
+    if args.dir is None:
+        parser.error("--dir is required for the benchmarks")
+    args.dir.mkdir(parents=True, exist_ok=True)
+    (bench_simulate if args.mode == "bench-simulate" else bench_features)(sim, args.dir)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ static drivers and an unobserved frailty, the weekly churn hazard::
         + price_ratio * log(revenue / list price)      # paying above the catalogue price
         + discount active / recently ended             # promotions
         + unpaid balance                               # slide towards involuntary churn
-        + w_price(t) * price_z                         # price war (concept shift; 0 in history)
+        + r * (shift_intercept - contract_buyout * contract
+               + [not campaign] * (price_war * price_z + data_war * data_z))   # concept shift
         + frailty                                      # unobserved, N(0, frailty_sd)
 
-``t`` enters only through the scenario's concept-shift ramp ``r`` in [0, 1]: ``w_d = dissat *
-(1 - dissat_drop * r)`` and ``w_price = price_war * r``. See docs/simulation.md.
+``t`` enters only through the scenario's concept-shift ramp ``r`` in [0, 1] (0 in history):
+``w_d = dissat * (1 - dissat_drop * r)``; ``price_z`` / ``data_z`` are the standardised log per-line
+price and log typical weekly data use. See docs/simulation.md.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from data_contracts.raw_tables import RAW_TABLES, polars_schema
 
-# Table -> column -> categories tuple, for columns passed as integer codes.
+# Column name -> values: a numpy array (converted to the contract type) or a ready Arrow array.
 Columns = dict[str, "np.ndarray | pa.Array"]
 
 

@@ -15,6 +15,7 @@ import datetime as dt
 import pickle
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,14 +118,23 @@ class World:
         return self._run(weeks, Path(landing_dir), progress)
 
     def _run(self, weeks: int, landing_dir: Path, progress: Progress | None) -> list[str]:
-        keys = []
-        for i in range(weeks):
-            key, tables = self.step()
-            for table, data in tables.items():
-                write_table(landing_dir, table, key, data)
-            keys.append(key)
-            if progress is not None:
-                progress(i + 1, weeks)
+        """Simulate ``weeks`` weeks; each week's files are written by a background thread while the
+        next week is simulated (Arrow/Parquet release the GIL), at most one week behind."""
+        keys: list[str] = []
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending: Future[None] | None = None
+            for i in range(weeks):
+                key, tables = self.step()
+                if pending is not None:
+                    pending.result()
+                    if progress is not None:
+                        progress(i, weeks)
+                pending = writer.submit(_write_week, landing_dir, key, tables)
+                keys.append(key)
+            if pending is not None:
+                pending.result()
+                if progress is not None:
+                    progress(weeks, weeks)
         return keys
 
     # ------------------------------------------------------------------ persistence
@@ -353,6 +363,11 @@ class World:
             "paperless_billing": c.paperless[new],
         }
         return to_table("accounts", cols, n)
+
+
+def _write_week(landing_dir: Path, key: str, tables: dict[str, pa.Table]) -> None:
+    for table, data in tables.items():
+        write_table(landing_dir, table, key, data)
 
 
 def _draw(rng: np.random.Generator, model: ChurnModel, signup: np.ndarray, campaign: np.ndarray) -> Customers:

@@ -115,7 +115,11 @@ def test_contract_check_fails_when_too_much_was_quarantined(tmp_path: Path, ware
         strict = check_stored_partitions(con, "engagement", [KEY], max_quarantine_share=0.01)
         lenient = check_stored_partitions(con, "engagement", [KEY], max_quarantine_share=0.5)
     assert not strict.passed and "1 rows quarantined" in strict.summary()
-    assert strict.quarantine_by_rule[0]["rule"] == "less_than_or_equal_to(7)"
+    # The row breaks two rules: the range of active_days and active_days <= sessions.
+    assert {r["rule"] for r in strict.quarantine_by_rule} == {
+        "less_than_or_equal_to(7)",
+        "active_days_need_sessions",
+    }
     assert lenient.passed and lenient.stored_rows == 2
 
 

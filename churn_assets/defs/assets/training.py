@@ -1,0 +1,317 @@
+"""Training assets: training set -> candidates -> challenger (gated) -> champion.
+
+Thin wrappers over ``churn_assets.modeling`` (``training_set``, ``stages``, ``registry``). Each asset
+writes its result under ``<home>/training/`` and the next one reads it from there, so every step can
+be re-materialized on its own. The seven gates are blocking asset checks on ``training/challenger``
+(``defs/training_checks.py``): one failure stops ``training/champion``.
+"""
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from churn_assets.defs.assets.features import feature_asset_key
+from churn_assets.defs.metadata import markdown_table
+from churn_assets.defs.resources import TimelineResource, WarehouseResource
+from churn_assets.defs.training_resources import MlflowResource, ModelingResource
+from churn_assets.feature_store.definitions import FEATURE_GROUPS
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.modeling.splits import Splits, build_splits
+from churn_assets.modeling.stages import (
+    CandidateStage,
+    ChallengerStage,
+    decide_promotion,
+    evaluate_challenger,
+    gate_results,
+    run_candidates,
+)
+from churn_assets.modeling.training_set import (
+    build_training_set,
+    feature_names,
+    model_inputs,
+    restore_dtypes,
+)
+from churn_assets.settings import Settings
+
+TRAINING_GROUP = "training"
+TRAINING_SET = dg.AssetKey(["training", "training_set"])
+CANDIDATES = dg.AssetKey(["training", "candidates"])
+CHALLENGER = dg.AssetKey(["training", "challenger"])
+CHAMPION = dg.AssetKey(["training", "champion"])
+
+
+def training_paths(workdir: Path) -> dict[str, Path]:
+    """Files the training assets hand to each other (under ``<home>/training``)."""
+    return {
+        "training_set": workdir / "training_set.parquet",
+        "training_set_meta": workdir / "training_set.json",
+        "candidates": workdir / "candidates" / "candidates.json",
+        "challenger": workdir / "challenger" / "challenger.json",
+        "champion": workdir / "champion.json",
+    }
+
+
+def png_markdown(path: str | Path, title: str = "") -> dg.MetadataValue:
+    """A PNG embedded as a base64 data URI in markdown (the Dagster UI renders it inline)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(
+        f"{f'**{title}**' if title else ''}\n\n![{title}](data:image/png;base64,{data})"
+    )
+
+
+def load_training_set(workdir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    paths = training_paths(workdir)
+    frame = restore_dtypes(pd.read_parquet(paths["training_set"]))
+    return frame, json.loads(paths["training_set_meta"].read_text())
+
+
+def load_splits(workdir: Path) -> tuple[Splits, dict[str, Any]]:
+    """The stored training set cut into validated splits (``TrainingDataError`` names bad inputs)."""
+    frame, meta = load_training_set(workdir)
+    X, y, assignment = model_inputs(frame)
+    return build_splits(X, y, assignment, features=meta["features"], kind="time"), meta
+
+
+def _settings(modeling: ModelingResource, mlflow: MlflowResource) -> Settings:
+    return mlflow.bind(modeling.settings())
+
+
+def _fmt(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+@dg.asset(
+    key=TRAINING_SET,
+    group_name=TRAINING_GROUP,
+    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS],
+    kinds={"pandas", "parquet"},
+    description=(
+        "Label snapshots (active customer x monthly as-of date, churned within the next 90 days) joined "
+        "point-in-time with the offline feature store; time-based split by snapshot month."
+    ),
+)
+def training_set(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    calendar: TimelineResource,
+    modeling: ModelingResource,
+) -> dg.MaterializeResult:
+    settings = modeling.settings()
+    with warehouse.warehouse().connect() as con:
+        frame, meta = build_training_set(con, calendar.timeline(), settings)
+    X, y, assignment = model_inputs(frame)
+    build_splits(X, y, assignment, features=feature_names(), kind="time")  # fail here on bad input
+    paths = training_paths(modeling.workdir)
+    paths["training_set"].parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(paths["training_set"], index=False)
+    paths["training_set_meta"].write_text(json.dumps(meta, indent=1, default=str))
+    rows = [
+        {"split": name, **{k: _fmt(v) for k, v in s.items() if k != "periods_present"}}
+        for name, s in meta["splits"].items()
+    ]
+    context.log.info(f"training set: {meta['rows']} rows, sha256 {meta['sha256'][:12]}")
+    split_meta: dict[str, Any] = {}
+    for name, s in meta["splits"].items():
+        split_meta[f"{name}_rows"] = s["rows"]
+        split_meta[f"{name}_positive_rate"] = float(s["positive_rate"])
+        split_meta[f"{name}_boundaries"] = f"periods {s['periods']}: {s['first_as_of']} .. {s['last_as_of']}"
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": meta["rows"],
+            "splits": dg.MetadataValue.md(markdown_table(rows)),
+            **split_meta,
+            "positive_rate": float(meta["positive_rate"]),
+            "customers": meta["customers"],
+            "features": len(meta["features"]),
+            "label": meta["label"],
+            "data_sha256": meta["sha256"],
+            "excluded_snapshots": dg.MetadataValue.md(
+                (
+                    ", ".join(meta["excluded_snapshots"])
+                    + f" (label window + {meta['report_delay_days']}-day report delay past the data end "
+                    + f"{meta['data_end']})"
+                )
+                if meta["excluded_snapshots"]
+                else "none"
+            ),
+            "leakage_feature_timestamps_after_as_of": meta["leakage_feature_timestamps_after_as_of"],
+            "cancelled_before_as_of": meta["cancelled_before_as_of"],
+            "path": dg.MetadataValue.path(str(paths["training_set"])),
+        }
+    )
+
+
+@dg.asset(
+    key=CANDIDATES,
+    group_name=TRAINING_GROUP,
+    deps=[TRAINING_SET],
+    kinds={"lightgbm", "scikitlearn", "optuna", "mlflow"},
+    description=(
+        "Optuna-tuned LightGBM (pruning, RDB storage, resumable) and the scikit-learn baselines (LR, RF, "
+        "HistGradientBoosting, MLP 128-64), each with its class-imbalance choice; one MLflow run each. "
+        "The best on validation AUC goes on to become the challenger."
+    ),
+)
+def candidates(
+    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    settings = _settings(modeling, mlflow)
+    splits, meta = load_splits(modeling.workdir)
+    paths = training_paths(modeling.workdir)
+    study = f"{settings.modeling.study_name}-{meta['sha256'][:8]}"
+    stage = run_candidates(
+        splits, settings, paths["candidates"].parent, study_name=study, progress=context.log.info
+    )
+    stage.to_json(paths["candidates"])
+    table = [
+        {
+            "model": r["model"],
+            "val AUC": _fmt(r["val_auc"]),
+            "test AUC": _fmt(r["test_auc"]),
+            "recall": _fmt(r["recall"]),
+            "precision": _fmt(r["precision"]),
+            "F1": _fmt(r["f1"]),
+            "imbalance": r["imbalance"],
+            "fit s": _fmt(r["train_seconds"]),
+            "MLflow run": r["run_id"][:12],
+        }
+        for r in sorted(stage.table, key=lambda r: -r["val_auc"])
+    ]
+    t = stage.tuning
+    return dg.MaterializeResult(
+        metadata={
+            "experiments": dg.MetadataValue.md(markdown_table(table)),
+            "best": stage.best,
+            "best_val_auc": float(stage.val_auc),
+            "optuna": dg.MetadataValue.json(
+                {k: t[k] for k in ("study", "storage", "complete", "pruned", "run_now", "best_val_auc")}
+                | {"budget": f"{t['n_trials_budget']} trials / {t['seconds_budget']} s"}
+            ),
+            "imbalance_choice": dg.MetadataValue.json(
+                {
+                    r["model"]: {
+                        "chosen": r["imbalance"],
+                        "val_auc_none": r["val_auc_none"],
+                        "val_auc_balanced": r["val_auc_balanced"],
+                    }
+                    for r in stage.table
+                }
+            ),
+            "tracking_uri": mlflow.uri(settings).split("@")[-1],
+            "best_roc": png_markdown(stage.plots[stage.best], f"ROC (test) of {stage.best}"),
+        }
+    )
+
+
+@dg.asset(
+    key=CHALLENGER,
+    group_name=TRAINING_GROUP,
+    deps=[CANDIDATES],
+    kinds={"mlflow"},
+    description=(
+        "The best candidate, calibrated (isotonic/sigmoid only when it lowers the out-of-fold validation "
+        "Brier), with its validation-chosen threshold, evaluated on test, logged and registered as a new "
+        "`churn-model` version with alias `challenger`. Gates: blocking asset checks."
+    ),
+)
+def challenger(
+    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    settings = _settings(modeling, mlflow)
+    splits, meta = load_splits(modeling.workdir)
+    paths = training_paths(modeling.workdir)
+    stage = CandidateStage.from_json(paths["candidates"])
+    result = evaluate_challenger(stage, splits, settings, meta["sha256"], paths["challenger"].parent)
+    result.to_json(paths["challenger"])
+    gates = gate_results(result.measurements, settings.modeling)
+    failed = [g.name for g in gates if not g.passed]
+    if failed:
+        # The blocking checks will stop training/champion: record the decision here (audit log).
+        decision = decide_promotion(settings, result, splits.X_test, splits.y_test)
+        context.log.warning(f"challenger {result.version}: {decision.outcome} ({decision.reason})")
+    m = result.measurements
+    tags = ModelRegistry(settings).tags(result.version)
+    return dg.MaterializeResult(
+        metadata={
+            "model": result.model_name,
+            "version": result.version,
+            "semver": result.semver,
+            "alias": "challenger",
+            "best_candidate": result.best,
+            "calibration": result.calibration,
+            "test_auc": float(result.test_metrics["auc"]),
+            "train_auc": float(result.train_auc),
+            "threshold": float(m["threshold"]["value"]),
+            "test_recall": float(m["threshold"]["test"]["recall"]),
+            "test_precision": float(m["threshold"]["test"]["precision"]),
+            "test_f1": float(m["threshold"]["test"]["f1"]),
+            "test_brier": float(m["calibration"]["test_brier"]),
+            "gates": dg.MetadataValue.md(
+                markdown_table(
+                    [
+                        {"gate": g.name, "value": _fmt(g.value), "limit": g.limit, "passed": g.passed}
+                        for g in gates
+                    ]
+                )
+            ),
+            "registry_tags": dg.MetadataValue.json(
+                {k: tags[k] for k in ("semver", "artifact_sha256", "data_sha256", "features", "gates_passed")}
+            ),
+            "mlflow_run_id": result.run_id,
+            **{f"plot_{k}": png_markdown(v, k) for k, v in result.plots.items()},
+        }
+    )
+
+
+@dg.asset(
+    key=CHAMPION,
+    group_name=TRAINING_GROUP,
+    deps=[CHALLENGER],
+    kinds={"mlflow"},
+    description=(
+        "Promotion decision: the challenger becomes `champion` (old champion -> `previous`) when every gate "
+        "passed and its test AUC beats the champion's on the SAME holdout by more than `min_auc_gain` (no "
+        "champion yet: gates alone decide). Manual mode marks it pending. Every decision is audit-logged."
+    ),
+)
+def champion(
+    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    settings = _settings(modeling, mlflow)
+    splits, _ = load_splits(modeling.workdir)
+    paths = training_paths(modeling.workdir)
+    result = ChallengerStage.from_json(paths["challenger"])
+    decision = decide_promotion(settings, result, splits.X_test, splits.y_test)
+    record = {
+        "outcome": decision.outcome,
+        "reason": decision.reason,
+        "challenger": decision.challenger,
+        "champion_before": decision.champion_before,
+        "champion_after": decision.champion_after,
+        "challenger_auc": decision.challenger_auc,
+        "champion_auc": decision.champion_auc,
+        "mode": settings.modeling.promotion_mode,
+    }
+    paths["champion"].write_text(json.dumps(record, indent=1))
+    context.log.info(f"promotion decision: {decision.outcome} ({decision.reason})")
+    registry = ModelRegistry(settings)
+    return dg.MaterializeResult(
+        metadata={
+            "decision": decision.outcome,
+            "reason": decision.reason,
+            "challenger_version": decision.challenger,
+            "champion_before": decision.champion_before or "none",
+            "champion_after": decision.champion_after or "none",
+            "challenger_auc": float(decision.challenger_auc),
+            "champion_auc_same_holdout": "none (no champion)"
+            if decision.champion_auc is None
+            else float(decision.champion_auc),
+            "min_auc_gain": settings.modeling.min_auc_gain,
+            "mode": settings.modeling.promotion_mode,
+            "aliases": dg.MetadataValue.json(registry.aliases()),
+        }
+    )

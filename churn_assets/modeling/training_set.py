@@ -1,0 +1,270 @@
+"""The training set: label snapshots joined point-in-time with the offline feature store.
+
+* **Entity rows** (:func:`label_snapshots`): the customers active at each as-of date ``T`` are exactly
+  the rows of ``features.customer_account`` with ``event_timestamp = T`` (the feature transforms keep
+  every account landed by ``T`` whose churn event had not landed by ``T``).
+* **Label**: ``churned = 1`` when the customer's ``raw.churn_events.cancellation_date`` is before
+  ``T + horizon_days``. The cancellation date is ground truth that is only known later (it is reported
+  ``label_delay_weeks`` after the cancellation), which is fine for a label and never used as a feature.
+  Cancellations in ``[T, T + horizon)`` are the churners of the window; a customer who cancelled shortly
+  before ``T`` but whose cancellation had not been reported by ``T`` is still in the snapshot (the
+  business cannot know yet) and counts as churned too (``cancelled_before_as_of`` in the metadata) —
+  the same definition as the simulator's reference labels (``simulation/calibration.py``).
+* **Label completeness**: the label of ``T`` is usable only when every cancellation before
+  ``T + horizon`` has been *reported*: the report week of the last day of the window
+  (``week_of(T + horizon - 1 day) + report delay``) must have landed, i.e. be before the data's end
+  (the Monday after the newest landed ``raw.churn_events`` week). :func:`label_snapshots` raises
+  :class:`~churn_assets.modeling.splits.TrainingDataError` for incomplete dates (``on_incomplete="raise"``)
+  or drops them (``"drop"``, the training set's choice; the dropped dates go into the metadata).
+* **Features** (:func:`build_training_set`): ``OfflineStore.get_historical_features`` at
+  ``event_timestamp = T`` (point in time, TTL-aware), with every group's feature timestamp checked to
+  be ``<= T`` (:func:`check_point_in_time`).
+* **Split**: ``period`` = 1-based index of ``T`` in ``Timeline.monthly_snapshots``; the assignment is
+  :func:`~churn_assets.modeling.splits.assign_by_period` with ``settings.modeling.*_periods``. A
+  customer-month (customer, period) is one row, so it can never sit in two splits
+  (:func:`check_split_disjoint`).
+* **Snapshot hash**: sha256 over the sorted keys, labels and feature values (:func:`frame_hash`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import duckdb
+import pandas as pd
+
+from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS, all_features
+from churn_assets.feature_store.offline import OfflineStore
+from churn_assets.modeling.splits import SPLITS, TrainingDataError, assign_by_period
+from churn_assets.settings import Settings
+from churn_assets.timeline import Timeline, week_key
+
+LABEL = "churned"
+AS_OF = "as_of"
+PERIOD = "period"
+SPLIT = "split"
+KEYS = [ENTITY, AS_OF, PERIOD, SPLIT, LABEL]
+
+
+def feature_names() -> list[str]:
+    """The 45 declared features, in declaration order."""
+    return [f.name for f in all_features()]
+
+
+def categorical_features() -> list[str]:
+    """Features declared as strings (used as pandas ``category`` by the models)."""
+    return [f.name for f in all_features() if f.dtype == "string"]
+
+
+def data_end(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """Exclusive end of the landed churn reports: the Monday after the newest ``raw.churn_events`` week."""
+    [(last,)] = con.execute("SELECT max(week_start) FROM raw.churn_events").fetchall()
+    return None if last is None else last + dt.timedelta(days=7)
+
+
+def label_complete_until(as_of: dt.date, horizon_days: int, report_delay_days: int) -> dt.date:
+    """The data end needed for a complete label of ``as_of``: the report week of the window's last day
+    must have landed (its Monday + 7 days <= data end)."""
+    last_day = as_of + dt.timedelta(days=horizon_days - 1)
+    report_week = dt.date.fromisoformat(week_key(last_day)) + dt.timedelta(days=report_delay_days)
+    return report_week + dt.timedelta(days=7)
+
+
+def label_snapshots(
+    con: duckdb.DuckDBPyConnection,
+    as_of_dates: Sequence[dt.date],
+    horizon_days: int,
+    *,
+    report_delay_days: int = 7,
+    end: dt.date | None = None,
+    on_incomplete: Literal["raise", "drop"] = "raise",
+) -> pd.DataFrame:
+    """One row per (active customer, as-of date): ``customer_id``, ``as_of`` (date), ``churned`` (0/1),
+    ``cancellation_date`` (NaT if none known) — see the module docstring for the rules.
+
+    ``end`` defaults to :func:`data_end`. Raises ``TrainingDataError`` naming the cause for: no dates,
+    no landed churn reports, an incomplete label window (``on_incomplete="raise"``; ``"drop"`` skips
+    those dates — the caller sees which via ``frame.attrs["incomplete"]``), or a date without a
+    feature snapshot.
+    """
+    if not as_of_dates:
+        raise TrainingDataError("no as-of dates to label")
+    end = end if end is not None else data_end(con)
+    if end is None:
+        raise TrainingDataError("raw.churn_events is empty: no labels can be built (run the pipeline first)")
+    dates = sorted(set(as_of_dates))
+    incomplete = [d for d in dates if label_complete_until(d, horizon_days, report_delay_days) > end]
+    if incomplete and on_incomplete == "raise":
+        raise TrainingDataError(
+            f"incomplete label window for as-of date(s) {[d.isoformat() for d in incomplete]}: "
+            f"{horizon_days}-day horizon + {report_delay_days}-day report delay reaches past the data end "
+            f"{end.isoformat()}"
+        )
+    usable = [d for d in dates if d not in incomplete]
+    if not usable:
+        raise TrainingDataError(
+            f"no as-of date has a complete {horizon_days}-day label window before the data end {end}"
+        )
+    frame = con.execute(
+        f"""
+        WITH d AS (SELECT unnest($dates::DATE[]) AS as_of)
+        SELECT a.{ENTITY}, CAST(a.{EVENT_TIMESTAMP} AS DATE) AS {AS_OF}, c.cancellation_date,
+               CAST(coalesce(c.cancellation_date < CAST(a.{EVENT_TIMESTAMP} AS DATE) + $h, false) AS BIGINT)
+                   AS {LABEL}
+        FROM features.customer_account a
+        JOIN d ON CAST(a.{EVENT_TIMESTAMP} AS DATE) = d.as_of
+        LEFT JOIN raw.churn_events c ON c.{ENTITY} = a.{ENTITY}
+        ORDER BY {AS_OF}, a.{ENTITY}
+        """,
+        {"dates": usable, "h": horizon_days},
+    ).df()
+    frame[AS_OF] = pd.to_datetime(frame[AS_OF]).dt.date
+    missing = sorted(set(usable) - set(frame[AS_OF]))
+    if missing:
+        raise TrainingDataError(
+            f"no feature snapshot (features.customer_account) for as-of date(s) "
+            f"{[d.isoformat() for d in missing]}: materialize the feature assets first"
+        )
+    frame.attrs["incomplete"] = [d.isoformat() for d in incomplete]
+    frame.attrs["data_end"] = end.isoformat()
+    return frame
+
+
+def check_point_in_time(frame: pd.DataFrame, as_of: str = AS_OF) -> int:
+    """Number of (row, group) feature timestamps AFTER the row's as-of date; raises if any (leakage)."""
+    limit = pd.to_datetime(frame[as_of])
+    bad = 0
+    for group in FEATURE_GROUPS:
+        col = f"{group.name}__{EVENT_TIMESTAMP}"
+        if col in frame.columns:
+            bad += int((pd.to_datetime(frame[col]) > limit).sum())
+    if bad:
+        raise TrainingDataError(f"point-in-time leakage: {bad} feature timestamp(s) after the as-of date")
+    return bad
+
+
+def check_split_disjoint(frame: pd.DataFrame) -> None:
+    """Raise if a customer-month sits in two rows or splits, or a split's periods overlap another's."""
+    dupes = int(frame.duplicated([ENTITY, PERIOD]).sum())
+    if dupes:
+        raise TrainingDataError(f"{dupes} duplicate customer-month row(s) in the training set")
+    spans = {s: set(frame.loc[frame[SPLIT] == s, PERIOD]) for s in SPLITS}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            if spans[a] & spans[b]:
+                raise TrainingDataError(f"periods {sorted(spans[a] & spans[b])} are in both {a} and {b}")
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """sha256 of the training set's content (rows sorted by customer and as-of date)."""
+    ordered = frame.sort_values([AS_OF, ENTITY]).reset_index(drop=True)
+    digest = hashlib.sha256()
+    digest.update(",".join(map(str, ordered.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(ordered.astype("string"), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def build_training_set(
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Labels of every monthly snapshot with a complete window + PIT features + period + split.
+
+    Returns ``(frame, metadata)``; ``frame`` columns: ``customer_id, as_of, period, split, churned``
+    then the 45 features (string features as ``category``). Rows outside every split range are
+    dropped. ``metadata``: split boundaries (periods and dates), rows and positive rate per split, the
+    snapshot hash, excluded (incomplete) snapshots, the leakage checks.
+    """
+    cfg, sim = settings.modeling, settings.simulation
+    snapshots = list(timeline.monthly_snapshots)
+    period_of = {d: i for i, d in enumerate(snapshots, start=1)}
+    labels = label_snapshots(
+        con,
+        snapshots,
+        timeline.label_horizon_days,
+        report_delay_days=7 * sim.label_delay_weeks,
+        on_incomplete="drop",
+    )
+    labels[PERIOD] = labels[AS_OF].map(period_of).astype("int64")
+    labels[SPLIT] = assign_by_period(
+        labels[PERIOD], train=cfg.train_periods, val=cfg.val_periods, test=cfg.test_periods
+    )
+    labels = labels[labels[SPLIT].notna()].reset_index(drop=True)
+    entity = pd.DataFrame(
+        {ENTITY: labels[ENTITY].to_numpy(), EVENT_TIMESTAMP: pd.to_datetime(labels[AS_OF]).to_numpy()}
+    )
+    feats = OfflineStore(con).get_historical_features(entity, include_timestamps=True).to_pandas()
+    joined = pd.concat([labels.reset_index(drop=True), feats.drop(columns=[ENTITY, EVENT_TIMESTAMP])], axis=1)
+    leaks = check_point_in_time(joined)
+    names = feature_names()
+    frame = joined[[ENTITY, AS_OF, PERIOD, SPLIT, LABEL, *names]].copy()
+    frame[SPLIT] = frame[SPLIT].astype("string")
+    for col in categorical_features():
+        frame[col] = frame[col].astype("category")
+    check_split_disjoint(frame)
+    stats: dict[str, dict[str, Any]] = {}
+    for split, (lo, hi) in zip(SPLITS, (cfg.train_periods, cfg.val_periods, cfg.test_periods), strict=True):
+        part = frame[frame[SPLIT] == split]
+        dates = sorted(set(part[AS_OF]))
+        stats[split] = {
+            "periods": f"{lo}-{hi}",
+            "periods_present": sorted(int(p) for p in set(part[PERIOD])),
+            "first_as_of": dates[0].isoformat() if dates else None,
+            "last_as_of": dates[-1].isoformat() if dates else None,
+            "rows": len(part),
+            "positives": int(part[LABEL].sum()),
+            "positive_rate": float(part[LABEL].mean()) if len(part) else float("nan"),
+        }
+    cancelled_before = int(
+        (pd.to_datetime(labels["cancellation_date"]) < pd.to_datetime(labels[AS_OF])).sum()
+    )
+    missing_share = {c: float(v) for c, v in frame[names].isna().mean().items() if v > 0}
+    metadata: dict[str, Any] = {
+        "rows": len(frame),
+        "customers": int(frame[ENTITY].nunique()),
+        "positive_rate": float(frame[LABEL].mean()) if len(frame) else float("nan"),
+        "splits": stats,
+        "features": names,
+        "label": f"cancellation_date < as_of + {timeline.label_horizon_days} days",
+        "horizon_days": timeline.label_horizon_days,
+        "report_delay_days": 7 * sim.label_delay_weeks,
+        "data_end": labels.attrs.get("data_end"),
+        "excluded_snapshots": labels.attrs.get("incomplete", []),
+        "cancelled_before_as_of": cancelled_before,
+        "leakage_feature_timestamps_after_as_of": leaks,
+        "missing_share": missing_share,
+        "sha256": frame_hash(frame),
+    }
+    return frame, metadata
+
+
+def model_inputs(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """``(X, y, assignment)`` of a training-set frame for :func:`~churn_assets.modeling.splits.build_splits`."""
+    names = [c for c in frame.columns if c not in KEYS]
+    return frame[names], frame[LABEL], frame[SPLIT]
+
+
+def restore_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """String features back to ``category`` after a Parquet round trip (kept as-is when already so)."""
+    for col in categorical_features():
+        if col in frame.columns and not isinstance(frame[col].dtype, pd.CategoricalDtype):
+            frame[col] = frame[col].astype("category")
+    if AS_OF in frame.columns:
+        frame[AS_OF] = pd.to_datetime(frame[AS_OF]).dt.date
+    return frame
+
+
+__all__ = [
+    "LABEL",
+    "PERIOD",
+    "SPLIT",
+    "build_training_set",
+    "check_point_in_time",
+    "check_split_disjoint",
+    "data_end",
+    "frame_hash",
+    "label_snapshots",
+    "model_inputs",
+]
