@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -81,7 +81,7 @@ def run_pipeline(
 def run_training(
     instance: dg.DagsterInstance,
     *,
-    resources: dict[str, object] | None = None,
+    resources: Mapping[str, object] | None = None,
     definitions: dg.Definitions | None = None,
     raise_on_error: bool = False,
 ) -> dg.ExecuteInProcessResult:

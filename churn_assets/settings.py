@@ -144,6 +144,12 @@ class ModelingSettings(BaseModel):
     gate_min_slice_auc: float = Field(
         default=0.60, ge=0, le=1, description="Gate: AUC on every stress slice at least this."
     )
+    sample_rows: int = Field(
+        default=300_000,
+        gt=0,
+        description="Tuning and baselines use a stratified sample of at most this many train (and val) "
+        "rows; the final LightGBM is refitted on the full train split.",
+    )
     fairness_min_positives: int = Field(
         default=20, ge=1, description="Fairness gate: groups with fewer positives are reported, not compared."
     )
@@ -168,6 +174,9 @@ class Settings(BaseSettings):
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
     contracts: ContractSettings = ContractSettings()
     modeling: ModelingSettings = ModelingSettings()
+    duckdb_memory_limit: str = Field(
+        "4GB", description="DuckDB buffer limit of the warehouse (it spills to disk beyond it)."
+    )
     postgres_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
     @model_validator(mode="after")

@@ -15,9 +15,10 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file (raw tables, quarantine, offline feature store)."""
 
     path: str
+    memory_limit: str | None = None
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.path)
+        return Warehouse(self.path, memory_limit=self.memory_limit)
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -71,7 +72,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
     settings = settings or get_settings()
     sim, fs = settings.simulation, settings.feature_store
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "warehouse": WarehouseResource(
+            path=str(settings.warehouse_path), memory_limit=settings.duckdb_memory_limit
+        ),
         "landing": LandingZoneResource(path=str(settings.landing_dir)),
         "online_store": OnlineStoreResource(
             backend=fs.online_backend,

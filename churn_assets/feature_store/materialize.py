@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from churn_assets.feature_store.definitions import EVENT_TIMESTAMP, FEATURE_GROUPS
 from churn_assets.feature_store.offline import OfflineStore
 from churn_assets.feature_store.online import OnlineStore
-from churn_assets.feature_store.transforms import compute_snapshots
+from churn_assets.feature_store.transforms import iter_snapshots
 
 
 @dataclass
@@ -29,9 +29,8 @@ def materialize_offline(con: duckdb.DuckDBPyConnection, as_of_dates: Sequence[dt
     started = time.perf_counter()
     report = MaterializeReport(rows={g.name: 0 for g in FEATURE_GROUPS})
     if as_of_dates:
-        store = OfflineStore(con)
-        for group, table in compute_snapshots(con, list(as_of_dates)).items():
-            report.rows[group] = store.write(group, table)
+        # A few dates per pass, staged in DuckDB as they come: Python never holds all snapshots.
+        report.rows.update(OfflineStore(con).write_batches(iter_snapshots(con, list(as_of_dates))))
     report.seconds = time.perf_counter() - started
     return report
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -191,9 +191,40 @@ class OfflineStore:
         :class:`FeatureSchemaError` on wrong columns/dtypes, NULL keys or duplicate
         ``(customer_id, event_timestamp)`` pairs.
         """
-        group = feature_group(group_name)
-        arrow = to_arrow(table)
-        validate_frame(group, arrow)
+        return self.write_batches([{group_name: to_arrow(table)}])[group_name]
+
+    def write_batches(self, batches: Iterable[dict[str, pa.Table]]) -> dict[str, int]:
+        """Store several batches of ``{group: rows}`` with one table rewrite per group at the end.
+
+        Each batch is staged in DuckDB as soon as it arrives (so a caller can produce large
+        snapshot sets a few dates at a time and keep little in Python memory); all groups are then
+        replaced in one transaction, with the same rules as :meth:`write`.
+        """
+        staged: dict[str, str] = {}
+        written: dict[str, int] = {}
+        now = utcnow()
+        try:
+            for batch in batches:
+                for group_name, table in batch.items():
+                    arrow = to_arrow(table)
+                    group = feature_group(group_name)
+                    validate_frame(group, arrow)
+                    incoming = staged.setdefault(group.name, f"_incoming_{uuid.uuid4().hex}")
+                    self._stage(group, arrow, incoming, now, create=group.name not in written)
+                    written[group.name] = written.get(group.name, 0) + arrow.num_rows
+            with self._transaction():
+                for group_name, incoming in staged.items():
+                    self._replace(feature_group(group_name), incoming)
+                if staged:
+                    self.con.execute(f"DROP TABLE IF EXISTS {INDEX_TABLE}")
+        finally:
+            for incoming in staged.values():
+                self.con.execute(f"DROP TABLE IF EXISTS {incoming}")
+        return written
+
+    def _stage(
+        self, group: FeatureGroup, arrow: pa.Table, incoming: str, now: dt.datetime, *, create: bool
+    ) -> None:
         created = f"CAST({CREATED_AT} AS TIMESTAMP)" if CREATED_AT in arrow.column_names else "$now"
         select = ", ".join(
             [
@@ -203,35 +234,36 @@ class OfflineStore:
             ]
             + [f"CAST({f.name} AS {SQL_TYPES[f.dtype]}) AS {f.name}" for f in group.features]
         )
-        target = table_name(group)
-        incoming = f"_incoming_{uuid.uuid4().hex}"
         view = f"_arrow_{uuid.uuid4().hex}"
         self.con.register(view, arrow)
         try:
-            with self._transaction():
-                params = {"now": utcnow()} if created == "$now" else None
+            params = {"now": now} if created == "$now" else None
+            if create:
                 self.con.execute(f"CREATE TEMP TABLE {incoming} AS SELECT {select} FROM {view}", params)
-                nulls, dupes = self.con.execute(
-                    f"SELECT count(*) FILTER ({ENTITY} IS NULL OR {EVENT_TIMESTAMP} IS NULL), "
-                    f"count(*) - count(DISTINCT ({ENTITY}, {EVENT_TIMESTAMP})) FROM {incoming}"
-                ).fetchall()[0]
-                if nulls or dupes:
-                    raise FeatureSchemaError(
-                        f"feature group {group.name!r}: {nulls} row(s) with NULL {ENTITY}/{EVENT_TIMESTAMP} "
-                        f"and {dupes} duplicate ({ENTITY}, {EVENT_TIMESTAMP}) row(s)"
-                    )
-                self.con.execute(
-                    f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM ("
-                    f" SELECT * FROM {target} WHERE {EVENT_TIMESTAMP} NOT IN"
-                    f" (SELECT DISTINCT {EVENT_TIMESTAMP} FROM {incoming})"
-                    f" UNION ALL SELECT * FROM {incoming}"
-                    f") ORDER BY {ENTITY}, {EVENT_TIMESTAMP}"
-                )
-                self.con.execute(f"DROP TABLE {incoming}")
-                self.con.execute(f"DROP TABLE IF EXISTS {INDEX_TABLE}")
+            else:
+                self.con.execute(f"INSERT INTO {incoming} SELECT {select} FROM {view}", params)
         finally:
             self.con.unregister(view)
-        return arrow.num_rows
+
+    def _replace(self, group: FeatureGroup, incoming: str) -> None:
+        """Replace the group's rows at the staged snapshot times by the staged rows, sorted."""
+        nulls, dupes = self.con.execute(
+            f"SELECT count(*) FILTER ({ENTITY} IS NULL OR {EVENT_TIMESTAMP} IS NULL), "
+            f"count(*) - count(DISTINCT ({ENTITY}, {EVENT_TIMESTAMP})) FROM {incoming}"
+        ).fetchall()[0]
+        if nulls or dupes:
+            raise FeatureSchemaError(
+                f"feature group {group.name!r}: {nulls} row(s) with NULL {ENTITY}/{EVENT_TIMESTAMP} "
+                f"and {dupes} duplicate ({ENTITY}, {EVENT_TIMESTAMP}) row(s)"
+            )
+        target = table_name(group)
+        self.con.execute(
+            f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM ("
+            f" SELECT * FROM {target} WHERE {EVENT_TIMESTAMP} NOT IN"
+            f" (SELECT DISTINCT {EVENT_TIMESTAMP} FROM {incoming})"
+            f" UNION ALL SELECT * FROM {incoming}"
+            f") ORDER BY {ENTITY}, {EVENT_TIMESTAMP}"
+        )
 
     def rebuild_index(self) -> None:
         """(Re)build ``features._asof_index`` from the group tables (done lazily by reads after writes)."""

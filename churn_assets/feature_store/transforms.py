@@ -27,6 +27,7 @@ columns). For an as-of date ``T`` (a Monday) only rows that *landed* in weeks en
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -224,12 +225,23 @@ def compute_snapshots(
     The dates are processed ``dates_per_pass`` at a time (set-based within a pass), which bounds
     DuckDB's hash tables at full scale without changing the result.
     """
-    dates = sorted(set(as_of_dates))
     parts: dict[str, list[pa.Table]] = {g.name: [] for g in FEATURE_GROUPS}
-    for start in range(0, max(len(dates), 1), dates_per_pass):
-        for name, table in _compute_pass(con, dates[start : start + dates_per_pass]).items():
+    for batch in iter_snapshots(con, as_of_dates, dates_per_pass):
+        for name, table in batch.items():
             parts[name].append(table)
     return {name: pa.concat_tables(tables) for name, tables in parts.items()}
+
+
+def iter_snapshots(
+    con: duckdb.DuckDBPyConnection, as_of_dates: list[dt.date], dates_per_pass: int = 3
+) -> Iterator[dict[str, pa.Table]]:
+    """The snapshots of :func:`compute_snapshots`, one pass (``dates_per_pass`` dates) at a time.
+
+    Consumers that store each pass before asking for the next keep only one pass in memory.
+    """
+    dates = sorted(set(as_of_dates))
+    for start in range(0, max(len(dates), 1), dates_per_pass):
+        yield _compute_pass(con, dates[start : start + dates_per_pass])
 
 
 def _compute_pass(con: duckdb.DuckDBPyConnection, dates: list[dt.date]) -> dict[str, pa.Table]:

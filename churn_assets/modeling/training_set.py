@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import duckdb
 import pandas as pd
+import polars as pl
 
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS, all_features
 from churn_assets.feature_store.offline import OfflineStore
@@ -73,23 +74,14 @@ def label_complete_until(as_of: dt.date, horizon_days: int, report_delay_days: i
     return report_week + dt.timedelta(days=7)
 
 
-def label_snapshots(
+def _labels(
     con: duckdb.DuckDBPyConnection,
     as_of_dates: Sequence[dt.date],
     horizon_days: int,
-    *,
-    report_delay_days: int = 7,
-    end: dt.date | None = None,
-    on_incomplete: Literal["raise", "drop"] = "raise",
-) -> pd.DataFrame:
-    """One row per (active customer, as-of date): ``customer_id``, ``as_of`` (date), ``churned`` (0/1),
-    ``cancellation_date`` (NaT if none known) — see the module docstring for the rules.
-
-    ``end`` defaults to :func:`data_end`. Raises ``TrainingDataError`` naming the cause for: no dates,
-    no landed churn reports, an incomplete label window (``on_incomplete="raise"``; ``"drop"`` skips
-    those dates — the caller sees which via ``frame.attrs["incomplete"]``), or a date without a
-    feature snapshot.
-    """
+    report_delay_days: int,
+    end: dt.date | None,
+    on_incomplete: Literal["raise", "drop"],
+) -> tuple[pl.DataFrame, list[dt.date], dt.date]:
     if not as_of_dates:
         raise TrainingDataError("no as-of dates to label")
     end = end if end is not None else data_end(con)
@@ -108,7 +100,7 @@ def label_snapshots(
         raise TrainingDataError(
             f"no as-of date has a complete {horizon_days}-day label window before the data end {end}"
         )
-    frame = con.execute(
+    frame = con.sql(
         f"""
         WITH d AS (SELECT unnest($dates::DATE[]) AS as_of)
         SELECT a.{ENTITY}, CAST(a.{EVENT_TIMESTAMP} AS DATE) AS {AS_OF}, c.cancellation_date,
@@ -119,15 +111,37 @@ def label_snapshots(
         LEFT JOIN raw.churn_events c ON c.{ENTITY} = a.{ENTITY}
         ORDER BY {AS_OF}, a.{ENTITY}
         """,
-        {"dates": usable, "h": horizon_days},
-    ).df()
-    frame[AS_OF] = pd.to_datetime(frame[AS_OF]).dt.date
-    missing = sorted(set(usable) - set(frame[AS_OF]))
+        params={"dates": usable, "h": horizon_days},
+    ).pl()
+    present = set(frame.get_column(AS_OF).unique().to_list())
+    missing = sorted(set(usable) - present)
     if missing:
         raise TrainingDataError(
             f"no feature snapshot (features.customer_account) for as-of date(s) "
             f"{[d.isoformat() for d in missing]}: materialize the feature assets first"
         )
+    return frame, incomplete, end
+
+
+def label_snapshots(
+    con: duckdb.DuckDBPyConnection,
+    as_of_dates: Sequence[dt.date],
+    horizon_days: int,
+    *,
+    report_delay_days: int = 7,
+    end: dt.date | None = None,
+    on_incomplete: Literal["raise", "drop"] = "raise",
+) -> pd.DataFrame:
+    """One row per (active customer, as-of date): ``customer_id``, ``as_of`` (date), ``cancellation_date``
+    (NaT if none known), ``churned`` (0/1) — see the module docstring for the rules.
+
+    ``end`` defaults to :func:`data_end`. Raises ``TrainingDataError`` naming the cause for: no dates,
+    no landed churn reports, an incomplete label window (``on_incomplete="raise"``; ``"drop"`` skips
+    those dates — listed in ``frame.attrs["incomplete"]``), or a date without a feature snapshot.
+    """
+    labels, incomplete, end = _labels(con, as_of_dates, horizon_days, report_delay_days, end, on_incomplete)
+    frame = labels.to_pandas()
+    frame[AS_OF] = pd.to_datetime(frame[AS_OF]).dt.date
     frame.attrs["incomplete"] = [d.isoformat() for d in incomplete]
     frame.attrs["data_end"] = end.isoformat()
     return frame
@@ -159,11 +173,12 @@ def check_split_disjoint(frame: pd.DataFrame) -> None:
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
-    """sha256 of the training set's content (rows sorted by customer and as-of date)."""
-    ordered = frame.sort_values([AS_OF, ENTITY]).reset_index(drop=True)
+    """sha256 of the training set's content in frame order (``build_training_set`` orders rows by as-of
+    date, then customer): column names plus pandas' per-row hashes (no string conversion, so it stays
+    cheap for millions of rows)."""
     digest = hashlib.sha256()
-    digest.update(",".join(map(str, ordered.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(ordered.astype("string"), index=False).to_numpy().tobytes())
+    digest.update(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -173,53 +188,65 @@ def build_training_set(
     """Labels of every monthly snapshot with a complete window + PIT features + period + split.
 
     Returns ``(frame, metadata)``; ``frame`` columns: ``customer_id, as_of, period, split, churned``
-    then the 45 features (string features as ``category``). Rows outside every split range are
-    dropped. ``metadata``: split boundaries (periods and dates), rows and positive rate per split, the
-    snapshot hash, excluded (incomplete) snapshots, the leakage checks.
+    then the 45 features (string features and ``split`` as ``category``), rows ordered by as-of date
+    then customer. Rows outside every split range are dropped. ``metadata``: split boundaries (periods
+    and dates), rows and positive rate per split, the snapshot hash, excluded (incomplete) snapshots,
+    the leakage checks. Built in polars/Arrow and converted once (millions of rows at full scale).
     """
     cfg, sim = settings.modeling, settings.simulation
     snapshots = list(timeline.monthly_snapshots)
-    period_of = {d: i for i, d in enumerate(snapshots, start=1)}
-    labels = label_snapshots(
-        con,
-        snapshots,
-        timeline.label_horizon_days,
-        report_delay_days=7 * sim.label_delay_weeks,
-        on_incomplete="drop",
+    labels, incomplete, end = _labels(
+        con, snapshots, timeline.label_horizon_days, 7 * sim.label_delay_weeks, None, "drop"
     )
-    labels[PERIOD] = labels[AS_OF].map(period_of).astype("int64")
-    labels[SPLIT] = assign_by_period(
-        labels[PERIOD], train=cfg.train_periods, val=cfg.val_periods, test=cfg.test_periods
+    periods = pd.Series(range(1, len(snapshots) + 1))
+    split_of = assign_by_period(periods, train=cfg.train_periods, val=cfg.val_periods, test=cfg.test_periods)
+    calendar = pl.DataFrame(
+        {
+            AS_OF: snapshots,
+            PERIOD: periods.to_list(),
+            SPLIT: [None if pd.isna(v) else str(v) for v in split_of],
+        },
+        schema={AS_OF: pl.Date, PERIOD: pl.Int64, SPLIT: pl.String},
     )
-    labels = labels[labels[SPLIT].notna()].reset_index(drop=True)
-    entity = pd.DataFrame(
-        {ENTITY: labels[ENTITY].to_numpy(), EVENT_TIMESTAMP: pd.to_datetime(labels[AS_OF]).to_numpy()}
+    labels = labels.join(calendar, on=AS_OF, how="left", maintain_order="left").filter(
+        pl.col(SPLIT).is_not_null()
     )
-    feats = OfflineStore(con).get_historical_features(entity, include_timestamps=True).to_pandas()
-    joined = pd.concat([labels.reset_index(drop=True), feats.drop(columns=[ENTITY, EVENT_TIMESTAMP])], axis=1)
-    leaks = check_point_in_time(joined)
+    cancelled_before = int(labels.select((pl.col("cancellation_date") < pl.col(AS_OF)).sum()).item() or 0)
+    entity = labels.select(ENTITY, pl.col(AS_OF).cast(pl.Datetime("us")).alias(EVENT_TIMESTAMP))
+    feats = OfflineStore(con).get_historical_features(entity, include_timestamps=True)
+    leaks = 0
+    for group in FEATURE_GROUPS:
+        col = f"{group.name}__{EVENT_TIMESTAMP}"
+        leaks += int(feats.select((pl.col(col) > pl.col(EVENT_TIMESTAMP)).sum()).item() or 0)
+    if leaks:
+        raise TrainingDataError(f"point-in-time leakage: {leaks} feature timestamp(s) after the as-of date")
     names = feature_names()
-    frame = joined[[ENTITY, AS_OF, PERIOD, SPLIT, LABEL, *names]].copy()
-    frame[SPLIT] = frame[SPLIT].astype("string")
-    for col in categorical_features():
-        frame[col] = frame[col].astype("category")
+    cats = set(categorical_features())
+    combined = pl.concat(
+        [
+            labels.select(ENTITY, AS_OF, PERIOD, pl.col(SPLIT).cast(pl.Categorical), LABEL),
+            feats.select([pl.col(n).cast(pl.Categorical) if n in cats else pl.col(n) for n in names]),
+        ],
+        how="horizontal",
+    )
+    del feats, entity
+    frame = combined.to_pandas()
+    del combined
     check_split_disjoint(frame)
     stats: dict[str, dict[str, Any]] = {}
     for split, (lo, hi) in zip(SPLITS, (cfg.train_periods, cfg.val_periods, cfg.test_periods), strict=True):
-        part = frame[frame[SPLIT] == split]
-        dates = sorted(set(part[AS_OF]))
+        mask = (frame[SPLIT] == split).to_numpy()
+        dates = sorted(pd.to_datetime(frame.loc[mask, AS_OF]).dt.date.unique())
+        positives = int(frame.loc[mask, LABEL].sum())
         stats[split] = {
             "periods": f"{lo}-{hi}",
-            "periods_present": sorted(int(p) for p in set(part[PERIOD])),
+            "periods_present": sorted(int(p) for p in frame.loc[mask, PERIOD].unique()),
             "first_as_of": dates[0].isoformat() if dates else None,
             "last_as_of": dates[-1].isoformat() if dates else None,
-            "rows": len(part),
-            "positives": int(part[LABEL].sum()),
-            "positive_rate": float(part[LABEL].mean()) if len(part) else float("nan"),
+            "rows": int(mask.sum()),
+            "positives": positives,
+            "positive_rate": positives / int(mask.sum()) if mask.any() else float("nan"),
         }
-    cancelled_before = int(
-        (pd.to_datetime(labels["cancellation_date"]) < pd.to_datetime(labels[AS_OF])).sum()
-    )
     missing_share = {c: float(v) for c, v in frame[names].isna().mean().items() if v > 0}
     metadata: dict[str, Any] = {
         "rows": len(frame),
@@ -230,8 +257,8 @@ def build_training_set(
         "label": f"cancellation_date < as_of + {timeline.label_horizon_days} days",
         "horizon_days": timeline.label_horizon_days,
         "report_delay_days": 7 * sim.label_delay_weeks,
-        "data_end": labels.attrs.get("data_end"),
-        "excluded_snapshots": labels.attrs.get("incomplete", []),
+        "data_end": end.isoformat(),
+        "excluded_snapshots": [d.isoformat() for d in incomplete],
         "cancelled_before_as_of": cancelled_before,
         "leakage_feature_timestamps_after_as_of": leaks,
         "missing_share": missing_share,
@@ -251,8 +278,6 @@ def restore_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     for col in categorical_features():
         if col in frame.columns and not isinstance(frame[col].dtype, pd.CategoricalDtype):
             frame[col] = frame[col].astype("category")
-    if AS_OF in frame.columns:
-        frame[AS_OF] = pd.to_datetime(frame[AS_OF]).dt.date
     return frame
 
 

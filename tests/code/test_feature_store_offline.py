@@ -222,3 +222,19 @@ def test_clashing_entity_column_is_rejected(store: OfflineStore) -> None:
     entity = _entity([(1, T1)]).with_columns(plan_type=pl.lit("x"))
     with pytest.raises(ValueError, match="plan_type"):
         store.get_historical_features(entity, ["plan_type"])
+
+
+def test_write_batches_equals_one_write_per_group(tmp_path) -> None:
+    from churn_assets.feature_store.offline import table_name
+    from tests.feature_helpers import random_group_frame as group_frame
+
+    t1, t2 = dt.datetime(2024, 1, 1), dt.datetime(2024, 2, 5)
+    group = FEATURE_GROUPS[1]
+    first, second = group_frame(group, [1, 2, 3], [t1], seed=1), group_frame(group, [1, 2, 3], [t2], seed=2)
+    batched = OfflineStore(duckdb.connect(str(tmp_path / "a.duckdb")))
+    single = OfflineStore(duckdb.connect(str(tmp_path / "b.duckdb")))
+    rows = batched.write_batches([{group.name: first}, {group.name: second}])
+    single.write(group.name, pa.concat_tables([first, second]))
+    assert rows == {group.name: 6}
+    query = f"SELECT * EXCLUDE (created_at) FROM {table_name(group)} ORDER BY ALL"
+    assert batched.con.sql(query).fetchall() == single.con.sql(query).fetchall()

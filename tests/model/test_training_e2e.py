@@ -103,7 +103,9 @@ def test_every_candidate_is_an_mlflow_run_with_params_metrics_artifacts_model(wo
         assert r.data.params["imbalance"] in ("none", "balanced")
         top = {a.path for a in tracking.client.list_artifacts(r.info.run_id)}
         assert "plots" in top
-        assert r.outputs.model_outputs, "no logged model"  # MLflow 3: a LoggedModel linked to the run
+        assert r.outputs is not None and r.outputs.model_outputs, (
+            "no logged model"
+        )  # MLflow 3: a LoggedModel linked to the run
     optuna = meta["optuna"]
     assert isinstance(optuna, dict) and optuna["complete"] + optuna["pruned"] == 4
 

@@ -191,7 +191,9 @@ def test_training_set_columns_periods_splits_and_metadata(built) -> None:
     assert list(frame.columns[:5]) == ["customer_id", AS_OF, PERIOD, SPLIT, LABEL]
     assert list(frame.columns[5:]) == feature_names() and len(feature_names()) == 45
     assert sorted(set(frame[PERIOD])) == list(range(1, MONTHS + 1))
-    assert dict(zip(frame[AS_OF], frame[PERIOD], strict=True)) == {d: i for i, d in enumerate(SNAPS, 1)}
+    assert dict(zip(frame[AS_OF].dt.date, frame[PERIOD], strict=True)) == {
+        d: i for i, d in enumerate(SNAPS, 1)
+    }
     assert {p: s for p, s in zip(frame[PERIOD], frame[SPLIT], strict=True)} == {
         1: "train",
         2: "train",
@@ -220,7 +222,7 @@ def test_no_feature_timestamp_after_the_as_of_date(warehouse: Path, built) -> No
         stored = con.execute(
             "SELECT customer_id, CAST(event_timestamp AS DATE) AS as_of, invoice_amount FROM features.customer_billing"
         ).df()
-    stored["as_of"] = pd.to_datetime(stored["as_of"]).dt.date
+    stored["as_of"] = pd.to_datetime(stored["as_of"]).astype(frame[AS_OF].dtype)
     merged = frame[["customer_id", AS_OF, "invoice_amount"]].merge(stored, on=["customer_id", AS_OF])
     assert len(merged) == len(frame)
     np.testing.assert_allclose(merged["invoice_amount_x"], merged["invoice_amount_y"])

@@ -1,0 +1,260 @@
+"""Full-scale training benchmark: the `training` Dagster job, one LightGBM fit, a 20-trial Optuna study.
+
+Reuses the full-scale world + features in ``--world`` (default ``.churnops/bench/full_scale``; built
+once with ``benchmarks/full_scale_pipeline.py --keep`` when missing — several minutes) and writes all
+training state (training set, Optuna, MLflow, registry) to a separate ``--home``
+(default ``.churnops/bench/training_full_scale``, wiped first), so the world is never modified.
+
+Each part runs in its own subprocess, so the peak RSS printed is that part's own:
+
+1. ``stage``: the whole training stage as the Dagster ``training`` job in process — training set
+   (PIT join) -> tuning (``--trials``) + baselines -> challenger (calibration, SHAP, fairness, slices,
+   MLflow, registry) -> 7 blocking gate checks -> champion; per-step seconds from the Dagster events.
+2. ``fit``: one LightGBM fit on the FULL train split of that training set (spec params: learning
+   rate 0.05, 500 rounds, 31 leaves), ``--n-jobs`` threads.
+3. ``optuna``: a fresh 20-trial study (pruning, SQLite storage) as the pipeline runs it — on the
+   stratified ``sample_rows`` sample of train / val.
+
+    .venv/bin/python benchmarks/training_full_scale.py                  # everything, 500k customers
+    .venv/bin/python benchmarks/training_full_scale.py --parts fit optuna   # reuse the stage's training set
+
+Targets (issue 3, 2-core / 24 GB box): single fit <= 3 min; whole stage <= 10 min; RSS <= 8 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MARK = "@@RESULT@@ "
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from churn_assets.settings import ModelingSettings, Settings, SimulationSettings
+
+    return Settings(
+        home=args.home,
+        simulation=SimulationSettings(n_customers=args.customers),
+        modeling=ModelingSettings(
+            n_jobs=args.n_jobs,
+            n_trials=args.trials,
+            timeout_seconds=args.timeout,
+            sample_rows=args.sample_rows,
+        ),
+    )
+
+
+def part_stage(args: argparse.Namespace) -> dict[str, Any]:
+    import dagster as dg
+
+    from churn_assets.defs.resources import build_resources
+    from churn_assets.defs.training_resources import build_training_resources
+    from churn_assets.orchestration import run_training
+
+    settings = _settings(args)
+    resources = {**build_resources(settings), **build_training_resources(settings)}
+    # The world's warehouse, the benchmark's own training home.
+    resources["warehouse"] = build_resources(settings.model_copy(update={"home": args.world}))["warehouse"]
+    started = time.perf_counter()
+    result = run_training(dg.DagsterInstance.ephemeral(), resources=resources)
+    seconds = time.perf_counter() - started
+    steps = {
+        e.step_key: e.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.event_type_value == "STEP_SUCCESS" and e.step_key
+    }
+    meta: dict[str, Any] = {}
+    for e in result.get_asset_materialization_events():
+        meta[e.asset_key.to_user_string() if e.asset_key else "?"] = {
+            k: v.value
+            for k, v in e.materialization.metadata.items()
+            if not k.startswith(("plot", "best_roc"))
+        }
+    checks = {c.check_name: (c.passed, c.description) for c in result.get_asset_check_evaluations()}
+    return {
+        "seconds": seconds,
+        "rss_gb": peak_rss_gb(),
+        "success": result.success,
+        "steps": steps,
+        "metadata": meta,
+        "checks": checks,
+    }
+
+
+def _splits(args: argparse.Namespace) -> Any:
+    from churn_assets.defs.assets.training import load_splits
+
+    splits, _ = load_splits(args.home / "training")
+    return splits
+
+
+def part_fit(args: argparse.Namespace) -> dict[str, Any]:
+    import lightgbm as lgb
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    splits = _splits(args)
+    loaded_rss = peak_rss_gb()
+    model = lgb.LGBMClassifier(
+        objective="binary",
+        learning_rate=0.05,
+        n_estimators=500,
+        num_leaves=31,
+        n_jobs=args.n_jobs,
+        verbose=-1,
+    )
+    started = time.perf_counter()
+    model.fit(splits.X_train, splits.y_train)
+    seconds = time.perf_counter() - started
+    auc = float(roc_auc_score(splits.y_test, np.asarray(model.predict_proba(splits.X_test))[:, 1]))
+    return {
+        "seconds": seconds,
+        "rss_gb": peak_rss_gb(),
+        "rss_after_load_gb": loaded_rss,
+        "train_rows": len(splits.y_train),
+        "features": len(splits.features),
+        "test_auc": auc,
+    }
+
+
+def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
+    from churn_assets.modeling.stages import sample_splits
+    from churn_assets.modeling.tuning import tune_lightgbm
+
+    splits = sample_splits(_splits(args), args.sample_rows)
+    storage = args.home / "optuna_bench.db"
+    storage.unlink(missing_ok=True)
+    started = time.perf_counter()
+    tuned = tune_lightgbm(splits, f"sqlite:///{storage}", "bench", 20, None, n_jobs=args.n_jobs)
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "rss_gb": peak_rss_gb(),
+        "complete": tuned.n_complete,
+        "pruned": tuned.n_pruned,
+        "best_val_auc": tuned.best_val_auc,
+        "rows": len(splits.y_train),
+    }
+
+
+PARTS = {"stage": part_stage, "fit": part_fit, "optuna": part_optuna}
+
+
+def ensure_world(args: argparse.Namespace) -> None:
+    if (args.world / "warehouse.duckdb").exists():
+        return
+    print(
+        f"no world at {args.world}: building it once (benchmarks/full_scale_pipeline.py --keep)", flush=True
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "full_scale_pipeline.py"),
+            "--keep",
+            "--customers",
+            str(args.customers),
+            "--home",
+            str(args.world),
+        ],
+        check=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--customers", type=int, default=500_000)
+    parser.add_argument("--world", type=Path, default=Path(".churnops/bench/full_scale"))
+    parser.add_argument("--home", type=Path, default=Path(".churnops/bench/training_full_scale"))
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
+    parser.add_argument("--trials", type=int, default=20, help="Optuna trials of the training stage.")
+    parser.add_argument("--timeout", type=float, default=300.0, help="Optuna seconds budget of the stage.")
+    parser.add_argument("--sample-rows", type=int, default=300_000)
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+    args.world, args.home = args.world.resolve(), args.home.resolve()
+
+    if args.part:  # child: run one part, print its JSON result
+        print(MARK + json.dumps(PARTS[args.part](args), default=str), flush=True)
+        return
+
+    ensure_world(args)
+    if "stage" in args.parts and args.home.exists():
+        shutil.rmtree(args.home)
+    args.home.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for part in args.parts:
+        cmd = [sys.executable, __file__, "--part", part, *sys.argv[1:]]
+        print(f"[{time.strftime('%H:%M:%S')}] {part} ...", flush=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith(MARK)), None)
+        if line is None:
+            print(out.stdout[-3000:], out.stderr[-5000:], sep="\n")
+            raise SystemExit(f"part {part} failed (exit {out.returncode})")
+        results[part] = json.loads(line[len(MARK) :])
+        if part == "stage" and not results[part]["success"]:
+            print(out.stderr[-6000:])
+            raise SystemExit("the training job failed: see the Dagster log above")
+
+    print(f"\nmachine: {platform.machine()}, python {platform.python_version()}, n_jobs={args.n_jobs}")
+    print("\n| part | seconds | peak RSS (GB) | notes |\n|---|---:|---:|---|")
+    if "stage" in results:
+        r = results["stage"]
+        ts = r["metadata"].get("training/training_set", {})
+        print(
+            f"| whole training stage (Dagster `training` job) | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | "
+            f"success={r['success']}; {ts.get('dagster/row_count', '?'):,} rows; train {ts.get('train_rows')} / "
+            f"val {ts.get('val_rows')} / test {ts.get('test_rows')} |"
+        )
+    if "fit" in results:
+        r = results["fit"]
+        print(
+            f"| one LightGBM fit, full train split | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | "
+            f"{r['train_rows']:,} rows x {r['features']} features, 500 rounds; test AUC {r['test_auc']:.4f} |"
+        )
+    if "optuna" in results:
+        r = results["optuna"]
+        print(
+            f"| Optuna study, 20 trials | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | {r['rows']:,} sampled "
+            f"train rows; {r['complete']} complete / {r['pruned']} pruned; best val AUC {r['best_val_auc']:.4f} |"
+        )
+    if "stage" in results:
+        r = results["stage"]
+        print("\n| Dagster step | seconds |\n|---|---:|")
+        for step, seconds in sorted(r["steps"].items(), key=lambda kv: -kv[1]):
+            print(f"| {step} | {seconds:,.1f} |")
+        cand = r["metadata"].get("training/candidates", {})
+        print("\nExperiment table (training/candidates):\n")
+        print(cand.get("experiments", "(candidates step did not run)"))
+        print(f"\nOptuna: {json.dumps(cand.get('optuna'))}")
+        ch = r["metadata"].get("training/challenger", {})
+        print(
+            f"\nChallenger: {json.dumps({k: ch.get(k) for k in ('version', 'semver', 'best_candidate', 'calibration', 'test_auc', 'train_auc', 'threshold', 'test_recall', 'test_precision', 'test_f1', 'test_brier')})}"
+        )
+        print("\nGates:")
+        for name, (passed, desc) in sorted(r["checks"].items()):
+            print(f"- {name}: {'pass' if passed else 'FAIL'} — {desc}")
+        champ = r["metadata"].get("training/champion")
+        print(f"\nChampion step: {json.dumps(champ) if champ else 'not run (a gate failed)'}")
+
+
+if __name__ == "__main__":
+    main()
