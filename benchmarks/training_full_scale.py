@@ -12,8 +12,8 @@ Each part runs in its own subprocess, so the peak RSS printed is that part's own
    MLflow, registry) -> 7 blocking gate checks -> champion; per-step seconds from the Dagster events.
 2. ``fit``: one LightGBM fit on the FULL train split of that training set (spec params: learning
    rate 0.05, 500 rounds, 31 leaves), ``--n-jobs`` threads.
-3. ``optuna``: a fresh 20-trial study (pruning, SQLite storage) as the pipeline runs it — on the
-   stratified ``sample_rows`` sample of train / val.
+3. ``optuna``: a fresh 20-trial study (pruning, SQLite storage, no time budget) as the pipeline runs
+   it, on a stratified sample of ``--optuna-rows`` (100,000) train and val rows.
 
     .venv/bin/python benchmarks/training_full_scale.py                  # everything, 500k customers
     .venv/bin/python benchmarks/training_full_scale.py --parts fit optuna   # reuse the stage's training set
@@ -137,7 +137,7 @@ def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
     from churn_assets.modeling.stages import sample_splits
     from churn_assets.modeling.tuning import tune_lightgbm
 
-    splits = sample_splits(_splits(args), args.sample_rows)
+    splits = sample_splits(_splits(args), args.optuna_rows)
     storage = args.home / "optuna_bench.db"
     storage.unlink(missing_ok=True)
     started = time.perf_counter()
@@ -186,14 +186,20 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--trials", type=int, default=20, help="Optuna trials of the training stage.")
     parser.add_argument("--timeout", type=float, default=300.0, help="Optuna seconds budget of the stage.")
-    parser.add_argument("--sample-rows", type=int, default=300_000)
+    parser.add_argument("--sample-rows", type=int, default=100_000)
     parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument(
+        "--optuna-rows", type=int, default=100_000, help="Stratified train/val sample of the 20-trial study."
+    )
     parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     args.world, args.home = args.world.resolve(), args.home.resolve()
 
-    if args.part:  # child: run one part, print its JSON result
-        print(MARK + json.dumps(PARTS[args.part](args), default=str), flush=True)
+    if args.part:  # child: run one part, print its JSON result (and keep a copy next to the state)
+        result = json.dumps({"part": args.part, **PARTS[args.part](args)}, default=str)
+        with (args.home / "bench_results.jsonl").open("a") as f:
+            f.write(result + "\n")
+        print(MARK + result, flush=True)
         return
 
     ensure_world(args)

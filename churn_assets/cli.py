@@ -157,6 +157,19 @@ def _print_run_summary(settings: Settings, result: dg.ExecuteInProcessResult, se
 
 
 @app.command()
+def train() -> None:
+    """Run the training job: training set -> candidates -> challenger + gates -> champion decision."""
+    from churn_assets.orchestration import instance_for, run_training
+
+    settings = _settings()
+    started = time.perf_counter()
+    err.print("running the training job (tuning budget: settings.modeling)")
+    result = run_training(instance_for(settings))
+    _print_run_summary(settings, result, time.perf_counter() - started)
+    raise typer.Exit(0 if result.success else 1)
+
+
+@app.command()
 def demo(scale: ScaleOpt = None) -> None:
     """The whole story on embedded defaults: simulate history, then run the main pipeline."""
     settings = _settings(scale)

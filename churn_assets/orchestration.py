@@ -17,6 +17,8 @@ from churn_assets.defs.jobs import MAIN_JOB, TRAINING_JOB
 from churn_assets.defs.partitions import WEEKS
 from churn_assets.settings import Settings
 
+# Step events still go to the instance (the UI shows them); the terminal only gets warnings.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
 
@@ -70,6 +72,7 @@ def run_pipeline(
         instance=instance,
         resources=resources,
         raise_on_error=raise_on_error,
+        run_config=QUIET_CONSOLE,
         tags={
             "dagster/asset_partition_range_start": ordered[0],
             "dagster/asset_partition_range_end": ordered[-1],
@@ -92,5 +95,6 @@ def run_training(
         instance=instance,
         resources=resources,
         raise_on_error=raise_on_error,
+        run_config=QUIET_CONSOLE,
         tags={"churnops/trigger": "cli"},
     )

@@ -31,6 +31,7 @@ def _metadata_value(meta: dict[str, dg.MetadataValue], key: str) -> object:
 def pipeline_summary(settings: Settings, result: dg.ExecuteInProcessResult) -> PipelineSummary:
     """One row per asset (the last partition's metadata: single-run ranges share it) and per check."""
     summary = PipelineSummary(success=result.success)
+    job = result.job_def.name
     seen: dict[str, SummaryRow] = {}
     for event in result.get_asset_materialization_events():
         mat = event.materialization
@@ -41,7 +42,7 @@ def pipeline_summary(settings: Settings, result: dg.ExecuteInProcessResult) -> P
         rejected = _metadata_value(meta, "rows_rejected")
         if rejected is not None:
             details.append(f"{rejected:,} quarantined")
-        for name in ("weeks", "snapshots", "as_of", "backend"):
+        for name in ("weeks", "snapshots", "as_of", "backend", "version", "decision"):
             value = _metadata_value(meta, name)
             if value is not None:
                 text = str(value)
@@ -56,6 +57,6 @@ def pipeline_summary(settings: Settings, result: dg.ExecuteInProcessResult) -> P
             )
     checks = result.get_asset_check_evaluations()
     passed = sum(1 for c in checks if c.passed)
-    summary.notes.insert(0, f"contract checks: {passed}/{len(checks)} passed")
+    summary.notes.insert(0, f"{job}: asset checks {passed}/{len(checks)} passed")
     summary.notes.append(f"warehouse: {settings.warehouse_path}")
     return summary

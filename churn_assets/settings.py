@@ -145,7 +145,7 @@ class ModelingSettings(BaseModel):
         default=0.60, ge=0, le=1, description="Gate: AUC on every stress slice at least this."
     )
     sample_rows: int = Field(
-        default=300_000,
+        default=100_000,
         gt=0,
         description="Tuning and baselines use a stratified sample of at most this many train (and val) "
         "rows; the final LightGBM is refitted on the full train split.",

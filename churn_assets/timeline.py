@@ -13,7 +13,8 @@ One scheme serves history and production alike (see docs/architecture.md, "Parti
   a snapshot date, and is empty otherwise.
 
 Raw history = ``lookback_weeks`` (so the first snapshot has a full 90-day lookback) + the snapshot
-months + the label horizon after the last monthly snapshot.
+months + the label horizon after the last monthly snapshot + the churn-report delay (101 weeks by
+default, 2023-10-02 .. 2025-09-08 exclusive).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Timeline:
     lookback_weeks: int = 13
     history_months: int = 18
     label_horizon_days: int = 90
+    label_delay_weeks: int = 1
 
     @classmethod
     def from_settings(cls, sim: object) -> Timeline:
@@ -56,6 +58,7 @@ class Timeline:
             lookback_weeks=sim.lookback_weeks,  # type: ignore[attr-defined]
             history_months=sim.history_months,  # type: ignore[attr-defined]
             label_horizon_days=sim.label_horizon_days,  # type: ignore[attr-defined]
+            label_delay_weeks=sim.label_delay_weeks,  # type: ignore[attr-defined]
         )
 
     @cached_property
@@ -73,9 +76,14 @@ class Timeline:
 
     @cached_property
     def history_end(self) -> dt.date:
-        """Exclusive end of history = start of production week 1 (a Monday)."""
+        """Exclusive end of history = start of production week 1 (a Monday).
+
+        The last monthly snapshot's label window must be complete inside history: every
+        cancellation in it has to be *reported*, ``label_delay_weeks`` after its week.
+        """
         horizon_end = self.monthly_snapshots[-1] + dt.timedelta(days=self.label_horizon_days)
-        return horizon_end + dt.timedelta(days=(7 - horizon_end.weekday()) % 7)
+        week_after = horizon_end + dt.timedelta(days=(7 - horizon_end.weekday()) % 7)
+        return week_after + self.label_delay_weeks * WEEK
 
     @property
     def history_weeks(self) -> int:

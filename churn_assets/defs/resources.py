@@ -58,6 +58,7 @@ class TimelineResource(dg.ConfigurableResource):
     lookback_weeks: int
     history_months: int
     label_horizon_days: int
+    label_delay_weeks: int = 1
 
     def timeline(self) -> Timeline:
         return Timeline(
@@ -65,6 +66,7 @@ class TimelineResource(dg.ConfigurableResource):
             lookback_weeks=self.lookback_weeks,
             history_months=self.history_months,
             label_horizon_days=self.label_horizon_days,
+            label_delay_weeks=self.label_delay_weeks,
         )
 
 
@@ -90,6 +92,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             lookback_weeks=sim.lookback_weeks,
             history_months=sim.history_months,
             label_horizon_days=sim.label_horizon_days,
+            label_delay_weeks=sim.label_delay_weeks,
         ),
     }
 

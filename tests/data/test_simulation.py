@@ -45,7 +45,7 @@ def test_calendar_and_partitions(world_dir: tuple[Path, Path]) -> None:
     landing, state = world_dir
     world = World.load(state)
     tl = world.timeline
-    assert world.current_date == tl.history_end == dt.date(2025, 9, 1)
+    assert world.current_date == tl.history_end == dt.date(2025, 9, 8)
     files = landing_files(landing)
     keys = sorted({k for _, k in files})
     expected = tl.history_week_keys() + [
@@ -167,11 +167,11 @@ def test_snapshots_are_point_in_time(world_dir: tuple[Path, Path]) -> None:
 def test_settings_entry_points(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, simulation=small_settings(1_000))
     keys = simulate_history(settings)
-    assert len(keys) == 100 and settings.world_state_path.exists()
+    assert len(keys) == 101 and settings.world_state_path.exists()
     with pytest.raises(FileExistsError):
         simulate_history(settings)
-    assert advance(settings, 2) == ["2025-09-01", "2025-09-08"]
-    assert World.load(settings.world_state_path).current_date == dt.date(2025, 9, 15)
+    assert advance(settings, 2) == ["2025-09-08", "2025-09-15"]
+    assert World.load(settings.world_state_path).current_date == dt.date(2025, 9, 22)
     assert simulate_history(settings, overwrite=True) == keys
-    assert not (settings.landing_dir / "usage" / "2025-09-01.parquet").exists()
-    assert math.isclose(World.load(settings.world_state_path).week, 100)
+    assert not (settings.landing_dir / "usage" / "2025-09-08.parquet").exists()
+    assert math.isclose(World.load(settings.world_state_path).week, 101)

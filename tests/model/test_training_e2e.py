@@ -78,9 +78,9 @@ def test_training_set_metadata_has_boundaries_counts_and_rates(world) -> None:
     meta = _metadata(first, dg.AssetKey(["training", "training_set"]))
     assert meta["train_boundaries"] == "periods 1-12: 2024-01-01 .. 2024-12-02"
     assert str(meta["val_boundaries"]).startswith("periods 13-15: 2025-01-06")
-    # The June-2025 snapshot's window + 1-week report delay reaches past history: excluded, named.
-    assert str(meta["test_boundaries"]).startswith("periods 16-18: 2025-04-07")
-    assert "2025-06-02" in str(meta["excluded_snapshots"])
+    # History ends after the last window's reports (horizon + 1-week delay): all 18 months labelled.
+    assert meta["test_boundaries"] == "periods 16-18: 2025-04-07 .. 2025-06-02"
+    assert "2025-06-02" not in str(meta["excluded_snapshots"])
     for split in ("train", "val", "test"):
         assert int(meta[f"{split}_rows"]) > 1_000  # type: ignore[call-overload]
         assert 0.02 < float(meta[f"{split}_positive_rate"]) < 0.3  # type: ignore[arg-type]
