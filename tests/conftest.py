@@ -39,3 +39,19 @@ def postgres_url() -> str:
             f"PostgreSQL is required at {POSTGRES_URL} and did not answer ({exc}); start it (see .ci/run)"
         )
     return POSTGRES_URL
+
+
+@pytest.fixture
+def fresh_postgres_database(postgres_url: str):
+    """Factory: (re)create an empty database on the real server and return its URL."""
+    import sqlalchemy as sa
+
+    def make(name: str) -> str:
+        engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as con:
+            con.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            con.execute(sa.text(f"CREATE DATABASE {name}"))
+        engine.dispose()
+        return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+    return make

@@ -44,8 +44,8 @@ from churn_assets.modeling.paths import optuna_storage_url
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.splits import Splits, build_splits
 from churn_assets.modeling.tracking import configure, log_candidate_run
-from churn_assets.modeling.tuning import lgbm_params, tune_lightgbm
-from churn_assets.settings import Settings
+from churn_assets.modeling.tuning import TuningResult, lgbm_params, tune_lightgbm
+from churn_assets.settings import ModelingSettings, Settings
 
 Progress = Callable[[str, int, int], None]
 
@@ -109,6 +109,20 @@ class TrainingReport:
             "tuning": self.tuning,
             "run_ids": self.run_ids,
         }
+
+
+def fit_tuned_lightgbm(tuned: TuningResult, splits: Splits, cfg: ModelingSettings) -> FittedCandidate:
+    """Refit LightGBM with the study's best parameters, recording its class-imbalance choice."""
+    lgbm = fit_candidate(
+        lightgbm_spec(lgbm_params(tuned.best_params, splits), cfg.seed, cfg.n_jobs),
+        splits,
+        "none",
+        cfg.n_jobs,
+    )
+    lgbm.params["imbalance"] = tuned.imbalance
+    lgbm.imbalance = "balanced" if tuned.imbalance == "balanced" else "none"
+    lgbm.val_auc_by_imbalance = tuned.imbalance_auc
+    return lgbm
 
 
 def _candidate_metrics(c: FittedCandidate, splits: Splits) -> tuple[dict[str, float], np.ndarray]:
@@ -184,16 +198,7 @@ def _train(
     # 2. Fit the tuned LightGBM and the baselines.
     total = 1 + len(baselines)
     progress("fitting candidates", 0, total)
-    lgbm = fit_candidate(
-        lightgbm_spec(lgbm_params(tuned.best_params, splits), cfg.seed, cfg.n_jobs),
-        splits,
-        "none",
-        cfg.n_jobs,
-    )
-    lgbm.params["imbalance"] = tuned.imbalance
-    lgbm.imbalance = "balanced" if tuned.imbalance == "balanced" else "none"
-    lgbm.val_auc_by_imbalance = tuned.imbalance_auc
-    fitted = [lgbm]
+    fitted = [fit_tuned_lightgbm(tuned, splits, cfg)]
     progress("fitting candidates", 1, total)
     for i, spec in enumerate(baseline_specs(cfg.seed, tuple(baselines), cfg.n_jobs), start=2):
         fitted.append(fit_candidate(spec, splits, "compare", cfg.n_jobs))

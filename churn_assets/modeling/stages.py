@@ -33,7 +33,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from churn_assets.modeling import plots
-from churn_assets.modeling.candidates import baseline_specs, fit_candidate, lightgbm_spec
+from churn_assets.modeling.candidates import baseline_specs, fit_candidate
 from churn_assets.modeling.evaluation import (
     GateResult,
     binary_metrics,
@@ -44,11 +44,11 @@ from churn_assets.modeling.evaluation import (
     shap_summary,
 )
 from churn_assets.modeling.paths import optuna_storage_url
-from churn_assets.modeling.pipeline import _candidate_metrics
+from churn_assets.modeling.pipeline import _candidate_metrics, fit_tuned_lightgbm
 from churn_assets.modeling.registry import ModelRegistry, PromotionDecision
 from churn_assets.modeling.splits import Splits
 from churn_assets.modeling.tracking import configure, log_candidate_run
-from churn_assets.modeling.tuning import lgbm_params, tune_lightgbm
+from churn_assets.modeling.tuning import tune_lightgbm
 from churn_assets.settings import ModelingSettings, Settings
 
 GATES: tuple[str, ...] = (
@@ -163,16 +163,7 @@ def run_candidates(
         seed=cfg.seed,
         n_jobs=cfg.n_jobs,
     )
-    lgbm = fit_candidate(
-        lightgbm_spec(lgbm_params(tuned.best_params, splits), cfg.seed, cfg.n_jobs),
-        splits,
-        "none",
-        cfg.n_jobs,
-    )
-    lgbm.params["imbalance"] = tuned.imbalance
-    lgbm.imbalance = "balanced" if tuned.imbalance == "balanced" else "none"
-    lgbm.val_auc_by_imbalance = tuned.imbalance_auc
-    fitted = [lgbm]
+    fitted = [fit_tuned_lightgbm(tuned, splits, cfg)]
     names = tuple(cfg.baselines if baselines is None else baselines)
     for spec in baseline_specs(cfg.seed, names, cfg.n_jobs):
         progress(f"fitting baseline {spec.name}")

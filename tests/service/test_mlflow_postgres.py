@@ -22,13 +22,8 @@ DATABASE = "churnops_mlflow_test"
 
 
 @pytest.fixture
-def pg_database(postgres_url: str) -> str:
-    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as con:
-        con.execute(sa.text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        con.execute(sa.text(f"CREATE DATABASE {DATABASE}"))
-    engine.dispose()
-    return postgres_url.rsplit("/", 1)[0] + f"/{DATABASE}"
+def pg_database(fresh_postgres_database) -> str:
+    return fresh_postgres_database(DATABASE)
 
 
 def test_tracking_registry_and_audit_on_postgres(tmp_path, pg_database: str) -> None:
