@@ -113,3 +113,19 @@ def _raw_usage(settings, week: str) -> pl.DataFrame:
 def _feature_rows(settings) -> int:
     with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
         return con.execute("SELECT count(*) FROM features.customer_usage").fetchone()[0]  # type: ignore[index]
+
+
+def test_features_get_reads_the_online_store_at_the_simulated_clock(world) -> None:
+    from churn_assets.feature_store.online_read import read_online
+
+    settings, _, _, _ = world
+    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+        (active,) = con.execute(
+            "SELECT min(customer_id) FROM features.customer_usage WHERE event_timestamp = "
+            "(SELECT max(event_timestamp) FROM features.customer_usage)"
+        ).fetchone()  # type: ignore[misc]
+    payload = read_online(settings, [active, 999_999_999])
+    known, unknown = payload["customers"]
+    assert known["found"] and known["features"]["calls_last_30d"] is not None
+    assert set(known["staleness"]) == {g.name for g in FEATURE_GROUPS}
+    assert not unknown["found"] and all(v is None for v in unknown["features"].values())
