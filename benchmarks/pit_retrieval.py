@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,24 +142,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(data: Path, entity_rows: int, repeats: int) -> dict[str, Any]:
-    entity = pq.read_table(data / f"entity_{entity_rows}.parquet")
-    store = OfflineStore.open(data / "store.duckdb")
+def timed(run: Callable[[], Any], repeats: int) -> tuple[dict[str, Any], Any]:
+    """Run once cold, then ``repeats`` more times; the first, the best, its CPU time, rows, peak RSS."""
     times, cpu = [], []
     for _ in range(repeats + 1):
         started, cpu_started = time.perf_counter(), time.process_time()
-        out = store.get_historical_features(entity)
+        out = run()
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
-    assert out.width == entity.num_columns + 45
     best = min(range(1, len(times)), key=times.__getitem__)
-    return {
+    stats = {
         "first": times[0],
         "best": times[best],
         "cpu": cpu[best],
         "rows": out.height,
         "rss_mb": peak_rss_mb(),
     }
+    return stats, out
+
+
+def run_ours(data: Path, entity_rows: int, repeats: int) -> dict[str, Any]:
+    entity = pq.read_table(data / f"entity_{entity_rows}.parquet")
+    store = OfflineStore.open(data / "store.duckdb")
+    result, out = timed(lambda: store.get_historical_features(entity), repeats)
+    assert out.width == entity.num_columns + 45
+    return result
 
 
 def run_polars(data: Path, entity_rows: int, repeats: int) -> dict[str, Any]:
@@ -182,20 +190,8 @@ def run_polars(data: Path, entity_rows: int, repeats: int) -> dict[str, Any]:
             ).drop("_ts")
         return out.sort("_row").drop("_row")
 
-    times, cpu = [], []
-    for _ in range(repeats + 1):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        out = once()
-        times.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - cpu_started)
-    best = min(range(1, len(times)), key=times.__getitem__)
-    return {
-        "first": times[0],
-        "best": times[best],
-        "cpu": cpu[best],
-        "rows": out.height,
-        "rss_mb": peak_rss_mb(),
-    }
+    result, _ = timed(once, repeats)
+    return result
 
 
 def child(cmd: list[str], timeout: float, max_rss_gb: float) -> dict[str, Any]:
