@@ -106,6 +106,7 @@ def test_materialize_a_partition_from_the_asset_graph(world, tmp_path: Path) -> 
     settings, weeks = world
     chromium = require_chromium()
     week = weeks[0]
+    where = f"(asset_graph.png, launched.png and webserver.log in {tmp_path})"
     started = time.monotonic()
     with dagster_webserver(_env(settings), tmp_path / "webserver.log") as server:
         ready = time.monotonic()
@@ -114,25 +115,27 @@ def test_materialize_a_partition_from_the_asset_graph(world, tmp_path: Path) -> 
         launched = time.monotonic()
         run = _wait_for_run(server, week, timeout=90)
         finished = time.monotonic()
-        assert run["runId"].startswith(short_id), (run["runId"], short_id)
+        assert run["runId"].startswith(short_id), (run["runId"], short_id, where)
 
         tags = {t["key"]: t["value"] for t in run["tags"]}
         assert tags.get("dagster/from_ui") == "true", tags
         assert [a["path"] for a in run["assetSelection"]] == [["raw", TABLE]]
-        assert run["status"] == "SUCCESS", f"run {run['runId']} ended {run['status']}:\n{server.log_tail()}"
+        assert run["status"] == "SUCCESS", (
+            f"run {run['runId']} ended {run['status']} {where}:\n{server.log_tail()}"
+        )
 
         stats = server.graphql(RUN_STATS, {"runId": run["runId"]})["runOrError"]["stats"]
-        assert stats["stepsFailed"] == 0 and stats["materializations"] == 1, stats
+        assert stats["stepsFailed"] == 0 and stats["materializations"] == 1, (stats, where)
 
         events = server.graphql(MATERIALIZATIONS, {"path": ["raw", TABLE], "partition": week})
         materializations = events["assetOrError"]["assetMaterializations"]
-        assert [(m["runId"], m["partition"]) for m in materializations] == [(run["runId"], week)]
+        assert [(m["runId"], m["partition"]) for m in materializations] == [(run["runId"], week)], where
         metadata = {e["label"]: e.get("intValue") for e in materializations[0]["metadataEntries"]}
 
         checks = server.graphql(CHECKS, {"path": ["raw", TABLE]})["assetNodeOrError"]["assetChecksOrError"]
         (contract,) = [c for c in checks["checks"] if c["name"] == "contract"]
         execution = contract["executionForLatestMaterialization"]
-        assert execution["runId"] == run["runId"] and execution["evaluation"]["success"], execution
+        assert execution["runId"] == run["runId"] and execution["evaluation"]["success"], (execution, where)
 
     # Shown with `pytest -rP` (docs/architecture.md quotes it).
     print(
