@@ -199,9 +199,11 @@ class PredictionLogWriter:
         self._closed = False
         self.recovered = recover_orphans(settings)
         wal_dir(settings).mkdir(parents=True, exist_ok=True)
-        self.wal_path = wal_dir(settings) / f"{os.getpid()}-{uuid.uuid4().hex}.wal"
-        self._wal: IO[bytes] = open(self.wal_path, "ab")  # noqa: SIM115 - held until close()
-        fcntl.flock(self._wal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._flush_lock = threading.Lock()
+        self._stale: list[tuple[IO[bytes], Path]] = []
+        self.wal_path: Path
+        self._wal: IO[bytes]
+        self._open_wal()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if interval:
@@ -233,20 +235,37 @@ class PredictionLogWriter:
         if full:
             self.flush()
 
+    def _open_wal(self) -> None:
+        self.wal_path = wal_dir(self.settings) / f"{os.getpid()}-{uuid.uuid4().hex}.wal"
+        self._wal = open(self.wal_path, "ab")  # noqa: SIM115 - held until rotated or closed
+        fcntl.flock(self._wal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
     def flush(self) -> int:
-        """Write buffered records as one segment; returns how many."""
-        with self._lock:
-            if not self._buffer or self._closed:
-                return 0
-            rows, self._buffer = self._buffer, []
-            self._seq += 1
+        """Write buffered records as one segment; returns how many.
+
+        Appends are blocked only while the buffer is swapped and the WAL rotated to a new file; the
+        Parquet write and fsync happen outside that lock (one flush at a time). The rotated WAL is
+        deleted once its rows are in a segment; if the write fails, the rows go back to the buffer and
+        the rotated WAL is kept (and locked) until a later flush stores them.
+        """
+        with self._flush_lock:
+            with self._lock:
+                if not self._buffer or self._closed:
+                    return 0
+                rows, self._buffer = self._buffer, []
+                self._seq += 1
+                self._stale.append((self._wal, self.wal_path))
+                self._open_wal()
             try:
                 _write_segment(segments_dir(self.settings), frame_from_raw(rows), self._seq)
             except Exception:
-                self._buffer[:0] = rows  # keep them (and the WAL) for the next flush
+                with self._lock:
+                    self._buffer[:0] = rows  # retried by the next flush; their WAL stays
                 raise
-            self._wal.truncate(0)
-            self._wal.seek(0)
+            for fh, path in self._stale:
+                fh.close()
+                path.unlink(missing_ok=True)
+            self._stale = []
             return len(rows)
 
     @property
