@@ -41,6 +41,9 @@ def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) 
         exported = load_exported(stored.path)
         assert (exported.version, exported.threshold) == (champion, 0.5)
 
+        # `churnops serve` serves that bento (not the source tree).
+        _serve_the_built_bento(settings, bento_tag, champion)
+
         # A retrain the registry promotes: the next build starts a rollout and ships both models.
         newer = register(settings, train_model(feature_frame(range(1, 301)), 3, n_estimators=5), 0.45, 0.99)
         again = dg.materialize([champion_bento], resources=build_training_resources(settings))
@@ -59,3 +62,35 @@ def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) 
             MANIFEST.write_bytes(backup)
         else:
             MANIFEST.unlink(missing_ok=True)
+
+
+def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    import httpx
+
+    from churn_assets.serving.bento_build import bentoml_env
+    from tests.serving.conftest import REPO, free_port, stop_service, wait_ready
+    from tests.serving_helpers import feature_frame
+
+    port = free_port()
+    log_path = settings.home / "churnops-serve.log"
+    env = {**bentoml_env(settings), "CHURNOPS_SERVING__AS_OF": "2025-06-02"}
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [str(REPO / ".venv/bin/churnops"), "serve", "--port", str(port)],
+            env=env,
+            cwd=settings.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, log_path)
+        assert f"serving bento {bento_tag}" in log_path.read_text()
+        row = feature_frame([1]).astype(object).iloc[0].to_dict()
+        row = {k: (None if v != v else v) for k, v in row.items()}  # NaN -> null
+        r = httpx.post(f"http://127.0.0.1:{port}/predict_features", json={"rows": [row]}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0]["model_version"] == champion
+    finally:
+        stop_service(proc)
