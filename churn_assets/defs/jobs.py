@@ -26,3 +26,11 @@ training = dg.define_asset_job(
         "runs), register the challenger, run its blocking gate checks and decide the promotion."
     ),
 )
+
+SERVING_JOB = "serving"
+
+serving = dg.define_asset_job(
+    SERVING_JOB,
+    selection=dg.AssetSelection.groups("serving"),
+    description="Export the registry champion (and a rollout candidate) to BentoML and build the bento offline.",
+)

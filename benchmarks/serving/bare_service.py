@@ -1,0 +1,24 @@
+"""The bare comparison: a BentoML service that only loads the same LightGBM model (no features, no routing,
+no log) and scores the feature row it is sent with ``@bentoml.api`` — BentoML's default path."""
+
+import json
+from pathlib import Path
+
+import bentoml
+import numpy as np
+
+from churn_assets.serving.bento_build import load_exported
+
+MANIFEST = json.loads((Path(__file__).resolve().parents[2] / "bento" / "serving_models.json").read_text())
+
+
+@bentoml.service(name="bare_lightgbm", workers=2, logging={"access": {"enabled": False}})
+class BareService:
+    model_ref = bentoml.models.BentoModel(MANIFEST["stable"])
+
+    def __init__(self) -> None:
+        self.model = load_exported(self.model_ref.path)
+
+    @bentoml.api
+    def predict(self, row: list[float]) -> float:
+        return float(self.model._booster.predict(np.asarray([row], dtype=np.float64))[0])
