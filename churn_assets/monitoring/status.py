@@ -59,6 +59,8 @@ def traffic_stats(log: pl.DataFrame | None) -> dict[str, Any]:
 
 def _read_prediction_log(settings: Settings) -> pl.DataFrame | None:
     """The serving branch's prediction log when that module exists (None otherwise)."""
+    if importlib.util.find_spec("churn_assets.serving") is None:
+        return None
     if importlib.util.find_spec("churn_assets.serving.prediction_log") is None:
         return None
     from churn_assets.serving import prediction_log  # type: ignore[import-not-found, unused-ignore]
