@@ -3,9 +3,9 @@
 Tests, per feature:
 
 * **numeric** — two-sample Kolmogorov-Smirnov. :func:`ks_2samp_fast` returns exactly what
-  ``scipy.stats.ks_2samp(reference, current)`` (two-sided, ``method="auto"``) returns, but evaluates
-  the two empirical CDFs only at the *distinct* values of each sample against a reference that is
-  sorted once (:class:`NumericReference`), instead of two ``searchsorted`` passes over the
+  ``scipy.stats.ks_2samp(reference, current)`` (two-sided, ``method="auto"``) returns, but against a
+  reference sorted once per champion (:class:`NumericReference`) it visits only the current sample's
+  distinct values (:func:`ks_statistic`), instead of two ``searchsorted`` passes over the
   concatenation of both samples. Samples of at most 10,000 rows (where scipy uses its exact
   distribution) are passed to scipy itself.
 * **categorical** — chi-square test of the 2 x k contingency table (``scipy.stats.chi2_contingency``);

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,8 +74,6 @@ def drift_week(
     champion: Champion | None = None,
 ) -> DriftWeek | None:
     """Drift of the week's production window against the champion's training data (None: history week)."""
-    import time
-
     as_of = production_as_of(timeline, week)
     if as_of is None:
         return None
