@@ -15,6 +15,7 @@ skipped: their snapshots are the training data itself.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import time
 from collections.abc import Callable
@@ -64,6 +65,7 @@ class DriftWeek:
     reference: pl.DataFrame
     current: pl.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)
+    trend: list[dict[str, Any]] = field(default_factory=list)  # the last weeks of the drift history
 
 
 def drift_week(
@@ -96,7 +98,18 @@ def drift_week(
     t4 = time.perf_counter()
     history.save_drift(con, week, as_of, champion.version, report)
     seconds = {"reference": t1 - t0, "profile": t2 - t1, "current": t3 - t2, "tests": t4 - t3}
-    return DriftWeek(week, as_of, champion, report, reference, current, seconds)
+    runs = history.drift_runs(con).filter(pl.col("week") <= week).tail(8)
+    trend = [
+        {
+            "week": r["week"].isoformat(),
+            "model": r["model_version"],
+            "drifted": r["n_drifted"],
+            "max severity": r["max_severity"],
+            "features": ", ".join(json.loads(r["drifted_features"])),
+        }
+        for r in runs.iter_rows(named=True)
+    ]
+    return DriftWeek(week, as_of, champion, report, reference, current, seconds, trend)
 
 
 @dataclass

@@ -77,6 +77,11 @@ def test_drift_report_metadata_follows_the_contract(world) -> None:  # type: ign
     assert sorted(stored.filter(pl.col("drifted")).get_column("feature").to_list()) == sorted(
         meta["drifted_features"]
     )
+    assert (
+        str(meta["drift_trend"])
+        .splitlines()[2]
+        .startswith(f"| {weeks[0]} | 1 | {meta['n_drifted_features']} |")
+    )
 
 
 def test_performance_report_estimates_now_and_realises_once_labels_arrive(world) -> None:  # type: ignore[no-untyped-def]
