@@ -158,10 +158,10 @@ def build_status_report(settings: Settings, predictions: pl.DataFrame | None = N
     }
     if settings.warehouse_path.exists():
         with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
-            has_schema = con.execute(
+            [(tables,)] = con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'monitoring'"
-            ).fetchone()
-            if has_schema and has_schema[0]:
+            ).fetchall()
+            if tables:
                 monitoring = _monitoring_sections(con, model.get("version"), settings)
     model["week_deployed"] = monitoring.pop("week_deployed")
     model["weeks_monitored"] = monitoring.pop("weeks_monitored")

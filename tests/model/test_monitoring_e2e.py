@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 
 import dagster as dg
 import numpy as np
@@ -21,9 +22,11 @@ from churn_assets.defs.assets.monitoring import (
     drift_report,
     performance_report,
 )
+from churn_assets.feature_store.offline import OfflineStore
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.training_set import label_complete_until
 from churn_assets.monitoring import history
+from churn_assets.monitoring.sources import current_window
 from churn_assets.monitoring.status import build_status_report, render_status, traffic_stats
 from churn_assets.storage.warehouse import Warehouse
 from churn_assets.timeline import Timeline
@@ -159,3 +162,33 @@ def test_status_report_fields_equal_the_stored_state(world) -> None:  # type: ig
     text = render_status(report)
     assert f"registry version {champion.version}" in text and "Recommendation:" in text
     json.dumps(report, default=str)
+
+
+def test_current_window_equals_the_point_in_time_lookup(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings, _, weeks, _, _, _ = world
+    as_of = dt.date.fromisoformat(weeks[0]) + dt.timedelta(days=7)
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(settings.warehouse_path, copy)
+    with Warehouse(copy).connect() as con:
+        direct = current_window(con, as_of)
+        entity = direct.select(
+            "customer_id", pl.col("as_of").cast(pl.Datetime("us")).alias("event_timestamp")
+        )
+        pit = OfflineStore(con).get_historical_features(entity)
+        expected = pit.with_columns(pl.col("event_timestamp").cast(pl.Date).alias("as_of")).drop(
+            "event_timestamp"
+        )
+        assert direct.select(expected.columns).equals(expected)
+        # A group without the customer's row at as_of: the direct join would be wrong -> PIT fallback.
+        victim = int(direct["customer_id"][0])
+        con.execute(
+            "DELETE FROM features.customer_usage WHERE customer_id = ? AND CAST(event_timestamp AS DATE) = ?",
+            [victim, as_of],
+        )
+        fallback = current_window(con, as_of)
+        assert fallback.height == direct.height
+        row = fallback.filter(pl.col("customer_id") == victim)
+        assert (
+            row["calls_last_30d"].item() is None
+            or row["calls_last_30d"].item() != direct["calls_last_30d"][0]
+        )
