@@ -47,6 +47,12 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far: with n_jobs=1 the wall time a quiet box needs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -101,6 +107,7 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "load_before": load_before,
         "load_after": load_after,
+        "cpu_seconds": cpu_seconds(),
         "runs": runs,
         "seconds": seconds,
         "rss_gb": peak_rss_gb(),
@@ -139,17 +146,18 @@ def part_fit(args: argparse.Namespace) -> dict[str, Any]:
         verbose=-1,
         **extra,
     )
-    load_before = load()
+    load_before, cpu_before = load(), cpu_seconds()
     started = time.perf_counter()
     model.fit(splits.X_train, splits.y_train)
     seconds = time.perf_counter() - started
-    load_after = load()
+    load_after, cpu_after = load(), cpu_seconds()
     started = time.perf_counter()
     p_test = np.asarray(model.predict_proba(splits.X_test))[:, 1]
     predict_seconds = time.perf_counter() - started
     auc = float(roc_auc_score(splits.y_test, p_test))
     return {
         "config": extra,
+        "cpu_seconds": cpu_after - cpu_before,
         "load_before": load_before,
         "load_after": load_after,
         "predict_test_seconds": predict_seconds,
@@ -170,13 +178,14 @@ def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
     splits = sample_splits(_splits(args, with_test=False), args.optuna_rows)
     storage = args.home / "optuna_bench.db"
     storage.unlink(missing_ok=True)
-    load_before = load()
+    load_before, cpu_before = load(), cpu_seconds()
     started = time.perf_counter()
     tuned = tune_lightgbm(splits, f"sqlite:///{storage}", "bench", 20, None, n_jobs=args.n_jobs)
     seconds = time.perf_counter() - started
     return {
         "load_before": load_before,
         "load_after": load(),
+        "cpu_seconds": cpu_seconds() - cpu_before,
         "seconds": seconds,
         "rss_gb": peak_rss_gb(),
         "complete": tuned.n_complete,
@@ -263,12 +272,15 @@ def main() -> None:
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
         f"n_jobs={args.n_jobs}"
     )
-    print("\n| part | seconds | peak RSS (GB) | load avg before -> after | notes |\n|---|---:|---:|---|---|")
+    print(
+        "\n| part | wall s | CPU s | peak RSS (GB) | load avg before -> after | notes |\n|---|---:|---:|---:|---|---|"
+    )
     if "stage" in results:
         r = results["stage"]
         ts = r["metadata"].get("training/training_set", {})
         print(
-            f"| whole training stage (Dagster `training` job) | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | "
+            f"| whole training stage (Dagster `training` job) | {r['seconds']:,.1f} | {r['cpu_seconds']:,.1f} | "
+            f"{r['rss_gb']:.2f} | "
             f"{r['load_before']} -> {r['load_after']} | "
             f"success={r['success']}; {ts.get('dagster/row_count', '?'):,} rows; train {ts.get('train_rows')} / "
             f"val {ts.get('val_rows')} / test {ts.get('test_rows')} |"
@@ -276,7 +288,8 @@ def main() -> None:
     if "fit" in results:
         r = results["fit"]
         print(
-            f"| one LightGBM fit, full train split | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | "
+            f"| one LightGBM fit, full train split | {r['seconds']:,.1f} | {r['cpu_seconds']:,.1f} | "
+            f"{r['rss_gb']:.2f} | "
             f"{r['load_before']} -> {r['load_after']} | "
             f"{r['train_rows']:,} rows x {r['features']} features, 500 rounds, {r['config']}; "
             f"test AUC {r['test_auc']:.4f}; predicting {r['test_rows']:,} test rows {r['predict_test_seconds']:.1f} s |"
@@ -284,7 +297,7 @@ def main() -> None:
     if "optuna" in results:
         r = results["optuna"]
         print(
-            f"| Optuna study, 20 trials | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | "
+            f"| Optuna study, 20 trials | {r['seconds']:,.1f} | {r['cpu_seconds']:,.1f} | {r['rss_gb']:.2f} | "
             f"{r['load_before']} -> {r['load_after']} | {r['rows']:,} sampled "
             f"train rows; {r['complete']} complete / {r['pruned']} pruned; best val AUC {r['best_val_auc']:.4f} |"
         )

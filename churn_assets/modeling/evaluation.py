@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV, calibration_curve
 from sklearn.frozen import FrozenEstimator
@@ -74,6 +76,18 @@ def reliability_curve(y: Any, p: Any, n_bins: int = 10) -> ReliabilityCurve:
         np.asarray(y).astype(int), np.asarray(p), n_bins=n_bins, strategy="quantile"
     )
     return ReliabilityCurve([float(v) for v in predicted], [float(v) for v in observed])
+
+
+def proba_and_response(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(predict_proba[:, 1], response)`` in as few passes as possible: a binary LightGBM model is
+    predicted once (raw score = its ``decision_function``; probability = its sigmoid, which is what
+    LightGBM computes), other models once for the probability and, if they have one, once for the
+    decision function."""
+    if isinstance(model, lgb.LGBMClassifier) and getattr(model, "n_classes_", 2) == 2:
+        raw = np.asarray(model.predict(X, raw_score=True), dtype=float)
+        return expit(raw), raw
+    proba = np.asarray(model.predict_proba(X))[:, 1]
+    return proba, (response(model, X) if hasattr(model, "decision_function") else proba)
 
 
 def response(model: Any, X: pd.DataFrame) -> np.ndarray:

@@ -46,8 +46,8 @@ from churn_assets.modeling.evaluation import (
     calibrate,
     choose_threshold,
     fairness_report,
+    proba_and_response,
     reliability_curve,
-    response,
     shap_summary,
 )
 from churn_assets.modeling.paths import optuna_storage_url
@@ -147,14 +147,15 @@ def sample_splits(splits: Splits, max_rows: int, seed: int = 42) -> Splits:
     return dataclasses.replace(splits, X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
 
 
-def chunked(
-    predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, rows: int = CHUNK_ROWS
-) -> np.ndarray:
-    """``predict(X)`` in row chunks: a model's input conversion (float matrix, one-hot encoding) then
-    costs memory for ``rows`` rows at a time, not for a multi-million-row split."""
-    if len(X) <= rows:
-        return np.asarray(predict(X))
-    return np.concatenate([np.asarray(predict(X.iloc[i : i + rows])) for i in range(0, len(X), rows)])
+def split_scores(model: Any, X: pd.DataFrame, split: str) -> dict[str, np.ndarray]:
+    """``proba_<split>`` and ``response_<split>`` of a model (:func:`evaluation.proba_and_response`),
+    predicted in row chunks: a model's input conversion (float matrix, one-hot encoding) then costs
+    memory for ``CHUNK_ROWS`` rows at a time, not for a multi-million-row split."""
+    parts = [proba_and_response(model, X.iloc[i : i + CHUNK_ROWS]) for i in range(0, len(X), CHUNK_ROWS)]
+    return {
+        f"proba_{split}": np.concatenate([p for p, _ in parts]),
+        f"response_{split}": np.concatenate([r for _, r in parts]),
+    }
 
 
 def fit_tuned_lightgbm(
@@ -254,12 +255,14 @@ def run_candidates(
     table: list[dict[str, Any]] = []
     run_ids: dict[str, str] = {}
     candidate_plots: dict[str, str] = {}
-    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    scores: dict[str, dict[str, np.ndarray]] = {}
     for c in fitted:
         with threadpool_limits(limits=cfg.n_jobs):
-            p_val = chunked(c.predict_proba, splits.X_val)
-            p_test = chunked(c.predict_proba, splits.X_test)
-        scores[c.name] = (p_val, p_test)
+            scores[c.name] = {
+                **split_scores(c.model, splits.X_val, "val"),
+                **split_scores(c.model, splits.X_test, "test"),
+            }
+        p_val, p_test = scores[c.name]["proba_val"], scores[c.name]["proba_test"]
         c.val_auc = float(binary_metrics(splits.y_val, p_val)["auc"])  # on the FULL validation split
         metrics = candidate_metrics(c, splits, p_val, p_test)
         metrics.update({f"val_auc_{k}": v for k, v in c.val_auc_by_imbalance.items()})
@@ -296,20 +299,11 @@ def run_candidates(
     model_path = workdir / "best_model.joblib"
     joblib.dump(best.model, model_path)
     progress(f"best: {best.name}; scoring the train split with it")
-    p_val, p_test = scores[best.name]
     with threadpool_limits(limits=cfg.n_jobs):
-        p_train = chunked(best.predict_proba, splits.X_train)
-        has_response = hasattr(best.model, "decision_function")
-        responses = (
-            {
-                f"response_{name}": chunked(lambda X: response(best.model, X), X)
-                for name, X in (("train", splits.X_train), ("val", splits.X_val), ("test", splits.X_test))
-            }
-            if has_response
-            else {"response_train": p_train, "response_val": p_val, "response_test": p_test}
-        )
+        best_scores = {**scores.pop(best.name), **split_scores(best.model, splits.X_train, "train")}
+    del scores
     scores_path = workdir / "scores.npz"
-    np.savez(scores_path, **{"proba_train": p_train, "proba_val": p_val, "proba_test": p_test, **responses})  # type: ignore[arg-type]
+    np.savez(scores_path, **best_scores)  # type: ignore[arg-type]
     return CandidateStage(
         best=best.name,
         flavor=best.flavor,

@@ -115,6 +115,7 @@ def training_set(
 ) -> dg.MaterializeResult:
     settings = modeling.settings()
     with warehouse.warehouse().connect() as con:
+        con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
         frame, meta = build_training_set(con, calendar.timeline(), settings)
     check_training_set(meta)  # fail here on bad input, before anything is written
     paths = training_paths(modeling.workdir)
