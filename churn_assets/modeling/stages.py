@@ -147,15 +147,24 @@ def sample_splits(splits: Splits, max_rows: int, seed: int = 42) -> Splits:
     return dataclasses.replace(splits, X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
 
 
-def split_scores(model: Any, X: pd.DataFrame, split: str) -> dict[str, np.ndarray]:
-    """``proba_<split>`` and ``response_<split>`` of a model (:func:`evaluation.proba_and_response`),
-    predicted in row chunks: a model's input conversion (float matrix, one-hot encoding) then costs
-    memory for ``CHUNK_ROWS`` rows at a time, not for a multi-million-row split."""
-    parts = [proba_and_response(model, X.iloc[i : i + CHUNK_ROWS]) for i in range(0, len(X), CHUNK_ROWS)]
-    return {
-        f"proba_{split}": np.concatenate([p for p, _ in parts]),
-        f"response_{split}": np.concatenate([r for _, r in parts]),
-    }
+def split_scores(
+    model: Any, X: pd.DataFrame, split: str, with_response: bool = True
+) -> dict[str, np.ndarray]:
+    """``proba_<split>`` and (``with_response``) ``response_<split>`` of a model
+    (:func:`evaluation.proba_and_response`; LightGBM gives both from one pass anyway), predicted in
+    row chunks: a model's input conversion (float matrix, one-hot encoding) then costs memory for
+    ``CHUNK_ROWS`` rows at a time, not for a multi-million-row split."""
+    both = with_response or isinstance(model, lgb.LGBMClassifier)
+    parts = [
+        proba_and_response(model, X.iloc[i : i + CHUNK_ROWS])
+        if both
+        else (np.asarray(model.predict_proba(X.iloc[i : i + CHUNK_ROWS]))[:, 1], None)
+        for i in range(0, len(X), CHUNK_ROWS)
+    ]
+    out = {f"proba_{split}": np.concatenate([p for p, _ in parts])}
+    if both:
+        out[f"response_{split}"] = np.concatenate([r for _, r in parts if r is not None])
+    return out
 
 
 def fit_tuned_lightgbm(
@@ -258,9 +267,9 @@ def run_candidates(
     scores: dict[str, dict[str, np.ndarray]] = {}
     for c in fitted:
         with threadpool_limits(limits=cfg.n_jobs):
-            scores[c.name] = {
-                **split_scores(c.model, splits.X_val, "val"),
-                **split_scores(c.model, splits.X_test, "test"),
+            scores[c.name] = {  # calibration scores are needed for the best model only
+                **split_scores(c.model, splits.X_val, "val", with_response=False),
+                **split_scores(c.model, splits.X_test, "test", with_response=False),
             }
         p_val, p_test = scores[c.name]["proba_val"], scores[c.name]["proba_test"]
         c.val_auc = float(binary_metrics(splits.y_val, p_val)["auc"])  # on the FULL validation split
@@ -301,6 +310,9 @@ def run_candidates(
     progress(f"best: {best.name}; scoring the train split with it")
     with threadpool_limits(limits=cfg.n_jobs):
         best_scores = {**scores.pop(best.name), **split_scores(best.model, splits.X_train, "train")}
+        for name, X in (("val", splits.X_val), ("test", splits.X_test)):
+            if f"response_{name}" not in best_scores:  # a scikit-learn model won
+                best_scores[f"response_{name}"] = split_scores(best.model, X, name)[f"response_{name}"]
     del scores
     scores_path = workdir / "scores.npz"
     np.savez(scores_path, **best_scores)  # type: ignore[arg-type]
