@@ -197,6 +197,15 @@ def frame_hash(frame: pd.DataFrame | pl.DataFrame) -> str:
 
 def build_training_set(
     con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`build_training_table` as a pandas frame (string features and ``split`` as ``category``) —
+    for small worlds and callers that want pandas; the training asset keeps the polars frame."""
+    frame, metadata = build_training_table(con, timeline, settings)
+    return frame.to_pandas(), metadata
+
+
+def build_training_table(
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Labels of every monthly snapshot with a complete window + PIT features + period + split.
 
@@ -394,6 +403,7 @@ __all__ = [
     "PERIOD",
     "SPLIT",
     "build_training_set",
+    "build_training_table",
     "check_point_in_time",
     "check_split_disjoint",
     "check_training_set",

@@ -25,6 +25,7 @@ from churn_assets.modeling.training_set import (
     PERIOD,
     SPLIT,
     build_training_set,
+    build_training_table,
     check_point_in_time,
     check_split_disjoint,
     check_training_set,
@@ -187,13 +188,14 @@ def test_missing_snapshot_and_no_churn_reports_name_the_cause(tmp_path: Path, wa
 def built_polars(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, dict]:
     settings = _settings(tmp_path_factory.mktemp("home"))
     with Warehouse(warehouse).connect() as con:
-        return build_training_set(con, TIMELINE, settings)
+        return build_training_table(con, TIMELINE, settings)
 
 
 @pytest.fixture(scope="module")
-def built(built_polars) -> tuple[pd.DataFrame, dict]:
-    frame, meta = built_polars
-    return frame.to_pandas(), meta
+def built(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, dict]:
+    settings = _settings(tmp_path_factory.mktemp("home"))
+    with Warehouse(warehouse).connect() as con:
+        return build_training_set(con, TIMELINE, settings)  # the pandas form
 
 
 def test_training_set_columns_periods_splits_and_metadata(built) -> None:

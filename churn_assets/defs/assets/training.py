@@ -30,7 +30,7 @@ from churn_assets.modeling.stages import (
     run_candidates,
 )
 from churn_assets.modeling.training_set import (
-    build_training_set,
+    build_training_table,
     check_training_set,
     read_split,
     write_training_set,
@@ -116,7 +116,7 @@ def training_set(
     settings = modeling.settings()
     with warehouse.warehouse().connect() as con:
         con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
-        frame, meta = build_training_set(con, calendar.timeline(), settings)
+        frame, meta = build_training_table(con, calendar.timeline(), settings)
     check_training_set(meta)  # fail here on bad input, before anything is written
     paths = training_paths(modeling.workdir)
     write_training_set(frame, paths["training_set"])
