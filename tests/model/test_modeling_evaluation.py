@@ -15,7 +15,9 @@ from churn_assets.modeling.evaluation import (
     check_gates,
     choose_threshold,
     fairness_report,
+    proba_and_response,
     reliability_curve,
+    response,
     shap_summary,
     stress_slices,
 )
@@ -69,6 +71,20 @@ def test_calibration_is_used_only_when_it_lowers_validation_brier() -> None:
     assert cal.brier[cal.method] < cal.brier["none"]
     assert brier_score_loss(y.iloc[val], cal.model.predict_proba(X.iloc[val])[:, 1]) < cal.brier["none"]
 
+    # The final probabilities come from the raw model's saved scores, without predicting again.
+    test = X.iloc[:2000]
+    np.testing.assert_allclose(
+        cal.apply(bad.predict_proba(test)[:, 1], response(bad, test)), cal.model.predict_proba(test)[:, 1]
+    )
+    same = calibrate(
+        bad,
+        X.iloc[val],
+        y.iloc[val],
+        proba_val=bad.predict_proba(X.iloc[val])[:, 1],
+        response_val=response(bad, X.iloc[val]),
+    )
+    assert same.method == cal.method and same.brier == cal.brier
+
     good = LogisticRegression().fit(X.iloc[fit], y.iloc[fit])
     kept = calibrate(good, X.iloc[val], y.iloc[val])
     assert kept.brier[kept.method] == min(kept.brier.values())
@@ -81,6 +97,16 @@ def lgbm_and_splits():
     X, y, _ = synthetic_churn(1500, seed=7)
     splits = build_splits(X, y, assign_stratified(y, seed=7))
     return fit_candidate(lightgbm_spec({"n_estimators": 80}), splits, "none").model, splits
+
+
+def test_one_lightgbm_pass_gives_its_probability_and_calibration_score(lgbm_and_splits) -> None:
+    model, splits = lgbm_and_splits
+    proba, raw = proba_and_response(model, splits.X_test)
+    np.testing.assert_allclose(proba, model.predict_proba(splits.X_test)[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(raw, response(model, splits.X_test), rtol=1e-12)  # = decision_function
+    lr = LogisticRegression().fit(splits.X_train.select_dtypes("number"), splits.y_train)
+    proba, score = proba_and_response(lr, splits.X_test.select_dtypes("number"))
+    np.testing.assert_allclose(score, lr.decision_function(splits.X_test.select_dtypes("number")))
 
 
 def test_shap_values_explain_the_margin_and_top5_share(lgbm_and_splits) -> None:
