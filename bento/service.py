@@ -24,14 +24,18 @@ SETTINGS = get_settings()
 _RUNTIME: dict[str, Runtime] = {}
 log = logging.getLogger("churnops.serving")
 
-fast_app = build_app(SETTINGS, lambda: _RUNTIME.get("runtime"), bentoml.metrics)
+# /docs.json (the spec behind BentoML's docs page `/`) = BentoML's spec + the mounted endpoints.
+fast_app = build_app(
+    SETTINGS, lambda: _RUNTIME.get("runtime"), bentoml.metrics, lambda: ChurnService.openapi_spec.asdict()
+)
 
 
 @bentoml.asgi_app(fast_app, path="/")
 @bentoml.service(
     name="churn_service",
     workers=SETTINGS.serving.workers,
-    traffic={"timeout": SETTINGS.serving.request_timeout_seconds},
+    # A backstop only: the app answers 504 itself at request_timeout_seconds, naming the stage.
+    traffic={"timeout": SETTINGS.serving.request_timeout_seconds + 1.0},
     logging={"access": {"enabled": False}},
 )
 class ChurnService:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def fill_online_store(store: OnlineStore, customer_ids: Sequence[int]) -> None:
 
 
 class TcpProxy:
-    """A loopback TCP proxy to a real server that the test can take down (``stop``) and bring back (``start``)."""
+    """A loopback TCP proxy to a real server that the test can take down (``stop``) and bring back (``start``),
+    or slow down: every chunk from the server is held ``delay`` seconds (a slow store)."""
 
     def __init__(self, target_port: int, port: int | None = None) -> None:
         import socket
@@ -100,6 +102,7 @@ class TcpProxy:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
         self.port = port
+        self.delay = 0.0
         self._server: object = None
         self._conns: list[object] = []
 
@@ -113,9 +116,11 @@ class TcpProxy:
         server.listen(128)
         self._server = server
 
-        def pipe(src: socket.socket, dst: socket.socket) -> None:
+        def pipe(src: socket.socket, dst: socket.socket, from_server: bool) -> None:
             try:
                 while data := src.recv(65536):
+                    if from_server and self.delay > 0:
+                        time.sleep(self.delay)
                     dst.sendall(data)
             except OSError:
                 pass
@@ -132,8 +137,8 @@ class TcpProxy:
                     return
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
                 self._conns += [client, upstream]
-                threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
-                threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+                threading.Thread(target=pipe, args=(client, upstream, False), daemon=True).start()
+                threading.Thread(target=pipe, args=(upstream, client, True), daemon=True).start()
 
         threading.Thread(target=accept, daemon=True).start()
 

@@ -331,11 +331,18 @@ class RedisOnlineStore(OnlineStore):
     must live on one node).
     """
 
-    def __init__(self, url: str, key_prefix: str = "churnops:fs", *, batch_size: int = 5_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str = "churnops:fs",
+        *,
+        batch_size: int = 5_000,
+        socket_timeout: float | None = None,
+    ) -> None:
         self.url = url
         self.key_prefix = key_prefix
         self.batch_size = batch_size
-        self.client = redis.Redis.from_url(url)
+        self.client = redis.Redis.from_url(url, socket_timeout=socket_timeout)
         self._read_script = self.client.register_script(_READ_SCRIPT)
 
     def key(self, customer_id: int) -> str:
@@ -371,9 +378,18 @@ class RedisOnlineStore(OnlineStore):
         self.client.close()
 
 
-def make_online_store(settings: Settings) -> OnlineStore:
-    """The online store chosen by ``settings.feature_store.online_backend``."""
+def make_online_store(settings: Settings, *, read_timeout_seconds: float | None = None) -> OnlineStore:
+    """The online store chosen by ``settings.feature_store.online_backend``.
+
+    ``read_timeout_seconds`` bounds every Redis command (socket timeout; the serving path passes
+    ``serving.feature_store_timeout_seconds``); None waits as long as Redis takes.
+    """
     fs = settings.feature_store
     if fs.online_backend == "redis":
-        return RedisOnlineStore(fs.redis_url, fs.redis_key_prefix, batch_size=fs.redis_batch_size)
+        return RedisOnlineStore(
+            fs.redis_url,
+            fs.redis_key_prefix,
+            batch_size=fs.redis_batch_size,
+            socket_timeout=read_timeout_seconds,
+        )
     return SQLiteOnlineStore(settings.online_sqlite_path)

@@ -13,12 +13,15 @@ BentoML's ``/metrics``, multiprocess-safe), ``prometheus_client`` elsewhere.
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from concurrent.futures import Future
+from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import orjson
 from pydantic import (
     BaseModel,
@@ -37,13 +40,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from churn_assets.feature_store.definitions import all_features
-from churn_assets.serving.resilience import BREAKER_STATE_CODE, FeatureStoreUnavailable
+from churn_assets.serving.resilience import (
+    BREAKER_STATE_CODE,
+    Deadline,
+    FeatureStoreUnavailable,
+    RequestTimedOut,
+)
 from churn_assets.serving.runtime import Runtime
 from churn_assets.settings import Settings
 
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 5.0)
 
 
@@ -98,6 +109,17 @@ class Metrics:
         self.item_errors = module.Counter(
             "churn_item_errors", "Per-item errors (e.g. unknown customer).", ["reason"]
         )
+        self.timeouts = module.Counter(
+            "churn_timeouts",
+            "Requests answered 504, by endpoint and the stage their work was in at the deadline.",
+            ["endpoint", "stage"],
+        )
+        self.work_stopped = module.Counter(
+            "churn_timed_out_work_stopped",
+            "Work of timed-out requests that stopped in its thread before this stage (nothing returned or "
+            "logged).",
+            ["endpoint", "stage"],
+        )
         self.rate_limited = module.Counter(
             "churn_rate_limited", "Requests rejected by the per-customer limit."
         )
@@ -144,9 +166,16 @@ class HttpError(Exception):
 
 
 def build_app(
-    settings: Settings, runtime: Callable[[], Runtime | None], metrics_module: Any = None
+    settings: Settings,
+    runtime: Callable[[], Runtime | None],
+    metrics_module: Any = None,
+    base_spec: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
-    """The Starlette app; ``runtime()`` returns the worker's :class:`Runtime` (None until loaded)."""
+    """The Starlette app; ``runtime()`` returns the worker's :class:`Runtime` (None until loaded).
+
+    ``base_spec()`` (inside BentoML: the service's own OpenAPI) makes the app answer ``/docs.json`` — the
+    spec behind BentoML's docs page ``/`` — with that spec plus these endpoints.
+    """
     if metrics_module is None:
         import prometheus_client as metrics_module
     cfg = settings.serving
@@ -161,11 +190,21 @@ def build_app(
             raise HttpError(503, "model not loaded yet")
         return rt
 
+    def deadline_of(request: Request) -> Deadline:
+        deadline: Deadline = request.state.deadline
+        return deadline
+
     async def body_of(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
             raise HttpError(413, f"body of {length} bytes exceeds the limit of {cfg.max_body_bytes}")
-        body = await request.body()
+        deadline = deadline_of(request)
+        deadline.enter("read_body")
+        try:
+            with anyio.fail_after(deadline.remaining()):
+                body = await request.body()
+        except TimeoutError:
+            raise RequestTimedOut("read_body", deadline.seconds) from None
         if len(body) > cfg.max_body_bytes:
             raise HttpError(413, f"body of {len(body)} bytes exceeds the limit of {cfg.max_body_bytes}")
         return body
@@ -189,20 +228,50 @@ def build_app(
                     {"Retry-After": str(int(retry + 0.999))},
                 )
 
+    async def in_thread(name: str, deadline: Deadline, work: Callable[[], T]) -> T:
+        """``work()`` in the thread pool, waited for until ``deadline``.
+
+        At the deadline the thread is abandoned (it cannot be killed) and :class:`RequestTimedOut` raised;
+        the work stops at its next stage boundary (``Deadline.enter``) and, not having committed, logs
+        nothing. If it had already committed (it is writing the prediction log), its answer is awaited.
+        """
+        done: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(work())
+            except RequestTimedOut as exc:
+                metrics.work_stopped.labels(name, exc.stage).inc()
+                log.info("%s: timed-out work stopped before stage %s", name, exc.stage)
+                done.set_exception(exc)
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        with anyio.move_on_after(deadline.remaining()):
+            await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+        if not done.done():
+            if deadline.expire():
+                raise RequestTimedOut(deadline.stage, deadline.seconds)
+            await anyio.to_thread.run_sync(done.result)  # committed: only the log write is left
+        return done.result()
+
     def endpoint(
         name: str, handler: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         @functools.wraps(handler)
         async def wrapped(request: Request) -> Response:
             start = time.perf_counter()
+            request.state.deadline = Deadline(cfg.request_timeout_seconds)
             try:
-                response = await asyncio.wait_for(handler(request), timeout=cfg.request_timeout_seconds)
+                response = await handler(request)
             except HttpError as exc:
                 response = _json({"error": exc.message}, exc.status, exc.headers)
             except ValidationError as exc:
                 response = _validation_error(exc)
-            except TimeoutError:
-                response = _json({"error": f"request exceeded {cfg.request_timeout_seconds} s"}, 504)
+            except RequestTimedOut as exc:
+                metrics.timeouts.labels(name, exc.stage).inc()
+                log.warning("%s: %s", name, exc)
+                response = _json({"error": str(exc), "stage": exc.stage}, 504)
             if response.status_code >= 400:
                 metrics.errors.labels(name, str(response.status_code)).inc()
             version = response.headers.get("x-model-version", "none")
@@ -231,9 +300,12 @@ def build_app(
         req = PredictRequest.model_validate_json(body)
         check_batch(len(req.customer_ids), "customer ids")
         rt = current()
+        deadline = deadline_of(request)
 
         def work() -> Response:
+            deadline.enter("rate_limit")
             limit(rt, req.customer_ids)
+            deadline.enter("feature_store")
             try:
                 feats = rt.features_for(req.customer_ids)
             except FeatureStoreUnavailable as exc:
@@ -254,10 +326,10 @@ def build_app(
                     metrics.item_errors.labels("unknown_customer").inc()
                 else:
                     rows.append(values)
-            items, shadow = rt.predict_rows(req.customer_ids, rows, req.explain, errors)
+            items, shadow = rt.predict_rows(req.customer_ids, rows, req.explain, errors, deadline)
             return respond(rt, items, shadow)
 
-        return await run_in_threadpool(work)
+        return await in_thread("predict", deadline, work)
 
     async def predict_features(request: Request) -> Response:
         check_key(request)
@@ -279,13 +351,16 @@ def build_app(
                 f"rows.0: feature(s) {missing[:5]}{'...' if len(missing) > 5 else ''} are required by the model (null allowed)",
             )
 
+        deadline = deadline_of(request)
+
         def work() -> Response:
             ids = [r.pop("customer_id") for r in dumped]
+            deadline.enter("rate_limit")
             limit(rt, [i for i in ids if i is not None])
-            items, shadow = rt.predict_rows(ids, dumped, req.explain)
+            items, shadow = rt.predict_rows(ids, dumped, req.explain, deadline=deadline)
             return respond(rt, items, shadow)
 
-        return await run_in_threadpool(work)
+        return await in_thread("predict_features", deadline, work)
 
     async def ready(request: Request) -> Response:
         rt = runtime()
@@ -312,19 +387,68 @@ def build_app(
     async def openapi(request: Request) -> Response:
         return _json(openapi_spec())
 
-    routes = [
+    async def docs_json(request: Request) -> Response:
+        return _json(merged_spec(base_spec() if base_spec is not None else None))
+
+    async def docs(request: Request) -> Response:
+        return Response(SWAGGER_HTML, media_type="text/html")
+
+    routes: list[BaseRoute] = [
         Route("/predict", endpoint("predict", predict), methods=["POST"]),
         Route("/predict_features", endpoint("predict_features", predict_features), methods=["POST"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/rollout", endpoint("rollout", rollout), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
+    assets = swagger_assets()
+    if assets is not None:
+        routes += [
+            Route("/docs", docs, methods=["GET"]),
+            Mount("/docs/static", StaticFiles(directory=assets), name="swagger_static"),
+        ]
+    if base_spec is not None:
+        routes.append(Route("/docs.json", docs_json, methods=["GET"]))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         return _json({"error": str(getattr(exc, "detail", exc)), "path": request.url.path}, status)
 
     return Starlette(routes=routes, exception_handlers={StarletteHTTPException: http_error})
+
+
+class Reason(BaseModel):
+    feature: str
+    contribution: float = Field(description="SHAP contribution (log-odds).")
+
+
+class Prediction(BaseModel):
+    """One scored customer (or feature row)."""
+
+    customer_id: int | None
+    probability: float = Field(ge=0, le=1, description="Churn probability.")
+    label: int = Field(description="1 when probability >= threshold.")
+    threshold: float
+    model_name: str
+    model_version: str
+    variant: str = Field(description="champion or canary.")
+    reasons: list[Reason] | None = Field(None, description="Top SHAP reasons when `explain` was asked.")
+
+
+class ItemError(BaseModel):
+    """An item that could not be scored (e.g. unknown customer id); the rest of the batch is."""
+
+    customer_id: int | None
+    error: str
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction | ItemError] = Field(description="One item per requested id/row, in order.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="What went wrong, naming the field and rule where there is one.")
+    detail: list[dict[str, str]] | None = Field(None, description="422: field, rule, message per error.")
+    stage: str | None = Field(None, description="504: what the request was doing at the deadline.")
 
 
 def openapi_spec() -> dict[str, Any]:
@@ -337,8 +461,9 @@ def openapi_spec() -> dict[str, Any]:
         defs[model.__name__] = s
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
+    error_schema = schema(ErrorResponse)
     errors = {
-        str(code): {"description": text, "content": {"application/json": {"schema": {"type": "object"}}}}
+        str(code): {"description": text, "content": {"application/json": {"schema": error_schema}}}
         for code, text in [
             (401, "missing or wrong x-api-key"),
             (413, "body or batch too large"),
@@ -351,14 +476,17 @@ def openapi_spec() -> dict[str, Any]:
     ok = {
         "200": {
             "description": "per-customer predictions",
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "content": {"application/json": {"schema": schema(PredictResponse)}},
         }
     }
+    security: list[dict[str, list[str]]] = [{"ApiKey": []}]
 
     def post(model: type[BaseModel], summary: str) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
+                "tags": ["churn"],
+                "security": security,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": schema(model)}}},
                 "responses": {**ok, **errors},
             }
@@ -371,5 +499,60 @@ def openapi_spec() -> dict[str, Any]:
             "/predict": post(PredictRequest, "Score customers by id (features from the online store)"),
             "/predict_features": post(PredictFeaturesRequest, "Score explicit feature rows"),
         },
-        "components": {"schemas": defs},
+        "components": {
+            "schemas": defs,
+            "securitySchemes": {
+                "ApiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "Needed only when `serving.api_key` is set.",
+                }
+            },
+        },
     }
+
+
+def merged_spec(base: dict[str, Any] | None) -> dict[str, Any]:
+    """``base`` (BentoML's spec: infra endpoints) with the fast-path endpoints and schemas added."""
+    ours = openapi_spec()
+    if not base:
+        return ours
+    merged = {**base, "openapi": ours["openapi"]}
+    merged["paths"] = {**base.get("paths", {}), **ours["paths"]}
+    components = dict(base.get("components") or {})
+    for section, entries in ours["components"].items():
+        components[section] = {**components.get(section, {}), **entries}
+    merged["components"] = components
+    return merged
+
+
+def swagger_assets() -> str | None:
+    """Swagger UI's static files as shipped inside bentoml (no network needed), or None without bentoml."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("bentoml")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "_internal" / "server" / "static_content"
+    return str(folder) if (folder / "swagger-ui-bundle.js").exists() else None
+
+
+SWAGGER_HTML = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="UTF-8"><title>churnops serving - API</title>
+  <link rel="stylesheet" type="text/css" href="docs/static/swagger-ui.css" />
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/static/swagger-ui-bundle.js" charset="UTF-8"></script>
+  <script>
+    window.onload = function () {
+      window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+    };
+  </script>
+</body>
+</html>
+"""

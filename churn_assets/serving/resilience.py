@@ -1,6 +1,7 @@
 """Resilience parts of the service, built on libraries: a TTL feature cache (``cachetools``), a per-customer
-rate limit (``limits``, Redis-backed when configured) and a circuit breaker (``pybreaker``) that trips on an
-error RATE over a sliding window (pybreaker itself counts consecutive failures only).
+rate limit (``limits`` moving window, Redis-backed when configured), a circuit breaker (``pybreaker``) that
+trips on an error RATE over a sliding window (pybreaker itself counts consecutive failures only), and the
+per-request :class:`Deadline` that bounds a request's work in the thread pool.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import pybreaker
 from limits import parse
 from limits.storage import MemoryStorage, RedisStorage, Storage
-from limits.strategies import FixedWindowRateLimiter
+from limits.strategies import MovingWindowRateLimiter
 
 from churn_assets.settings import Settings
 
@@ -87,7 +88,12 @@ class _Reset(pybreaker.CircuitBreakerListener):
 
 
 class CustomerRateLimit:
-    """``settings.serving.rate_limit`` per customer id (fixed window), in Redis or process memory."""
+    """``settings.serving.rate_limit`` per customer id over a MOVING window (``limits``), in Redis or memory.
+
+    The moving window keeps one timestamp per hit (a Redis list per customer, trimmed to the limit, via
+    ``limits``' Lua scripts): at most ``N`` hits in ANY window of the period, also across a window boundary
+    (a fixed window lets ``2N`` through there). Retry-After = when the oldest hit in the window expires.
+    """
 
     def __init__(self, settings: Settings) -> None:
         cfg = settings.serving
@@ -101,12 +107,66 @@ class CustomerRateLimit:
             else MemoryStorage()
         )
         self.backend = "redis" if use_redis else "memory"
-        self.limiter = FixedWindowRateLimiter(storage)
+        self.limiter = MovingWindowRateLimiter(storage)
 
     def hit(self, customer_id: int) -> float | None:
-        """None when allowed, else seconds until the customer's window resets (Retry-After)."""
+        """None when allowed, else seconds until the customer's oldest hit leaves the window (Retry-After)."""
         key = str(customer_id)
         if self.limiter.hit(self.item, key):
             return None
         reset_at = self.limiter.get_window_stats(self.item, key).reset_time
         return max(1.0, reset_at - time.time())
+
+
+class RequestTimedOut(Exception):
+    """A request ran past its deadline; ``stage`` is what it was doing (or about to start)."""
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        super().__init__(f"request exceeded {seconds:g} s (stage: {stage})")
+        self.stage, self.seconds = stage, seconds
+
+
+class Deadline:
+    """One request's time budget, shared by the event loop and the worker thread doing the request's work.
+
+    Threads cannot be killed, so the work is stopped cooperatively: it announces each stage with
+    :meth:`enter` (raises :class:`RequestTimedOut` once the deadline has passed) and calls :meth:`commit`
+    right before its only side effect, the prediction-log write. When the event loop stops waiting it calls
+    :meth:`expire`: True = the work has not committed and never will (answer 504: nothing of it is returned
+    or logged), False = it already committed (only the log write is left; wait for its answer). So a
+    prediction is logged exactly when it is returned.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self._clock = seconds, clock
+        self.at = clock() + seconds
+        self.stage = "queued"
+        self._expired = self._committed = False
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self._clock())
+
+    def _check(self, stage: str) -> None:  # under the lock
+        if self._expired or self._clock() >= self.at:
+            self._expired = True
+            raise RequestTimedOut(stage, self.seconds)
+
+    def enter(self, stage: str) -> None:
+        """Start ``stage``, or raise :class:`RequestTimedOut` when the deadline has passed."""
+        with self._lock:
+            self._check(stage)
+            self.stage = stage
+
+    def commit(self) -> None:
+        """The point of no return (before logging); raises :class:`RequestTimedOut` when too late."""
+        with self._lock:
+            self._check("commit")
+            self._committed = True
+
+    def expire(self) -> bool:
+        """Called by the waiter at the deadline: True when the work will not commit any more."""
+        with self._lock:
+            if not self._committed:
+                self._expired = True
+            return not self._committed

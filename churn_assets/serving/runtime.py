@@ -17,7 +17,12 @@ import cachetools
 
 from churn_assets.feature_store.online import OnlineStore, make_online_store
 from churn_assets.serving.prediction_log import PredictionLogWriter
-from churn_assets.serving.resilience import CustomerRateLimit, FeatureStoreUnavailable, RateBreaker
+from churn_assets.serving.resilience import (
+    CustomerRateLimit,
+    Deadline,
+    FeatureStoreUnavailable,
+    RateBreaker,
+)
 from churn_assets.serving.rollout import RolloutState, RolloutStore, route
 from churn_assets.serving.scoring import ScoringModel, feature_hash
 from churn_assets.settings import Settings
@@ -60,7 +65,9 @@ class Runtime:
         cfg = settings.serving
         self.models = dict(models)
         self.default_version = default_version
-        self.store = store or make_online_store(settings)
+        self.store = store or make_online_store(
+            settings, read_timeout_seconds=cfg.feature_store_timeout_seconds
+        )
         self.writer = writer or PredictionLogWriter(settings)
         self.rollout = RolloutStore(settings)
         self.rate_limit = CustomerRateLimit(settings)
@@ -142,11 +149,15 @@ class Runtime:
         rows: Sequence[Mapping[str, Any] | None],
         explain: bool,
         errors: Mapping[int, str] | None = None,
+        deadline: Deadline | None = None,
     ) -> tuple[list[dict[str, Any]], list[tuple[ScoringModel, int, Mapping[str, Any]]]]:
         """Score ``rows`` (None = per-item error in ``errors``); returns the response items and the shadow work.
 
-        Every scored item is appended to the prediction log.
+        Every scored item is appended to the prediction log — unless ``deadline`` passes first (then
+        :class:`~churn_assets.serving.resilience.RequestTimedOut` is raised and nothing is logged).
         """
+        if deadline is not None:
+            deadline.enter("scoring")
         start = time.perf_counter()
         state = self.state()
         stable = self.model_for(state.stable_version)
@@ -183,6 +194,8 @@ class Runtime:
             if done is None or row is None:
                 continue
             records.append(self._record(request_id, now, done, row, latency_ms))
+        if deadline is not None:
+            deadline.commit()
         if records:
             self.writer.append(records)
         shadow = []

@@ -41,9 +41,11 @@ class Service:
     prefix: str
     process: subprocess.Popen[bytes]
     env: dict[str, str]
+    api_key: str
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10)
+        """A client sending the service's API key (``serving.api_key`` is set in this service)."""
+        return httpx.Client(base_url=self.url, timeout=10, headers={"x-api-key": self.api_key})
 
 
 def start_service(settings: Settings, env_overrides: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -87,6 +89,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
     prefix = f"churnops-test:{uuid.uuid4().hex[:12]}"
     proxy = TcpProxy(6379)
     proxy.start()
+    api_key = uuid.uuid4().hex
     overrides = {
         "CHURNOPS_HOME": str(home),
         "CHURNOPS_FEATURE_STORE__ONLINE_BACKEND": "redis",
@@ -99,6 +102,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
         "CHURNOPS_SERVING__BREAKER_RESET_SECONDS": "2",
         "CHURNOPS_SERVING__MAX_BATCH_SIZE": "100",
         "CHURNOPS_SERVING__PREDICTION_LOG_FLUSH_SECONDS": "0.5",
+        "CHURNOPS_SERVING__API_KEY": api_key,
     }
     settings = serving_settings(home, redis_key_prefix=f"{prefix}:serving", redis_url=redis_url)
     previous, champion = register_models(settings)
@@ -115,7 +119,15 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
     process = start_service(settings, overrides, port)
     url = f"http://127.0.0.1:{port}"
     svc = Service(
-        url, settings, proxy, previous, champion, prefix, process, {**bentoml_env(settings), **overrides}
+        url,
+        settings,
+        proxy,
+        previous,
+        champion,
+        prefix,
+        process,
+        {**bentoml_env(settings), **overrides},
+        api_key,
     )
     try:
         wait_ready(url, process, home / f"service-{port}.log")
