@@ -194,12 +194,16 @@ def build_training_set(
     the leakage checks. Built in polars/Arrow and converted once (millions of rows at full scale).
     """
     cfg, sim = settings.modeling, settings.simulation
-    snapshots = list(timeline.monthly_snapshots)
+    ranges = (cfg.train_periods, cfg.val_periods, cfg.test_periods)
+    if cfg.split_mode == "rolling":
+        snapshots, ranges = rolling_snapshots(con, timeline, settings)
+    else:
+        snapshots = list(timeline.monthly_snapshots)
     labels, incomplete, end = _labels(
         con, snapshots, timeline.label_horizon_days, 7 * sim.label_delay_weeks, None, "drop"
     )
     periods = pd.Series(range(1, len(snapshots) + 1))
-    split_of = assign_by_period(periods, train=cfg.train_periods, val=cfg.val_periods, test=cfg.test_periods)
+    split_of = assign_by_period(periods, train=ranges[0], val=ranges[1], test=ranges[2])
     calendar = pl.DataFrame(
         {
             AS_OF: snapshots,
@@ -234,7 +238,7 @@ def build_training_set(
     del combined
     check_split_disjoint(frame)
     stats: dict[str, dict[str, Any]] = {}
-    for split, (lo, hi) in zip(SPLITS, (cfg.train_periods, cfg.val_periods, cfg.test_periods), strict=True):
+    for split, (lo, hi) in zip(SPLITS, ranges, strict=True):
         mask = (frame[SPLIT] == split).to_numpy()
         dates = sorted(pd.to_datetime(frame.loc[mask, AS_OF]).dt.date.unique())
         positives = int(frame.loc[mask, LABEL].sum())
@@ -263,8 +267,54 @@ def build_training_set(
         "leakage_feature_timestamps_after_as_of": leaks,
         "missing_share": missing_share,
         "sha256": frame_hash(frame),
+        "split_mode": cfg.split_mode,
+        "newest_labelled_as_of": max(frame[AS_OF]).isoformat() if len(frame) else None,
     }
     return frame, metadata
+
+
+def feature_snapshot_dates(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    """As-of dates that have a snapshot in the offline store (``features.customer_account``)."""
+    rows = con.execute(
+        f"SELECT DISTINCT CAST({EVENT_TIMESTAMP} AS DATE) FROM features.customer_account ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def labelled_snapshot_dates(
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, report_delay_days: int
+) -> list[dt.date]:
+    """Snapshot dates (monthly history + weekly production) in the offline store whose label window is
+    complete at the data end, oldest first."""
+    end = data_end(con)
+    if end is None:
+        return []
+    return [
+        d
+        for d in feature_snapshot_dates(con)
+        if timeline.is_snapshot_date(d)
+        and label_complete_until(d, timeline.label_horizon_days, report_delay_days) <= end
+    ]
+
+
+def rolling_snapshots(
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings
+) -> tuple[list[dt.date], tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+    """Rolling-window mode: the newest ``rolling_window_snapshots`` labelled snapshots (monthly history
+    and weekly production alike); the newest ``rolling_test_snapshots`` are the holdout ("newest
+    holdout"), the ``rolling_val_snapshots`` before them validation, the rest train. Returns the dates
+    and the (train, val, test) period ranges over them (period = 1-based position)."""
+    cfg = settings.modeling
+    dates = labelled_snapshot_dates(con, timeline, 7 * settings.simulation.label_delay_weeks)
+    dates = dates[-cfg.rolling_window_snapshots :]
+    n, n_test, n_val = len(dates), cfg.rolling_test_snapshots, cfg.rolling_val_snapshots
+    if n < n_test + n_val + 1:
+        raise TrainingDataError(
+            f"rolling split needs at least {n_test + n_val + 1} labelled snapshots "
+            f"(test {n_test} + val {n_val} + train >= 1); found {n}"
+        )
+    train_hi = n - n_test - n_val
+    return dates, ((1, train_hi), (train_hi + 1, n - n_test), (n - n_test + 1, n))
 
 
 def model_inputs(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
