@@ -252,6 +252,61 @@ class AutomationSettings(BaseModel):
     rollout: RolloutCheckSettings = RolloutCheckSettings()
 
 
+class ServingSettings(BaseModel):
+    """The BentoML service: caching, resilience, rollout and prediction log (see docs/serving.md)."""
+
+    host: str = Field("127.0.0.1", description="Address `churnops serve` binds.")
+    port: int = Field(3000, gt=0, lt=65536, description="Port `churnops serve` listens on.")
+    workers: int = Field(1, ge=1, description="BentoML worker processes of the service.")
+    feature_cache_ttl_seconds: float = Field(
+        3600.0, ge=0, description="Online features are cached in process this long (0 = no cache)."
+    )
+    feature_cache_size: int = Field(100_000, gt=0, description="Customers held by the in-process cache.")
+    rate_limit: str = Field(
+        "1000/minute", description="Per-customer request limit (`limits` notation, e.g. 1000/minute)."
+    )
+    rate_limit_storage: Literal["memory", "redis"] = Field(
+        "redis", description="Rate-limit counters in Redis (shared by workers) or per process."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for rate limits and rollout.")
+    redis_key_prefix: str = Field("churnops:serving", description="Prefix of every serving Redis key.")
+    breaker_error_rate: float = Field(
+        0.05, gt=0, le=1, description="Breaker opens when feature-store errors exceed this share."
+    )
+    breaker_window_seconds: float = Field(30.0, gt=0, description="Sliding window of the error share.")
+    breaker_min_calls: int = Field(20, ge=1, description="Calls in the window before the share counts.")
+    breaker_reset_seconds: float = Field(30.0, gt=0, description="Open breaker half-opens after this.")
+    feature_store_timeout_seconds: float = Field(
+        0.5, gt=0, description="A feature-store read slower than this counts as a failure."
+    )
+    request_timeout_seconds: float = Field(5.0, gt=0, description="A request running longer gets 504.")
+    max_batch_size: int = Field(1000, gt=0, description="Customers or rows per request (more: 413).")
+    max_body_bytes: int = Field(1_000_000, gt=0, description="Request bodies larger than this get 413.")
+    api_key: str | None = Field(
+        None, description="When set, predict and admin endpoints need header `x-api-key` with this value."
+    )
+    previous_retention_days: int = Field(
+        14, ge=0, description="The previous champion stays in the BentoML store this many days."
+    )
+    rollout_backend: Literal["file", "redis"] = Field(
+        "file", description="Rollout state in a JSON file under home/serving or a Redis key."
+    )
+    rollout_refresh_seconds: float = Field(
+        1.0, gt=0, description="The service re-reads the rollout state at most this often."
+    )
+    prediction_log_dir: Path | None = Field(
+        None, description="Prediction log segments; None = home/prediction_log."
+    )
+    prediction_log_flush_seconds: float = Field(
+        1.0, gt=0, description="The service flushes buffered predictions at least this often."
+    )
+    prediction_log_flush_rows: int = Field(5_000, gt=0, description="... or when this many are buffered.")
+    explain_top_k: int = Field(3, ge=1, description="SHAP reasons returned when asked.")
+    as_of: dt.date | None = Field(
+        None, description="Simulated clock of online reads; None = newest snapshot in the offline store."
+    )
+
+
 class Settings(BaseSettings):
     """Root settings. ``home`` holds every piece of local state (git-ignored)."""
 
@@ -268,6 +323,7 @@ class Settings(BaseSettings):
     contracts: ContractSettings = ContractSettings()
     modeling: ModelingSettings = ModelingSettings()
     automation: AutomationSettings = AutomationSettings()
+    serving: ServingSettings = ServingSettings()
     duckdb_memory_limit: str = Field(
         "4GB", description="DuckDB buffer limit of the warehouse (it spills to disk beyond it)."
     )
@@ -300,6 +356,18 @@ class Settings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.home / "serving"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        return self.serving.prediction_log_dir or self.home / "prediction_log"
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,308 @@
+"""The durable, append-only log of every prediction (HTTP service and batch scoring).
+
+Storage (``settings.prediction_log_dir``, default ``home/prediction_log``):
+
+* ``segments/seg-<first ts µs>-<pid>-<seq>.parquet`` — immutable Parquet segments, one per flush,
+  written to a temporary name and renamed (a reader never sees half a segment).
+* ``wal/<pid>-<uuid>.wal`` — each live :class:`PredictionLogWriter` appends every record as one
+  orjson line to its own write-ahead file *before* buffering it, and holds an exclusive ``flock`` on
+  it. A flush writes the buffer as a segment and truncates the WAL. A writer that died without
+  flushing (crash, ``SIGKILL``) leaves its WAL behind unlocked; the next writer to start recovers it
+  into a segment. So: every appended record ends up in exactly one segment after a clean close, and
+  after a crash once any writer starts again (a crash between a segment's rename and the WAL's
+  truncation would store that flush twice; records carry ``request_id`` to spot it).
+
+:func:`read_predictions` reads the segments (flushed records only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import polars as pl
+
+from churn_assets.settings import Settings
+
+PREDICTION_LOG_SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.Datetime("us", "UTC"),
+    "request_id": pl.Utf8(),
+    "customer_id": pl.Int64(),
+    "model_name": pl.Utf8(),
+    "model_version": pl.Utf8(),
+    "variant": pl.Utf8(),
+    "score": pl.Float64(),
+    "label": pl.Int8(),
+    "threshold": pl.Float64(),
+    "latency_ms": pl.Float64(),
+    "feature_hash": pl.Utf8(),
+    "source": pl.Utf8(),
+    "as_of": pl.Date(),
+}
+COLUMNS = tuple(PREDICTION_LOG_SCHEMA)
+VARIANTS = ("champion", "canary", "shadow")
+SOURCES = ("http", "batch")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_DATE = dt.date(1970, 1, 1)
+# Raw (primitive) column types of a buffered row: ts as epoch µs, as_of as epoch days.
+_RAW_SCHEMA: dict[str, pl.DataType] = {
+    **PREDICTION_LOG_SCHEMA,
+    "ts": pl.Int64(),
+    "as_of": pl.Int32(),
+    "label": pl.Int64(),
+}
+
+
+class PredictionLogError(ValueError):
+    """A record does not fit the prediction-log schema (names the field and the rule)."""
+
+
+def segments_dir(settings: Settings) -> Path:
+    return settings.prediction_log_dir / "segments"
+
+
+def wal_dir(settings: Settings) -> Path:
+    return settings.prediction_log_dir / "wal"
+
+
+def _ts_us(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        delta = aware - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if isinstance(value, int | float):  # epoch seconds
+        return int(value * 1_000_000)
+    raise PredictionLogError(f"prediction log field 'ts': expected a datetime, got {type(value).__name__}")
+
+
+def _days(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        return (value - _EPOCH_DATE).days
+    if isinstance(value, str):
+        return (dt.date.fromisoformat(value) - _EPOCH_DATE).days
+    raise PredictionLogError(f"prediction log field 'as_of': expected a date, got {type(value).__name__}")
+
+
+def to_raw_row(record: Mapping[str, Any]) -> list[Any]:
+    """One record as a list of primitives in column order (validated)."""
+    missing = [c for c in COLUMNS if c not in record and c not in ("as_of", "feature_hash")]
+    if missing:
+        raise PredictionLogError(f"prediction log record misses field(s) {missing}")
+    variant, source = record["variant"], record["source"]
+    if variant not in VARIANTS:
+        raise PredictionLogError(f"prediction log field 'variant': {variant!r} not one of {VARIANTS}")
+    if source not in SOURCES:
+        raise PredictionLogError(f"prediction log field 'source': {source!r} not one of {SOURCES}")
+    return [
+        _ts_us(record["ts"]),
+        str(record["request_id"]),
+        int(record["customer_id"]),
+        str(record["model_name"]),
+        str(record["model_version"]),
+        variant,
+        float(record["score"]),
+        int(record["label"]),
+        float(record["threshold"]),
+        float(record["latency_ms"]),
+        record.get("feature_hash"),
+        source,
+        _days(record.get("as_of")),
+    ]
+
+
+def frame_from_raw(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
+    """Primitive rows -> a frame with :data:`PREDICTION_LOG_SCHEMA`."""
+    raw = pl.DataFrame(rows, schema=_RAW_SCHEMA, orient="row")
+    return raw.with_columns(
+        pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+        pl.col("as_of").cast(pl.Date),
+        pl.col("label").cast(pl.Int8),
+    )
+
+
+def _write_segment(directory: Path, frame: pl.DataFrame, seq: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    first = int(frame["ts"].dt.epoch("us").min() or 0)  # type: ignore[arg-type]
+    final = directory / f"seg-{first:017d}-{os.getpid()}-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = final.with_suffix(".tmp")
+    frame.write_parquet(tmp, statistics=True)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def _read_wal(path: Path) -> list[list[Any]]:
+    rows = []
+    for line in path.read_bytes().splitlines():
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError:  # a line torn by a crash mid-write
+            continue
+    return rows
+
+
+def recover_orphans(settings: Settings) -> int:
+    """Turn WAL files of dead writers (no lock held) into segments; returns the rows recovered."""
+    directory = wal_dir(settings)
+    if not directory.exists():
+        return 0
+    recovered = 0
+    for path in sorted(directory.glob("*.wal")):
+        try:
+            fh = open(path, "rb+")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            continue
+        with fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live writer owns it
+                continue
+            rows = _read_wal(path)
+            if rows:
+                _write_segment(segments_dir(settings), frame_from_raw(rows), 0)
+                recovered += len(rows)
+            path.unlink(missing_ok=True)
+    return recovered
+
+
+class PredictionLogWriter:
+    """Thread-safe writer: ``append`` is a WAL line write + a list append; a daemon thread flushes every
+    ``flush_seconds`` (``settings.serving.prediction_log_flush_seconds``; None = only on demand), and
+    ``append`` flushes when ``flush_rows`` records are buffered. ``close`` flushes and releases the WAL.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        flush_seconds: float | None = -1.0,
+        flush_rows: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.flush_rows = flush_rows or settings.serving.prediction_log_flush_rows
+        interval = settings.serving.prediction_log_flush_seconds if flush_seconds == -1.0 else flush_seconds
+        self._lock = threading.Lock()
+        self._buffer: list[list[Any]] = []
+        self._seq = 0
+        self._closed = False
+        self.recovered = recover_orphans(settings)
+        wal_dir(settings).mkdir(parents=True, exist_ok=True)
+        self.wal_path = wal_dir(settings) / f"{os.getpid()}-{uuid.uuid4().hex}.wal"
+        self._wal: IO[bytes] = open(self.wal_path, "ab")  # noqa: SIM115 - held until close()
+        fcntl.flock(self._wal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if interval:
+            self._thread = threading.Thread(
+                target=self._run, args=(interval,), name="prediction-log-flush", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Validate and log ``records`` (mappings with the schema's fields)."""
+        rows = [to_raw_row(r) for r in records]
+        if not rows:
+            return
+        payload = b"".join(orjson.dumps(r) + b"\n" for r in rows)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("prediction log writer is closed")
+            self._wal.write(payload)
+            self._wal.flush()  # to the OS: survives a killed process
+            self._buffer.extend(rows)
+            full = len(self._buffer) >= self.flush_rows
+        if full:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write buffered records as one segment; returns how many."""
+        with self._lock:
+            if not self._buffer or self._closed:
+                return 0
+            rows, self._buffer = self._buffer, []
+            self._seq += 1
+            _write_segment(segments_dir(self.settings), frame_from_raw(rows), self._seq)
+            self._wal.truncate(0)
+            self._wal.seek(0)
+            return len(rows)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wal.close()
+            self.wal_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> PredictionLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_predictions(settings: Settings, frame: pl.DataFrame) -> int:
+    """Batch append: ``frame`` must hold every schema column (castable); returns rows written."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise PredictionLogError(f"prediction frame misses column(s) {missing}")
+    if frame.is_empty():
+        return 0
+    ts_type = frame.schema["ts"]
+    zone = getattr(ts_type, "time_zone", None)
+    ts = pl.col("ts").cast(pl.Datetime("us", zone))
+    ts = ts.dt.convert_time_zone("UTC") if zone else ts.dt.replace_time_zone("UTC")
+    try:
+        out = frame.select(
+            [ts if c == "ts" else pl.col(c).cast(t, strict=True) for c, t in PREDICTION_LOG_SCHEMA.items()]
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise PredictionLogError(f"prediction frame does not cast to the log schema: {exc}") from exc
+    for column, allowed in (("variant", VARIANTS), ("source", SOURCES)):
+        bad = out.filter(~pl.col(column).is_in(list(allowed)))[column].unique().to_list()
+        if bad:
+            raise PredictionLogError(f"prediction log column '{column}': {bad} not in {allowed}")
+    _write_segment(segments_dir(settings), out, 0)
+    return out.height
+
+
+def read_predictions(
+    settings: Settings, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> pl.DataFrame:
+    """Flushed predictions with ``start <= ts < end`` (naive datetimes are UTC), ordered by ts."""
+    files = sorted(segments_dir(settings).glob("*.parquet")) if segments_dir(settings).exists() else []
+    if not files:
+        return pl.DataFrame(schema=PREDICTION_LOG_SCHEMA)
+    lazy = pl.scan_parquet(files, schema=PREDICTION_LOG_SCHEMA)
+    if start is not None:
+        lazy = lazy.filter(pl.col("ts") >= _aware(start))
+    if end is not None:
+        lazy = lazy.filter(pl.col("ts") < _aware(end))
+    return lazy.sort("ts", maintain_order=True).collect()
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,255 @@
+"""Gradual rollout of a newly promoted model: shadow -> canary 5 % -> 25 % -> 50 % -> full.
+
+The registry decides promotion first (alias ``champion`` = new version, ``previous`` = old). The rollout
+then moves traffic from ``stable_version`` (the old model: variant ``champion`` in responses) to
+``candidate_version`` (the new one: variant ``canary``). In ``shadow`` the candidate scores every
+request, logged as variant ``shadow`` and never returned. Advancing from ``canary_50`` reaches ``full``:
+the candidate becomes the stable version and the phase returns to ``none`` (the history records the
+``full`` step). A rollback restores stable traffic and rolls the registry back (champion <- previous).
+
+State location (``settings.serving.rollout_backend``):
+
+* ``file`` (default): JSON at ``home/serving/rollout.json``, replaced atomically; readers re-read it when
+  its modification time (ns) changes.
+* ``redis``: the JSON string at key ``{serving.redis_key_prefix}:rollout``; readers re-read it at most
+  every ``serving.rollout_refresh_seconds``.
+
+Routing (:func:`route`) is a deterministic hash of ``customer_id`` (SplitMix64 finaliser) into 10,000
+buckets: the same customer always gets the same variant within a phase, and raising the share only moves
+customers from stable to candidate, never back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from churn_assets.settings import Settings
+
+PHASES: tuple[str, ...] = ("none", "shadow", "canary_5", "canary_25", "canary_50", "full")
+CANDIDATE_SHARE: dict[str, float] = {
+    "none": 0.0,
+    "shadow": 0.0,
+    "canary_5": 0.05,
+    "canary_25": 0.25,
+    "canary_50": 0.50,
+    "full": 1.0,
+}
+BUCKETS = 10_000
+_MASK = (1 << 64) - 1
+
+
+class RolloutError(RuntimeError):
+    """A rollout transition is not possible from the current state (the message says why)."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class RolloutState:
+    phase: str = "none"
+    stable_version: str | None = None
+    candidate_version: str | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.phase not in ("none", "full") and self.candidate_version is not None
+
+    @property
+    def candidate_share(self) -> float:
+        return CANDIDATE_SHARE[self.phase] if self.active else 0.0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RolloutState:
+        data = orjson.loads(raw)
+        if data.get("phase") not in PHASES:
+            raise RolloutError(f"rollout state: phase {data.get('phase')!r} is not one of {PHASES}")
+        return cls(**{f.name: data.get(f.name, f.default) for f in dataclasses.fields(cls) if f.name in data})
+
+
+def bucket(customer_id: int) -> int:
+    """Deterministic bucket in [0, BUCKETS) of a customer id (SplitMix64 finaliser, process-independent)."""
+    z = (int(customer_id) + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (z ^ (z >> 31)) % BUCKETS
+
+
+def route(customer_id: int, state: RolloutState) -> Literal["champion", "canary"]:
+    """``canary`` for the candidate's share of customers in a canary phase, else ``champion``."""
+    share = state.candidate_share
+    if share <= 0.0:
+        return "champion"
+    return "canary" if bucket(customer_id) < share * BUCKETS else "champion"
+
+
+class RolloutStore:
+    """Load and change the rollout state (file or Redis, see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.backend = settings.serving.rollout_backend
+        self.path: Path = settings.serving_dir / "rollout.json"
+        self.key = f"{settings.serving.redis_key_prefix}:rollout"
+        self._redis: Any = None
+        self._cached: RolloutState | None = None
+        self._cached_marker: Any = None
+        self._checked_at = 0.0
+
+    # -- storage ----------------------------------------------------------------------------------
+    def _client(self) -> Any:
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(self.settings.serving.redis_url, socket_timeout=2)
+        return self._redis
+
+    def load(self) -> RolloutState:
+        """The current state (``phase="none"`` with no versions when nothing was stored yet)."""
+        if self.backend == "redis":
+            raw = self._client().get(self.key)
+            return RolloutState.from_json(raw) if raw else RolloutState()
+        try:
+            return RolloutState.from_json(self.path.read_bytes())
+        except FileNotFoundError:
+            return RolloutState()
+
+    def current(self) -> RolloutState:
+        """The state, re-read only when it changed (file mtime) or after ``rollout_refresh_seconds`` (Redis).
+
+        The hot path of the service calls this per request.
+        """
+        if self.backend == "redis":
+            now = time.monotonic()
+            if (
+                self._cached is None
+                or now - self._checked_at >= self.settings.serving.rollout_refresh_seconds
+            ):
+                self._cached, self._checked_at = self.load(), now
+            return self._cached
+        try:
+            marker: Any = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            marker = None
+        if self._cached is None or marker != self._cached_marker:
+            self._cached, self._cached_marker = self.load(), marker
+        return self._cached
+
+    def save(self, state: RolloutState) -> None:
+        if self.backend == "redis":
+            self._client().set(self.key, state.to_json())
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".rollout-", suffix=".json")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(state.to_json())
+        os.replace(tmp, self.path)
+
+    # -- transitions ------------------------------------------------------------------------------
+    @staticmethod
+    def _event(state: RolloutState, action: str, by: str, reason: str) -> None:
+        now = _now()
+        state.updated_at = now
+        state.history.append(
+            {
+                "at": now,
+                "action": action,
+                "phase": state.phase,
+                "stable_version": state.stable_version,
+                "candidate_version": state.candidate_version,
+                "by": by,
+                "reason": reason,
+            }
+        )
+
+    def set_stable(
+        self, version: str, by: str = "system", reason: str = "initial deployment"
+    ) -> RolloutState:
+        """Serve ``version`` with no rollout (first deployment or an explicit reset)."""
+        state = self.load()
+        if state.active:
+            raise RolloutError(f"a rollout to version {state.candidate_version} is active ({state.phase})")
+        state.phase, state.stable_version, state.candidate_version = "none", str(version), None
+        self._event(state, "set_stable", by, reason)
+        self.save(state)
+        return state
+
+    def start(
+        self, candidate_version: str, stable_version: str, by: str = "system", reason: str = ""
+    ) -> RolloutState:
+        """Begin a rollout in ``shadow``: the candidate scores every request, logged only."""
+        state = self.load()
+        if state.active:
+            raise RolloutError(
+                f"a rollout to version {state.candidate_version} is already active ({state.phase}); "
+                "advance or roll it back first"
+            )
+        if str(candidate_version) == str(stable_version):
+            raise RolloutError(f"candidate and stable are the same version ({candidate_version})")
+        state.phase = "shadow"
+        state.stable_version, state.candidate_version = str(stable_version), str(candidate_version)
+        state.started_at = _now()
+        self._event(state, "start", by, reason or "new champion promoted")
+        self.save(state)
+        return state
+
+    def advance(self, by: str = "system", reason: str = "") -> RolloutState:
+        """Next phase; from ``canary_50`` to ``full``, which makes the candidate stable (phase ``none``)."""
+        state = self.load()
+        if not state.active:
+            raise RolloutError("no rollout is active: nothing to advance")
+        nxt = PHASES[PHASES.index(state.phase) + 1]
+        state.phase = nxt
+        self._event(state, "advance", by, reason or f"advance to {nxt}")
+        if nxt == "full":
+            state.phase, state.stable_version, state.candidate_version = (
+                "none",
+                state.candidate_version,
+                None,
+            )
+            self._event(state, "complete", by, "candidate serves all traffic and becomes stable")
+        self.save(state)
+        return state
+
+    def rollback(self, by: str = "system", reason: str = "", registry: bool = True) -> RolloutState:
+        """Stop the rollout (all traffic to the stable version) and roll the registry back.
+
+        Without an active rollout this rolls back the last completed one: registry champion <- previous,
+        and the restored version becomes the stable one. ``registry=False`` leaves MLflow untouched.
+        """
+        state = self.load()
+        reason = reason or "rollout rollback"
+        restored: str | None = state.stable_version
+        if registry:
+            from churn_assets.modeling.registry import CHAMPION, ModelRegistry, RegistryError
+
+            reg = ModelRegistry(self.settings)
+            champion = reg.aliases().get(CHAMPION)
+            rollback_target = state.candidate_version if state.active else state.stable_version
+            if champion is not None and champion == rollback_target:
+                try:
+                    restored = reg.rollback(by=by, reason=reason).champion_after
+                except RegistryError as exc:
+                    raise RolloutError(f"registry rollback failed: {exc}") from exc
+        elif not state.active:
+            raise RolloutError("no rollout is active and registry=False: nothing to roll back")
+        state.phase, state.candidate_version, state.stable_version = "none", None, restored
+        self._event(state, "rollback", by, reason)
+        self.save(state)
+        return state

@@ -1,0 +1,99 @@
+"""Scoring registered versions: fast LightGBM path == predict_proba, threshold labels, SHAP reasons,
+calibrated / scikit-learn models, registry-backed rollout rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+
+from churn_assets.modeling.candidates import baseline_specs
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.modeling.training_set import feature_names
+from churn_assets.serving.rollout import RolloutStore
+from churn_assets.serving.scoring import ScoringError, ScoringModel, feature_hash, load_alias, load_version
+from tests.modeling_helpers import synthetic_churn
+from tests.serving_helpers import feature_frame, register, register_models, serving_settings, train_model
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory):
+    settings = serving_settings(tmp_path_factory.mktemp("scoring"))
+    previous, champion = register_models(settings)
+    return settings, previous, champion
+
+
+def test_champion_loads_with_features_and_threshold_and_scores_like_predict_proba(registered) -> None:
+    settings, previous, champion = registered
+    model = load_alias(settings, "champion")
+    assert (model.version, model.threshold, model.features) == (champion, 0.5, feature_names())
+    assert load_version(settings, previous).threshold == 0.4
+    frame = feature_frame(range(1, 201), seed=0)
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    rows[0]["plan_type"] = "never-seen-category"  # unknown category -> missing, as LightGBM does
+    rows[1]["tenure_days"] = None
+    scored = model.score(rows, explain=True)
+    reference = frame.copy()
+    reference.loc[0, "plan_type"] = np.nan
+    reference.loc[1, "tenure_days"] = np.nan
+    expected = model.model.predict_proba(reference[model.features])[:, 1]
+    np.testing.assert_allclose(scored.scores, expected, rtol=1e-9)
+    np.testing.assert_array_equal(scored.labels, (expected >= 0.5).astype(np.int8))
+    assert scored.reasons is not None and all(len(r) == 3 for r in scored.reasons)
+    top = scored.reasons[5]
+    assert abs(top[0]["contribution"]) >= abs(top[1]["contribution"]) >= abs(top[2]["contribution"])
+    assert {r["feature"] for r in top} <= set(model.features)
+
+
+def test_calibrated_and_sklearn_models_score_through_the_frame_path() -> None:
+    X, y, _ = synthetic_churn(800, seed=3)
+    lgbm = lgb.LGBMClassifier(n_estimators=15, verbose=-1).fit(X, y)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(lgbm), method="sigmoid").fit(X, y)
+    features = list(X.columns)
+    rows = X.head(50).astype(object).to_dict("records")
+    fast = ScoringModel("m", "1", lgbm, features, 0.3)
+    np.testing.assert_allclose(fast.score(rows).scores, lgbm.predict_proba(X.head(50))[:, 1], rtol=1e-9)
+    cal = ScoringModel("m", "2", calibrated, features, 0.3, flavor="sklearn")
+    scored = cal.score(rows, explain=True)
+    np.testing.assert_allclose(scored.scores, calibrated.predict_proba(X.head(50))[:, 1], rtol=1e-9)
+    assert scored.reasons is not None and len(scored.reasons[0]) == 3  # booster inside the wrapper
+    pipe = next(s for s in baseline_specs(["logistic_regression"])).build().fit(X, y)
+    sk = ScoringModel("m", "3", pipe, features, 0.3, flavor="sklearn")
+    out = sk.score(rows, explain=True)
+    np.testing.assert_allclose(out.scores, pipe.predict_proba(X.head(50))[:, 1], rtol=1e-9)
+    assert out.reasons == [[] for _ in rows]  # no SHAP for a non-tree model: empty reasons, not made up
+
+
+def test_bad_models_and_inputs_are_named() -> None:
+    X, y, _ = synthetic_churn(300, seed=1)
+    lgbm = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(X, y)
+    with pytest.raises(ScoringError, match="threshold"):
+        ScoringModel("m", "1", lgbm, list(X.columns), 1.5)
+    with pytest.raises(ScoringError, match="differ from tag 'features'"):
+        ScoringModel("m", "1", lgbm, ["a", "b"], 0.5)
+    pipe = next(s for s in baseline_specs(["logistic_regression"])).build().fit(X, y)
+    with pytest.raises(ScoringError, match=r"misses feature column\(s\) \['segment'\]"):
+        ScoringModel("m", "1", pipe, list(X.columns), 0.5).score(
+            [{"tenure": 1, "contract": "monthly", "monthly_charges": 5.0, "support_tickets": 0}]
+        )
+    assert feature_hash({"a": 1, "b": "x"}, ["a", "b"]) == feature_hash({"b": "x", "a": 1}, ["a", "b"])
+
+
+def test_rollout_rollback_rolls_the_registry_back(tmp_path: Path) -> None:
+    settings = serving_settings(tmp_path)
+    frame = feature_frame(range(1, 301))
+    v1 = register(settings, train_model(frame, 1, n_estimators=5), 0.4, 0.75)
+    v2 = register(settings, train_model(frame, 2, n_estimators=5), 0.5, 0.9)
+    registry = ModelRegistry(settings)
+    assert registry.aliases() == {"champion": v2, "previous": v1}
+    store = RolloutStore(settings)
+    store.start(v2, v1)
+    store.advance()
+    state = store.rollback(by="dave", reason="canary error rate")
+    assert (state.phase, state.stable_version) == ("none", v1)
+    assert registry.aliases() == {"champion": v1, "previous": v2}
+    assert registry.read_audit()[-1].action == "rollback"

@@ -1,0 +1,87 @@
+"""Small registered models and an online store for the serving tests.
+
+``register_models`` trains tiny LightGBM models on random frames of the 45 declared features (label from a
+known logistic signal), logs them to MLflow and registers them: v1 promoted to champion, then v2 promoted
+(champion = v2, previous = v1) — the state the registry leaves after a retrain that beat the champion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS
+from churn_assets.feature_store.online import OnlineStore
+from churn_assets.modeling.evaluation import GateResult
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.modeling.tracking import configure, log_candidate_run
+from churn_assets.modeling.training_set import categorical_features, feature_names
+from churn_assets.settings import ModelingSettings, ServingSettings, Settings
+from tests.feature_helpers import random_group_frame
+
+AS_OF = dt.datetime(2025, 6, 2)
+PASS = [GateResult("auc_floor", 0.8, 0.7, True)]
+
+
+def feature_frame(customer_ids: Sequence[int], seed: int = 0) -> pd.DataFrame:
+    """One row per customer with the 45 declared features (random values as in the online store)."""
+    tables = [
+        pl.from_arrow(random_group_frame(g, customer_ids, [AS_OF], seed=seed + i)).drop(EVENT_TIMESTAMP)
+        for i, g in enumerate(FEATURE_GROUPS)
+    ]
+    joined = tables[0]
+    for t in tables[1:]:
+        joined = joined.join(t, on=ENTITY)  # type: ignore[arg-type]
+    frame = joined.sort(ENTITY).to_pandas()  # type: ignore[union-attr]
+    for col in categorical_features():
+        frame[col] = frame[col].astype("category")
+    return frame
+
+
+def train_model(frame: pd.DataFrame, seed: int, n_estimators: int = 20) -> lgb.LGBMClassifier:
+    rng = np.random.default_rng(seed)
+    num = frame[feature_names()].select_dtypes("number")
+    signal = (num.iloc[:, 0] / 1000 - 0.5) * 4 + (num.iloc[:, 1] / 100 - 0.5) * 2
+    y = (rng.random(len(frame)) < 1 / (1 + np.exp(-signal))).astype(int)
+    model = lgb.LGBMClassifier(
+        n_estimators=n_estimators, num_leaves=7, verbose=-1, random_state=seed, n_jobs=1
+    )
+    return model.fit(frame[feature_names()], y)
+
+
+def register(
+    settings: Settings, model: object, threshold: float, auc: float, flavor: str = "lightgbm"
+) -> str:
+    tracking = configure(settings)
+    logged = log_candidate_run(
+        tracking, "final:test", model, flavor, {}, {"auc": auc, "threshold": threshold}
+    )
+    registry = ModelRegistry(settings)
+    version = registry.register(logged, feature_names(), "d" * 64, {"auc": auc, "threshold": threshold}, PASS)
+    champion = registry.aliases().get("champion")
+    registry.consider(version.version, auc, None if champion is None else auc - 0.1, PASS)
+    return version.version
+
+
+def serving_settings(home: Path, **serving: object) -> Settings:
+    modeling = ModelingSettings(registered_model_name="churn-model")  # type: ignore[call-arg]
+    return Settings(home=home, modeling=modeling, serving=ServingSettings(**serving))  # type: ignore[arg-type]
+
+
+def register_models(settings: Settings, n: int = 600) -> tuple[str, str]:
+    """Two registered LightGBM versions (v1 then v2 promoted): returns (previous, champion)."""
+    frame = feature_frame(range(1, n + 1))
+    v1 = register(settings, train_model(frame, 1), threshold=0.4, auc=0.75)
+    v2 = register(settings, train_model(frame, 2, n_estimators=30), threshold=0.5, auc=0.9)
+    return v1, v2
+
+
+def fill_online_store(store: OnlineStore, customer_ids: Sequence[int]) -> None:
+    for i, group in enumerate(FEATURE_GROUPS):
+        store.write(group.name, random_group_frame(group, customer_ids, [AS_OF], seed=i), now=AS_OF)
