@@ -166,7 +166,9 @@ class ModelingSettings(BaseModel):
     rolling_window_snapshots: int = Field(
         default=30, ge=3, description="Rolling mode: the newest N labelled snapshots make the training set."
     )
-    rolling_val_snapshots: int = Field(default=2, ge=1, description="Rolling mode: snapshots before test = val.")
+    rolling_val_snapshots: int = Field(
+        default=2, ge=1, description="Rolling mode: snapshots before test = val."
+    )
     rolling_test_snapshots: int = Field(
         default=2, ge=1, description="Rolling mode: the newest labelled snapshots = the holdout (test)."
     )
@@ -183,7 +185,10 @@ class RolloutCheckSettings(BaseModel):
         default=2.0, gt=0, description="Candidate P95 latency at most this multiple of the stable model's."
     )
     max_error_rate: float = Field(
-        default=0.001, ge=0, le=1, description="Share of candidate requests without a valid score at most this."
+        default=0.001,
+        ge=0,
+        le=1,
+        description="Share of candidate requests without a valid score at most this.",
     )
     max_score_ks: float = Field(
         default=0.25,
@@ -199,7 +204,9 @@ class RolloutCheckSettings(BaseModel):
         default=500, ge=1, description="Labelled candidate predictions needed before outcome metrics count."
     )
     max_auc_drop: float = Field(
-        default=0.0, ge=0, description="Once labels exist: candidate AUC may trail the stable model by at most this."
+        default=0.0,
+        ge=0,
+        description="Once labels exist: candidate AUC may trail the stable model by at most this.",
     )
 
 
@@ -244,7 +251,9 @@ class AutomationSettings(BaseModel):
         default=900.0, gt=0, description="Demo: give up when a week's runs have not finished after this."
     )
     demo_idle_seconds: float = Field(
-        default=12.0, gt=0, description="Demo: a week is done when no run was queued or running for this long."
+        default=12.0,
+        gt=0,
+        description="Demo: a week is done when no run was queued or running for this long.",
     )
     daemon_stop_grace_seconds: float = Field(
         default=10.0, gt=0, description="Demo: SIGTERM, wait this long, then SIGKILL the daemon's group."

@@ -49,7 +49,10 @@ class BatchScores:
     def counts(self) -> dict[str, int]:
         if self.frame.is_empty():
             return {}
-        return {str(r["variant"]): int(r["len"]) for r in self.frame.group_by("variant").len().iter_rows(named=True)}
+        return {
+            str(r["variant"]): int(r["len"])
+            for r in self.frame.group_by("variant").len().iter_rows(named=True)
+        }
 
 
 def snapshot_features(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
@@ -65,15 +68,13 @@ def snapshot_features(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.Data
     return OfflineStore(con).get_historical_features(entity)
 
 
-def _rows(
-    model: Any, features: pd.DataFrame, ids: np.ndarray, variant: str, as_of: dt.date
-) -> pl.DataFrame:
+def _rows(model: Any, features: pd.DataFrame, ids: np.ndarray, variant: str, as_of: dt.date) -> pl.DataFrame:
     started = time.perf_counter()
     scored = model.score(features)
     per_row_ms = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
     from churn_assets.serving.scoring import feature_hash
 
-    records = features.to_dict("records")
+    records: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in features.to_dict("records")]
     ts = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
     return pl.DataFrame(
         {

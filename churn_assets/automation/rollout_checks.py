@@ -66,6 +66,11 @@ def _valid(scores: pl.Series) -> pl.Series:
     return scores.filter(scores.is_not_null() & scores.is_not_nan() & (scores >= 0) & (scores <= 1))
 
 
+def _mean(values: pl.Series) -> float:
+    """Mean of a numeric series as a float (0.0 when empty)."""
+    return float(values.to_numpy().mean()) if values.len() else 0.0
+
+
 def _p95(frame: pl.DataFrame) -> float | None:
     if frame.is_empty():
         return None
@@ -88,7 +93,9 @@ def split_variants(
     cand = predictions.filter(
         pl.col("variant").is_in(CANDIDATE_VARIANTS) & (pl.col("model_version") == str(candidate))
     )
-    stab = predictions.filter((pl.col("variant") == STABLE_VARIANT) & (pl.col("model_version") == str(stable)))
+    stab = predictions.filter(
+        (pl.col("variant") == STABLE_VARIANT) & (pl.col("model_version") == str(stable))
+    )
     return stab, cand
 
 
@@ -119,7 +126,14 @@ def review_phase(
     )
     if not volume_ok:
         return RolloutVerdict(
-            "hold", phase, stable, candidate, f"too few predictions to judge ({checks[0].detail})", checks, n_cand, n_stab
+            "hold",
+            phase,
+            stable,
+            candidate,
+            f"too few predictions to judge ({checks[0].detail})",
+            checks,
+            n_cand,
+            n_stab,
         )
 
     p95_c, p95_s = _p95(cand), _p95(stab)
@@ -153,18 +167,20 @@ def review_phase(
     stable_scores = _valid(stab.get_column("score"))
     if valid.len() and stable_scores.len():
         ks = float(ks_2samp(valid.to_numpy(), stable_scores.to_numpy()).statistic)
-        pos_c = float(cand.get_column("label").cast(pl.Float64).mean() or 0.0)
-        pos_s = float(stab.get_column("label").cast(pl.Float64).mean() or 0.0)
+        pos_c = _mean(cand.get_column("label").cast(pl.Float64))
+        pos_s = _mean(stab.get_column("label").cast(pl.Float64))
         shift = abs(pos_c - pos_s)
         dist_ok = ks <= cfg.max_score_ks and shift <= cfg.max_positive_rate_shift
         detail = (
             f"KS {ks:.3f} (<= {cfg.max_score_ks}); positive rate {pos_c:.3f} vs {pos_s:.3f} "
             f"(|diff| {shift:.3f} <= {cfg.max_positive_rate_shift}); mean score "
-            f"{float(valid.mean() or 0):.3f} vs {float(stable_scores.mean() or 0):.3f}"
+            f"{_mean(valid):.3f} vs {_mean(stable_scores):.3f}"
         )
         checks.append(PhaseCheck("score_distribution", dist_ok, ks, f"KS <= {cfg.max_score_ks}", detail))
     else:
-        checks.append(PhaseCheck("score_distribution", False, None, "scores on both sides", "no valid scores"))
+        checks.append(
+            PhaseCheck("score_distribution", False, None, "scores on both sides", "no valid scores")
+        )
 
     checks.append(_outcome_check(stab, cand, outcomes, cfg))
     failed = [c.name for c in checks if not c.passed]
@@ -179,7 +195,9 @@ def review_phase(
             n_cand,
             n_stab,
         )
-    return RolloutVerdict("advance", phase, stable, candidate, f"all {len(checks)} checks passed", checks, n_cand, n_stab)
+    return RolloutVerdict(
+        "advance", phase, stable, candidate, f"all {len(checks)} checks passed", checks, n_cand, n_stab
+    )
 
 
 def _outcome_check(
@@ -193,11 +211,17 @@ def _outcome_check(
     lc = cand.join(o, on=keys, how="inner")
     ls = stab.join(o, on=keys, how="inner")
     if lc.height < cfg.min_labelled_rows:
-        return PhaseCheck("outcomes", True, None, limit, f"only {lc.height:,} labelled candidate predictions so far")
+        return PhaseCheck(
+            "outcomes", True, None, limit, f"only {lc.height:,} labelled candidate predictions so far"
+        )
     auc_c, auc_s = _auc(lc), _auc(ls)
     if auc_c is None or auc_s is None:
         return PhaseCheck("outcomes", True, None, limit, "labelled rows hold a single class")
     ok = auc_c >= auc_s - cfg.max_auc_drop
     return PhaseCheck(
-        "outcomes", ok, auc_c, limit, f"AUC candidate {auc_c:.3f} vs stable {auc_s:.3f} on {lc.height:,} labelled"
+        "outcomes",
+        ok,
+        auc_c,
+        limit,
+        f"AUC candidate {auc_c:.3f} vs stable {auc_s:.3f} on {lc.height:,} labelled",
     )

@@ -98,7 +98,12 @@ def drift_condition(report: Mapping[str, Any] | None, champion: str, cfg: Automa
     shown = ", ".join(str(x) for x in list(names)[:5]) if isinstance(names, list | tuple) else str(names)
     need = cfg.retrain_min_drifted_features
     fired = n >= need
-    return Condition("drift", fired, f"{n} drifted feature(s) ({'>=' if fired else '<'} {need}){': ' + shown if n else ''}", key)
+    return Condition(
+        "drift",
+        fired,
+        f"{n} drifted feature(s) ({'>=' if fired else '<'} {need}){': ' + shown if n else ''}",
+        key,
+    )
 
 
 def labels_condition(status: Mapping[str, Any] | None, cfg: AutomationSettings) -> Condition:
@@ -127,7 +132,9 @@ def monthly_condition(week: str, previous_week: str | None, cfg: AutomationSetti
         return Condition("monthly", False, "first evaluated week", f"monthly:{month}")
     prev = dt.date.fromisoformat(previous_week)
     fired = (prev.year, prev.month) != (day.year, day.month)
-    return Condition("monthly", fired, f"first week of {month}" if fired else f"still {month}", f"monthly:{month}")
+    return Condition(
+        "monthly", fired, f"first week of {month}" if fired else f"still {month}", f"monthly:{month}"
+    )
 
 
 def decide(week: str, champion: str, conditions: list[Condition]) -> RetrainRequest | None:

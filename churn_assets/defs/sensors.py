@@ -40,7 +40,9 @@ IN_FLIGHT = [
 _automation = get_settings().automation
 _INTERVAL = _automation.sensor_interval_seconds
 _STATUS = (
-    dg.DefaultSensorStatus.RUNNING if _automation.sensors_running_by_default else dg.DefaultSensorStatus.STOPPED
+    dg.DefaultSensorStatus.RUNNING
+    if _automation.sensors_running_by_default
+    else dg.DefaultSensorStatus.STOPPED
 )
 
 
@@ -165,7 +167,9 @@ def retrain_sensor(context: dg.SensorEvaluationContext):
             continue
         state = RolloutStore(settings).load()
         if state.active:
-            notes.append(f"{week}: {request.trigger} fired but the rollout of v{state.candidate_version} is active")
+            notes.append(
+                f"{week}: {request.trigger} fired but the rollout of v{state.candidate_version} is active"
+            )
             continue
         if runs_in_flight(instance, RETRAINING_JOB):
             notes.append(f"{week}: {request.trigger} fired while a retraining is running")

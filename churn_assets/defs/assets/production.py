@@ -10,7 +10,12 @@ from typing import Any
 
 import dagster as dg
 
-from churn_assets.automation.production import label_status, realised_outcomes, score_snapshot, snapshot_features
+from churn_assets.automation.production import (
+    label_status,
+    realised_outcomes,
+    score_snapshot,
+    snapshot_features,
+)
 from churn_assets.automation.rollout_checks import review_phase
 from churn_assets.defs.assets.features import feature_asset_key
 from churn_assets.defs.assets.training import CHAMPION, training_paths
@@ -99,7 +104,7 @@ def batch_scores(
             "candidate_version": state.candidate_version or "none",
             "rollout_phase": state.phase,
             "mean_score_stable": float(
-                result.frame.filter(result.frame["variant"] == "champion")["score"].mean() or 0.0
+                result.frame.filter(result.frame["variant"] == "champion")["score"].to_numpy().mean()
             )
             if written
             else 0.0,
@@ -187,7 +192,12 @@ def rollout_review(
                 con, calendar.timeline(), 7 * settings.simulation.label_delay_weeks, [as_of]
             )
         verdict = review_phase(
-            predictions, state.phase, state.stable_version, state.candidate_version, settings.automation.rollout, outcomes
+            predictions,
+            state.phase,
+            state.stable_version,
+            state.candidate_version,
+            settings.automation.rollout,
+            outcomes,
         )
     context.log.info(f"rollout review {context.partition_key}: {verdict.action} ({verdict.reason})")
     return dg.MaterializeResult(
@@ -201,7 +211,13 @@ def rollout_review(
             "checks": dg.MetadataValue.md(
                 markdown_table(
                     [
-                        {"check": c.name, "passed": c.passed, "value": c.value, "limit": c.limit, "detail": c.detail}
+                        {
+                            "check": c.name,
+                            "passed": c.passed,
+                            "value": c.value,
+                            "limit": c.limit,
+                            "detail": c.detail,
+                        }
                         for c in verdict.checks
                     ]
                 )
@@ -223,7 +239,9 @@ def rollout_review(
         "leaves the rollout unchanged (the decision is in the audit log for review)."
     ),
 )
-def rollout_start(context: dg.AssetExecutionContext, churnops: ChurnopsSettingsResource) -> dg.MaterializeResult:
+def rollout_start(
+    context: dg.AssetExecutionContext, churnops: ChurnopsSettingsResource
+) -> dg.MaterializeResult:
     from churn_assets.serving.rollout import RolloutStore
 
     settings = churnops.settings()
