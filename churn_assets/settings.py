@@ -258,6 +258,15 @@ class AutomationSettings(BaseModel):
     daemon_stop_grace_seconds: float = Field(
         default=10.0, gt=0, description="Demo: SIGTERM, wait this long, then SIGKILL the daemon's group."
     )
+    demo_split_mode: Literal["periods", "rolling"] = Field(
+        default="rolling", description="Demo: training-set split mode (rolling = newest labelled holdout)."
+    )
+    demo_n_trials: int = Field(default=6, ge=1, description="Demo: Optuna trials per training (budget).")
+    demo_tuning_seconds: float = Field(default=60.0, gt=0, description="Demo: Optuna seconds per training.")
+    demo_baselines: list[str] = Field(
+        default=["logistic_regression"],
+        description="Demo: scikit-learn baselines beside LightGBM (RF/MLP fitted twice each are slow on 2 cores).",
+    )
     rollout: RolloutCheckSettings = RolloutCheckSettings()
 
 
