@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from churn_assets.cli_modeling import register as register_modeling_commands
+from churn_assets.cli_monitoring import register as register_monitoring_commands
 from churn_assets.settings import SCALES, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ features_app = typer.Typer(help="The feature store.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(features_app, name="features")
 register_modeling_commands(app)
+register_monitoring_commands(app)
 
 # Piped output (CI logs, files) gets wide lines instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)

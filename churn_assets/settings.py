@@ -325,6 +325,52 @@ class ServingSettings(BaseModel):
     )
 
 
+class MonitoringSettings(BaseModel):
+    """Drift and performance monitoring (see docs/monitoring.md)."""
+
+    drift_p_value: float = Field(
+        0.01, gt=0, lt=1, description="Family-wise alpha of the drift tests (Bonferroni over the features)."
+    )
+    ks_floor: float = Field(
+        0.1, gt=0, le=1, description="Numeric features: a drift alert needs a KS statistic of at least this."
+    )
+    psi_floor: float = Field(
+        0.1, gt=0, description="Categorical features: a drift alert needs a PSI of at least this."
+    )
+    medium_factor: float = Field(1.5, gt=1, description="Effect >= floor x this: severity MEDIUM.")
+    high_factor: float = Field(2.5, gt=1, description="Effect >= floor x this: severity HIGH.")
+    reference_max_rows: int = Field(
+        1_000_000, gt=0, description="The drift reference is a seeded sample of at most this many train rows."
+    )
+    exclude_features: list[str] = Field(
+        default=["signup_cohort", "channel_churn_rate_90d", "cohort_churn_rate_90d"],
+        description="Features not drift-tested: signup_cohort is a calendar label (every new quarter is "
+        "unseen in training; its age is tenure_days / tenure_months); the two group churn rates hold one "
+        "value per channel / cohort, a handful of atoms that move with the churn rate every week (tracked "
+        "by the performance report), so a per-row distribution test flags them every week.",
+    )
+    min_explained: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Root cause: a segment is named only if it explains this share of the drift.",
+    )
+    segment_columns: list[str] = Field(
+        default=["acquisition_channel", "signup_cohort"],
+        description="Root-cause hint: segments whose removal from the current window explains the shift.",
+    )
+    histogram_features: int = Field(
+        6, ge=0, description="Overlay histograms for at most this many drifted features."
+    )
+    auc_threshold: float = Field(
+        0.78, gt=0, lt=1, description="Performance: AUC below this triggers retraining evaluation."
+    )
+    decay_warning: float = Field(
+        0.02, ge=0, description="Trend: an AUC drop from the baseline of more than this is 'decay'."
+    )
+    seed: int = 7
+
+
 class Settings(BaseSettings):
     """Root settings. ``home`` holds every piece of local state (git-ignored)."""
 
@@ -342,6 +388,7 @@ class Settings(BaseSettings):
     modeling: ModelingSettings = ModelingSettings()
     automation: AutomationSettings = AutomationSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     duckdb_memory_limit: str = Field(
         "4GB", description="DuckDB buffer limit of the warehouse (it spills to disk beyond it)."
     )
@@ -370,6 +417,10 @@ class Settings(BaseSettings):
     @property
     def world_state_path(self) -> Path:
         return self.home / "world" / "state.pkl"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        return self.home / "monitoring"
 
     @property
     def dagster_home(self) -> Path:

@@ -1,0 +1,156 @@
+"""Monitoring assets (weekly partitions): drift report and performance report of the champion.
+
+Thin wrappers over ``churn_assets.monitoring.weekly``. Sensors read the metadata keys below
+(contract in docs/monitoring.md):
+
+* ``monitoring/drift_report``: ``n_drifted_features`` (int), ``drifted_features`` (JSON list),
+  ``max_severity`` (NONE | LOW | MEDIUM | HIGH).
+* ``monitoring/performance_report``: ``auc`` (realised AUC of the newest week whose labels are
+  complete; absent before any), ``estimated_auc`` (CBPE of this week's predictions),
+  ``labelled_rows`` (int), ``below_threshold`` (bool; realised when labelled, else estimated —
+  ``below_threshold_basis`` says which).
+"""
+
+import datetime as dt
+from typing import Any
+
+import dagster as dg
+
+from churn_assets.defs.assets.features import feature_asset_key
+from churn_assets.defs.assets.raw import raw_asset_key
+from churn_assets.defs.assets.training import CHAMPION, png_markdown
+from churn_assets.defs.metadata import markdown_table
+from churn_assets.defs.monitoring_resources import MonitoringResource
+from churn_assets.defs.partitions import weekly_partitions
+from churn_assets.defs.resources import TimelineResource, WarehouseResource
+from churn_assets.defs.training_resources import MlflowResource, ModelingResource
+from churn_assets.feature_store.definitions import FEATURE_GROUPS
+from churn_assets.monitoring import plots
+from churn_assets.monitoring.weekly import drift_week, performance_week
+from churn_assets.settings import Settings
+
+MONITORING_GROUP = "monitoring"
+DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
+PERFORMANCE_REPORT = dg.AssetKey(["monitoring", "performance_report"])
+
+
+def _settings(modeling: ModelingResource, mlflow: MlflowResource, monitoring: MonitoringResource) -> Settings:
+    return monitoring.bind(mlflow.bind(modeling.settings()))
+
+
+def _skipped(week: dt.date) -> dict[str, Any]:
+    return {"skipped": f"{week} is a history week (no production snapshot)", "model_version": "none"}
+
+
+@dg.asset(
+    key=DRIFT_REPORT,
+    group_name=MONITORING_GROUP,
+    partitions_def=weekly_partitions,
+    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS] + [CHAMPION],
+    kinds={"duckdb", "scipy"},
+    description=(
+        "Data drift of the week's production window (feature snapshot as of the next Monday) against the "
+        "champion's training data: KS per numeric feature, chi-square per categorical one; alert when "
+        "p < 0.01 / n_features (Bonferroni) AND KS >= 0.1 / PSI >= 0.1. Severity, impact (champion's "
+        "importance), root-cause segment, overlay histograms; history in monitoring.drift_history."
+    ),
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    calendar: TimelineResource,
+    modeling: ModelingResource,
+    mlflow: MlflowResource,
+    monitoring: MonitoringResource,
+) -> dg.MaterializeResult:
+    settings = _settings(modeling, mlflow, monitoring)
+    week = dt.date.fromisoformat(context.partition_key)
+    with warehouse.warehouse().connect() as con:
+        result = drift_week(settings, con, calendar.timeline(), week)
+    if result is None:
+        return dg.MaterializeResult(
+            metadata={"n_drifted_features": 0, "drifted_features": dg.MetadataValue.json([]),
+                      "max_severity": "NONE", **_skipped(week)}
+        )  # fmt: skip
+    report = result.report
+    summary = report.summary()
+    cfg = settings.monitoring
+    context.log.info(
+        f"week {week}: {summary['n_drifted_features']} drifted of {summary['n_tested']} "
+        f"({', '.join(summary['drifted_features']) or 'none'})"
+    )
+    metadata: dict[str, Any] = {
+        "n_drifted_features": summary["n_drifted_features"],
+        "drifted_features": dg.MetadataValue.json(summary["drifted_features"]),
+        "max_severity": summary["max_severity"],
+        "n_tested": summary["n_tested"],
+        "drift_table": dg.MetadataValue.md(markdown_table(report.table(), limit=60)),
+        "rule": (
+            f"p < {cfg.drift_p_value} / {summary['n_tested']} = {summary['alpha_adjusted']:.2e} AND "
+            f"KS >= {cfg.ks_floor} (numeric) / PSI >= {cfg.psi_floor} (categorical)"
+        ),
+        "root_cause": (report.root_cause or {}).get("hint", "no drift" if not report.drifted else "n/a"),
+        "root_cause_ranking": dg.MetadataValue.json((report.root_cause or {}).get("ranking", [])),
+        "excluded_features": dg.MetadataValue.json(report.excluded),
+        "model_version": result.champion.version,
+        "as_of": result.as_of.isoformat(),
+        "reference_rows": summary["n_reference"],
+        "current_rows": summary["n_current"],
+        "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in result.seconds.items()}),
+    }
+    drifted = report.drifted[: cfg.histogram_features]
+    png = plots.drift_histograms(
+        result.reference, result.current, drifted, settings.monitoring_dir / "plots" / f"drift_{week}.png"
+    )
+    if png is not None:
+        metadata["histograms"] = png_markdown(png, "Drifted features: reference vs current")
+        metadata["histograms_path"] = dg.MetadataValue.path(str(png))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    key=PERFORMANCE_REPORT,
+    group_name=MONITORING_GROUP,
+    partitions_def=weekly_partitions,
+    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS] + [raw_asset_key("churn_events"), CHAMPION],
+    kinds={"duckdb", "mlflow"},
+    description=(
+        "The champion's predictions of the week (batch-scored from the offline store until the serving "
+        "path logs them), their label-free AUC estimate (CBPE), and realised AUC / recall / precision / F1 "
+        "of every prediction week whose 90-day labels completed this week; trend table vs AUC 0.78."
+    ),
+)
+def performance_report(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    calendar: TimelineResource,
+    modeling: ModelingResource,
+    mlflow: MlflowResource,
+    monitoring: MonitoringResource,
+) -> dg.MaterializeResult:
+    settings = _settings(modeling, mlflow, monitoring)
+    week = dt.date.fromisoformat(context.partition_key)
+    with warehouse.warehouse().connect() as con:
+        result = performance_week(settings, con, calendar.timeline(), week)
+    if result is None:
+        return dg.MaterializeResult(metadata={"labelled_rows": 0, "below_threshold": False, **_skipped(week)})
+    meta = result.metadata()
+    context.log.info(
+        f"week {week}: estimated AUC {meta['estimated_auc']:.3f}"
+        + (f", realised AUC {meta['auc']:.3f} (week {meta['labelled_week']})" if "auc" in meta else "")
+    )
+    metadata: dict[str, Any] = {
+        **{k: v for k, v in meta.items() if k != "newly_labelled_weeks"},
+        "newly_labelled_weeks": dg.MetadataValue.json(meta["newly_labelled_weeks"]),
+        "trend": dg.MetadataValue.md(markdown_table(result.trend, limit=60)),
+        "scored_now": result.scored_now,
+        "predictions_source": "batch scoring of the offline snapshot (monitoring/batch_scoring.py)",
+    }
+    png = plots.auc_trend(
+        [w for w in result.history if w.week <= week.isoformat()],
+        result.threshold,
+        settings.monitoring_dir / "plots" / f"auc_{week}.png",
+    )
+    if png is not None:
+        metadata["auc_trend"] = png_markdown(png, "AUC by prediction week")
+    return dg.MaterializeResult(metadata=metadata)

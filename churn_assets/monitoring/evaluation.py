@@ -1,0 +1,190 @@
+"""Measure the drift rule on simulated production: false alarms on stable weeks, campaign detection.
+
+``python -m churn_assets.monitoring.evaluation --scenario stable --weeks 20`` simulates the default
+world (20,000 customers) with the acquisition campaign and the concept shift switched off, runs the
+main Dagster job over history, registers a champion (the simulator's reference LightGBM,
+``simulation.calibration.LGBM_PARAMS``, fitted on the training set's train split and promoted through
+the registry), lands and processes 20 production weeks, then runs the weekly drift and performance
+step on each. ``--scenario default`` does the same with the scripted campaign (week 4) and price war
+(week 6). It prints one line per week and a summary: flagged feature-weeks, the first week with a
+drift alert and with >= 3 drifted features (the retraining trigger), and the seconds per weekly step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from churn_assets.modeling.evaluation import binary_metrics, choose_threshold
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.modeling.tracking import configure, log_candidate_run
+from churn_assets.modeling.training_set import build_training_set, feature_names
+from churn_assets.settings import Settings, SimulationSettings
+from churn_assets.storage.warehouse import Warehouse
+from churn_assets.timeline import Timeline
+
+
+def register_champion(settings: Settings, params: dict[str, Any] | None = None) -> str:
+    """Training set (written where the training assets keep it) -> LightGBM on the train split ->
+    MLflow run -> registered version, promoted when there is no champion. Returns the version."""
+    import lightgbm as lgb
+
+    from churn_assets.simulation.calibration import LGBM_PARAMS
+
+    timeline = Timeline.from_settings(settings.simulation)
+    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
+        frame, meta = build_training_set(con, timeline, settings)
+    folder = settings.home / "training"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / "training_set.parquet", index=False)
+    (folder / "training_set.json").write_text(json.dumps(meta, default=str))
+    names = feature_names()
+    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
+    model = lgb.LGBMClassifier(**(params or LGBM_PARAMS))  # type: ignore[arg-type]
+    model.fit(train[names], train["churned"])
+    p_val = np.asarray(model.predict_proba(val[names]))[:, 1]
+    threshold = choose_threshold(val["churned"], p_val)
+    metrics = {k: v for k, v in binary_metrics(val["churned"], p_val, threshold).items() if k != "n"}
+    metrics["threshold"] = threshold
+    logged = log_candidate_run(configure(settings), "monitoring-evaluation", model, "lightgbm", {}, metrics)
+    registry = ModelRegistry(settings)
+    version = registry.register(logged, names, meta["sha256"], metrics, [])
+    if registry.aliases().get("champion") is None:
+        registry.consider(version.version, metrics["auc"], None, [])
+    return version.version
+
+
+@dataclass
+class Evaluation:
+    scenario: str
+    weeks: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def flagged_feature_weeks(self) -> int:
+        return sum(w["n_drifted"] for w in self.weeks)
+
+    def first_week(self, min_features: int = 1) -> int | None:
+        return next((w["week"] for w in self.weeks if w["n_drifted"] >= min_features), None)
+
+    def lines(self) -> list[str]:
+        out = [f"scenario {self.scenario}: {len(self.weeks)} production weeks"]
+        for w in self.weeks:
+            feats = ", ".join(f"{f} {s} {e:.3f}" for f, s, e in w["drifted"]) or "-"
+            out.append(
+                f"week {w['week']:>2} ({w['key']}): drifted {w['n_drifted']:>2} [{feats}]; "
+                f"bare p<0.01: {w['bare_p']:>2}; largest unflagged {w['max_quiet'][1]} {w['max_quiet'][0]:.3f}; "
+                f"root cause: {w['root_cause']}; est. AUC {w['estimated_auc']:.3f}"
+                + (
+                    f", realised AUC {w['auc']:.3f} ({w['labelled_week']})"
+                    if w.get("auc") is not None
+                    else ""
+                )
+                + f"; step {w['seconds']:.2f} s"
+            )
+        out.append(
+            f"flagged feature-weeks: {self.flagged_feature_weeks} (a bare p < 0.01 rule: "
+            f"{sum(w['bare_p'] for w in self.weeks)}); first alert: week {self.first_week()}; "
+            f"first week with >= 3 drifted features: {self.first_week(3)}"
+        )
+        step = [w["seconds"] for w in self.weeks]
+        out.append(
+            f"weekly step (drift + performance) median {np.median(step):.2f} s, max {max(step):.2f} s; "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        )
+        return out
+
+
+def run(n_customers: int, weeks: int, scenario: str, home: Path, seed: int = 42) -> Evaluation:
+    import dagster as dg
+
+    from churn_assets.defs.resources import build_resources
+    from churn_assets.monitoring.weekly import drift_week, performance_week
+    from churn_assets.orchestration import run_pipeline
+    from churn_assets.simulation import World
+
+    sim = SimulationSettings(n_customers=n_customers, seed=seed)
+    if scenario == "stable":
+        sim = sim.model_copy(update={"campaign_start_week": None, "concept_shift_week": None})
+    settings = Settings(home=home, simulation=sim)
+    result = Evaluation(scenario)
+    instance = dg.DagsterInstance.ephemeral()
+    resources: dict[str, object] = dict(build_resources(settings))
+    t = time.perf_counter()
+    world = World.create(sim)
+    history = world.simulate_history(settings.landing_dir)
+    result.seconds["history"] = time.perf_counter() - t
+    t = time.perf_counter()
+    assert run_pipeline(instance, history, resources=resources).success
+    result.seconds["history pipeline"] = time.perf_counter() - t
+    t = time.perf_counter()
+    register_champion(settings)
+    result.seconds["champion"] = time.perf_counter() - t
+    t = time.perf_counter()
+    keys = world.advance(weeks, settings.landing_dir)
+    world.save(settings.world_state_path)
+    assert run_pipeline(instance, keys, resources=resources).success
+    result.seconds["production pipeline"] = time.perf_counter() - t
+    timeline = Timeline.from_settings(sim)
+    import datetime as dt
+
+    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
+        for number, key in enumerate(keys, start=1):
+            week = dt.date.fromisoformat(key)
+            t = time.perf_counter()
+            drift = drift_week(settings, con, timeline, week)
+            perf = performance_week(settings, con, timeline, week)
+            seconds = time.perf_counter() - t
+            assert drift is not None and perf is not None
+            meta = perf.metadata()
+            rc = drift.report.root_cause
+            result.weeks.append(
+                {
+                    "week": number,
+                    "key": key,
+                    "n_drifted": len(drift.report.drifted),
+                    "drifted": [(f.feature, f.severity, f.effect) for f in drift.report.drifted],
+                    "bare_p": sum(
+                        f.p_value < settings.monitoring.drift_p_value for f in drift.report.features
+                    ),
+                    "max_quiet": max(
+                        ((f.effect, f.feature) for f in drift.report.features if not f.drifted),
+                        default=(0.0, "-"),
+                    ),
+                    "root_cause": rc["hint"] if rc else "-",
+                    "estimated_auc": meta["estimated_auc"],
+                    "auc": meta.get("auc"),
+                    "labelled_week": meta.get("labelled_week"),
+                    "seconds": seconds,
+                    "timings": drift.seconds,
+                }
+            )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--scenario", choices=["stable", "default"], default="stable")
+    parser.add_argument("--weeks", type=int, default=20)
+    parser.add_argument("--n-customers", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--dir", type=Path, default=None, help="State folder (default: a temporary one).")
+    args = parser.parse_args()
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        result = run(args.n_customers, args.weeks, args.scenario, args.dir.resolve(), args.seed)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(args.n_customers, args.weeks, args.scenario, Path(tmp), args.seed)
+    print("\n".join(result.lines()))
+
+
+if __name__ == "__main__":
+    main()

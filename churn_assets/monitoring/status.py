@@ -1,0 +1,254 @@
+"""The spec's "MLOps Status Report", built from stored state only.
+
+:func:`build_status_report` reads the registry (champion, aliases, tags, audit log), the monitoring
+history in the warehouse (``monitoring.drift_runs`` / ``drift_history`` / ``performance_history``)
+and, when given or available, the prediction log (requests/s and latency percentiles of the
+HTTP-served predictions). :func:`render_status` turns the dict into the plain-text report.
+
+Week deployed: the first monitored production week in which the current champion version produced
+the reports (the registry's promotion time is wall-clock, not simulated time; both are shown).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import math
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from churn_assets.modeling.registry import CHAMPION, PREVIOUS, ModelRegistry
+from churn_assets.monitoring import history
+from churn_assets.monitoring.performance import trend_table
+from churn_assets.settings import Settings
+from churn_assets.storage.warehouse import Warehouse
+
+
+def _num(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def traffic_stats(log: pl.DataFrame | None) -> dict[str, Any]:
+    """Requests/s and latency P50/P95/P99 of a prediction-log frame (HTTP rows when there are any)."""
+    if log is None or log.height == 0:
+        return {"source": "no prediction log", "requests": 0}
+    rows = log.filter(pl.col("source") == "http") if "source" in log.columns else log
+    source = "http"
+    if rows.height == 0:
+        rows, source = log, "batch"
+    span = (rows.get_column("ts").max() - rows.get_column("ts").min()).total_seconds()  # type: ignore[operator, union-attr]
+    lat = rows.get_column("latency_ms")
+    return {
+        "source": f"prediction log ({source})",
+        "requests": rows.height,
+        "window_start": str(rows.get_column("ts").min()),
+        "window_end": str(rows.get_column("ts").max()),
+        "requests_per_second": rows.height / span if span > 0 else None,
+        "latency_p50_ms": _num(lat.quantile(0.50)),
+        "latency_p95_ms": _num(lat.quantile(0.95)),
+        "latency_p99_ms": _num(lat.quantile(0.99)),
+    }
+
+
+def _read_prediction_log(settings: Settings) -> pl.DataFrame | None:
+    """The serving branch's prediction log when that module exists (None otherwise)."""
+    if importlib.util.find_spec("churn_assets.serving.prediction_log") is None:
+        return None
+    from churn_assets.serving import prediction_log  # type: ignore[import-not-found, unused-ignore]
+
+    frame = prediction_log.read_predictions(settings)
+    return frame if isinstance(frame, pl.DataFrame) else None
+
+
+def _champion_section(settings: Settings, registry: ModelRegistry) -> dict[str, Any]:
+    mv = registry.version_by_alias(CHAMPION)
+    if mv is None:
+        return {"version": None}
+    tags = dict(mv.tags)
+    version = str(mv.version)
+    audit = registry.read_audit()
+    became = [
+        e for e in audit if e.champion_after == version and e.action in ("promoted", "approved", "rollback")
+    ]
+    previous = registry.version_by_alias(PREVIOUS)
+    return {
+        "name": registry.name,
+        "version": version,
+        "semver": tags.get("semver"),
+        "test_auc": _num(tags.get("metric.auc")),
+        "threshold": _num(tags.get("metric.threshold")),
+        "data_sha256": tags.get("data_sha256"),
+        "promoted_at": became[-1].at if became else None,
+        "previous_version": str(previous.version) if previous is not None else None,
+    }
+
+
+def _monitoring_sections(
+    con: duckdb.DuckDBPyConnection, version: str | None, settings: Settings
+) -> dict[str, Any]:
+    cfg = settings.monitoring
+    runs = history.drift_runs(con)
+    perf = history.performance_history(con)
+    weeks_of_version = sorted(
+        {r["week"].isoformat() for r in runs.iter_rows(named=True) if r["model_version"] == version}
+        | {w.week for w in perf if w.model_version == version}
+    )
+    drift: dict[str, Any] = {"week": None}
+    if runs.height:
+        last = runs.row(runs.height - 1, named=True)
+        rows = history.drift_history(con).filter(pl.col("week") == last["week"])
+        drifted = rows.filter(pl.col("drifted")).sort("effect", descending=True)
+        drift = {
+            "week": last["week"].isoformat(),
+            "as_of": last["as_of"].isoformat(),
+            "model_version": last["model_version"],
+            "n_tested": last["n_tested"],
+            "n_drifted": last["n_drifted"],
+            "max_severity": last["max_severity"],
+            "features": [
+                {"feature": r["feature"], "score": r["effect"], "severity": r["severity"], "test": r["test"]}
+                for r in drifted.iter_rows(named=True)
+            ],
+            "root_cause": (json.loads(last["root_cause"]) or {}).get("hint") if last["root_cause"] else None,
+        }
+    labelled = [w for w in perf if w.labelled]
+    latest_labelled = max(labelled, key=lambda w: w.as_of) if labelled else None
+    latest = max(perf, key=lambda w: w.week) if perf else None
+    auc = latest_labelled.auc if latest_labelled else None
+    estimate = latest.estimated_auc if latest else None
+    basis_value = auc if auc is not None else estimate
+    performance = {
+        "threshold": cfg.auc_threshold,
+        "auc": auc,
+        "auc_week": latest_labelled.week if latest_labelled else None,
+        "estimated_auc": estimate,
+        "estimated_week": latest.week if latest else None,
+        "basis": "realised" if auc is not None else ("estimated" if estimate is not None else None),
+        "below_threshold": None if basis_value is None else bool(basis_value < cfg.auc_threshold),
+        "trend": trend_table(perf, cfg.auc_threshold, cfg.decay_warning)[-8:],
+    }
+    return {
+        "week_deployed": weeks_of_version[0] if weeks_of_version else None,
+        "weeks_monitored": len(weeks_of_version),
+        "drift": drift,
+        "performance": performance,
+    }
+
+
+def build_status_report(settings: Settings, predictions: pl.DataFrame | None = None) -> dict[str, Any]:
+    """Every field read from stored state (see the module docstring); ``predictions``: a prediction-log
+    frame to use instead of reading the serving log."""
+    registry = ModelRegistry(settings)
+    model = _champion_section(settings, registry)
+    report: dict[str, Any] = {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    monitoring: dict[str, Any] = {"week_deployed": None, "weeks_monitored": 0, "drift": {"week": None}}
+    monitoring["performance"] = {
+        "threshold": settings.monitoring.auc_threshold,
+        "auc": None,
+        "estimated_auc": None,
+    }
+    if settings.warehouse_path.exists():
+        with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+            has_schema = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'monitoring'"
+            ).fetchone()
+            if has_schema and has_schema[0]:
+                monitoring = _monitoring_sections(con, model.get("version"), settings)
+    model["week_deployed"] = monitoring.pop("week_deployed")
+    model["weeks_monitored"] = monitoring.pop("weeks_monitored")
+    report["model"] = model
+    report.update(monitoring)
+    log = predictions if predictions is not None else _read_prediction_log(settings)
+    report["traffic"] = traffic_stats(log)
+    audit = registry.read_audit()
+    last = audit[-1] if audit else None
+    report["action_taken"] = (
+        {
+            "action": last.action,
+            "version": last.version,
+            "at": last.at,
+            "actor": last.actor,
+            "reason": last.reason,
+        }
+        if last
+        else None
+    )
+    reasons = []
+    perf = report["performance"]
+    if perf.get("below_threshold"):
+        reasons.append(f"AUC {perf.get('basis')} below {perf['threshold']}")
+    drift = report["drift"]
+    if (drift.get("n_drifted") or 0) >= 3:
+        reasons.append(f"{drift['n_drifted']} features drifted")
+    report["recommendation"] = (
+        ("RETRAINING RECOMMENDED: " + "; ".join(reasons)) if reasons else "no action needed"
+    )
+    return report
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def render_status(report: dict[str, Any]) -> str:
+    """The plain-text MLOps Status Report."""
+    bar = "═" * 60
+    m, perf, drift, traffic = report["model"], report["performance"], report["drift"], report["traffic"]
+    lines = ["MLOPS STATUS REPORT", bar]
+    if m.get("version") is None:
+        lines.append("Production model: none (no champion registered)")
+    else:
+        lines += [
+            f"Production model: {m['name']} v{m['semver']} (registry version {m['version']}, test AUC {_f(m['test_auc'])})",
+            f"Deployed: week {_f(m['week_deployed'])} (promoted {_f(m['promoted_at'])}); "
+            f"monitored for {m['weeks_monitored']} week(s); previous version {_f(m['previous_version'])}",
+        ]
+    status = {True: "BELOW THRESHOLD 🔴", False: "OK ✓", None: "no data"}[perf.get("below_threshold")]
+    lines += [
+        f"Performance: AUC {_f(perf.get('auc'))} (labelled week {_f(perf.get('auc_week'))}), estimated "
+        f"{_f(perf.get('estimated_auc'))} (week {_f(perf.get('estimated_week'))}) vs threshold "
+        f"{perf['threshold']} — {status}",
+    ]
+    if drift.get("week"):
+        feats = (
+            ", ".join(f"{d['feature']} ({d['severity']}, {d['score']:.3f})" for d in drift["features"])
+            or "none"
+        )
+        lines.append(
+            f"Drift (week {drift['week']}): {drift['n_drifted']} of {drift['n_tested']} features — {feats}"
+        )
+        if drift.get("root_cause"):
+            lines.append(f"Root cause: {drift['root_cause']}")
+    else:
+        lines.append("Drift: no report yet")
+    if traffic.get("requests"):
+        lines.append(
+            f"Traffic ({traffic['source']}): {traffic['requests']} requests, "
+            f"{_f(traffic.get('requests_per_second'), 1)} req/s, latency P50/P95/P99 "
+            f"{_f(traffic.get('latency_p50_ms'), 1)} / {_f(traffic.get('latency_p95_ms'), 1)} / "
+            f"{_f(traffic.get('latency_p99_ms'), 1)} ms"
+        )
+    else:
+        lines.append(f"Traffic: {traffic['source']}")
+    act = report.get("action_taken")
+    lines.append(
+        f"Last action: {act['action']} v{act['version']} by {act['actor']} at {act['at']} — {act['reason']}"
+        if act
+        else "Last action: none"
+    )
+    lines.append(f"Recommendation: {report['recommendation']}")
+    if perf.get("trend"):
+        lines += ["", "Week        AUC    est.AUC  Recall  Prec.  F1     Trend"]
+        for r in perf["trend"]:
+            lines.append(
+                f"{r['week']}  {r['AUC']:<6} {r['est. AUC (CBPE)']:<8} {r['recall']:<7} {r['precision']:<6} "
+                f"{r['F1']:<6} {r['trend']}"
+            )
+    return "\n".join(lines)
