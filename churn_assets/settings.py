@@ -283,8 +283,10 @@ class ServingSettings(BaseModel):
     rate_limit: str = Field(
         "1000/minute", description="Per-customer request limit (`limits` notation, e.g. 1000/minute)."
     )
-    rate_limit_storage: Literal["memory", "redis"] = Field(
-        "redis", description="Rate-limit counters in Redis (shared by workers) or per process."
+    rate_limit_storage: Literal["auto", "memory", "redis"] = Field(
+        "auto",
+        description="Rate-limit counters in Redis (shared by workers) or per process; auto = Redis when the "
+        "online store is Redis.",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for rate limits and rollout.")
     redis_key_prefix: str = Field("churnops:serving", description="Prefix of every serving Redis key.")

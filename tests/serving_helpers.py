@@ -7,6 +7,7 @@ known logistic signal), logs them to MLflow and registers them: v1 promoted to c
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,3 +86,69 @@ def register_models(settings: Settings, n: int = 600) -> tuple[str, str]:
 def fill_online_store(store: OnlineStore, customer_ids: Sequence[int]) -> None:
     for i, group in enumerate(FEATURE_GROUPS):
         store.write(group.name, random_group_frame(group, customer_ids, [AS_OF], seed=i), now=AS_OF)
+
+
+class TcpProxy:
+    """A loopback TCP proxy to a real server that the test can take down (``stop``) and bring back (``start``)."""
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        import socket
+
+        self.target_port = target_port
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self._server: object = None
+        self._conns: list[object] = []
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(128)
+        self._server = server
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    with contextlib.suppress(OSError):
+                        s.close()
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                self._conns += [client, upstream]
+                threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def stop(self) -> None:
+        import socket
+
+        assert isinstance(self._server, socket.socket)
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread on Linux
+        self._server.close()
+        for c in self._conns:
+            assert isinstance(c, socket.socket)
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+        self._conns = []

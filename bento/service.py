@@ -1,0 +1,61 @@
+"""The churnops BentoML service (see docs/serving.md).
+
+Models are declared as ``bentoml.models.BentoModel`` class attributes from ``serving_models.json`` (written by
+``churn_assets.serving.bento_build``): ``stable`` always, ``candidate`` while a rollout is active. The hot
+endpoints live in a Starlette app mounted with ``@bentoml.asgi_app`` (the fast path); BentoML keeps its own
+``/livez``, ``/readyz`` (``__is_ready__``: model loaded AND feature store answers) and ``/metrics``.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import bentoml
+
+from churn_assets.serving.app import build_app
+from churn_assets.serving.bento_build import load_exported
+from churn_assets.serving.runtime import Runtime
+from churn_assets.settings import get_settings
+
+MANIFEST: dict[str, Any] = json.loads((Path(__file__).parent / "serving_models.json").read_text())
+SETTINGS = get_settings()
+_RUNTIME: dict[str, Runtime] = {}
+log = logging.getLogger("churnops.serving")
+
+fast_app = build_app(SETTINGS, lambda: _RUNTIME.get("runtime"), bentoml.metrics)
+
+
+@bentoml.asgi_app(fast_app, path="/")
+@bentoml.service(
+    name="churn_service",
+    workers=SETTINGS.serving.workers,
+    traffic={"timeout": SETTINGS.serving.request_timeout_seconds},
+    logging={"access": {"enabled": False}},
+)
+class ChurnService:
+    """Churn probability per customer: online features, rollout routing, prediction log."""
+
+    stable = bentoml.models.BentoModel(MANIFEST["stable"])
+    if MANIFEST.get("candidate"):
+        candidate = bentoml.models.BentoModel(MANIFEST["candidate"])
+
+    def __init__(self) -> None:
+        models = {}
+        for attr in ("stable", "candidate"):
+            if hasattr(type(self), attr):
+                model = load_exported(getattr(self, attr).path)
+                models[model.version] = model
+        default = load_exported(self.stable.path).version
+        _RUNTIME["runtime"] = Runtime(SETTINGS, models, default)
+        log.info("churn_service loaded model versions %s", sorted(models))
+
+    def __is_ready__(self) -> bool:
+        runtime = _RUNTIME.get("runtime")
+        return runtime is not None and runtime.ready()[0]
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        runtime = _RUNTIME.pop("runtime", None)
+        if runtime is not None:
+            runtime.close()  # flushes the prediction log

@@ -1,0 +1,234 @@
+"""MLflow registry -> BentoML model store -> bento, offline.
+
+* :func:`sync_rollout` — align the rollout state with the registry: first deployment sets the champion
+  stable; a new champion (promoted by the registry) starts a rollout in ``shadow`` from the old stable.
+* :func:`export_version` — copy a registered version's MLflow model into the BentoML model store
+  (``settings.bentoml_home``) as ``<registered name>:v<version>`` with ``serving.json`` (features, threshold,
+  flavor, semver) beside it.
+* :func:`write_manifest` — ``bento/serving_models.json``: the BentoML tags of the stable and (during a
+  rollout) candidate models, read by ``bento/service.py`` to declare its ``BentoModel`` attributes.
+* :func:`build_bento` — the above, then ``bentoml build`` (``python.lock_packages: false``: no package
+  index needed) in a subprocess with ``BENTOML_HOME`` from the settings; the bento tag is recorded on the
+  registry version (tag ``bento_tag``). Versions other than stable / candidate / previous are removed from
+  the model store once older than ``serving.previous_retention_days``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from churn_assets.serving.rollout import RolloutState, RolloutStore
+from churn_assets.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENTO_DIR = REPO_ROOT / "bento"
+MANIFEST = BENTO_DIR / "serving_models.json"
+META_FILE = "serving.json"
+
+
+class BentoBuildError(RuntimeError):
+    """The bento cannot be built (no champion, failed build...)."""
+
+
+def bentoml_env(settings: Settings) -> dict[str, str]:
+    """Environment of a BentoML subprocess: its home under settings.home, no telemetry, churnops settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENTOML_HOME")}
+    env.update(
+        BENTOML_HOME=str(settings.bentoml_home),
+        BENTOML_DO_NOT_TRACK="True",
+        CHURNOPS_HOME=str(settings.home),
+    )
+    return env
+
+
+def model_store(settings: Settings) -> Any:
+    from bentoml._internal.models.model import ModelStore
+
+    path = settings.bentoml_home / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return ModelStore(str(path))
+
+
+def bento_tag_of(settings: Settings, version: str) -> str:
+    return f"{settings.modeling.registered_model_name}:v{version}"
+
+
+def sync_rollout(settings: Settings, by: str = "champion_bento") -> RolloutState:
+    """Make the rollout state follow the registry's champion (see module docstring)."""
+    from churn_assets.modeling.registry import CHAMPION, ModelRegistry
+
+    champion = ModelRegistry(settings).aliases().get(CHAMPION)
+    if champion is None:
+        raise BentoBuildError("the registry has no champion: run `churnops train` first")
+    store = RolloutStore(settings)
+    state = store.load()
+    if state.stable_version is None:
+        return store.set_stable(champion, by=by, reason="first deployment of the champion")
+    if champion in (state.stable_version, state.candidate_version):
+        return state
+    if state.active:
+        raise BentoBuildError(
+            f"champion is v{champion} but a rollout to v{state.candidate_version} is active: "
+            "finish or roll it back first (`churnops rollout advance|rollback`)"
+        )
+    return store.start(champion, state.stable_version, by=by, reason=f"registry promoted v{champion}")
+
+
+def export_version(settings: Settings, version: str) -> str:
+    """Export registry version ``version`` into the BentoML model store (idempotent); returns the tag."""
+    import bentoml
+    import mlflow.artifacts
+    from bentoml.exceptions import NotFound
+
+    from churn_assets.modeling.registry import ModelRegistry
+
+    store = model_store(settings)
+    tag = bento_tag_of(settings, version)
+    try:
+        store.get(tag)
+        return tag
+    except NotFound:
+        pass
+    registry = ModelRegistry(settings)
+    mv = registry.client.get_model_version(registry.name, str(version))
+    tags = dict(mv.tags)
+    meta = {
+        "name": registry.name,
+        "version": str(version),
+        "semver": tags.get("semver"),
+        "flavor": tags.get("flavor", "sklearn"),
+        "features": json.loads(tags["features"]),
+        "threshold": float(tags["metric.threshold"]),
+        "source": str(mv.source),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    with tempfile.TemporaryDirectory(prefix="churnops-export-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=str(mv.source), dst_path=tmp)
+        with bentoml.models.create(
+            tag,
+            labels={"registry_version": str(version), "semver": str(meta["semver"])},
+            metadata={k: v for k, v in meta.items() if k != "features"},
+            _model_store=store,
+        ) as bento_model:
+            shutil.copytree(local, bento_model.path_of("mlflow_model"))
+            Path(bento_model.path_of(META_FILE)).write_text(json.dumps(meta, indent=1))
+    return tag
+
+
+def load_exported(path: str | Path) -> Any:
+    """A :class:`~churn_assets.serving.scoring.ScoringModel` from an exported BentoML model directory."""
+    from churn_assets.modeling.tracking import load_model
+    from churn_assets.serving.scoring import ScoringModel
+
+    root = Path(path)
+    meta = json.loads((root / META_FILE).read_text())
+    model = load_model(str(root / "mlflow_model"), meta["flavor"])
+    return ScoringModel(
+        name=meta["name"],
+        version=meta["version"],
+        model=model,
+        features=meta["features"],
+        threshold=meta["threshold"],
+        flavor=meta["flavor"],
+        semver=meta.get("semver"),
+    )
+
+
+def write_manifest(settings: Settings, state: RolloutState, path: Path = MANIFEST) -> dict[str, str | None]:
+    """Export stable (+ candidate) and write the manifest the service declares its models from."""
+    if state.stable_version is None:
+        raise BentoBuildError("rollout state has no stable version")
+    manifest = {
+        "stable": export_version(settings, state.stable_version),
+        "candidate": export_version(settings, state.candidate_version) if state.active else None,  # type: ignore[arg-type]
+    }
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def prune(settings: Settings, keep: set[str]) -> list[str]:
+    """Delete exported versions not in ``keep`` that are older than ``previous_retention_days``."""
+    store = model_store(settings)
+    limit = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.serving.previous_retention_days)
+    removed = []
+    for model in store.list(settings.modeling.registered_model_name):
+        created = model.info.creation_time
+        created = created if created.tzinfo else created.replace(tzinfo=dt.UTC)
+        if str(model.tag) not in keep and created < limit:
+            store.delete(model.tag)
+            removed.append(str(model.tag))
+    return removed
+
+
+@dataclass(frozen=True)
+class BentoBuild:
+    bento_tag: str
+    stable: str
+    candidate: str | None
+    phase: str
+    removed: list[str]
+
+
+def build_bento(settings: Settings) -> BentoBuild:
+    """Sync the rollout, export its models, ``bentoml build`` offline, tag the registry version."""
+    from churn_assets.modeling.registry import PREVIOUS, ModelRegistry
+
+    state = sync_rollout(settings)
+    manifest = write_manifest(settings, state)
+    registry = ModelRegistry(settings)
+    previous = registry.aliases().get(PREVIOUS)
+    keep = {t for t in manifest.values() if t}
+    if previous is not None:
+        keep.add(export_version(settings, previous))
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("bentoml")),
+            "build",
+            str(REPO_ROOT),
+            "-f",
+            str(BENTO_DIR / "bentofile.yaml"),
+            "--output",
+            "tag",
+        ],
+        env=bentoml_env(settings),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BentoBuildError(f"bentoml build failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("__tag__:")]
+    if not lines:
+        raise BentoBuildError(f"bentoml build printed no tag: {proc.stdout[-1000:]}")
+    bento_tag = lines[-1].removeprefix("__tag__:").strip()
+    served = state.candidate_version if state.active else state.stable_version
+    registry.client.set_model_version_tag(registry.name, str(served), "bento_tag", bento_tag)
+    return BentoBuild(
+        bento_tag=bento_tag,
+        stable=str(manifest["stable"]),
+        candidate=manifest["candidate"],
+        phase=state.phase,
+        removed=prune(settings, keep),
+    )
+
+
+def latest_bento(settings: Settings) -> str | None:
+    """The newest built bento's tag in this settings' BentoML home (None when none was built)."""
+    root = settings.bentoml_home / "bentos" / "churn_service"
+    if not root.exists():
+        return None
+    versions = [p for p in root.iterdir() if p.is_dir() and p.name != "latest"]
+    if not versions:
+        return None
+    newest = max(versions, key=lambda p: p.stat().st_mtime)
+    return f"churn_service:{newest.name}"

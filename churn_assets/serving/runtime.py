@@ -1,0 +1,253 @@
+"""What one service worker holds and does per request, independent of HTTP: the loaded model versions,
+online-feature reads behind the TTL cache and the circuit breaker, rollout routing, scoring, shadow scoring
+and the prediction log. :mod:`churn_assets.serving.app` puts HTTP around it; the bento builds it from the
+models in its BentoML store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cachetools
+
+from churn_assets.feature_store.online import OnlineStore, make_online_store
+from churn_assets.serving.prediction_log import PredictionLogWriter
+from churn_assets.serving.resilience import CustomerRateLimit, FeatureStoreUnavailable, RateBreaker
+from churn_assets.serving.rollout import RolloutState, RolloutStore, route
+from churn_assets.serving.scoring import ScoringModel, feature_hash
+from churn_assets.settings import Settings
+
+log = logging.getLogger(__name__)
+_UNKNOWN: dict[str, Any] = {}  # cached marker: the store has no row for the customer
+
+
+def serving_clock(settings: Settings) -> dt.datetime:
+    """The clock of online reads: ``serving.as_of`` or the newest offline snapshot, else wall-clock UTC."""
+    if settings.serving.as_of is not None:
+        return dt.datetime.combine(settings.serving.as_of, dt.time())
+    try:
+        from churn_assets.feature_store.offline import OfflineStore
+        from churn_assets.storage.warehouse import Warehouse
+
+        with Warehouse(settings.warehouse_path).connect() as con:
+            times = OfflineStore(con).snapshot_times("customer_account")
+        if times:
+            return max(times)
+    except Exception as exc:  # the warehouse may be absent or locked by a writer
+        log.warning("serving clock: offline store unavailable (%s); using wall-clock UTC", exc)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Runtime:
+    """A worker's serving state; ``models`` maps registry version -> loaded model."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: Mapping[str, ScoringModel],
+        default_version: str,
+        store: OnlineStore | None = None,
+        writer: PredictionLogWriter | None = None,
+    ) -> None:
+        if default_version not in models:
+            raise ValueError(f"default version {default_version} is not among the loaded {sorted(models)}")
+        self.settings = settings
+        cfg = settings.serving
+        self.models = dict(models)
+        self.default_version = default_version
+        self.store = store or make_online_store(settings)
+        self.writer = writer or PredictionLogWriter(settings)
+        self.rollout = RolloutStore(settings)
+        self.rate_limit = CustomerRateLimit(settings)
+        self.breaker = RateBreaker(
+            cfg.breaker_error_rate,
+            cfg.breaker_window_seconds,
+            cfg.breaker_min_calls,
+            cfg.breaker_reset_seconds,
+        )
+        self.cache: cachetools.TTLCache[int, dict[str, Any]] | None = (
+            cachetools.TTLCache(cfg.feature_cache_size, cfg.feature_cache_ttl_seconds)
+            if cfg.feature_cache_ttl_seconds > 0
+            else None
+        )
+        self.now = serving_clock(settings)
+        self.as_of = self.now.date()
+        # Every model reads the union of their features (one store round trip).
+        self.features = sorted({f for m in self.models.values() for f in m.features})
+
+    # -- versions ---------------------------------------------------------------------------------
+    def state(self) -> RolloutState:
+        try:
+            return self.rollout.current()
+        except Exception as exc:  # a broken state file must not take serving down
+            log.warning("rollout state unreadable (%s): serving the default version", exc)
+            return RolloutState()
+
+    def model_for(self, version: str | None) -> ScoringModel:
+        if version is not None and version in self.models:
+            return self.models[version]
+        return self.models[self.default_version]
+
+    def candidate(self, state: RolloutState) -> ScoringModel | None:
+        if state.active and state.candidate_version in self.models:
+            return self.models[state.candidate_version]  # type: ignore[index]
+        return None
+
+    # -- features ---------------------------------------------------------------------------------
+    def _read_store(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        result = self.store.read(ids, self.features, now=self.now)
+        return {c.customer_id: (c.values if c.found else _UNKNOWN) for c in result}
+
+    def features_for(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Feature rows per id (empty dict = unknown id); cache first, then one store read for the rest.
+
+        Raises :class:`FeatureStoreUnavailable` when the breaker is open or the read fails.
+        """
+        found: dict[int, dict[str, Any]] = {}
+        missing: list[int] = []
+        cache = self.cache
+        for cid in ids:
+            hit = cache.get(cid) if cache is not None else None
+            if hit is None:
+                missing.append(cid)
+            else:
+                found[cid] = hit
+        if missing:
+            fresh = self.breaker.call(self._read_store, list(dict.fromkeys(missing)))
+            if cache is not None:
+                for cid, values in fresh.items():
+                    cache[cid] = values
+            found.update(fresh)
+        return found
+
+    def ready(self) -> tuple[bool, str]:
+        """Model loaded AND the feature store answers (a one-id read through the breaker)."""
+        if not self.models:
+            return False, "no model loaded"
+        try:
+            self.breaker.call(self._read_store, [0])
+        except FeatureStoreUnavailable as exc:
+            return False, str(exc)
+        return True, "ok"
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def predict_rows(
+        self,
+        ids: Sequence[int | None],
+        rows: Sequence[Mapping[str, Any] | None],
+        explain: bool,
+        errors: Mapping[int, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], list[tuple[ScoringModel, int, Mapping[str, Any]]]]:
+        """Score ``rows`` (None = per-item error in ``errors``); returns the response items and the shadow work.
+
+        Every scored item is appended to the prediction log.
+        """
+        start = time.perf_counter()
+        state = self.state()
+        stable = self.model_for(state.stable_version)
+        candidate = self.candidate(state)
+        groups: dict[str, list[int]] = {}
+        for i, (cid, row) in enumerate(zip(ids, rows, strict=True)):
+            if row is None:
+                continue
+            routed: str = route(cid, state) if (cid is not None and candidate is not None) else "champion"
+            groups.setdefault(routed, []).append(i)
+        out: list[dict[str, Any] | None] = [None] * len(rows)
+        records = []
+        request_id = uuid.uuid4().hex
+        now = dt.datetime.now(dt.UTC)
+        for variant, idx in groups.items():
+            model = candidate if variant == "canary" and candidate is not None else stable
+            batch = [rows[i] for i in idx]
+            scored = model.score(batch, explain=explain, top_k=self.settings.serving.explain_top_k)  # type: ignore[arg-type]
+            for k, i in enumerate(idx):
+                item: dict[str, Any] = {
+                    "customer_id": ids[i],
+                    "probability": float(scored.scores[k]),
+                    "label": int(scored.labels[k]),
+                    "threshold": model.threshold,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    "variant": variant,
+                }
+                if scored.reasons is not None:
+                    item["reasons"] = scored.reasons[k]
+                out[i] = item
+        latency_ms = (time.perf_counter() - start) * 1000
+        for done, row in zip(out, rows, strict=True):
+            if done is None or row is None:
+                continue
+            records.append(self._record(request_id, now, done, row, latency_ms))
+        if records:
+            self.writer.append(records)
+        shadow = []
+        if state.phase == "shadow" and candidate is not None:
+            shadow = [(candidate, i, rows[i]) for idx in groups.values() for i in idx]  # type: ignore[misc]
+        items = [
+            o if o is not None else {"customer_id": ids[i], "error": (errors or {}).get(i, "not scored")}
+            for i, o in enumerate(out)
+        ]
+        return items, [(m, ids[i], r) for m, i, r in shadow]  # type: ignore[misc]
+
+    def _record(
+        self,
+        request_id: str,
+        now: dt.datetime,
+        item: Mapping[str, Any],
+        row: Mapping[str, Any],
+        latency_ms: float,
+    ) -> dict[str, Any]:
+        return {
+            "ts": now,
+            "request_id": request_id,
+            "customer_id": item["customer_id"] if item["customer_id"] is not None else -1,
+            "model_name": item["model_name"],
+            "model_version": item["model_version"],
+            "variant": item["variant"],
+            "score": item["probability"],
+            "label": item["label"],
+            "threshold": item["threshold"],
+            "latency_ms": latency_ms,
+            "feature_hash": feature_hash(row, self.features),
+            "source": "http",
+            "as_of": self.as_of,
+        }
+
+    def score_shadow(self, work: Sequence[tuple[ScoringModel, int | None, Mapping[str, Any]]]) -> None:
+        """Score the shadow candidate (after the response is sent) and log it as variant ``shadow``."""
+        if not work:
+            return
+        start = time.perf_counter()
+        model = work[0][0]
+        scored = model.score([row for _, _, row in work])
+        latency_ms = (time.perf_counter() - start) * 1000
+        now, request_id = dt.datetime.now(dt.UTC), uuid.uuid4().hex
+        self.writer.append(
+            [
+                self._record(
+                    request_id,
+                    now,
+                    {
+                        "customer_id": cid,
+                        "model_name": model.name,
+                        "model_version": model.version,
+                        "variant": "shadow",
+                        "probability": float(scored.scores[k]),
+                        "label": int(scored.labels[k]),
+                        "threshold": model.threshold,
+                    },
+                    row,
+                    latency_ms,
+                )
+                for k, (_, cid, row) in enumerate(work)
+            ]
+        )
+
+    def close(self) -> None:
+        self.writer.close()
+        self.store.close()

@@ -1,0 +1,130 @@
+"""A real churn service (``bentoml serve`` from source) on a free port, with the real Redis behind a proxy."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from churn_assets.feature_store.online import RedisOnlineStore
+from churn_assets.serving.bento_build import BENTO_DIR, bentoml_env, sync_rollout, write_manifest
+from churn_assets.serving.rollout import RolloutStore
+from churn_assets.settings import Settings
+from tests.serving_helpers import TcpProxy, fill_online_store, register_models, serving_settings
+
+REPO = Path(__file__).resolve().parents[2]
+N_CUSTOMERS = 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    url: str
+    settings: Settings
+    proxy: TcpProxy
+    previous: str
+    champion: str
+    prefix: str
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+
+def start_service(settings: Settings, env_overrides: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    env = {**bentoml_env(settings), **env_overrides}
+    log = open(settings.home / f"service-{port}.log", "ab")  # noqa: SIM115 - child's stdout
+    return subprocess.Popen(
+        [str(REPO / ".venv/bin/bentoml"), "serve", "bento.service:ChurnService", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited {process.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"service not ready in {timeout} s: {log.read_text()[-3000:]}")
+
+
+def stop_service(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()  # SIGTERM: graceful shutdown, flushes the prediction log
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Service]:
+    home = tmp_path_factory.mktemp("service")
+    prefix = f"churnops-test:{uuid.uuid4().hex[:12]}"
+    proxy = TcpProxy(6379)
+    proxy.start()
+    overrides = {
+        "CHURNOPS_HOME": str(home),
+        "CHURNOPS_FEATURE_STORE__ONLINE_BACKEND": "redis",
+        "CHURNOPS_FEATURE_STORE__REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
+        "CHURNOPS_FEATURE_STORE__REDIS_KEY_PREFIX": f"{prefix}:fs",
+        "CHURNOPS_SERVING__REDIS_URL": redis_url,
+        "CHURNOPS_SERVING__REDIS_KEY_PREFIX": f"{prefix}:serving",
+        "CHURNOPS_SERVING__AS_OF": "2025-06-02",
+        "CHURNOPS_SERVING__BREAKER_MIN_CALLS": "5",
+        "CHURNOPS_SERVING__BREAKER_RESET_SECONDS": "2",
+        "CHURNOPS_SERVING__MAX_BATCH_SIZE": "100",
+        "CHURNOPS_SERVING__PREDICTION_LOG_FLUSH_SECONDS": "0.5",
+    }
+    settings = serving_settings(home, redis_key_prefix=f"{prefix}:serving", redis_url=redis_url)
+    previous, champion = register_models(settings)
+    store = RedisOnlineStore(redis_url, f"{prefix}:fs")
+    fill_online_store(store, range(1, N_CUSTOMERS + 1))
+    # Deployed v1, then the registry promoted v2: the bento serves v1 stable + v2 candidate (shadow).
+    RolloutStore(settings).set_stable(previous)
+    state = sync_rollout(settings)
+    assert (state.phase, state.candidate_version) == ("shadow", champion)
+    manifest = BENTO_DIR / "serving_models.json"
+    backup = manifest.read_bytes() if manifest.exists() else None
+    write_manifest(settings, state)
+    port = free_port()
+    process = start_service(settings, overrides, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, home / f"service-{port}.log")
+        yield Service(url, settings, proxy, previous, champion, prefix, process)
+    finally:
+        stop_service(process)
+        if backup is not None:
+            manifest.write_bytes(backup)
+        else:
+            manifest.unlink(missing_ok=True)
+        store.clear()
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(match=f"{prefix}:*"):
+            client.delete(key)
+        store.close()
+        os.environ.pop("BENTOML_HOME", None)
