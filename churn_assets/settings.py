@@ -96,7 +96,10 @@ class ModelingSettings(BaseModel):
     audit_url: str | None = Field(default=None, description="Audit log SQLAlchemy URL; None = home/registry.")
     promotion_mode: Literal["auto", "manual"] = "auto"
     min_auc_gain: float = Field(
-        default=0.02, ge=0, description="Challenger must beat the champion AUC by MORE."
+        default=0.02,
+        ge=-1,
+        description="Challenger must beat the champion AUC by MORE (a negative value accepts a challenger "
+        "at most that much worse: only for tests of the promotion chain).",
     )
     gate_min_auc: float = Field(default=0.70, ge=0, le=1, description="Gate: test AUC at least this.")
     gate_max_auc_gap: float = Field(

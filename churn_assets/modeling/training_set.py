@@ -268,7 +268,7 @@ def build_training_set(
         "missing_share": missing_share,
         "sha256": frame_hash(frame),
         "split_mode": cfg.split_mode,
-        "newest_labelled_as_of": max(frame[AS_OF]).isoformat() if len(frame) else None,
+        "newest_labelled_as_of": pd.Timestamp(max(frame[AS_OF])).date().isoformat() if len(frame) else None,
     }
     return frame, metadata
 

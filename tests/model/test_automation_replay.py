@@ -31,7 +31,13 @@ from churn_assets.defs.assets.training import CHAMPION
 from churn_assets.defs.automation_resources import build_automation_resources
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
 from churn_assets.defs.resources import build_resources
-from churn_assets.defs.sensors import DRIFT_REPORT, metadata_of, new_week_sensor, retrain_sensor, rollout_sensor
+from churn_assets.defs.sensors import (
+    DRIFT_REPORT,
+    metadata_of,
+    new_week_sensor,
+    retrain_sensor,
+    rollout_sensor,
+)
 from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.orchestration import QUIET_CONSOLE, load_definitions, register_weeks
@@ -60,7 +66,11 @@ def replay_settings(home: Path) -> Settings:
     return Settings(
         home=home,
         simulation=SimulationSettings(
-            n_customers=1_500, history_months=6, campaign_start_week=1, concept_shift_week=1
+            n_customers=1_500,
+            history_months=6,
+            campaign_start_week=1,
+            campaign_signup_multiplier=40.0,  # a tiny world needs a big campaign to drift in one week
+            concept_shift_week=1,
         ),
         feature_store=FeatureStoreSettings(),
         modeling=ModelingSettings(
@@ -109,7 +119,9 @@ class Replay:
         self.cursors: dict[str, str | None] = {}
         self.log: list[tuple[str, dg.RunRequest, dg.ExecuteInProcessResult]] = []
 
-    def execute(self, job_name: str, request: dg.RunRequest | None = None, **kw: Any) -> dg.ExecuteInProcessResult:
+    def execute(
+        self, job_name: str, request: dg.RunRequest | None = None, **kw: Any
+    ) -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def(job_name)
         config = dict(QUIET_CONSOLE)
         if request is not None and request.run_config:
@@ -164,7 +176,10 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
             instance=instance,
             resources=r.res,
             run_config=QUIET_CONSOLE,
-            tags={"dagster/asset_partition_range_start": weeks[0], "dagster/asset_partition_range_end": weeks[-1]},
+            tags={
+                "dagster/asset_partition_range_start": weeks[0],
+                "dagster/asset_partition_range_end": weeks[-1],
+            },
         )
         assert history.success
         assert r.execute(RETRAINING_JOB, tags={"churnops/trigger": "bootstrap"}).success
@@ -190,12 +205,21 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     [retrain] = first["retrain"]  # retrain requested
     assert retrain.tags["churnops/trigger"] == "drift" and retrain.run_key == "retrain:drift:1"
     _, _, result = replay.log[-1]
-    decision = {k: v.value for e in result.get_asset_materialization_events() if e.asset_key == CHAMPION for k, v in e.materialization.metadata.items()}
+    decision = {
+        k: v.value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == CHAMPION
+        for k, v in e.materialization.metadata.items()
+    }
     assert decision["decision"] == "promoted" and decision["champion_after"] == "2"  # challenger promoted
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert ROLLOUT_START in materialized
     state = store.load()
-    assert (state.phase, state.stable_version, state.candidate_version) == ("shadow", "1", "2")  # rollout started
+    assert (state.phase, state.stable_version, state.candidate_version) == (
+        "shadow",
+        "1",
+        "2",
+    )  # rollout started
 
     second = replay.week()
     assert [r.partition_key for r in second["production"]] != [week1]

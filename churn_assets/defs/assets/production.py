@@ -138,7 +138,7 @@ def production_label_status(
         if newest is None:  # a training set from before the rolling mode: newest test snapshot
             splits = json.loads(meta_path.read_text()).get("splits", {})
             newest = max((s.get("last_as_of") or "" for s in splits.values()), default="") or None
-        since = dt.date.fromisoformat(newest) if newest else None
+        since = dt.date.fromisoformat(str(newest)[:10]) if newest else None
     with warehouse.warehouse().connect() as con:
         status = label_status(con, calendar.timeline(), 7 * settings.simulation.label_delay_weeks, since)
     context.log.info(f"week {context.partition_key}: {status['new_labelled_rows']} new labelled rows")
@@ -249,22 +249,31 @@ def rollout_start(
     store = RolloutStore(settings)
     trigger = context.run.tags.get("churnops/trigger", "manual")
     before = store.load()
+    new = str(decision.get("champion_after"))
     if decision["outcome"] != "promoted":
-        action = f"none: champion {decision.get('champion_after')} kept ({decision['reason']})"
+        action = f"none: champion v{new} kept ({decision['reason']})"
         state = before
     elif not decision.get("champion_before"):
-        state = store.set_stable(str(decision["champion_after"]), by="retraining", reason="first champion")
-        action = f"deployed first champion v{decision['champion_after']}"
+        # First champion: deployed directly (the bento build may already have recorded it).
+        state = (
+            before
+            if before.stable_version == new
+            else store.set_stable(new, by="retraining", reason="first champion")
+        )
+        action = f"deployed first champion v{new}"
+    elif before.active and before.candidate_version == new:
+        state = before  # the bento build already started it (serving.bento_build.sync_rollout)
+        action = f"rollout of v{new} started in {before.phase} (stable v{before.stable_version})"
     else:
         if before.active:  # a newer champion supersedes a candidate still under review
             store.rollback(by="retraining", reason="superseded by a newer champion", registry=False)
         state = store.start(
-            str(decision["champion_after"]),
+            new,
             str(decision["champion_before"]),
             by="retraining",
             reason=f"promoted by the {trigger} retraining",
         )
-        action = f"rollout of v{state.candidate_version} started in shadow (stable v{state.stable_version})"
+        action = f"rollout of v{new} started in {state.phase} (stable v{state.stable_version})"
     context.log.info(action)
     return dg.MaterializeResult(
         metadata={
