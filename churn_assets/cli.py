@@ -15,6 +15,7 @@ from rich.table import Table
 
 from churn_assets.cli_modeling import register as register_modeling_commands
 from churn_assets.cli_monitoring import register as register_monitoring_commands
+from churn_assets.cli_serving import register as register_serving_commands
 from churn_assets.settings import SCALES, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(features_app, name="features")
 register_modeling_commands(app)
 register_monitoring_commands(app)
+register_serving_commands(app)
 
 # Piped output (CI logs, files) gets wide lines instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)

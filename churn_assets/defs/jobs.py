@@ -3,7 +3,7 @@
 import dagster as dg
 
 from churn_assets.defs.assets.features import FEATURE_GROUP_NAME
-from churn_assets.defs.assets.production import ROLLOUT_START, ROLLOUT_STEP
+from churn_assets.defs.assets.production import CHAMPION_BENTO, ROLLOUT_START, ROLLOUT_STEP
 from churn_assets.defs.assets.raw import RAW_GROUP
 from churn_assets.defs.partitions import weekly_partitions
 
@@ -46,7 +46,7 @@ RETRAINING_JOB = "retraining"
 
 retraining = dg.define_asset_job(
     RETRAINING_JOB,
-    selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets(ROLLOUT_START),
+    selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets(CHAMPION_BENTO, ROLLOUT_START),
     description=(
         "Launched by the retraining sensor / monthly schedule: training set from the feature store (rolling "
         "window, newest holdout) -> challenger -> gates -> promotion (> min_auc_gain) -> bento rebuild -> "
@@ -60,4 +60,12 @@ rollout_step_job = dg.define_asset_job(
     ROLLOUT_STEP_JOB,
     selection=dg.AssetSelection.assets(ROLLOUT_STEP),
     description="One rollout step (advance or rollback), requested by the rollout sensor.",
+)
+
+SERVING_JOB = "serving"
+
+serving = dg.define_asset_job(
+    SERVING_JOB,
+    selection=dg.AssetSelection.groups("serving"),
+    description="Export the registry champion (and a rollout candidate) to BentoML and build the bento offline.",
 )

@@ -17,7 +17,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from pydantic import (
@@ -34,6 +34,7 @@ from pydantic import create_model as create_pydantic_model
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -46,6 +47,11 @@ from churn_assets.settings import Settings
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 5.0)
 
 
+INT64_MAX = 2**63 - 1
+CustomerId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+Int64 = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+
+
 class PredictRequest(BaseModel):
     """Customer ids scored with features from the online store."""
 
@@ -56,11 +62,11 @@ class PredictRequest(BaseModel):
     explain: StrictBool = Field(False, description="Return the top-3 SHAP reasons per customer.")
 
 
-_PY_TYPES: dict[str, Any] = {"int64": StrictInt, "float64": StrictInt | StrictFloat, "string": StrictStr}
+_PY_TYPES: dict[str, Any] = {"int64": Int64, "float64": Int64 | StrictFloat, "string": StrictStr}
 FeatureRow: type[BaseModel] = create_pydantic_model(  # type: ignore[call-overload]
     "FeatureRow",
     __config__=ConfigDict(extra="forbid"),
-    customer_id=(StrictInt | None, Field(None, description="Optional: logged, rate limited, routed.")),
+    customer_id=(CustomerId | None, Field(None, description="Optional: logged, rate limited, routed.")),
     **{f.name: (_PY_TYPES[f.dtype] | None, Field(None, description=f.description)) for f in all_features()},
 )
 
@@ -313,7 +319,12 @@ def build_app(
         Route("/rollout", endpoint("rollout", rollout), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        return _json({"error": str(getattr(exc, "detail", exc)), "path": request.url.path}, status)
+
+    return Starlette(routes=routes, exception_handlers={StarletteHTTPException: http_error})
 
 
 def openapi_spec() -> dict[str, Any]:

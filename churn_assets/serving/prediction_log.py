@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import logging
 import os
 import threading
 import uuid
@@ -211,7 +212,10 @@ class PredictionLogWriter:
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # keep flushing later; the rows stay buffered and in the WAL
+                logging.getLogger(__name__).exception("prediction log flush failed")
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Validate and log ``records`` (mappings with the schema's fields)."""
@@ -236,7 +240,11 @@ class PredictionLogWriter:
                 return 0
             rows, self._buffer = self._buffer, []
             self._seq += 1
-            _write_segment(segments_dir(self.settings), frame_from_raw(rows), self._seq)
+            try:
+                _write_segment(segments_dir(self.settings), frame_from_raw(rows), self._seq)
+            except Exception:
+                self._buffer[:0] = rows  # keep them (and the WAL) for the next flush
+                raise
             self._wal.truncate(0)
             self._wal.seek(0)
             return len(rows)

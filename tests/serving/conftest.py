@@ -40,6 +40,7 @@ class Service:
     champion: str
     prefix: str
     process: subprocess.Popen[bytes]
+    env: dict[str, str]
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10)
@@ -113,11 +114,14 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
     port = free_port()
     process = start_service(settings, overrides, port)
     url = f"http://127.0.0.1:{port}"
+    svc = Service(
+        url, settings, proxy, previous, champion, prefix, process, {**bentoml_env(settings), **overrides}
+    )
     try:
         wait_ready(url, process, home / f"service-{port}.log")
-        yield Service(url, settings, proxy, previous, champion, prefix, process)
+        yield svc
     finally:
-        stop_service(process)
+        stop_service(svc.process)  # the current one (a test may restart the service)
         if backup is not None:
             manifest.write_bytes(backup)
         else:

@@ -184,3 +184,52 @@ def test_metrics_have_latency_by_version_and_variant(service: Service) -> None:
     assert "churn_request_seconds_bucket" in text
     assert f'model_version="{service.previous}"' in text and 'variant="champion"' in text
     assert "churn_rate_limited" in text and "churn_errors" in text
+
+
+def test_prediction_log_count_sent_equals_stored_across_a_service_restart(service: Service) -> None:
+    from tests.serving.conftest import stop_service, wait_ready
+
+    _set_phase(service, "none")  # no shadow rows: one logged row per returned prediction
+    features = _features_of(service, 11)
+    sent = 0
+
+    def send(first_id: int, requests: int) -> None:
+        nonlocal sent
+        with service.client() as client:
+            for k in range(requests):
+                rows = [{**features, "customer_id": first_id + 5 * k + j} for j in range(5)]
+                r = client.post("/predict_features", json={"rows": rows})
+                assert r.status_code == 200, r.text
+                sent += sum("variant" in i for i in r.json()["predictions"])
+
+    def stored() -> int:
+        log = read_predictions(service.settings)
+        return log.filter(pl.col("customer_id").is_between(50_000, 59_999)).height
+
+    send(50_000, 40)
+    stop_service(service.process)  # SIGTERM: the shutdown hook flushes the log
+    assert stored() == sent == 200
+    # Back up with `churnops serve` (from source: no bento built in this home); its log keeps counting.
+    port = int(service.url.rsplit(":", 1)[1])
+    service.process = _churnops_serve(service, port)
+    wait_ready(service.url, service.process, service.settings.home / f"churnops-serve-{port}.log")
+    send(51_000, 10)
+    deadline = time.monotonic() + 10  # flushed within prediction_log_flush_seconds (0.5 s here)
+    while stored() < sent and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stored() == sent == 250
+    _set_phase(service, "shadow")
+
+
+def _churnops_serve(service: Service, port: int):  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from tests.serving.conftest import REPO
+
+    log = open(service.settings.home / f"churnops-serve-{port}.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [str(REPO / ".venv/bin/churnops"), "serve", "--port", str(port)],
+        env=service.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )

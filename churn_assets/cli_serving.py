@@ -1,0 +1,131 @@
+"""Serving commands of the ``churnops`` CLI: ``serve``, ``bento-build`` and ``rollout status|advance|rollback``.
+
+``churn_assets/cli.py`` calls :func:`register`. With ``--json`` the last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from churn_assets.settings import get_settings
+
+out = Console()
+err = Console(stderr=True)
+rollout_app = typer.Typer(help="Gradual rollout: shadow -> canary 5/25/50 % -> full.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last stdout line.")]
+ByOpt = Annotated[str, typer.Option("--by", help="Who makes the change (recorded in the history).")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the history).")]
+
+
+def serve_cmd(
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: serving.port).")] = None,
+    from_source: Annotated[
+        bool, typer.Option("--from-source", help="Serve bento/service.py instead of the newest built bento.")
+    ] = False,
+) -> None:
+    """Serve the newest built bento (``churnops bento-build`` / the champion_bento asset) with BentoML."""
+    from churn_assets.serving.bento_build import (
+        BENTO_DIR,
+        bentoml_env,
+        latest_bento,
+        sync_rollout,
+        write_manifest,
+    )
+
+    settings = get_settings()
+    port = port or settings.serving.port
+    bento = None if from_source else latest_bento(settings)
+    if bento is None:
+        write_manifest(settings, sync_rollout(settings, by="churnops serve"))
+        target, cwd = "bento.service:ChurnService", BENTO_DIR.parent
+        err.print(f"serving from source ({target}) on port {port}")
+    else:
+        target, cwd = bento, Path.cwd()
+        err.print(f"serving bento {bento} on port {port}")
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    args = [bentoml, "serve", target, "--port", str(port), "--host", settings.serving.host]
+    os.chdir(cwd)
+    os.execve(bentoml, args, bentoml_env(settings))
+
+
+def bento_build_cmd(as_json: JsonOpt = False) -> None:
+    """Export the champion (+ rollout candidate) to BentoML and build the bento offline."""
+    from churn_assets.serving.bento_build import build_bento
+
+    built = build_bento(get_settings())
+    if as_json:
+        print(json.dumps(dataclasses.asdict(built)))
+    else:
+        out.print(
+            f"bento {built.bento_tag}: stable {built.stable}, candidate {built.candidate or '-'}, "
+            f"phase {built.phase}"
+        )
+
+
+def _show(state: object, as_json: bool) -> None:
+    data = dataclasses.asdict(state)  # type: ignore[call-overload]
+    if as_json:
+        print(json.dumps(data))
+        return
+    out.print(
+        f"phase [bold]{data['phase']}[/bold]  stable v{data['stable_version']}  "
+        f"candidate {('v' + data['candidate_version']) if data['candidate_version'] else '-'}"
+    )
+    table = Table("at", "action", "phase", "stable", "candidate", "by", "reason")
+    for h in data["history"][-10:]:
+        table.add_row(
+            *(
+                str(h.get(k) or "-")
+                for k in ("at", "action", "phase", "stable_version", "candidate_version", "by", "reason")
+            )
+        )
+    out.print(table)
+
+
+@rollout_app.command("status")
+def rollout_status(as_json: JsonOpt = False) -> None:
+    """The rollout phase, versions and recent history."""
+    from churn_assets.serving.rollout import RolloutStore
+
+    _show(RolloutStore(get_settings()).load(), as_json)
+
+
+@rollout_app.command("advance")
+def rollout_advance(by: ByOpt = "cli", reason: ReasonOpt = "", as_json: JsonOpt = False) -> None:
+    """Move to the next phase (canary_50 -> full makes the candidate stable)."""
+    from churn_assets.serving.rollout import RolloutError, RolloutStore
+
+    try:
+        _show(RolloutStore(get_settings()).advance(by=by, reason=reason), as_json)
+    except RolloutError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@rollout_app.command("rollback")
+def rollout_rollback(by: ByOpt = "cli", reason: ReasonOpt = "", as_json: JsonOpt = False) -> None:
+    """Send all traffic back to the stable version and roll the registry back (champion <- previous)."""
+    from churn_assets.serving.rollout import RolloutError, RolloutStore
+
+    try:
+        _show(RolloutStore(get_settings()).rollback(by=by, reason=reason or "rollout rollback"), as_json)
+    except RolloutError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+def register(app: typer.Typer) -> None:
+    """Add the serving commands to the ``churnops`` app."""
+    app.command("serve")(serve_cmd)
+    app.command("bento-build")(bento_build_cmd)
+    app.add_typer(rollout_app, name="rollout")

@@ -1,0 +1,61 @@
+"""The champion_bento asset: MLflow champion -> BentoML model store -> `bentoml build` offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from churn_assets.defs.assets.serving import CHAMPION_BENTO, champion_bento
+from churn_assets.defs.training_resources import build_training_resources
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.serving.bento_build import MANIFEST, latest_bento, load_exported, model_store
+from churn_assets.serving.rollout import RolloutStore
+from tests.serving_helpers import feature_frame, register, register_models, serving_settings, train_model
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
+
+
+def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) -> None:
+    settings = serving_settings(tmp_path)
+    previous, champion = register_models(settings)
+    backup = MANIFEST.read_bytes() if MANIFEST.exists() else None
+    try:
+        result = dg.materialize([champion_bento], resources=build_training_resources(settings))
+        assert result.success
+        [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        # First deployment: the champion becomes the stable version, no rollout yet.
+        assert meta["rollout_phase"] == "none" and meta["candidate_model"] == "none"
+        assert meta["stable_model"] == f"churn-model:v{champion}"
+        bento_tag = str(meta["bento_tag"])
+        assert bento_tag.startswith("churn_service:") and latest_bento(settings) == bento_tag
+        assert ModelRegistry(settings).tags(champion)["bento_tag"] == bento_tag
+        bento_dir = settings.bentoml_home / "bentos" / "churn_service" / bento_tag.split(":")[1]
+        assert (bento_dir / "src" / "bento" / "service.py").exists()
+        assert (bento_dir / "src" / "churn_assets" / "serving" / "app.py").exists()
+        assert "churn-model" in (bento_dir / "bento.yaml").read_text()
+        # The exported model scores like the registry version.
+        stored = model_store(settings).get(f"churn-model:v{champion}")
+        exported = load_exported(stored.path)
+        assert (exported.version, exported.threshold) == (champion, 0.5)
+
+        # A retrain the registry promotes: the next build starts a rollout and ships both models.
+        newer = register(settings, train_model(feature_frame(range(1, 301)), 3, n_estimators=5), 0.45, 0.99)
+        again = dg.materialize([champion_bento], resources=build_training_resources(settings))
+        [event] = [e for e in again.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert meta["rollout_phase"] == "shadow"
+        assert (meta["stable_model"], meta["candidate_model"]) == (
+            f"churn-model:v{champion}",
+            f"churn-model:v{newer}",
+        )
+        state = RolloutStore(settings).load()
+        assert (state.stable_version, state.candidate_version) == (champion, newer)
+        assert previous  # v1 was never the served champion in this test
+    finally:
+        if backup is not None:
+            MANIFEST.write_bytes(backup)
+        else:
+            MANIFEST.unlink(missing_ok=True)
