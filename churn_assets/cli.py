@@ -184,9 +184,17 @@ def demo(
     ] = None,
 ) -> None:
     """The whole story: history -> pipeline -> champion v1 + bento -> N production weeks run by the daemon."""
-    from churn_assets.automation.demo import apply_env, bootstrap, demo_settings, final_report, run_weeks
+    from churn_assets.automation.demo import (
+        apply_env,
+        bootstrap,
+        check_world,
+        demo_settings,
+        final_report,
+        run_weeks,
+    )
 
     settings = demo_settings(_settings(scale))
+    check_world(settings)
     apply_env(settings)  # this process, the daemon and its runs all see the demo's settings
     started = time.perf_counter()
     _simulate(settings, None, overwrite=False)

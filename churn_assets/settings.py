@@ -261,6 +261,17 @@ class AutomationSettings(BaseModel):
     daemon_stop_grace_seconds: float = Field(
         default=10.0, gt=0, description="Demo: SIGTERM, wait this long, then SIGKILL the daemon's group."
     )
+    # The demo's scenario (docs/automation.md, "Why the demo scenario differs"): with the default 90-day
+    # label a production week's outcome is known 14 weeks later, so a 16-week story could never see a
+    # realised AUC of the shifted concept. The demo uses a 28-day churn label (known after 5 weeks), the
+    # campaign from week 1 and the price war from week 2 (ramp 4 weeks).
+    demo_label_horizon_days: int = Field(default=28, gt=0, description="Demo: churn within this many days.")
+    demo_campaign_start_week: int = Field(default=1, ge=1, description="Demo: campaign start week.")
+    demo_concept_shift_week: int = Field(default=2, ge=1, description="Demo: concept shift start week.")
+    demo_concept_shift_ramp_weeks: int = Field(default=4, ge=1, description="Demo: concept shift ramp.")
+    demo_rolling_window_snapshots: int = Field(
+        default=12, ge=5, description="Demo: labelled snapshots in the rolling training window."
+    )
     demo_split_mode: Literal["periods", "rolling"] = Field(
         default="rolling", description="Demo: training-set split mode (rolling = newest labelled holdout)."
     )

@@ -16,7 +16,6 @@ JSON), so every process sees the demo's values (scale, budgets, rolling split).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -38,17 +37,46 @@ SECTIONS = ("simulation", "feature_store", "contracts", "modeling", "automation"
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo's budgets (``automation.demo_*``) applied to the modeling settings."""
+    """The demo's scenario and budgets (``automation.demo_*``) applied to the simulation and modeling."""
     auto = settings.automation
+    simulation = settings.simulation.model_copy(
+        update={
+            "label_horizon_days": auto.demo_label_horizon_days,
+            "campaign_start_week": auto.demo_campaign_start_week,
+            "concept_shift_week": auto.demo_concept_shift_week,
+            "concept_shift_ramp_weeks": auto.demo_concept_shift_ramp_weeks,
+        }
+    )
     modeling = settings.modeling.model_copy(
         update={
             "split_mode": auto.demo_split_mode,
+            "rolling_window_snapshots": auto.demo_rolling_window_snapshots,
             "n_trials": min(settings.modeling.n_trials, auto.demo_n_trials),
             "timeout_seconds": min(settings.modeling.timeout_seconds, auto.demo_tuning_seconds),
             "baselines": list(auto.demo_baselines),
         }
     )
-    return settings.model_copy(update={"modeling": modeling})
+    return settings.model_copy(update={"simulation": simulation, "modeling": modeling})
+
+
+def check_world(settings: Settings) -> None:
+    """Refuse to continue a world simulated with another scenario (its calendar and labels differ)."""
+    from churn_assets.simulation import World
+
+    if not settings.world_state_path.exists():
+        return
+    world = World.load(settings.world_state_path)
+    stored = world.settings
+    if stored is not None and stored != settings.simulation:
+        diff = {
+            k: (getattr(stored, k), v)
+            for k, v in settings.simulation.model_dump().items()
+            if getattr(stored, k, None) != v
+        }
+        raise SystemExit(
+            f"the world under {settings.home} was simulated with other settings {diff} (stored, demo); "
+            "run `make clean` or point CHURNOPS_HOME at a fresh folder"
+        )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -351,23 +379,19 @@ def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> lis
 
 
 def final_report(settings: Settings) -> str:
-    """The final status report: the monitoring status report when available, else the served state."""
-    try:
-        from churn_assets.monitoring.status import build_status, render_status  # type: ignore[attr-defined]
-    except ImportError:
-        build_status = None
-    if build_status is not None:
-        return str(render_status(build_status(settings)))
+    """The final MLOps status report (``churnops status``) plus the rollout state and the registry's
+    recent decisions."""
     from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.monitoring.status import build_status_report, render_status
     from churn_assets.serving.rollout import RolloutStore
 
-    registry = ModelRegistry(settings)
     state = RolloutStore(settings).load()
-    audit = registry.read_audit()
+    audit = ModelRegistry(settings).read_audit()
     lines = [
-        f"production model: {registry.name} v{registry.aliases().get('champion')} "
-        f"(semver {registry.tags(registry.aliases()['champion']).get('semver') if registry.aliases().get('champion') else '-'})",
-        f"rollout: {state.phase} (stable v{state.stable_version}, candidate {state.candidate_version or '-'})",
-        "registry decisions: " + json.dumps([f"{e.action} v{e.version}" for e in audit[-8:]]),
+        render_status(build_status_report(settings)),
+        f"Rollout: phase {state.phase}, stable v{state.stable_version}, candidate "
+        f"{'v' + state.candidate_version if state.candidate_version else '-'}",
+        "Registry decisions: "
+        + ", ".join(f"{e.action} v{e.version}" + (f" ({e.actor})" if e.actor else "") for e in audit[-10:]),
     ]
     return "\n".join(lines)
