@@ -217,7 +217,7 @@ class AutomationSettings(BaseModel):
     """Sensors, schedule and retraining triggers run by the Dagster daemon (docs/automation.md)."""
 
     sensor_interval_seconds: int = Field(
-        default=5, ge=1, description="minimum_interval_seconds of every churnops sensor."
+        default=3, ge=1, description="minimum_interval_seconds of every churnops sensor."
     )
     sensors_running_by_default: bool = Field(
         default=True, description="Sensors start RUNNING when the daemon loads the code location."

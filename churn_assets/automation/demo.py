@@ -205,11 +205,23 @@ def _utc(ts: float) -> Any:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
+def sensor_cursors(instance: dg.DagsterInstance) -> dict[str, str | None]:
+    """The daemon's stored cursor of every sensor (name -> cursor)."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    return {
+        s.instigator_name: getattr(s.instigator_data, "cursor", None)
+        for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    }
+
+
 def wait_for_week(
     instance: dg.DagsterInstance, week: str, since: float, settings: Settings, daemon: Daemon
 ) -> list[Any]:
-    """Block until the week's production run finished and no run was queued/running for
-    ``demo_idle_seconds`` (the sensors had time to react to its reports). Returns the week's run records."""
+    """Block until the week is fully handled: its production run finished, the retrain and rollout
+    sensors have evaluated it (their cursors reached the week) and no run is queued or running.
+    If the production run failed (the sensors never see the week's reports) the week ends after
+    ``demo_idle_seconds`` without runs. Returns the run records created since ``since``."""
     from dagster import DagsterRunStatus
 
     cfg = settings.automation
@@ -229,12 +241,16 @@ def wait_for_week(
         busy = any(r.dagster_run.status not in finished for r in records)
         done = bool(production) and all(r.dagster_run.status in finished for r in production)
         if done and not busy:
+            cursors = sensor_cursors(instance)
+            if all((cursors.get(name) or "") >= week for name in ("retrain_sensor", "rollout_sensor")):
+                return records
+            failed = any(r.dagster_run.status != DagsterRunStatus.SUCCESS for r in production)
             idle_since = idle_since or time.monotonic()
-            if time.monotonic() - idle_since >= cfg.demo_idle_seconds:
+            if failed and time.monotonic() - idle_since >= cfg.demo_idle_seconds:
                 return records
         else:
             idle_since = None
-        time.sleep(1.0)
+        time.sleep(0.5)
     raise TimeoutError(f"week {week}: runs not finished after {cfg.demo_week_timeout_seconds:.0f} s")
 
 
@@ -387,8 +403,12 @@ def final_report(settings: Settings) -> str:
 
     state = RolloutStore(settings).load()
     audit = ModelRegistry(settings).read_audit()
+    try:
+        status = render_status(build_status_report(settings))
+    except Exception as exc:  # the report reads several stores; show the rest even if one fails
+        status = f"(status report failed: {type(exc).__name__}: {exc})"
     lines = [
-        render_status(build_status_report(settings)),
+        status,
         f"Rollout: phase {state.phase}, stable v{state.stable_version}, candidate "
         f"{'v' + state.candidate_version if state.candidate_version else '-'}",
         "Registry decisions: "
