@@ -11,7 +11,8 @@ Each part runs in its own subprocess, so the peak RSS printed is that part's own
    (PIT join) -> tuning (``--trials``) + baselines -> challenger (calibration, SHAP, fairness, slices,
    MLflow, registry) -> 7 blocking gate checks -> champion; per-step seconds from the Dagster events.
 2. ``fit``: one LightGBM fit on the FULL train split of that training set (spec params: learning
-   rate 0.05, 500 rounds, 31 leaves), ``--n-jobs`` threads.
+   rate 0.05, 500 rounds, 31 leaves), ``--n-jobs`` threads, read as the pipeline reads it (float32,
+   fixed categories); ``--max-bin`` / ``--col-wise`` to compare LightGBM histogram settings.
 3. ``optuna``: a fresh 20-trial study (pruning, SQLite storage, no time budget) as the pipeline runs
    it, on a stratified sample of ``--optuna-rows`` (100,000) train and val rows.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -43,6 +45,10 @@ MARK = "@@RESULT@@ "
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -71,9 +77,11 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
     resources = {**build_resources(settings), **build_training_resources(settings)}
     # The world's warehouse, the benchmark's own training home.
     resources["warehouse"] = build_resources(settings.model_copy(update={"home": args.world}))["warehouse"]
+    load_before = load()
     started = time.perf_counter()
     result = run_training(dg.DagsterInstance.ephemeral(), resources=resources)
     seconds = time.perf_counter() - started
+    load_after = load()
     steps = {
         e.step_key: e.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
         for e in result.all_events
@@ -87,7 +95,13 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
             if not k.startswith(("plot", "best_roc"))
         }
     checks = {c.check_name: (c.passed, c.description) for c in result.get_asset_check_evaluations()}
+    from churn_assets.modeling.tracking import list_runs
+
+    runs = list_runs(resources["mlflow"].bind(settings))  # type: ignore[attr-defined]
     return {
+        "load_before": load_before,
+        "load_after": load_after,
+        "runs": runs,
         "seconds": seconds,
         "rss_gb": peak_rss_gb(),
         "success": result.success,
@@ -97,10 +111,12 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _splits(args: argparse.Namespace) -> Any:
+def _splits(args: argparse.Namespace, with_test: bool = True) -> Any:
     from churn_assets.defs.assets.training import load_splits
 
-    splits, _ = load_splits(args.home / "training")
+    splits, _ = load_splits(
+        args.home / "training", ("train", "val", "test") if with_test else ("train", "val")
+    )
     return splits
 
 
@@ -111,6 +127,9 @@ def part_fit(args: argparse.Namespace) -> dict[str, Any]:
 
     splits = _splits(args)
     loaded_rss = peak_rss_gb()
+    extra: dict[str, Any] = {"max_bin": args.max_bin}
+    if args.col_wise:
+        extra["force_col_wise"] = True
     model = lgb.LGBMClassifier(
         objective="binary",
         learning_rate=0.05,
@@ -118,12 +137,23 @@ def part_fit(args: argparse.Namespace) -> dict[str, Any]:
         num_leaves=31,
         n_jobs=args.n_jobs,
         verbose=-1,
+        **extra,
     )
+    load_before = load()
     started = time.perf_counter()
     model.fit(splits.X_train, splits.y_train)
     seconds = time.perf_counter() - started
-    auc = float(roc_auc_score(splits.y_test, np.asarray(model.predict_proba(splits.X_test))[:, 1]))
+    load_after = load()
+    started = time.perf_counter()
+    p_test = np.asarray(model.predict_proba(splits.X_test))[:, 1]
+    predict_seconds = time.perf_counter() - started
+    auc = float(roc_auc_score(splits.y_test, p_test))
     return {
+        "config": extra,
+        "load_before": load_before,
+        "load_after": load_after,
+        "predict_test_seconds": predict_seconds,
+        "test_rows": len(splits.y_test),
         "seconds": seconds,
         "rss_gb": peak_rss_gb(),
         "rss_after_load_gb": loaded_rss,
@@ -137,13 +167,16 @@ def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
     from churn_assets.modeling.stages import sample_splits
     from churn_assets.modeling.tuning import tune_lightgbm
 
-    splits = sample_splits(_splits(args), args.optuna_rows)
+    splits = sample_splits(_splits(args, with_test=False), args.optuna_rows)
     storage = args.home / "optuna_bench.db"
     storage.unlink(missing_ok=True)
+    load_before = load()
     started = time.perf_counter()
     tuned = tune_lightgbm(splits, f"sqlite:///{storage}", "bench", 20, None, n_jobs=args.n_jobs)
     seconds = time.perf_counter() - started
     return {
+        "load_before": load_before,
+        "load_after": load(),
         "seconds": seconds,
         "rss_gb": peak_rss_gb(),
         "complete": tuned.n_complete,
@@ -151,6 +184,10 @@ def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
         "best_val_auc": tuned.best_val_auc,
         "rows": len(splits.y_train),
     }
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
 
 
 PARTS = {"stage": part_stage, "fit": part_fit, "optuna": part_optuna}
@@ -187,7 +224,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20, help="Optuna trials of the training stage.")
     parser.add_argument("--timeout", type=float, default=300.0, help="Optuna seconds budget of the stage.")
     parser.add_argument("--sample-rows", type=int, default=100_000)
-    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--n-jobs", type=int, default=1, help="Threads per fit (the settings' n_jobs).")
+    parser.add_argument("--max-bin", type=int, default=255, help="fit part: LightGBM max_bin.")
+    parser.add_argument("--col-wise", action="store_true", help="fit part: LightGBM force_col_wise.")
     parser.add_argument(
         "--optuna-rows", type=int, default=100_000, help="Stratified train/val sample of the 20-trial study."
     )
@@ -220,13 +259,17 @@ def main() -> None:
             print(out.stderr[-6000:])
             raise SystemExit("the training job failed: see the Dagster log above")
 
-    print(f"\nmachine: {platform.machine()}, python {platform.python_version()}, n_jobs={args.n_jobs}")
-    print("\n| part | seconds | peak RSS (GB) | notes |\n|---|---:|---:|---|")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+        f"n_jobs={args.n_jobs}"
+    )
+    print("\n| part | seconds | peak RSS (GB) | load avg before -> after | notes |\n|---|---:|---:|---|---|")
     if "stage" in results:
         r = results["stage"]
         ts = r["metadata"].get("training/training_set", {})
         print(
             f"| whole training stage (Dagster `training` job) | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | "
+            f"{r['load_before']} -> {r['load_after']} | "
             f"success={r['success']}; {ts.get('dagster/row_count', '?'):,} rows; train {ts.get('train_rows')} / "
             f"val {ts.get('val_rows')} / test {ts.get('test_rows')} |"
         )
@@ -234,12 +277,15 @@ def main() -> None:
         r = results["fit"]
         print(
             f"| one LightGBM fit, full train split | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | "
-            f"{r['train_rows']:,} rows x {r['features']} features, 500 rounds; test AUC {r['test_auc']:.4f} |"
+            f"{r['load_before']} -> {r['load_after']} | "
+            f"{r['train_rows']:,} rows x {r['features']} features, 500 rounds, {r['config']}; "
+            f"test AUC {r['test_auc']:.4f}; predicting {r['test_rows']:,} test rows {r['predict_test_seconds']:.1f} s |"
         )
     if "optuna" in results:
         r = results["optuna"]
         print(
-            f"| Optuna study, 20 trials | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | {r['rows']:,} sampled "
+            f"| Optuna study, 20 trials | {r['seconds']:,.1f} | {r['rss_gb']:.2f} | "
+            f"{r['load_before']} -> {r['load_after']} | {r['rows']:,} sampled "
             f"train rows; {r['complete']} complete / {r['pruned']} pruned; best val AUC {r['best_val_auc']:.4f} |"
         )
     if "stage" in results:
@@ -258,6 +304,18 @@ def main() -> None:
         print("\nGates:")
         for name, (passed, desc) in sorted(r["checks"].items()):
             print(f"- {name}: {'pass' if passed else 'FAIL'} — {desc}")
+        from churn_assets.cli_modeling import SHOWN_PARAMS
+
+        print("\n`churnops experiments` (MLflow runs of the stage):\n")
+        print(
+            "| run | model | params | AUC | recall | F1 | fit time | duration |\n|---|---|---|---:|---:|---:|---:|---:|"
+        )
+        for run in r["runs"]:
+            shown = ", ".join(f"{k}={v}" for k, v in run["params"].items() if k in SHOWN_PARAMS)
+            print(
+                f"| {run['run_id'][:8]} | {run['model']} | {shown} | {_f(run['auc'])} | {_f(run['recall'])} | "
+                f"{_f(run['f1'])} | {_f(run['train_seconds'], 1)} s | {_f(run['duration_seconds'], 1)} s |"
+            )
         champ = r["metadata"].get("training/champion")
         print(f"\nChampion step: {json.dumps(champ) if champ else 'not run (a gate failed)'}")
 

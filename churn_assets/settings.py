@@ -153,6 +153,11 @@ class ModelingSettings(BaseModel):
         description="Tuning and baselines use a stratified sample of at most this many train (and val) "
         "rows; the final LightGBM is refitted on the full train split.",
     )
+    retune_on_retrain: bool = Field(
+        default=False,
+        description="Retraining (stages.retrain_challenger): False = refit LightGBM with the champion's "
+        "hyperparameters; True = run the Optuna study again.",
+    )
     fairness_min_positives: int = Field(
         default=20, ge=1, description="Fairness gate: groups with fewer positives are reported, not compared."
     )

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV, calibration_curve
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import (
@@ -75,23 +76,73 @@ def reliability_curve(y: Any, p: Any, n_bins: int = 10) -> ReliabilityCurve:
     return ReliabilityCurve([float(v) for v in predicted], [float(v) for v in observed])
 
 
+def response(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """The score a calibrator is fitted on — what ``CalibratedClassifierCV`` uses: ``decision_function``
+    when the model has one (logistic regression, HistGradientBoosting), else ``predict_proba[:, 1]``."""
+    if hasattr(model, "decision_function"):
+        return np.asarray(model.decision_function(X), dtype=float)
+    return np.asarray(model.predict_proba(X))[:, 1]
+
+
+class _Scores(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A "model" whose decision function is its single input column: calibrators compared on
+    precomputed validation scores see exactly what they would see on the real model."""
+
+    def fit(self, X: Any, y: Any) -> _Scores:
+        self.classes_ = np.unique(np.asarray(y))
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        return np.asarray(X, dtype=float)[:, 0]
+
+    def predict(self, X: Any) -> np.ndarray:  # required by cross_val_predict; never used for scores
+        return np.asarray(self.classes_[(self.decision_function(X) > 0).astype(int)])
+
+
 @dataclass
 class Calibration:
-    """The calibration decision: chosen method, OOF validation Brier per method, and the final model."""
+    """The calibration decision: chosen method, OOF validation Brier per method, and the final model.
+
+    :meth:`apply` maps the raw model's precomputed scores to the final model's probabilities (equal to
+    ``model.predict_proba(X)[:, 1]``), so no split has to be predicted again after calibration."""
 
     method: CalibrationMethod
     brier: dict[str, float]
     model: Any
 
+    def apply(self, proba: np.ndarray, response_scores: np.ndarray | None = None) -> np.ndarray:
+        """Final probabilities from the raw model's ``predict_proba[:, 1]`` and :func:`response` scores."""
+        if self.method == "none":
+            return np.asarray(proba, dtype=float)
+        scores = proba if response_scores is None else response_scores
+        [calibrated] = self.model.calibrated_classifiers_
+        p = np.asarray(calibrated.calibrators[0].predict(np.asarray(scores, dtype=float)), dtype=float)
+        p[(p > 1.0) & (p <= 1.0 + 1e-5)] = 1.0  # as CalibratedClassifierCV.predict_proba does
+        return p
 
-def calibrate(model: Any, X_val: pd.DataFrame, y_val: pd.Series, seed: int = 42) -> Calibration:
-    """Pick none/isotonic/sigmoid by out-of-fold validation Brier; return the (possibly wrapped) model."""
-    raw = np.asarray(model.predict_proba(X_val))[:, 1]
+
+def calibrate(
+    model: Any,
+    X_val: pd.DataFrame,
+    y_val: pd.Series,
+    seed: int = 42,
+    *,
+    proba_val: np.ndarray | None = None,
+    response_val: np.ndarray | None = None,
+) -> Calibration:
+    """Pick none/isotonic/sigmoid by out-of-fold validation Brier; return the (possibly wrapped) model.
+
+    The OOF comparison runs on the validation scores (``proba_val`` / ``response_val``, computed when
+    not given) instead of re-predicting the validation split in every fold; only a chosen calibrator
+    is fitted on ``X_val`` through the model (one prediction)."""
+    raw = np.asarray(model.predict_proba(X_val))[:, 1] if proba_val is None else np.asarray(proba_val)
+    scores = response(model, X_val) if response_val is None else np.asarray(response_val)
     brier: dict[str, float] = {"none": float(brier_score_loss(y_val, raw))}
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    frozen = FrozenEstimator(_Scores().fit(scores[:, None], y_val))
     for method in ("isotonic", "sigmoid"):
-        wrapped = CalibratedClassifierCV(FrozenEstimator(model), method=method)
-        oof = cross_val_predict(wrapped, X_val, y_val, cv=cv, method="predict_proba")[:, 1]
+        wrapped = CalibratedClassifierCV(frozen, method=method)
+        oof = cross_val_predict(wrapped, scores[:, None], y_val, cv=cv, method="predict_proba")[:, 1]
         brier[method] = float(brier_score_loss(y_val, oof))
     best: CalibrationMethod = min(("none", "isotonic", "sigmoid"), key=lambda m: (brier[m], m != "none"))
     if best == "none":

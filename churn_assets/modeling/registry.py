@@ -40,6 +40,7 @@ from churn_assets.modeling.tracking import LoggedRun, configure, load_model
 from churn_assets.settings import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+LIGHTGBM_PARAMS_TAG = "lightgbm_params"  # search-space params of a LightGBM version (retraining)
 
 
 class RegistryError(RuntimeError):
@@ -151,6 +152,14 @@ class ModelRegistry:
         p = np.asarray(model.predict_proba(X[features] if features else X))[:, 1]
         return float(roc_auc_score(np.asarray(y).astype(int), p))
 
+    def lightgbm_params(self, alias: str = CHAMPION) -> dict[str, Any] | None:
+        """The LightGBM search-space parameters (tag ``lightgbm_params``) of the version behind ``alias``;
+        None when there is no such version or it is not a LightGBM model."""
+        mv = self.version_by_alias(alias)
+        if mv is None or LIGHTGBM_PARAMS_TAG not in mv.tags:
+            return None
+        return dict(json.loads(mv.tags[LIGHTGBM_PARAMS_TAG]))
+
     def read_audit(self, limit: int | None = None) -> list[AuditEntry]:
         return self.audit.read(self.name, limit)
 
@@ -163,8 +172,10 @@ class ModelRegistry:
         metrics: Mapping[str, float],
         gates: Sequence[GateResult],
         actor: str = "system",
+        extra_tags: Mapping[str, str] | None = None,
     ) -> RegisteredVersion:
-        """Register a logged model as a new version, tag it, and point ``challenger`` at it."""
+        """Register a logged model as a new version, tag it (plus ``extra_tags``), and point
+        ``challenger`` at it."""
         existing = self.versions()
         latest = existing[-1] if existing else None
         semver = next_semver(
@@ -185,6 +196,7 @@ class ModelRegistry:
                 {g.name: {"value": g.value, "limit": g.limit, "passed": g.passed} for g in gates}
             ),
             **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+            **dict(extra_tags or {}),
         }
         try:
             self.client.get_registered_model(self.name)

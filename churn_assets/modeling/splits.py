@@ -9,7 +9,7 @@ default when a period column exists) and :func:`assign_stratified` (random, stra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -139,33 +139,60 @@ def build_splits(
     if bad:
         raise TrainingDataError(f"split assignment has unknown values {sorted(bad)}; use {list(SPLITS)}")
     a = assignment.astype("string").fillna("").to_numpy(dtype=object)
-    yv = y.to_numpy().astype(int)
-    parts: dict[str, tuple[pd.DataFrame, pd.Series]] = {}
+    parts: dict[SplitName, tuple[pd.DataFrame, pd.Series]] = {}
     for name in SPLITS:
         mask = a == name
-        if not mask.any():
+        parts[name] = (X.loc[mask, feats].reset_index(drop=True), y[mask].reset_index(drop=True))
+    return splits_from_parts(
+        parts,
+        feats,
+        kind=kind,
+        context=None if context is None else context.loc[a == "test"].reset_index(drop=True),
+    )
+
+
+def splits_from_parts(
+    parts: Mapping[SplitName, tuple[pd.DataFrame, pd.Series]],
+    features: Sequence[str],
+    kind: Literal["time", "stratified", "given"] = "given",
+    context: pd.DataFrame | None = None,
+) -> Splits:
+    """:class:`Splits` from ``(X, y)`` per split that are already cut (e.g. read split by split), with the
+    same checks as :func:`build_splits`: every feature present (a part whose ``X`` has NO columns is a
+    labels-only part and passes), 0/1 labels, no empty split, both classes in train and val."""
+    feats = list(features)
+    out: dict[str, tuple[pd.DataFrame, pd.Series]] = {}
+    for name in SPLITS:
+        X, y = parts[name]
+        missing = [f for f in feats if f not in X.columns]
+        if missing and len(X.columns):
+            raise TrainingDataError(f"missing feature column(s): {missing}; the table has {list(X.columns)}")
+        if len(X) != len(y):
+            raise TrainingDataError(f"the {name} split: X has {len(X)} rows but y has {len(y)}")
+        if len(y) == 0:
             raise TrainingDataError(f"the {name} split is empty (check the period boundaries / shares)")
-        Xs = X.loc[mask, feats].reset_index(drop=True)
-        ys = pd.Series(yv[mask], name=y.name or "label")
+        _check_labels(y, where=f"labels of the {name} split", single_class=True)
+        ys = pd.Series(np.asarray(y).astype(np.int64), name=y.name or "label")
         if name in ("train", "val") and ys.nunique() < 2:
             raise TrainingDataError(
                 f"the {name} split has a single class ({int(ys.iloc[0])}); a classifier needs both 0 and 1"
             )
-        parts[name] = (Xs, ys)
+        out[name] = (X, ys)
     return Splits(
-        X_train=parts["train"][0],
-        y_train=parts["train"][1],
-        X_val=parts["val"][0],
-        y_val=parts["val"][1],
-        X_test=parts["test"][0],
-        y_test=parts["test"][1],
+        X_train=out["train"][0],
+        y_train=out["train"][1],
+        X_val=out["val"][0],
+        y_val=out["val"][1],
+        X_test=out["test"][0],
+        y_test=out["test"][1],
         features=feats,
         kind=kind,
-        test_context=None if context is None else context.loc[a == "test"].reset_index(drop=True),
+        test_context=context,
     )
 
 
-def _check_labels(y: pd.Series, where: str) -> None:
+def _check_labels(y: pd.Series, where: str, single_class: bool = False) -> None:
+    """NaN / infinite / non-0/1 labels fail; so does a single class unless ``single_class`` allows it."""
     values = pd.to_numeric(y, errors="coerce").astype(float)
     if values.isna().any():
         raise TrainingDataError(f"{where}: {int(values.isna().sum())} NaN / non-numeric label(s)")
@@ -174,7 +201,7 @@ def _check_labels(y: pd.Series, where: str) -> None:
     odd = sorted(set(values.unique()) - {0.0, 1.0})
     if odd:
         raise TrainingDataError(f"{where}: labels must be 0/1, found {odd[:5]}")
-    if values.nunique() < 2:
+    if not single_class and values.nunique() < 2:
         raise TrainingDataError(
             f"{where}: a single class ({values.iloc[0]:g}); a classifier needs both 0 and 1"
         )

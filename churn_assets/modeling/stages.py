@@ -1,8 +1,8 @@
 """The training pipeline cut into the steps of the Dagster training graph.
 
-:func:`~churn_assets.modeling.pipeline.train_and_register` runs everything in one call (CLI,
-``train-table``). The Dagster assets need the same work as separate, restartable steps with their
-results on disk between them:
+The Dagster assets run these as separate, restartable steps with their results on disk between
+them; :func:`~churn_assets.modeling.pipeline.train_and_register` (``train-table``, library) runs the
+same functions in one call:
 
 1. :func:`run_candidates` — tune LightGBM (Optuna), fit the baselines, log every candidate as an MLflow
    run, choose the best on VALIDATION AUC and save it (``joblib``) → :class:`CandidateStage`.
@@ -31,9 +31,15 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
 
 from churn_assets.modeling import plots
-from churn_assets.modeling.candidates import baseline_specs, fit_candidate
+from churn_assets.modeling.candidates import (
+    FittedCandidate,
+    baseline_specs,
+    fit_candidate,
+    lightgbm_spec,
+)
 from churn_assets.modeling.evaluation import (
     GateResult,
     binary_metrics,
@@ -41,14 +47,14 @@ from churn_assets.modeling.evaluation import (
     choose_threshold,
     fairness_report,
     reliability_curve,
+    response,
     shap_summary,
 )
 from churn_assets.modeling.paths import optuna_storage_url
-from churn_assets.modeling.pipeline import _candidate_metrics, fit_tuned_lightgbm
-from churn_assets.modeling.registry import ModelRegistry, PromotionDecision
+from churn_assets.modeling.registry import LIGHTGBM_PARAMS_TAG, ModelRegistry, PromotionDecision
 from churn_assets.modeling.splits import Splits
 from churn_assets.modeling.tracking import configure, log_candidate_run
-from churn_assets.modeling.tuning import tune_lightgbm
+from churn_assets.modeling.tuning import lgbm_params, tune_lightgbm
 from churn_assets.settings import ModelingSettings, Settings
 
 GATES: tuple[str, ...] = (
@@ -61,6 +67,7 @@ GATES: tuple[str, ...] = (
     "stress_slices",
 )
 Progress = Callable[[str], None]
+CHUNK_ROWS = 500_000
 
 
 def _quiet(_message: str) -> None:
@@ -105,9 +112,19 @@ class CandidateStage(_JsonStage):
     run_ids: dict[str, str]
     tuning: dict[str, Any]
     plots: dict[str, str] = field(default_factory=dict)
+    scores_path: str = ""  # the best model's scores on every split (see :meth:`load_scores`)
+    lightgbm_params: dict[str, Any] = field(default_factory=dict)  # search-space form (retraining)
+    val_aucs: dict[str, float] = field(default_factory=dict)
+    imbalance: dict[str, str] = field(default_factory=dict)
 
     def load_model(self) -> Any:
         return joblib.load(self.model_path)
+
+    def load_scores(self) -> dict[str, np.ndarray]:
+        """``proba_<split>`` (``predict_proba[:, 1]``) and ``response_<split>`` (the calibration score,
+        ``evaluation.response``) of the best model for train, val and test."""
+        with np.load(self.scores_path) as data:
+            return {k: data[k] for k in data.files}
 
 
 def _sample(X: pd.DataFrame, y: pd.Series, max_rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
@@ -130,6 +147,44 @@ def sample_splits(splits: Splits, max_rows: int, seed: int = 42) -> Splits:
     return dataclasses.replace(splits, X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
 
 
+def chunked(
+    predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, rows: int = CHUNK_ROWS
+) -> np.ndarray:
+    """``predict(X)`` in row chunks: a model's input conversion (float matrix, one-hot encoding) then
+    costs memory for ``rows`` rows at a time, not for a multi-million-row split."""
+    if len(X) <= rows:
+        return np.asarray(predict(X))
+    return np.concatenate([np.asarray(predict(X.iloc[i : i + rows])) for i in range(0, len(X), rows)])
+
+
+def fit_tuned_lightgbm(
+    search_params: Mapping[str, Any], splits: Splits, cfg: ModelingSettings
+) -> FittedCandidate:
+    """Fit LightGBM on the train split with search-space parameters (``imbalance`` included, and
+    ``n_estimators`` = the study's best iteration), recording its class-imbalance choice."""
+    lgbm = fit_candidate(
+        lightgbm_spec(lgbm_params(dict(search_params), splits), cfg.seed, cfg.n_jobs),
+        splits,
+        "none",
+        cfg.n_jobs,
+    )
+    imbalance = str(search_params.get("imbalance", "none"))
+    lgbm.params["imbalance"] = imbalance
+    lgbm.imbalance = "balanced" if imbalance == "balanced" else "none"
+    return lgbm
+
+
+def candidate_metrics(
+    c: FittedCandidate, splits: Splits, p_val: np.ndarray, p_test: np.ndarray
+) -> dict[str, float]:
+    """Test metrics of a candidate at its own val-F1 threshold (from its precomputed val/test scores)."""
+    threshold = choose_threshold(splits.y_val, p_val)
+    metrics = binary_metrics(splits.y_test, p_test, threshold)
+    metrics = {k: v for k, v in metrics.items() if k not in ("positive_rate", "n")}
+    metrics.update(val_auc=c.val_auc, threshold=threshold, train_seconds=c.train_seconds)
+    return metrics
+
+
 def run_candidates(
     splits: Splits,
     settings: Settings,
@@ -137,15 +192,19 @@ def run_candidates(
     *,
     study_name: str,
     baselines: Sequence[str] | None = None,
+    fixed_params: Mapping[str, Any] | None = None,
     progress: Progress = _quiet,
 ) -> CandidateStage:
     """Tune LightGBM, fit the baselines, log each candidate as an MLflow run, keep the best (val AUC).
 
     Tuning and the baselines work on :func:`sample_splits` (at most ``sample_rows`` train / val rows,
     stratified) — RF and MLP do not scale to millions of rows on two cores; the tuned LightGBM is then
-    refitted on the FULL train split. Every candidate is scored on the full val and test splits. The
-    best model is saved to ``workdir/best_model.joblib``; plots of each candidate under
-    ``workdir/<candidate>/``.
+    refitted on the FULL train split. ``fixed_params`` (search-space form, e.g. the champion's
+    ``lightgbm_params`` registry tag) skips the study: LightGBM is refitted with them as they are.
+    Every candidate predicts the full val and test splits ONCE (selection, metrics and plots reuse
+    those scores); the best one also predicts train, and its scores are saved to
+    ``workdir/scores.npz`` for the challenger step. The best model goes to
+    ``workdir/best_model.joblib``, plots of each candidate under ``workdir/<candidate>/``.
     """
     cfg = settings.modeling
     workdir.mkdir(parents=True, exist_ok=True)
@@ -153,32 +212,56 @@ def run_candidates(
     sample = sample_splits(splits, cfg.sample_rows, cfg.seed)
     if sample is not splits:
         progress(f"tuning + baselines on a stratified sample of {len(sample.y_train):,} train rows")
-    progress(f"tuning LightGBM: study {study_name}, {cfg.n_trials} trials / {cfg.timeout_seconds:.0f} s")
-    tuned = tune_lightgbm(
-        sample,
-        optuna_storage_url(settings),
-        study_name,
-        cfg.n_trials,
-        cfg.timeout_seconds,
-        seed=cfg.seed,
-        n_jobs=cfg.n_jobs,
-    )
-    fitted = [fit_tuned_lightgbm(tuned, splits, cfg)]
+    if fixed_params is None:
+        progress(f"tuning LightGBM: study {study_name}, {cfg.n_trials} trials / {cfg.timeout_seconds:.0f} s")
+        tuned = tune_lightgbm(
+            sample,
+            optuna_storage_url(settings),
+            study_name,
+            cfg.n_trials,
+            cfg.timeout_seconds,
+            seed=cfg.seed,
+            n_jobs=cfg.n_jobs,
+        )
+        search_params: dict[str, Any] = dict(tuned.best_params)
+        tuning: dict[str, Any] = {
+            "study": tuned.study_name,
+            "storage": tuned.storage.split("@")[-1],
+            "best_val_auc": tuned.best_val_auc,
+            "complete": tuned.n_complete,
+            "pruned": tuned.n_pruned,
+            "run_now": tuned.n_run_now,
+            "imbalance_auc": tuned.imbalance_auc,
+            "best_params": tuned.best_params,
+            "n_trials_budget": cfg.n_trials,
+            "seconds_budget": cfg.timeout_seconds,
+        }
+    else:
+        search_params = dict(fixed_params)
+        tuning = {"study": None, "fixed_params": search_params, "complete": 0, "pruned": 0, "run_now": 0}
+    tuning.update(sample_train_rows=len(sample.y_train), sample_val_rows=len(sample.y_val))
+
+    progress("fitting LightGBM on the full train split")
+    lgbm = fit_tuned_lightgbm(search_params, splits, cfg)
+    if fixed_params is None:
+        lgbm.val_auc_by_imbalance = dict(tuning["imbalance_auc"])
+    fitted = [lgbm]
     names = tuple(cfg.baselines if baselines is None else baselines)
     for spec in baseline_specs(cfg.seed, names, cfg.n_jobs):
         progress(f"fitting baseline {spec.name}")
-        candidate = fit_candidate(spec, sample, "compare", cfg.n_jobs)
-        if sample is not splits:  # choose on the full validation split like LightGBM
-            candidate.val_auc = float(
-                binary_metrics(splits.y_val, candidate.predict_proba(splits.X_val))["auc"]
-            )
-        fitted.append(candidate)
+        fitted.append(fit_candidate(spec, sample, "compare", cfg.n_jobs))
 
     table: list[dict[str, Any]] = []
     run_ids: dict[str, str] = {}
     candidate_plots: dict[str, str] = {}
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for c in fitted:
-        metrics, p_test = _candidate_metrics(c, splits)
+        with threadpool_limits(limits=cfg.n_jobs):
+            p_val = chunked(c.predict_proba, splits.X_val)
+            p_test = chunked(c.predict_proba, splits.X_test)
+        scores[c.name] = (p_val, p_test)
+        c.val_auc = float(binary_metrics(splits.y_val, p_val)["auc"])  # on the FULL validation split
+        metrics = candidate_metrics(c, splits, p_val, p_test)
         metrics.update({f"val_auc_{k}": v for k, v in c.val_auc_by_imbalance.items()})
         roc = plots.roc_plot(splits.y_test, p_test, workdir / c.name / "roc.png", c.name)
         artifacts = [roc, plots.calibration_plot(splits.y_test, p_test, workdir / c.name / "calibration.png")]
@@ -212,6 +295,21 @@ def run_candidates(
     best = max(fitted, key=lambda c: c.val_auc)
     model_path = workdir / "best_model.joblib"
     joblib.dump(best.model, model_path)
+    progress(f"best: {best.name}; scoring the train split with it")
+    p_val, p_test = scores[best.name]
+    with threadpool_limits(limits=cfg.n_jobs):
+        p_train = chunked(best.predict_proba, splits.X_train)
+        has_response = hasattr(best.model, "decision_function")
+        responses = (
+            {
+                f"response_{name}": chunked(lambda X: response(best.model, X), X)
+                for name, X in (("train", splits.X_train), ("val", splits.X_val), ("test", splits.X_test))
+            }
+            if has_response
+            else {"response_train": p_train, "response_val": p_val, "response_test": p_test}
+        )
+    scores_path = workdir / "scores.npz"
+    np.savez(scores_path, **{"proba_train": p_train, "proba_val": p_val, "proba_test": p_test, **responses})  # type: ignore[arg-type]
     return CandidateStage(
         best=best.name,
         flavor=best.flavor,
@@ -221,21 +319,12 @@ def run_candidates(
         train_seconds=best.train_seconds,
         table=table,
         run_ids=run_ids,
-        tuning={
-            "study": tuned.study_name,
-            "storage": tuned.storage.split("@")[-1],
-            "best_val_auc": tuned.best_val_auc,
-            "complete": tuned.n_complete,
-            "pruned": tuned.n_pruned,
-            "run_now": tuned.n_run_now,
-            "imbalance_auc": tuned.imbalance_auc,
-            "best_params": tuned.best_params,
-            "n_trials_budget": cfg.n_trials,
-            "seconds_budget": cfg.timeout_seconds,
-            "sample_train_rows": len(sample.y_train),
-            "sample_val_rows": len(sample.y_val),
-        },
+        tuning=tuning,
         plots=candidate_plots,
+        scores_path=str(scores_path),
+        lightgbm_params=search_params,
+        val_aucs={c.name: c.val_auc for c in fitted},
+        imbalance={c.name: c.imbalance for c in fitted},
     )
 
 
@@ -258,14 +347,27 @@ class ChallengerStage(_JsonStage):
 
 
 def slice_masks(context: pd.DataFrame, cfg: ModelingSettings) -> dict[str, np.ndarray]:
-    """Stress slices of the test rows: ``new_customers`` (``tenure_days < new_customer_days``) and
-    ``high_value`` (``monthly_revenue`` in its top decile), when those columns exist."""
+    """Stress slices of the test rows, when such columns exist:
+
+    * ``new_customers``: ``slice_tenure_column`` (``tenure_days``) below ``new_customer_days``; for a
+      table without it (bring-your-own), the first of ``tenure_columns`` at or below its 10th
+      percentile (unit-free);
+    * ``high_value``: ``slice_revenue_column`` (``monthly_revenue``) or else the first of
+      ``revenue_columns``, in its top decile.
+    """
     masks: dict[str, np.ndarray] = {}
     if cfg.slice_tenure_column in context.columns:
         tenure = pd.to_numeric(context[cfg.slice_tenure_column], errors="coerce").to_numpy(dtype=float)
         masks["new_customers"] = tenure < cfg.new_customer_days
-    if cfg.slice_revenue_column in context.columns:
-        revenue = pd.to_numeric(context[cfg.slice_revenue_column], errors="coerce").to_numpy(dtype=float)
+    else:
+        col = next((c for c in cfg.tenure_columns if c in context.columns), None)
+        if col is not None:
+            tenure = pd.to_numeric(context[col], errors="coerce").to_numpy(dtype=float)
+            if not np.isnan(tenure).all():
+                masks["new_customers"] = tenure <= float(np.nanquantile(tenure, 0.1))
+    col = next((c for c in (cfg.slice_revenue_column, *cfg.revenue_columns) if c in context.columns), None)
+    if col is not None:
+        revenue = pd.to_numeric(context[col], errors="coerce").to_numpy(dtype=float)
         if not np.isnan(revenue).all():
             masks["high_value"] = revenue >= float(np.nanquantile(revenue, 0.9))
     return masks
@@ -280,15 +382,30 @@ def evaluate_challenger(
     actor: str = "dagster",
 ) -> ChallengerStage:
     """Calibrate + threshold the best candidate, evaluate it on test, log the final MLflow run and
-    register it as a new version of the registered model (alias ``challenger``)."""
+    register it as a new version of the registered model (alias ``challenger``).
+
+    Works on the best model's saved scores (:meth:`CandidateStage.load_scores`): calibration maps them
+    to the final probabilities, so nothing is predicted again except one validation pass to fit a
+    chosen calibrator through the model, and SHAP on a test sample. ``splits.X_train`` is not used
+    (it may be a labels-only part)."""
     cfg = settings.modeling
     workdir.mkdir(parents=True, exist_ok=True)
     raw = candidates.load_model()
-    cal = calibrate(raw, splits.X_val, splits.y_val, cfg.seed)
+    scores = candidates.load_scores()
+    with threadpool_limits(limits=cfg.n_jobs):
+        cal = calibrate(
+            raw,
+            splits.X_val,
+            splits.y_val,
+            cfg.seed,
+            proba_val=scores["proba_val"],
+            response_val=scores["response_val"],
+        )
     final = cal.model
-    p_val = np.asarray(final.predict_proba(splits.X_val))[:, 1]
-    p_test = np.asarray(final.predict_proba(splits.X_test))[:, 1]
-    p_train = np.asarray(final.predict_proba(splits.X_train))[:, 1]
+    p_val, p_test, p_train = (
+        cal.apply(scores[f"proba_{n}"], scores[f"response_{n}"]) for n in ("val", "test", "train")
+    )
+    del scores
     threshold = choose_threshold(splits.y_val, p_val)
     test = binary_metrics(splits.y_test, p_test, threshold)
     val = binary_metrics(splits.y_val, p_val, threshold)
@@ -336,6 +453,13 @@ def evaluate_challenger(
     if isinstance(raw, lgb.LGBMClassifier):
         shap = shap_summary(raw, splits.X_test, max_rows=cfg.shap_max_rows, seed=cfg.seed)
         artifacts["shap"] = plots.shap_bar_plot(shap.mean_abs, workdir / "shap_summary.png")
+    shap_na = (
+        f"not applicable: {candidates.best} is not LightGBM"
+        if shap is None
+        else f"not applicable: {len(splits.features)} features (the top 5 hold everything)"
+        if len(splits.features) <= 5
+        else None
+    )
     files: list[Path] = list(artifacts.values())
     if fairness is not None:
         fairness.by_segment.to_csv(workdir / "fairness_by_segment.csv", index=False)
@@ -366,8 +490,8 @@ def evaluate_challenger(
                 "top5": list(shap.mean_abs.index[:5]),
                 "mean_abs": {k: float(v) for k, v in shap.mean_abs.iloc[:15].items()},
             }
-            if shap
-            else {"method": f"not applicable: {candidates.best} is not LightGBM", "top5_share": None}
+            if shap and shap_na is None
+            else {"method": shap_na, "top5_share": None}
         ),
         "fairness": (
             {
@@ -391,6 +515,7 @@ def evaluate_challenger(
         "train_auc": train_auc,
         "val_auc": candidates.val_auc,
         "threshold": threshold,
+        "train_seconds": candidates.train_seconds,
         "calibration_error": cal_error,
         **({"shap_top5_share": shap.top5_share} if shap else {}),
         **({"fairness_max_disparity": fairness.max_disparity} if fairness else {}),
@@ -410,7 +535,14 @@ def evaluate_challenger(
         tags={"role": "final", "data_sha256": data_hash},
     )
     registry = ModelRegistry(settings)
-    registered = registry.register(logged, splits.features, data_hash, final_metrics, gates, actor=actor)
+    extra = (
+        {LIGHTGBM_PARAMS_TAG: json.dumps(_clean(candidates.lightgbm_params))}
+        if candidates.best == "lightgbm"
+        else {}
+    )
+    registered = registry.register(
+        logged, splits.features, data_hash, final_metrics, gates, actor=actor, extra_tags=extra
+    )
     return ChallengerStage(
         model_name=registered.name,
         version=registered.version,
@@ -513,3 +645,41 @@ def decide_promotion(
     return registry.consider(
         challenger.version, float(challenger.test_metrics["auc"]), champion_auc, gates, actor=actor
     )
+
+
+def retrain_challenger(
+    splits: Splits,
+    settings: Settings,
+    data_hash: str,
+    workdir: Path,
+    *,
+    study_name: str | None = None,
+    baselines: Sequence[str] | None = None,
+    progress: Progress = _quiet,
+    actor: str = "retrain",
+) -> tuple[CandidateStage, ChallengerStage]:
+    """Retrain on the latest training set and register a challenger, reusing the stages.
+
+    With ``settings.modeling.retune_on_retrain`` false (default) and a LightGBM champion, LightGBM is
+    refitted with the champion's hyperparameters (registry tag ``lightgbm_params``) — no study;
+    otherwise (no champion, a non-LightGBM champion, or retuning asked for) the study runs as in
+    :func:`run_candidates`. The promotion decision is left to :func:`decide_promotion`.
+    """
+    cfg = settings.modeling
+    fixed = None if cfg.retune_on_retrain else ModelRegistry(settings).lightgbm_params("champion")
+    progress(
+        "retraining with the champion's LightGBM parameters (no re-tuning)"
+        if fixed is not None
+        else "retraining with a (re)tuned LightGBM"
+    )
+    stage = run_candidates(
+        splits,
+        settings,
+        workdir / "candidates",
+        study_name=study_name or f"{cfg.study_name}-{data_hash[:8]}",
+        baselines=baselines,
+        fixed_params=fixed,
+        progress=progress,
+    )
+    challenger = evaluate_challenger(stage, splits, settings, data_hash, workdir / "challenger", actor=actor)
+    return stage, challenger

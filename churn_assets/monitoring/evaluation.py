@@ -40,10 +40,11 @@ def register_champion(settings: Settings, params: dict[str, Any] | None = None) 
 
     timeline = Timeline.from_settings(settings.simulation)
     with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
-        frame, meta = build_training_set(con, timeline, settings)
+        polars_frame, meta = build_training_set(con, timeline, settings)
     folder = settings.home / "training"
     folder.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(folder / "training_set.parquet", index=False)
+    polars_frame.write_parquet(folder / "training_set.parquet")  # the training branch builds it in polars
+    frame = polars_frame.to_pandas()
     (folder / "training_set.json").write_text(json.dumps(meta, default=str))
     names = feature_names()
     train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]

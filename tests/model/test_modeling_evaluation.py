@@ -16,6 +16,7 @@ from churn_assets.modeling.evaluation import (
     choose_threshold,
     fairness_report,
     reliability_curve,
+    response,
     shap_summary,
     stress_slices,
 )
@@ -68,6 +69,20 @@ def test_calibration_is_used_only_when_it_lowers_validation_brier() -> None:
     assert cal.method in {"isotonic", "sigmoid"}
     assert cal.brier[cal.method] < cal.brier["none"]
     assert brier_score_loss(y.iloc[val], cal.model.predict_proba(X.iloc[val])[:, 1]) < cal.brier["none"]
+
+    # The final probabilities come from the raw model's saved scores, without predicting again.
+    test = X.iloc[:2000]
+    np.testing.assert_allclose(
+        cal.apply(bad.predict_proba(test)[:, 1], response(bad, test)), cal.model.predict_proba(test)[:, 1]
+    )
+    same = calibrate(
+        bad,
+        X.iloc[val],
+        y.iloc[val],
+        proba_val=bad.predict_proba(X.iloc[val])[:, 1],
+        response_val=response(bad, X.iloc[val]),
+    )
+    assert same.method == cal.method and same.brier == cal.brier
 
     good = LogisticRegression().fit(X.iloc[fit], y.iloc[fit])
     kept = calibrate(good, X.iloc[val], y.iloc[val])

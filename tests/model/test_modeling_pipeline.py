@@ -6,9 +6,10 @@ import mlflow
 import pandas as pd
 import pytest
 
-from churn_assets.modeling.pipeline import train_from_frame
+from churn_assets.modeling.pipeline import train_and_register, train_from_frame
 from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.modeling.splits import assign_by_period
+from churn_assets.modeling.splits import assign_by_period, build_splits
+from churn_assets.modeling.stages import GATES, retrain_challenger
 from tests.modeling_helpers import modeling_settings, synthetic_churn
 
 
@@ -16,7 +17,11 @@ from tests.modeling_helpers import modeling_settings, synthetic_churn
 def test_train_register_promote_then_retrain_is_kept(tmp_path) -> None:
     X, y, period = synthetic_churn(3000, seed=11)
     context = pd.DataFrame({"region": ["north", "south"] * 1500})
-    settings = modeling_settings(tmp_path / "home", n_trials=3, gate_max_disparity=0.5)
+    # ~500 test rows: 10 reliability bins of ~50 rows have a standard error of ~0.06 each, so the
+    # calibration limit is widened like the fairness one (the production defaults stay in settings).
+    settings = modeling_settings(
+        tmp_path / "home", n_trials=3, gate_max_disparity=0.5, gate_max_calibration_error=0.15
+    )
     kwargs = {"baselines": ("logistic_regression",), "timeout_seconds": 60, "context": context}
 
     first = train_from_frame(X, y, assign_by_period(period), settings, data_hash="a" * 64, **kwargs)
@@ -25,7 +30,8 @@ def test_train_register_promote_then_retrain_is_kept(tmp_path) -> None:
     assert set(first.val_auc) == {"lightgbm", "logistic_regression"}
     assert first.best_model == max(first.val_auc, key=first.val_auc.__getitem__)  # chosen on validation
     assert first.fairness_column in {"segment", "region"}
-    assert set(first.stress) == {"new_customers", "top_revenue_decile"}
+    assert set(first.stress) == {"new_customers", "high_value"}  # tenure / monthly_charges slices
+    assert set(first.gates) == set(GATES)  # the Dagster graph's seven gates: one code path
     assert first.shap_top5_share is None or 0 < first.shap_top5_share <= 1
 
     run = mlflow.get_run(first.run_ids["logistic_regression"])
@@ -43,3 +49,37 @@ def test_train_register_promote_then_retrain_is_kept(tmp_path) -> None:
     registry = ModelRegistry(settings)
     assert registry.aliases() == {"champion": first.model_version, "challenger": second.model_version}
     assert registry.read_audit()[-1].metrics["champion_auc"] == pytest.approx(first.test_auc, abs=0.02)
+
+
+@pytest.mark.e2e
+def test_retrain_refits_with_the_champions_hyperparameters_without_tuning(tmp_path) -> None:
+    X, y, period = synthetic_churn(2000, seed=5)
+    # Gates relaxed: this test is about which parameters a retrain uses, not about promotion rules.
+    loose = {
+        "gate_max_calibration_error": 1.0,
+        "gate_min_recall": 0.0,
+        "gate_max_auc_gap": 1.0,
+        "gate_min_slice_auc": 0.0,
+        "gate_max_disparity": 1.0,
+    }
+    settings = modeling_settings(tmp_path / "home", n_trials=3, timeout_seconds=60, **loose)
+    splits = build_splits(X, y, assign_by_period(period), kind="time")
+    first = train_and_register(splits, settings, data_hash="a" * 64, baselines=())
+    assert first.promotion == "promoted", first.promotion_reason
+    registry = ModelRegistry(settings)
+    champion_params = registry.lightgbm_params("champion")
+    assert champion_params == first.tuning["best_params"]  # search-space form, incl. n_estimators
+
+    newer = build_splits(*synthetic_churn(2000, seed=6)[:2], assign_by_period(period), kind="time")
+    stage, challenger = retrain_challenger(newer, settings, "b" * 64, tmp_path / "retrain", baselines=())
+    assert stage.tuning["study"] is None and stage.tuning["run_now"] == 0  # no Optuna study ran
+    assert stage.lightgbm_params == champion_params
+    assert stage.params["n_estimators"] == champion_params["n_estimators"]
+    assert challenger.version == "2" and registry.aliases()["challenger"] == "2"
+    assert registry.lightgbm_params("challenger") == champion_params
+
+    retune = settings.model_copy(
+        update={"modeling": settings.modeling.model_copy(update={"retune_on_retrain": True})}
+    )
+    stage, _ = retrain_challenger(newer, retune, "b" * 64, tmp_path / "retune", baselines=())
+    assert stage.tuning["study"] == "churn-lightgbm-bbbbbbbb" and stage.tuning["run_now"] == 3

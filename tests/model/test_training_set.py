@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -26,10 +27,13 @@ from churn_assets.modeling.training_set import (
     build_training_set,
     check_point_in_time,
     check_split_disjoint,
+    check_training_set,
     feature_names,
     label_complete_until,
     label_snapshots,
     model_inputs,
+    read_split,
+    write_training_set,
 )
 from churn_assets.settings import ModelingSettings, Settings, SimulationSettings
 from churn_assets.storage.warehouse import Warehouse
@@ -180,10 +184,16 @@ def test_missing_snapshot_and_no_churn_reports_name_the_cause(tmp_path: Path, wa
 
 
 @pytest.fixture(scope="module")
-def built(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, dict]:
+def built_polars(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, dict]:
     settings = _settings(tmp_path_factory.mktemp("home"))
     with Warehouse(warehouse).connect() as con:
         return build_training_set(con, TIMELINE, settings)
+
+
+@pytest.fixture(scope="module")
+def built(built_polars) -> tuple[pd.DataFrame, dict]:
+    frame, meta = built_polars
+    return frame.to_pandas(), meta
 
 
 def test_training_set_columns_periods_splits_and_metadata(built) -> None:
@@ -210,6 +220,41 @@ def test_training_set_columns_periods_splits_and_metadata(built) -> None:
     assert meta["splits"]["val"]["first_as_of"] == SNAPS[3].isoformat()
     assert meta["rows"] == len(frame) == MONTHS * N_CUSTOMERS
     assert meta["excluded_snapshots"] == [] and len(meta["sha256"]) == 64
+
+
+def test_splits_read_back_as_float32_and_fixed_categories(built_polars, built, tmp_path: Path) -> None:
+    frame, meta = built_polars
+    path = write_training_set(frame, tmp_path / "training_set.parquet")
+    expected, _ = built
+    categorical = set(meta["categories"])
+    assert categorical == {c for c in feature_names() if isinstance(expected[c].dtype, pd.CategoricalDtype)}
+    for split in ("train", "val", "test"):
+        X, y = read_split(path, split, meta["features"], meta["categories"])
+        want = expected[expected[SPLIT] == split].reset_index(drop=True)
+        assert list(X.columns) == meta["features"] and len(X) == meta["splits"][split]["rows"]
+        np.testing.assert_array_equal(y.to_numpy(), want[LABEL].to_numpy())
+        for col in meta["features"]:
+            if col in categorical:  # the SAME category list in every split (codes agree with the model)
+                assert list(X[col].cat.categories) == meta["categories"][col]
+                assert X[col].astype(object).where(X[col].notna(), None).tolist() == (
+                    want[col].astype(object).where(want[col].notna(), None).tolist()
+                )
+            else:
+                assert X[col].dtype == np.float32
+                np.testing.assert_allclose(X[col], want[col].astype(float), rtol=1e-6, equal_nan=True)
+    X, y = read_split(path, "train", meta["features"], meta["categories"], with_features=False)
+    assert X.shape == (meta["splits"]["train"]["rows"], 0) and len(y) == len(X)
+
+
+def test_training_set_check_names_an_empty_or_single_class_split(built) -> None:
+    _, meta = built
+    check_training_set(meta)
+    one_class = {**meta, "splits": {**meta["splits"], "val": {**meta["splits"]["val"], "positives": 0}}}
+    with pytest.raises(TrainingDataError, match="the val split has a single class"):
+        check_training_set(one_class)
+    empty = {**meta, "splits": {**meta["splits"], "test": {**meta["splits"]["test"], "rows": 0}}}
+    with pytest.raises(TrainingDataError, match="the test split is empty"):
+        check_training_set(empty)
 
 
 def test_no_feature_timestamp_after_the_as_of_date(warehouse: Path, built) -> None:

@@ -8,11 +8,11 @@ be re-materialized on its own. The seven gates are blocking asset checks on ``tr
 
 import base64
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from churn_assets.defs.assets.features import feature_asset_key
 from churn_assets.defs.metadata import markdown_table
@@ -20,7 +20,7 @@ from churn_assets.defs.resources import TimelineResource, WarehouseResource
 from churn_assets.defs.training_resources import MlflowResource, ModelingResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS
 from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.modeling.splits import Splits, build_splits
+from churn_assets.modeling.splits import SPLITS, SplitName, Splits, splits_from_parts
 from churn_assets.modeling.stages import (
     CandidateStage,
     ChallengerStage,
@@ -31,9 +31,9 @@ from churn_assets.modeling.stages import (
 )
 from churn_assets.modeling.training_set import (
     build_training_set,
-    feature_names,
-    model_inputs,
-    restore_dtypes,
+    check_training_set,
+    read_split,
+    write_training_set,
 )
 from churn_assets.settings import Settings
 
@@ -63,17 +63,30 @@ def png_markdown(path: str | Path, title: str = "") -> dg.MetadataValue:
     )
 
 
-def load_training_set(workdir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    paths = training_paths(workdir)
-    frame = restore_dtypes(pd.read_parquet(paths["training_set"]))
-    return frame, json.loads(paths["training_set_meta"].read_text())
+def load_training_meta(workdir: Path) -> dict[str, Any]:
+    return dict(json.loads(training_paths(workdir)["training_set_meta"].read_text()))
 
 
-def load_splits(workdir: Path) -> tuple[Splits, dict[str, Any]]:
-    """The stored training set cut into validated splits (``TrainingDataError`` names bad inputs)."""
-    frame, meta = load_training_set(workdir)
-    X, y, assignment = model_inputs(frame)
-    return build_splits(X, y, assignment, features=meta["features"], kind="time"), meta
+def load_splits(
+    workdir: Path, splits: Sequence[SplitName] = SPLITS, with_train_features: bool = True
+) -> tuple[Splits, dict[str, Any]]:
+    """The stored training set, read split by split as float32 / category frames (``read_split``) and
+    validated (``TrainingDataError`` names bad inputs). Splits not in ``splits`` — and the train
+    features when ``with_train_features`` is false — are read as labels only (``X`` without columns):
+    each step reads just what it needs."""
+    meta = load_training_meta(workdir)
+    path = training_paths(workdir)["training_set"]
+    parts = {
+        name: read_split(
+            path,
+            name,
+            meta["features"],
+            meta["categories"],
+            with_features=name in splits and (name != "train" or with_train_features),
+        )
+        for name in SPLITS
+    }
+    return splits_from_parts(parts, meta["features"], kind="time"), meta
 
 
 def _settings(modeling: ModelingResource, mlflow: MlflowResource) -> Settings:
@@ -103,11 +116,10 @@ def training_set(
     settings = modeling.settings()
     with warehouse.warehouse().connect() as con:
         frame, meta = build_training_set(con, calendar.timeline(), settings)
-    X, y, assignment = model_inputs(frame)
-    build_splits(X, y, assignment, features=feature_names(), kind="time")  # fail here on bad input
+    check_training_set(meta)  # fail here on bad input, before anything is written
     paths = training_paths(modeling.workdir)
-    paths["training_set"].parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(paths["training_set"], index=False)
+    write_training_set(frame, paths["training_set"])
+    del frame
     paths["training_set_meta"].write_text(json.dumps(meta, indent=1, default=str))
     rows = [
         {"split": name, **{k: _fmt(v) for k, v in s.items() if k != "periods_present"}}
@@ -163,8 +175,15 @@ def candidates(
     splits, meta = load_splits(modeling.workdir)
     paths = training_paths(modeling.workdir)
     study = f"{settings.modeling.study_name}-{meta['sha256'][:8]}"
+    # Retraining: the champion's LightGBM hyperparameters by default (retune_on_retrain re-runs Optuna).
+    fixed = None if settings.modeling.retune_on_retrain else ModelRegistry(settings).lightgbm_params()
     stage = run_candidates(
-        splits, settings, paths["candidates"].parent, study_name=study, progress=context.log.info
+        splits,
+        settings,
+        paths["candidates"].parent,
+        study_name=study,
+        fixed_params=fixed,
+        progress=context.log.info,
     )
     stage.to_json(paths["candidates"])
     table = [
@@ -186,6 +205,9 @@ def candidates(
         metadata={
             "experiments": dg.MetadataValue.md(markdown_table(table)),
             "best": stage.best,
+            "lightgbm_hyperparameters": "the champion's (no re-tuning)"
+            if fixed is not None
+            else "tuned (Optuna)",
             "best_val_auc": float(stage.val_auc),
             "optuna": dg.MetadataValue.json(
                 {k: t[k] for k in ("study", "storage", "complete", "pruned", "run_now", "best_val_auc")}
@@ -222,7 +244,8 @@ def challenger(
     context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     settings = _settings(modeling, mlflow)
-    splits, meta = load_splits(modeling.workdir)
+    # The saved scores stand in for predictions: train labels only, val + test features.
+    splits, meta = load_splits(modeling.workdir, ("val", "test"))
     paths = training_paths(modeling.workdir)
     stage = CandidateStage.from_json(paths["candidates"])
     result = evaluate_challenger(stage, splits, settings, meta["sha256"], paths["challenger"].parent)
@@ -282,7 +305,7 @@ def champion(
     context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     settings = _settings(modeling, mlflow)
-    splits, _ = load_splits(modeling.workdir)
+    splits, _ = load_splits(modeling.workdir, ("test",))
     paths = training_paths(modeling.workdir)
     result = ChallengerStage.from_json(paths["challenger"])
     decision = decide_promotion(settings, result, splits.X_test, splits.y_test)
