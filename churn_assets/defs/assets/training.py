@@ -210,8 +210,12 @@ def candidates(
             else "tuned (Optuna)",
             "best_val_auc": float(stage.val_auc),
             "optuna": dg.MetadataValue.json(
-                {k: t[k] for k in ("study", "storage", "complete", "pruned", "run_now", "best_val_auc")}
-                | {"budget": f"{t['n_trials_budget']} trials / {t['seconds_budget']} s"}
+                {k: t.get(k) for k in ("study", "storage", "complete", "pruned", "run_now", "best_val_auc")}
+                | (
+                    {"budget": f"{t['n_trials_budget']} trials / {t['seconds_budget']} s"}
+                    if "n_trials_budget" in t
+                    else {"fixed_params": t.get("fixed_params")}
+                )
             ),
             "imbalance_choice": dg.MetadataValue.json(
                 {
