@@ -3,9 +3,9 @@
 Tests, per feature:
 
 * **numeric** — two-sample Kolmogorov-Smirnov. :func:`ks_2samp_fast` returns exactly what
-  ``scipy.stats.ks_2samp(reference, current)`` (two-sided, ``method="auto"``) returns, but evaluates
-  the two empirical CDFs only at the *distinct* values of each sample against a reference that is
-  sorted once (:class:`NumericReference`), instead of two ``searchsorted`` passes over the
+  ``scipy.stats.ks_2samp(reference, current)`` (two-sided, ``method="auto"``) returns, but against a
+  reference sorted once per champion (:class:`NumericReference`) it visits only the current sample's
+  distinct values (:func:`ks_statistic`), instead of two ``searchsorted`` passes over the
   concatenation of both samples. Samples of at most 10,000 rows (where scipy uses its exact
   distribution) are passed to scipy itself.
 * **categorical** — chi-square test of the 2 x k contingency table (``scipy.stats.chi2_contingency``);
@@ -53,13 +53,12 @@ class DriftInputError(ValueError):
 # ------------------------------------------------------------------------------------------ KS
 @dataclass(frozen=True)
 class NumericReference:
-    """A numeric reference sample prepared once: sorted values, their distinct values and the
-    right-continuous ECDF count at each distinct value, plus decile edges for PSI/histograms."""
+    """A numeric reference sample prepared once: its sorted values, plus decile edges and the
+    reference's counts per decile bin (PSI, histograms)."""
 
     values: np.ndarray  # sorted, no NaN
-    distinct: np.ndarray
-    right_counts: np.ndarray  # number of values <= distinct[i]
     edges: np.ndarray  # inner decile edges (unique)
+    bins: np.ndarray  # reference counts per decile bin
     null_share: float
 
     @classmethod
@@ -67,10 +66,14 @@ class NumericReference:
         arr = np.asarray(values, dtype=np.float64)
         nan = np.isnan(arr)
         null_share = float(nan.mean()) if arr.size else 0.0
-        data = np.sort(arr[~nan])
-        distinct, right = _distinct_right(data)
-        edges = np.unique(np.quantile(data, np.linspace(0.1, 0.9, 9))) if data.size else np.array([])
-        return cls(data, distinct, right, edges, null_share)
+        data = np.sort(arr[~nan]) if nan.any() else np.sort(arr)
+        if data.size:  # deciles read off the sorted values (lower order statistic)
+            edges = np.unique(data[(np.linspace(0.1, 0.9, 9) * (data.size - 1)).astype(np.int64)])
+        else:
+            edges = np.array([])
+        below = np.searchsorted(data, edges, "left")  # bin k = [edge_{k-1}, edge_k), as for the current
+        bins = np.diff(np.concatenate(([0], below, [data.size])))
+        return cls(data, edges, bins, null_share)
 
     @property
     def n(self) -> int:
@@ -81,21 +84,26 @@ def _distinct_right(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values of a sorted array and, for each, the count of values <= it."""
     if sorted_values.size == 0:
         return sorted_values, np.array([], dtype=np.int64)
-    last = np.flatnonzero(np.diff(sorted_values)) if sorted_values.size > 1 else np.array([], np.int64)
-    ends = np.append(last, sorted_values.size - 1)
+    ends = np.flatnonzero(np.r_[sorted_values[1:] != sorted_values[:-1], True])
     return sorted_values[ends], ends + 1
 
 
 def ks_statistic(reference: NumericReference, current_sorted: np.ndarray) -> float:
-    """max |F_ref - F_cur| over every observed value — the ``ks_2samp`` statistic, bit for bit."""
+    """max |F_ref - F_cur| over every observed value — the ``ks_2samp`` statistic, bit for bit.
+
+    Only the current sample's distinct values ``c_k`` are visited: on ``[c_k, c_{k+1})`` the current
+    ECDF is constant and the reference ECDF grows, so the difference is smallest at ``c_k`` and largest
+    at the last reference value before ``c_{k+1}``, where ``F_ref = #(ref < c_{k+1}) / n1``. Both are
+    integer counts over the same ``n1``, ``n2`` as scipy's, so the floats are identical.
+    """
     n1, n2 = reference.n, current_sorted.size
-    d2, r2 = _distinct_right(current_sorted)
-    # ECDFs at the reference's distinct values ...
-    diff1 = reference.right_counts / n1 - np.searchsorted(current_sorted, reference.distinct, "right") / n2
-    # ... and at the current sample's distinct values.
-    diff2 = np.searchsorted(reference.values, d2, "right") / n1 - r2 / n2
-    max_s = max(float(diff1.max()), float(diff2.max()))
-    min_s = float(np.clip(-min(float(diff1.min()), float(diff2.min())), 0, 1))
+    distinct, cur_right = _distinct_right(current_sorted)
+    ref = reference.values
+    at = np.searchsorted(ref, distinct, "right") / n1 - cur_right / n2
+    cur_before = np.concatenate(([0], cur_right[:-1]))
+    before = np.searchsorted(ref, distinct, "left") / n1 - cur_before / n2
+    max_s = max(float(at.max()), float(before.max()))
+    min_s = float(np.clip(-min(float(at.min()), float(before.min())), 0, 1))
     return min_s if min_s > max_s else max_s
 
 
@@ -122,11 +130,8 @@ def numeric_psi(reference: NumericReference, current: np.ndarray) -> float:
     cur = cur[~np.isnan(cur)]
     if reference.n == 0 or cur.size == 0:
         return float("nan")
-    bins_ref = np.bincount(
-        np.searchsorted(reference.edges, reference.values, "right"), minlength=len(reference.edges) + 1
-    )
     bins_cur = np.bincount(np.searchsorted(reference.edges, cur, "right"), minlength=len(reference.edges) + 1)
-    return psi(bins_ref, bins_cur)
+    return psi(reference.bins, bins_cur)
 
 
 def psi(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:

@@ -88,7 +88,9 @@ class Evaluation:
                     if w.get("auc") is not None
                     else ""
                 )
-                + f"; step {w['seconds']:.2f} s"
+                + f"; step {w['seconds']:.2f} s ("
+                + ", ".join(f"{k} {v:.2f}" for k, v in w["timings"].items())
+                + ")"
             )
         out.append(
             f"flagged feature-weeks: {self.flagged_feature_weeks} (a bare p < 0.01 rule: "
@@ -141,8 +143,14 @@ def run(n_customers: int, weeks: int, scenario: str, home: Path, seed: int = 42)
             week = dt.date.fromisoformat(key)
             t = time.perf_counter()
             drift = drift_week(settings, con, timeline, week)
+            t_drift = time.perf_counter()
             perf = performance_week(settings, con, timeline, week)
             seconds = time.perf_counter() - t
+            timings = {
+                **(drift.seconds if drift else {}),
+                "drift": t_drift - t,
+                "performance": seconds - (t_drift - t),
+            }
             assert drift is not None and perf is not None
             meta = perf.metadata()
             rc = drift.report.root_cause
@@ -164,10 +172,41 @@ def run(n_customers: int, weeks: int, scenario: str, home: Path, seed: int = 42)
                     "auc": meta.get("auc"),
                     "labelled_week": meta.get("labelled_week"),
                     "seconds": seconds,
-                    "timings": drift.seconds,
+                    "timings": timings,
                 }
             )
     return result
+
+
+def time_step(home: Path, week_key: str) -> dict[str, float]:
+    """Re-time the weekly step of an existing state folder (made by :func:`run`) as a fresh week: the
+    cached reference sample, the week's stored predictions and the offline store's as-of index (dropped
+    by every feature write) are removed first, so reference sampling, scoring and the store's state are
+    as in a real week."""
+    import datetime as dt
+
+    from churn_assets.feature_store.offline import INDEX_TABLE
+    from churn_assets.monitoring import history
+    from churn_assets.monitoring.sources import load_champion, reference_cache_path
+    from churn_assets.monitoring.weekly import drift_week, performance_week
+
+    settings = Settings(home=home)
+    timeline = Timeline.from_settings(settings.simulation)
+    week = dt.date.fromisoformat(week_key)
+    champion = load_champion(settings, with_model=False)
+    reference_cache_path(settings, champion.data_sha256).unlink(missing_ok=True)
+    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
+        history.ensure_schema(con)
+        con.execute(f"DROP TABLE IF EXISTS {INDEX_TABLE}")
+        con.execute("DELETE FROM monitoring.predictions WHERE as_of = ?", [week + dt.timedelta(days=7)])
+        con.execute("DELETE FROM monitoring.performance_history WHERE week = ?", [week])
+        t = time.perf_counter()
+        drift = drift_week(settings, con, timeline, week)
+        t_drift = time.perf_counter()
+        perf = performance_week(settings, con, timeline, week)
+        done = time.perf_counter()
+    assert drift is not None and perf is not None and perf.scored_now
+    return {**drift.seconds, "drift": t_drift - t, "performance": done - t_drift, "total": done - t}
 
 
 def main() -> None:
@@ -177,7 +216,16 @@ def main() -> None:
     parser.add_argument("--n-customers", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--dir", type=Path, default=None, help="State folder (default: a temporary one).")
+    parser.add_argument(
+        "--time-step", metavar="WEEK", default=None, help="Only re-time the weekly step of WEEK in --dir."
+    )
     args = parser.parse_args()
+    if args.time_step:
+        if args.dir is None:
+            parser.error("--time-step needs --dir (a folder made by a previous run)")
+        timings = time_step(args.dir.resolve(), args.time_step)
+        print("weekly step: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+        return
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
         result = run(args.n_customers, args.weeks, args.scenario, args.dir.resolve(), args.seed)

@@ -53,8 +53,18 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+TABLES = ("drift_history", "drift_runs", "predictions", "performance_history")
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the monitoring tables when missing (a no-op on a read-only connection that has them)."""
     con.execute("SET TimeZone = 'UTC'")
+    [(present,)] = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name IN ?",
+        [SCHEMA, list(TABLES)],
+    ).fetchall()
+    if present == len(TABLES):
+        return
     for statement in DDL:
         con.execute(statement)
 

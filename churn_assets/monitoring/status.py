@@ -59,6 +59,8 @@ def traffic_stats(log: pl.DataFrame | None) -> dict[str, Any]:
 
 def _read_prediction_log(settings: Settings) -> pl.DataFrame | None:
     """The serving branch's prediction log when that module exists (None otherwise)."""
+    if importlib.util.find_spec("churn_assets.serving") is None:
+        return None
     if importlib.util.find_spec("churn_assets.serving.prediction_log") is None:
         return None
     from churn_assets.serving import prediction_log  # type: ignore[import-not-found, unused-ignore]
@@ -156,10 +158,10 @@ def build_status_report(settings: Settings, predictions: pl.DataFrame | None = N
     }
     if settings.warehouse_path.exists():
         with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
-            has_schema = con.execute(
+            [(tables,)] = con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'monitoring'"
-            ).fetchone()
-            if has_schema and has_schema[0]:
+            ).fetchall()
+            if tables:
                 monitoring = _monitoring_sections(con, model.get("version"), settings)
     model["week_deployed"] = monitoring.pop("week_deployed")
     model["weeks_monitored"] = monitoring.pop("weeks_monitored")

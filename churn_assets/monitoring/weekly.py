@@ -15,7 +15,9 @@ skipped: their snapshots are the training data itself.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +65,7 @@ class DriftWeek:
     reference: pl.DataFrame
     current: pl.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)
+    trend: list[dict[str, Any]] = field(default_factory=list)  # the last weeks of the drift history
 
 
 def drift_week(
@@ -73,8 +76,6 @@ def drift_week(
     champion: Champion | None = None,
 ) -> DriftWeek | None:
     """Drift of the week's production window against the champion's training data (None: history week)."""
-    import time
-
     as_of = production_as_of(timeline, week)
     if as_of is None:
         return None
@@ -97,7 +98,18 @@ def drift_week(
     t4 = time.perf_counter()
     history.save_drift(con, week, as_of, champion.version, report)
     seconds = {"reference": t1 - t0, "profile": t2 - t1, "current": t3 - t2, "tests": t4 - t3}
-    return DriftWeek(week, as_of, champion, report, reference, current, seconds)
+    runs = history.drift_runs(con).filter(pl.col("week") <= week).tail(8)
+    trend = [
+        {
+            "week": r["week"].isoformat(),
+            "model": r["model_version"],
+            "drifted": r["n_drifted"],
+            "max severity": r["max_severity"],
+            "features": ", ".join(json.loads(r["drifted_features"])),
+        }
+        for r in runs.iter_rows(named=True)
+    ]
+    return DriftWeek(week, as_of, champion, report, reference, current, seconds, trend)
 
 
 @dataclass

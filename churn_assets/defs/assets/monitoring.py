@@ -97,6 +97,7 @@ def drift_report(
         "reference_rows": summary["n_reference"],
         "current_rows": summary["n_current"],
         "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in result.seconds.items()}),
+        "drift_trend": dg.MetadataValue.md(markdown_table(result.trend)),
     }
     drifted = report.drifted[: cfg.histogram_features]
     png = plots.drift_histograms(
