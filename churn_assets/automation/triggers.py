@@ -15,13 +15,14 @@ docs/automation.md). :func:`evaluate_week` turns them into at most one :class:`R
 state it is about — ``retrain:performance:<champion>`` and ``retrain:drift:<champion>`` (a condition that
 persists under the same champion retrains once; a new champion re-arms it), ``retrain:new_labels:
 <newest labelled as-of>`` (the next batch of labels re-arms it), ``retrain:monthly:<YYYY-MM>``. Dagster
-drops a RunRequest whose run key the sensor already used.
+drops a RunRequest whose run key the sensor already used; :func:`decide` skips such conditions itself
+(``used_keys``), so a spent condition never masks a fresh one in the same week.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,16 +138,21 @@ def monthly_condition(week: str, previous_week: str | None, cfg: AutomationSetti
     )
 
 
-def decide(week: str, champion: str, conditions: list[Condition]) -> RetrainRequest | None:
-    """At most one request per week: the first fired condition (order = :data:`TRIGGERS`) names the run;
-    the others are listed in the ``churnops/also_fired`` tag (one retraining serves them all)."""
+def decide(
+    week: str, champion: str, conditions: list[Condition], used_keys: Collection[str] = ()
+) -> RetrainRequest | None:
+    """At most one request per week: the first fired condition (order = :data:`TRIGGERS`) whose run key
+    has not been used yet names the run; the other fired ones are listed in the ``churnops/also_fired``
+    tag (one retraining serves them all). A condition whose key was used already (it triggered a
+    retraining before under this champion) does not trigger again — but it does not mask a fresh one."""
     fired = [c for c in conditions if c.fired]
-    if not fired:
-        return None
     order = {t: i for i, t in enumerate(TRIGGERS)}
     fired.sort(key=lambda c: order.get(c.trigger, len(order)))
-    first = fired[0]
-    also = tuple(c.trigger for c in fired[1:])
+    fresh = [c for c in fired if f"retrain:{c.key_part}" not in used_keys]
+    if not fresh:
+        return None
+    first = fresh[0]
+    also = tuple(c.trigger for c in fired if c is not first)
     return RetrainRequest(
         trigger=first.trigger,
         week=week,
@@ -180,15 +186,17 @@ def evaluate_week(
     drift: Mapping[str, Any] | None,
     labels: Mapping[str, Any] | None,
     cfg: AutomationSettings,
+    used_keys: Collection[str] = (),
 ) -> tuple[RetrainRequest | None, list[Condition]]:
-    """Every condition of one week and the resulting request (None: no trigger fired)."""
+    """Every condition of one week and the resulting request (None: no trigger fired, or only
+    conditions whose run key was used already)."""
     conditions = [
         performance_condition(performance, champion, cfg),
         drift_condition(drift, champion, cfg),
         labels_condition(labels, cfg),
         monthly_condition(week, previous_week, cfg),
     ]
-    return decide(week, champion, conditions), conditions
+    return decide(week, champion, conditions, used_keys), conditions
 
 
 def monthly_request(month: str, champion: str) -> RetrainRequest:

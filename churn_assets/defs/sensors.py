@@ -17,6 +17,7 @@ import dagster as dg
 from churn_assets.automation.triggers import (
     TRIGGER_TAG,
     WEEK_TAG,
+    decide,
     evaluate_week,
     monthly_request,
     new_production_weeks,
@@ -72,6 +73,11 @@ def current_champion(instance: dg.DagsterInstance) -> str:
     if step is not None and step[0].get("action") == "rollback" and step[0].get("stable_version") != "none":
         candidates.append((step[1], str(step[0]["stable_version"])))
     return max(candidates)[1] if candidates else "none"
+
+
+def used_run_keys(instance: dg.DagsterInstance, keys: list[str]) -> set[str]:
+    """The run keys among ``keys`` that already launched a run (Dagster's ``dagster/run_key`` tag)."""
+    return {k for k in keys if instance.get_run_ids(dg.RunsFilter(tags={"dagster/run_key": k}), limit=1)}
 
 
 def runs_in_flight(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str] | None = None) -> int:
@@ -161,6 +167,8 @@ def retrain_sensor(context: dg.SensorEvaluationContext):
             labels=reports["labels"],
             cfg=settings.automation,
         )
+        used = used_run_keys(instance, [f"retrain:{c.key_part}" for c in conditions if c.fired])
+        request = decide(week, champion, conditions, used | {r.run_key for r in requests if r.run_key})
         previous = week
         context.log.info(f"{week}: " + "; ".join(f"{c.trigger}: {c.reason}" for c in conditions))
         if request is None:

@@ -202,10 +202,7 @@ def test_run_keys_deduplicate_a_persisting_condition_until_the_champion_changes(
     week_reports(instance, WEEK1, drifted=4)
     week_reports(instance, WEEK2, drifted=5)
     first, cursor = run_retrain(instance, None)
-    assert [r.run_key for r in first] == [
-        "retrain:drift:1",
-        "retrain:drift:1",
-    ]  # same key: Dagster runs it once
+    assert [r.run_key for r in first] == ["retrain:drift:1"]  # week 2: same key, not requested again
     promote(instance, "2")
     week_reports(instance, WEEK3, drifted=4)
     [after], _ = run_retrain(instance, cursor)
@@ -291,3 +288,22 @@ def test_rollout_sensor_rolls_back_on_a_regression_and_skips_hold(instance: dg.D
     [run] = requests_of(rollout_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor)))
     assert run.run_config["ops"]["rollout__step"]["config"]["action"] == "rollback"
     assert run.run_key == f"rollout:{WEEK2}:rollback:2"
+
+
+def test_a_spent_condition_does_not_mask_a_fresh_one() -> None:
+    cfg = AutomationSettings()
+    kwargs = {
+        "performance": {"auc": 0.75},
+        "drift": None,
+        "labels": {"new_labelled_rows": 20_000, "newest_labelled_as_of": "2025-09-08"},
+    }
+    request, _ = evaluate_week(WEEK2, WEEK1, "1", cfg=cfg, **kwargs)  # type: ignore[arg-type]
+    assert request is not None and request.run_key == "retrain:performance:1"
+    request, _ = evaluate_week(WEEK2, WEEK1, "1", cfg=cfg, used_keys={"retrain:performance:1"}, **kwargs)  # type: ignore[arg-type]
+    assert request is not None and request.trigger == "new_labels"
+    assert (
+        request.run_key == "retrain:new_labels:2025-09-08"
+        and request.tags["churnops/also_fired"] == "performance"
+    )
+    spent = {"retrain:performance:1", "retrain:new_labels:2025-09-08"}
+    assert evaluate_week(WEEK2, WEEK1, "1", cfg=cfg, used_keys=spent, **kwargs)[0] is None  # type: ignore[arg-type]
