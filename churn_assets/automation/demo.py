@@ -54,6 +54,9 @@ def demo_settings(settings: Settings) -> Settings:
             "n_trials": min(settings.modeling.n_trials, auto.demo_n_trials),
             "timeout_seconds": min(settings.modeling.timeout_seconds, auto.demo_tuning_seconds),
             "baselines": list(auto.demo_baselines),
+            "gate_max_auc_gap": auto.demo_gate_max_auc_gap,
+            "gate_min_recall": auto.demo_gate_min_recall,
+            "gate_max_disparity": auto.demo_gate_max_disparity,
         }
     )
     return settings.model_copy(update={"simulation": simulation, "modeling": modeling})
@@ -276,7 +279,7 @@ def collect_row(
     import dagster as dg
 
     from churn_assets.defs.assets.production import ROLLOUT_START, ROLLOUT_STEP
-    from churn_assets.defs.assets.training import CHAMPION
+    from churn_assets.defs.assets.training import CHALLENGER, CHAMPION
     from churn_assets.defs.sensors import DRIFT_REPORT, PERFORMANCE_REPORT, metadata_of
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.serving.rollout import RolloutStore
@@ -302,16 +305,23 @@ def collect_row(
             decision = _meta_for_run(instance, CHAMPION, run.run_id)
             start = _meta_for_run(instance, ROLLOUT_START, run.run_id)
             if decision:
+                theirs = decision.get("champion_auc_same_holdout")
+                auc = decision.get("challenger_auc")
                 actions.append(
                     f"retrain v{decision.get('challenger_version')}: {decision.get('decision')}"
                     + (
-                        f" (AUC {float(decision['challenger_auc']):.3f} vs {decision.get('champion_auc_same_holdout')})"
-                        if isinstance(decision.get("challenger_auc"), float)
+                        f" (AUC {auc:.3f} vs {theirs:.3f})"
+                        if isinstance(auc, float) and isinstance(theirs, float)
                         else ""
                     )
                 )
             elif run.status == dg.DagsterRunStatus.FAILURE:
-                actions.append("retrain blocked (gate failed or error; audit log)")
+                challenger = _meta_for_run(instance, CHALLENGER, run.run_id)
+                if challenger is not None:  # the gates (blocking checks) stopped the promotion
+                    row.failed_runs.remove(f"{run.job_name} {run.run_id[:8]}")
+                    actions.append(f"retrain v{challenger.get('version')}: blocked by gates (audit log)")
+                else:
+                    actions.append("retrain failed")
             if start and str(start.get("action", "")).startswith(("rollout", "deployed")):
                 actions.append(str(start["action"]).split(" (")[0])
         elif run.job_name == "rollout_step":
