@@ -174,16 +174,53 @@ def train() -> None:
 
 
 @app.command()
-def demo(scale: ScaleOpt = None) -> None:
-    """The whole story on embedded defaults: simulate history, then run the main pipeline."""
-    settings = _settings(scale)
+def demo(
+    scale: ScaleOpt = None,
+    weeks: Annotated[
+        int | None,
+        typer.Option(
+            "--weeks", help="Production weeks driven by the Dagster daemon (default automation.demo_weeks)."
+        ),
+    ] = None,
+) -> None:
+    """The whole story: history -> pipeline -> champion v1 + bento -> N production weeks run by the daemon."""
+    from churn_assets.automation.demo import (
+        apply_env,
+        bootstrap,
+        check_world,
+        demo_settings,
+        final_report,
+        run_weeks,
+    )
+
+    settings = demo_settings(_settings(scale))
+    check_world(settings)
+    apply_env(settings)  # this process, the daemon and its runs all see the demo's settings
+    started = time.perf_counter()
     _simulate(settings, None, overwrite=False)
     code = _run_pipeline(settings, None)
-    if code == 0:
-        console.print(
-            f"\nstate: {settings.home}\nexplore: [bold]make ui[/bold] (Dagster UI at http://127.0.0.1:3000)"
-        )
-    raise typer.Exit(code)
+    if code != 0:
+        raise typer.Exit(code)
+    bootstrap(settings, err.print)
+    n = settings.automation.demo_weeks if weeks is None else weeks
+    rows = run_weeks(settings, n, lambda line: err.print(line, highlight=False)) if n > 0 else []
+    if rows:
+        from churn_assets.automation.demo import HEADERS
+
+        table = Table(title=f"{n} production weeks driven by the Dagster daemon's sensors")
+        for col in HEADERS:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row.cells())
+        console.print(table)
+    console.print("\n[bold]MLOps status report[/bold]")
+    console.print(final_report(settings), highlight=False)
+    console.print(
+        f"\ndemo finished in {time.perf_counter() - started:,.0f} s; state: {settings.home}\n"
+        "explore: [bold]make ui[/bold] (Dagster UI at http://127.0.0.1:3000)"
+    )
+    failed = [r for r in rows if r.failed_runs]
+    raise typer.Exit(1 if failed else 0)
 
 
 @contracts_app.command("check")

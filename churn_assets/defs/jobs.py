@@ -1,9 +1,11 @@
-"""Jobs: the main pipeline (raw -> contracts -> features -> online store)."""
+"""Jobs: the main pipeline, training, and the automation jobs launched by sensors (docs/automation.md)."""
 
 import dagster as dg
 
 from churn_assets.defs.assets.features import FEATURE_GROUP_NAME
+from churn_assets.defs.assets.production import CHAMPION_BENTO, ROLLOUT_START, ROLLOUT_STEP
 from churn_assets.defs.assets.raw import RAW_GROUP
+from churn_assets.defs.partitions import weekly_partitions
 
 MAIN_JOB = "churn_pipeline"
 
@@ -25,6 +27,39 @@ training = dg.define_asset_job(
         "Build the training set from the offline feature store, tune and compare the candidates (MLflow "
         "runs), register the challenger, run its blocking gate checks and decide the promotion."
     ),
+)
+
+PRODUCTION_JOB = "weekly_production"
+
+weekly_production = dg.define_asset_job(
+    PRODUCTION_JOB,
+    selection=dg.AssetSelection.groups(RAW_GROUP, FEATURE_GROUP_NAME, "production", "monitoring"),
+    partitions_def=weekly_partitions,
+    description=(
+        "One production week (launched by the new-week sensor): raw -> contracts -> features -> online store "
+        "-> batch scoring into the prediction log -> label status, rollout review, drift and performance "
+        "reports."
+    ),
+)
+
+RETRAINING_JOB = "retraining"
+
+retraining = dg.define_asset_job(
+    RETRAINING_JOB,
+    selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets(CHAMPION_BENTO, ROLLOUT_START),
+    description=(
+        "Launched by the retraining sensor / monthly schedule: training set from the feature store (rolling "
+        "window, newest holdout) -> challenger -> gates -> promotion (> min_auc_gain) -> bento rebuild -> "
+        "rollout start in shadow. A kept champion is audit-logged for review."
+    ),
+)
+
+ROLLOUT_STEP_JOB = "rollout_step"
+
+rollout_step_job = dg.define_asset_job(
+    ROLLOUT_STEP_JOB,
+    selection=dg.AssetSelection.assets(ROLLOUT_STEP),
+    description="One rollout step (advance or rollback), requested by the rollout sensor.",
 )
 
 SERVING_JOB = "serving"

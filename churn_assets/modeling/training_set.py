@@ -218,12 +218,16 @@ def build_training_table(
     time with :func:`read_split`.
     """
     cfg, sim = settings.modeling, settings.simulation
-    snapshots = list(timeline.monthly_snapshots)
+    ranges = (cfg.train_periods, cfg.val_periods, cfg.test_periods)
+    if cfg.split_mode == "rolling":
+        snapshots, ranges = rolling_snapshots(con, timeline, settings)
+    else:
+        snapshots = list(timeline.monthly_snapshots)
     labels, incomplete, end = _labels(
         con, snapshots, timeline.label_horizon_days, 7 * sim.label_delay_weeks, None, "drop"
     )
     periods = pd.Series(range(1, len(snapshots) + 1))
-    split_of = assign_by_period(periods, train=cfg.train_periods, val=cfg.val_periods, test=cfg.test_periods)
+    split_of = assign_by_period(periods, train=ranges[0], val=ranges[1], test=ranges[2])
     calendar = pl.DataFrame(
         {
             AS_OF: snapshots,
@@ -257,7 +261,7 @@ def build_training_table(
     del feats, labels
     check_split_disjoint(frame)
     stats: dict[str, dict[str, Any]] = {}
-    for split, (lo, hi) in zip(SPLITS, (cfg.train_periods, cfg.val_periods, cfg.test_periods), strict=True):
+    for split, (lo, hi) in zip(SPLITS, ranges, strict=True):
         part = frame.filter(pl.col(SPLIT).cast(pl.String) == split).select(AS_OF, PERIOD, LABEL)
         dates = sorted(part.get_column(AS_OF).unique().to_list())
         rows, positives = len(part), int(part.get_column(LABEL).sum() or 0)
@@ -301,8 +305,54 @@ def build_training_table(
         "leakage_feature_timestamps_after_as_of": leaks,
         "missing_share": {c: float(v) for c, v in missing.items() if v},
         "sha256": frame_hash(frame),
+        "split_mode": cfg.split_mode,
+        "newest_labelled_as_of": max(frame.get_column(AS_OF).to_list()).isoformat() if len(frame) else None,
     }
     return frame, metadata
+
+
+def feature_snapshot_dates(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    """As-of dates that have a snapshot in the offline store (``features.customer_account``)."""
+    rows = con.execute(
+        f"SELECT DISTINCT CAST({EVENT_TIMESTAMP} AS DATE) FROM features.customer_account ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def labelled_snapshot_dates(
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, report_delay_days: int
+) -> list[dt.date]:
+    """Snapshot dates (monthly history + weekly production) in the offline store whose label window is
+    complete at the data end, oldest first."""
+    end = data_end(con)
+    if end is None:
+        return []
+    return [
+        d
+        for d in feature_snapshot_dates(con)
+        if timeline.is_snapshot_date(d)
+        and label_complete_until(d, timeline.label_horizon_days, report_delay_days) <= end
+    ]
+
+
+def rolling_snapshots(
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings
+) -> tuple[list[dt.date], tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+    """Rolling-window mode: the newest ``rolling_window_snapshots`` labelled snapshots (monthly history
+    and weekly production alike); the newest ``rolling_test_snapshots`` are the holdout ("newest
+    holdout"), the ``rolling_val_snapshots`` before them validation, the rest train. Returns the dates
+    and the (train, val, test) period ranges over them (period = 1-based position)."""
+    cfg = settings.modeling
+    dates = labelled_snapshot_dates(con, timeline, 7 * settings.simulation.label_delay_weeks)
+    dates = dates[-cfg.rolling_window_snapshots :]
+    n, n_test, n_val = len(dates), cfg.rolling_test_snapshots, cfg.rolling_val_snapshots
+    if n < n_test + n_val + 1:
+        raise TrainingDataError(
+            f"rolling split needs at least {n_test + n_val + 1} labelled snapshots "
+            f"(test {n_test} + val {n_val} + train >= 1); found {n}"
+        )
+    train_hi = n - n_test - n_val
+    return dates, ((1, train_hi), (train_hi + 1, n - n_test), (n - n_test + 1, n))
 
 
 def check_training_set(meta: dict[str, Any]) -> None:

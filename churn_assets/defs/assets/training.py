@@ -176,8 +176,15 @@ def candidates(
     splits, meta = load_splits(modeling.workdir)
     paths = training_paths(modeling.workdir)
     study = f"{settings.modeling.study_name}-{meta['sha256'][:8]}"
+    # Retraining: the champion's LightGBM hyperparameters by default (retune_on_retrain re-runs Optuna).
+    fixed = None if settings.modeling.retune_on_retrain else ModelRegistry(settings).lightgbm_params()
     stage = run_candidates(
-        splits, settings, paths["candidates"].parent, study_name=study, progress=context.log.info
+        splits,
+        settings,
+        paths["candidates"].parent,
+        study_name=study,
+        fixed_params=fixed,
+        progress=context.log.info,
     )
     stage.to_json(paths["candidates"])
     table = [
@@ -199,10 +206,17 @@ def candidates(
         metadata={
             "experiments": dg.MetadataValue.md(markdown_table(table)),
             "best": stage.best,
+            "lightgbm_hyperparameters": "the champion's (no re-tuning)"
+            if fixed is not None
+            else "tuned (Optuna)",
             "best_val_auc": float(stage.val_auc),
             "optuna": dg.MetadataValue.json(
-                {k: t[k] for k in ("study", "storage", "complete", "pruned", "run_now", "best_val_auc")}
-                | {"budget": f"{t['n_trials_budget']} trials / {t['seconds_budget']} s"}
+                {k: t.get(k) for k in ("study", "storage", "complete", "pruned", "run_now", "best_val_auc")}
+                | (
+                    {"budget": f"{t['n_trials_budget']} trials / {t['seconds_budget']} s"}
+                    if "n_trials_budget" in t
+                    else {"fixed_params": t.get("fixed_params")}
+                )
             ),
             "imbalance_choice": dg.MetadataValue.json(
                 {

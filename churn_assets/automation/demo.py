@@ -1,0 +1,427 @@
+"""`make demo`: history -> champion v1 -> bento -> N production weeks driven by the Dagster DAEMON.
+
+The demo process plays the *outside world* only: it simulates one production week at a time (landing
+files) and registers its partition, exactly what an upstream system would do. Everything else is done
+by ``dagster-daemon run`` (started here in its own process group on ``workspace.yaml``, DAGSTER_HOME =
+``settings.dagster_home``): its sensors launch the weekly production run, the retraining and the
+rollout steps as subprocess runs (queued, one at a time). The demo polls the instance until the week's
+runs are finished and the daemon has been idle for ``demo_idle_seconds``, then reads what happened back
+from the instance (run tags, asset metadata), the registry and the rollout state, and prints one row
+per week. The daemon is stopped by signalling its process group (SIGTERM, then SIGKILL after
+``daemon_stop_grace_seconds``: Dagster's children may ignore SIGTERM).
+
+Settings reach the daemon and its runs through the environment (``CHURNOPS_*``; nested sections as
+JSON), so every process sees the demo's values (scale, budgets, rolling split).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from churn_assets.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKSPACE = ROOT / "workspace.yaml"
+SECTIONS = ("simulation", "feature_store", "contracts", "modeling", "automation", "serving")
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's scenario and budgets (``automation.demo_*``) applied to the simulation and modeling."""
+    auto = settings.automation
+    simulation = settings.simulation.model_copy(
+        update={
+            "label_horizon_days": auto.demo_label_horizon_days,
+            "campaign_start_week": auto.demo_campaign_start_week,
+            "concept_shift_week": auto.demo_concept_shift_week,
+            "concept_shift_ramp_weeks": auto.demo_concept_shift_ramp_weeks,
+        }
+    )
+    modeling = settings.modeling.model_copy(
+        update={
+            "split_mode": auto.demo_split_mode,
+            "rolling_window_snapshots": auto.demo_rolling_window_snapshots,
+            "n_trials": min(settings.modeling.n_trials, auto.demo_n_trials),
+            "timeout_seconds": min(settings.modeling.timeout_seconds, auto.demo_tuning_seconds),
+            "baselines": list(auto.demo_baselines),
+            "gate_max_auc_gap": auto.demo_gate_max_auc_gap,
+            "gate_min_recall": auto.demo_gate_min_recall,
+            "gate_max_disparity": auto.demo_gate_max_disparity,
+        }
+    )
+    return settings.model_copy(update={"simulation": simulation, "modeling": modeling})
+
+
+def check_world(settings: Settings) -> None:
+    """Refuse to continue a world simulated with another scenario (its calendar and labels differ)."""
+    from churn_assets.simulation import World
+
+    if not settings.world_state_path.exists():
+        return
+    world = World.load(settings.world_state_path)
+    stored = world.settings
+    if stored is not None and stored != settings.simulation:
+        diff = {
+            k: (getattr(stored, k), v)
+            for k, v in settings.simulation.model_dump().items()
+            if getattr(stored, k, None) != v
+        }
+        raise SystemExit(
+            f"the world under {settings.home} was simulated with other settings {diff} (stored, demo); "
+            "run `make clean` or point CHURNOPS_HOME at a fresh folder"
+        )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``CHURNOPS_*`` variables that reproduce ``settings`` in another process (sections as JSON)."""
+    env = {"CHURNOPS_HOME": str(settings.home)}
+    for name in SECTIONS:
+        section = getattr(settings, name, None)
+        if section is not None:
+            env[f"CHURNOPS_{name.upper()}"] = section.model_dump_json()
+    env["CHURNOPS_DUCKDB_MEMORY_LIMIT"] = settings.duckdb_memory_limit
+    return env
+
+
+def apply_env(settings: Settings) -> dict[str, str]:
+    """Point this process (and the children it starts) at ``settings``; returns the child environment."""
+    for key in [k for k in os.environ if k.startswith("CHURNOPS_")]:
+        del os.environ[key]
+    os.environ.update(settings_env(settings))
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    get_settings.cache_clear()
+    return dict(os.environ)
+
+
+class Daemon:
+    """``dagster-daemon run`` in its own process group."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        exe = Path(sys.executable).with_name("dagster-daemon")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(exe), "run", "-w", str(WORKSPACE)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: stop it and every child together
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the daemon leads its group
+        for sig, wait in (
+            (signal.SIGTERM, self.settings.automation.daemon_stop_grace_seconds),
+            (signal.SIGKILL, 5.0),
+        ):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and self._group_alive(pgid):
+                time.sleep(0.25)
+            if not self._group_alive(pgid):
+                break
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=5)
+
+    @staticmethod
+    def _group_alive(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        # Zombies of the group leader count as gone once reaped by poll().
+        return True
+
+
+@dataclass
+class WeekRow:
+    number: int
+    week: str
+    drifted: int | None = None
+    drifted_features: list[str] = field(default_factory=list)
+    auc: float | None = None
+    estimated_auc: float | None = None
+    trigger: str = "-"
+    action: str = "-"
+    phase: str = "none"
+    champion: str = "none"
+    seconds: float = 0.0
+    failed_runs: list[str] = field(default_factory=list)
+
+    def cells(self) -> list[str]:
+        auc = "-" if self.auc is None else f"{self.auc:.3f}"
+        est = "-" if self.estimated_auc is None else f"{self.estimated_auc:.3f}"
+        drift = "-" if self.drifted is None else str(self.drifted)
+        if self.drifted_features:
+            drift += (
+                f" ({', '.join(self.drifted_features[:3])}{'...' if len(self.drifted_features) > 3 else ''})"
+            )
+        return [
+            str(self.number),
+            self.week,
+            drift,
+            f"{auc} / {est}",
+            self.trigger,
+            self.action + (f" [FAILED: {', '.join(self.failed_runs)}]" if self.failed_runs else ""),
+            self.phase,
+            self.champion,
+            f"{self.seconds:.0f}",
+        ]
+
+
+HEADERS = ["#", "week", "drifted features", "AUC / est. AUC", "trigger", "action", "rollout", "champion", "s"]
+
+
+def _runs_since(instance: dg.DagsterInstance, since: float) -> list[Any]:
+    import dagster as dg
+
+    return list(instance.get_run_records(dg.RunsFilter(created_after=_utc(since))))
+
+
+def _utc(ts: float) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def sensor_cursors(instance: dg.DagsterInstance) -> dict[str, str | None]:
+    """The daemon's stored cursor of every sensor (name -> cursor)."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    return {
+        s.instigator_name: getattr(s.instigator_data, "cursor", None)
+        for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    }
+
+
+def wait_for_week(
+    instance: dg.DagsterInstance, week: str, since: float, settings: Settings, daemon: Daemon
+) -> list[Any]:
+    """Block until the week is fully handled: its production run finished, the retrain and rollout
+    sensors have evaluated it (their cursors reached the week) and no run is queued or running.
+    If the production run failed (the sensors never see the week's reports) the week ends after
+    ``demo_idle_seconds`` without runs. Returns the run records created since ``since``."""
+    from dagster import DagsterRunStatus
+
+    cfg = settings.automation
+    finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    deadline = time.monotonic() + cfg.demo_week_timeout_seconds
+    idle_since: float | None = None
+    while time.monotonic() < deadline:
+        if not daemon.alive():
+            raise RuntimeError(f"the Dagster daemon exited (see {daemon.log_path})")
+        records = _runs_since(instance, since)
+        production = [
+            r
+            for r in records
+            if r.dagster_run.job_name == "weekly_production"
+            and r.dagster_run.tags.get("dagster/partition") == week
+        ]
+        busy = any(r.dagster_run.status not in finished for r in records)
+        done = bool(production) and all(r.dagster_run.status in finished for r in production)
+        if done and not busy:
+            cursors = sensor_cursors(instance)
+            if all((cursors.get(name) or "") >= week for name in ("retrain_sensor", "rollout_sensor")):
+                return records
+            failed = any(r.dagster_run.status != DagsterRunStatus.SUCCESS for r in production)
+            idle_since = idle_since or time.monotonic()
+            if failed and time.monotonic() - idle_since >= cfg.demo_idle_seconds:
+                return records
+        else:
+            idle_since = None
+        time.sleep(0.5)
+    raise TimeoutError(f"week {week}: runs not finished after {cfg.demo_week_timeout_seconds:.0f} s")
+
+
+def _meta_for_run(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) -> dict[str, Any] | None:
+    import dagster as dg
+
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=20).records
+    for record in records:
+        if record.run_id == run_id and record.asset_materialization is not None:
+            return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    return None
+
+
+def collect_row(
+    instance: dg.DagsterInstance,
+    number: int,
+    week: str,
+    records: list[Any],
+    settings: Settings,
+    seconds: float,
+) -> WeekRow:
+    """Read what happened in a week back from the instance, the registry and the rollout state."""
+    import dagster as dg
+
+    from churn_assets.defs.assets.production import ROLLOUT_START, ROLLOUT_STEP
+    from churn_assets.defs.assets.training import CHALLENGER, CHAMPION
+    from churn_assets.defs.sensors import DRIFT_REPORT, PERFORMANCE_REPORT, metadata_of
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.serving.rollout import RolloutStore
+
+    row = WeekRow(number, week, seconds=seconds)
+    drift = metadata_of(instance, DRIFT_REPORT, week)
+    if drift:
+        row.drifted = int(drift[0].get("n_drifted_features") or 0)
+        names = drift[0].get("drifted_features") or []
+        row.drifted_features = [str(n) for n in names] if isinstance(names, list) else []
+    perf = metadata_of(instance, PERFORMANCE_REPORT, week)
+    if perf:
+        auc, est = perf[0].get("auc"), perf[0].get("estimated_auc")
+        row.auc = float(auc) if isinstance(auc, int | float) else None
+        row.estimated_auc = float(est) if isinstance(est, int | float) else None
+    triggers, actions = [], []
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        run = record.dagster_run
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            row.failed_runs.append(f"{run.job_name} {run.run_id[:8]}")
+        if run.job_name == "retraining":
+            triggers.append(run.tags.get("churnops/trigger", "?"))
+            decision = _meta_for_run(instance, CHAMPION, run.run_id)
+            start = _meta_for_run(instance, ROLLOUT_START, run.run_id)
+            if decision:
+                theirs = decision.get("champion_auc_same_holdout")
+                auc = decision.get("challenger_auc")
+                actions.append(
+                    f"retrain v{decision.get('challenger_version')}: {decision.get('decision')}"
+                    + (
+                        f" (AUC {auc:.3f} vs {theirs:.3f})"
+                        if isinstance(auc, float) and isinstance(theirs, float)
+                        else ""
+                    )
+                )
+            elif run.status == dg.DagsterRunStatus.FAILURE:
+                challenger = _meta_for_run(instance, CHALLENGER, run.run_id)
+                if challenger is not None:  # the gates (blocking checks) stopped the promotion
+                    row.failed_runs.remove(f"{run.job_name} {run.run_id[:8]}")
+                    actions.append(f"retrain v{challenger.get('version')}: blocked by gates (audit log)")
+                else:
+                    actions.append("retrain failed")
+            if start and str(start.get("action", "")).startswith(("rollout", "deployed")):
+                actions.append(str(start["action"]).split(" (")[0])
+        elif run.job_name == "rollout_step":
+            step = _meta_for_run(instance, ROLLOUT_STEP, run.run_id)
+            if step:
+                actions.append(f"rollout {step['action']}: {step['phase_before']} -> {step['phase_after']}")
+    row.trigger = ", ".join(triggers) or "-"
+    row.action = "; ".join(actions) or "-"
+    state = RolloutStore(settings).load()
+    row.phase = state.phase if not state.active else f"{state.phase} (v{state.candidate_version})"
+    row.champion = ModelRegistry(settings).aliases().get("champion", "none")
+    return row
+
+
+def render_table(rows: list[WeekRow]) -> str:
+    cells = [HEADERS] + [r.cells() for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
+    lines = [" | ".join(c[i].ljust(widths[i]) for i in range(len(HEADERS))) for c in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def bootstrap(settings: Settings, out: Callable[[str], None]) -> None:
+    """Champion v1 + bento + first deployment: the retraining job, run once in process (trigger=bootstrap)."""
+    from churn_assets.defs.jobs import RETRAINING_JOB
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.orchestration import QUIET_CONSOLE, instance_for, load_definitions
+
+    if ModelRegistry(settings).aliases().get("champion"):
+        out("champion exists: skipping the initial training")
+        return
+    started = time.perf_counter()
+    job = load_definitions().resolve_job_def(RETRAINING_JOB)
+    result = job.execute_in_process(
+        instance=instance_for(settings),
+        run_config=QUIET_CONSOLE,
+        tags={"churnops/trigger": "bootstrap"},
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise RuntimeError("initial training failed: see the Dagster UI (make ui), job retraining")
+    aliases = ModelRegistry(settings).aliases()
+    out(
+        f"champion v{aliases.get('champion')} trained, bento built, deployed ({time.perf_counter() - started:.0f} s)"
+    )
+
+
+def simulate_week(settings: Settings) -> str:
+    from churn_assets.orchestration import instance_for, register_weeks
+    from churn_assets.simulation import World
+
+    world = World.load(settings.world_state_path)
+    [key] = world.advance(1, settings.landing_dir)
+    world.save(settings.world_state_path)
+    register_weeks(instance_for(settings), [key])
+    return key
+
+
+def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
+    """Start the daemon, play ``weeks`` production weeks, stop the daemon; one row per week."""
+    from churn_assets.orchestration import instance_for
+
+    env = apply_env(settings)
+    instance = instance_for(settings)
+    daemon = Daemon(settings, settings.home / "logs" / "dagster-daemon.log")
+    daemon.start(env)
+    rows: list[WeekRow] = []
+    out(f"dagster-daemon started (pid {daemon.proc.pid if daemon.proc else '?'}, log {daemon.log_path})")
+    try:
+        for number in range(1, weeks + 1):
+            started = time.time()
+            week = simulate_week(settings)
+            records = wait_for_week(instance, week, started - 1, settings, daemon)
+            row = collect_row(instance, number, week, records, settings, time.time() - started)
+            rows.append(row)
+            out(" | ".join(row.cells()))
+    finally:
+        daemon.stop()
+        out("dagster-daemon stopped")
+    return rows
+
+
+def final_report(settings: Settings) -> str:
+    """The final MLOps status report (``churnops status``) plus the rollout state and the registry's
+    recent decisions."""
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.monitoring.status import build_status_report, render_status
+    from churn_assets.serving.rollout import RolloutStore
+
+    state = RolloutStore(settings).load()
+    audit = ModelRegistry(settings).read_audit()
+    try:
+        status = render_status(build_status_report(settings))
+    except Exception as exc:  # the report reads several stores; show the rest even if one fails
+        status = f"(status report failed: {type(exc).__name__}: {exc})"
+    lines = [
+        status,
+        f"Rollout: phase {state.phase}, stable v{state.stable_version}, candidate "
+        f"{'v' + state.candidate_version if state.candidate_version else '-'}",
+        "Registry decisions: "
+        + ", ".join(f"{e.action} v{e.version}" + (f" ({e.actor})" if e.actor else "") for e in audit[-10:]),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""Rollout phase checks as plain functions: advance, hold or roll back (docs/automation.md).
+
+Input: one production week of the prediction log (``churn_assets.serving.prediction_log`` columns), the
+rollout phase and the stable / candidate model versions, optionally realised outcomes. The candidate's
+rows are ``variant in {"shadow", "canary"}`` with ``model_version == candidate``; the stable model's are
+``variant == "champion"`` with ``model_version == stable``.
+
+Checks (limits in ``settings.automation.rollout``):
+
+* ``volume``: at least ``min_candidate_rows`` candidate predictions (else **hold** — no verdict yet);
+* ``latency``: candidate P95 latency <= ``max_latency_p95_ms`` and <= ``max_latency_ratio`` x stable P95;
+* ``error_rate``: share of candidate rows without a valid score (null, NaN, outside [0, 1]) <=
+  ``max_error_rate``;
+* ``score_distribution``: two-sample KS statistic between candidate and stable scores <= ``max_score_ks``
+  and |difference of positive-decision rates| <= ``max_positive_rate_shift`` (a broken model or feature
+  pipeline moves the distribution far more than an honest retrain does);
+* ``outcomes`` (only once >= ``min_labelled_rows`` candidate predictions have realised labels): candidate
+  AUC >= stable AUC on the same weeks - ``max_auc_drop``; before that it passes as "not yet available".
+
+Verdict: every check passes -> ``advance``; ``volume`` fails -> ``hold``; any other failure ->
+``rollback``. The phase ``none`` (no rollout) has nothing to review.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+from scipy.stats import ks_2samp
+from sklearn.metrics import roc_auc_score
+
+from churn_assets.settings import RolloutCheckSettings
+
+Action = Literal["advance", "hold", "rollback", "none"]
+CANDIDATE_VARIANTS = ("shadow", "canary")
+STABLE_VARIANT = "champion"
+
+
+@dataclass(frozen=True)
+class PhaseCheck:
+    name: str
+    passed: bool
+    value: float | None
+    limit: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class RolloutVerdict:
+    action: Action
+    phase: str
+    stable_version: str | None
+    candidate_version: str | None
+    reason: str
+    checks: list[PhaseCheck] = field(default_factory=list)
+    candidate_rows: int = 0
+    stable_rows: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _valid(scores: pl.Series) -> pl.Series:
+    return scores.filter(scores.is_not_null() & scores.is_not_nan() & (scores >= 0) & (scores <= 1))
+
+
+def _mean(values: pl.Series) -> float:
+    """Mean of a numeric series as a float (0.0 when empty)."""
+    return float(values.to_numpy().mean()) if values.len() else 0.0
+
+
+def _p95(frame: pl.DataFrame) -> float | None:
+    if frame.is_empty():
+        return None
+    value = frame.get_column("latency_ms").drop_nulls().quantile(0.95)
+    return None if value is None else float(value)
+
+
+def _auc(frame: pl.DataFrame) -> float | None:
+    labelled = frame.filter(pl.col("churned").is_not_null() & pl.col("score").is_not_null())
+    y = labelled.get_column("churned").to_numpy()
+    if len(np.unique(y)) < 2:
+        return None
+    return float(roc_auc_score(y, labelled.get_column("score").to_numpy()))
+
+
+def split_variants(
+    predictions: pl.DataFrame, stable: str | None, candidate: str | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(stable rows, candidate rows)`` of a prediction-log frame."""
+    cand = predictions.filter(
+        pl.col("variant").is_in(CANDIDATE_VARIANTS) & (pl.col("model_version") == str(candidate))
+    )
+    stab = predictions.filter(
+        (pl.col("variant") == STABLE_VARIANT) & (pl.col("model_version") == str(stable))
+    )
+    return stab, cand
+
+
+def review_phase(
+    predictions: pl.DataFrame,
+    phase: str,
+    stable: str | None,
+    candidate: str | None,
+    cfg: RolloutCheckSettings,
+    outcomes: pl.DataFrame | None = None,
+) -> RolloutVerdict:
+    """Run the phase checks on one week of predictions. ``outcomes``: ``customer_id, as_of, churned``
+    (realised labels of complete windows only)."""
+    if phase == "none" or candidate is None:
+        return RolloutVerdict("none", phase, stable, candidate, "no rollout in progress")
+    stab, cand = split_variants(predictions, stable, candidate)
+    checks: list[PhaseCheck] = []
+    n_cand, n_stab = cand.height, stab.height
+    volume_ok = n_cand >= cfg.min_candidate_rows and n_stab > 0
+    checks.append(
+        PhaseCheck(
+            "volume",
+            volume_ok,
+            float(n_cand),
+            f">= {cfg.min_candidate_rows} candidate rows and >= 1 stable row",
+            f"{n_cand:,} candidate / {n_stab:,} stable predictions",
+        )
+    )
+    if not volume_ok:
+        return RolloutVerdict(
+            "hold",
+            phase,
+            stable,
+            candidate,
+            f"too few predictions to judge ({checks[0].detail})",
+            checks,
+            n_cand,
+            n_stab,
+        )
+
+    p95_c, p95_s = _p95(cand), _p95(stab)
+    latency_limit = cfg.max_latency_p95_ms
+    if p95_s is not None and p95_s > 0:
+        latency_limit = min(latency_limit, cfg.max_latency_ratio * p95_s)
+    lat_ok = p95_c is not None and p95_c <= latency_limit
+    checks.append(
+        PhaseCheck(
+            "latency",
+            lat_ok,
+            p95_c,
+            f"P95 <= {latency_limit:.1f} ms",
+            f"candidate P95 {p95_c if p95_c is None else round(p95_c, 2)} ms, stable P95 "
+            f"{p95_s if p95_s is None else round(p95_s, 2)} ms",
+        )
+    )
+
+    valid = _valid(cand.get_column("score"))
+    error_rate = 1.0 - valid.len() / n_cand
+    checks.append(
+        PhaseCheck(
+            "error_rate",
+            error_rate <= cfg.max_error_rate,
+            error_rate,
+            f"<= {cfg.max_error_rate}",
+            f"{n_cand - valid.len():,} of {n_cand:,} candidate predictions without a valid score",
+        )
+    )
+
+    stable_scores = _valid(stab.get_column("score"))
+    if valid.len() and stable_scores.len():
+        ks = float(ks_2samp(valid.to_numpy(), stable_scores.to_numpy()).statistic)
+        pos_c = _mean(cand.get_column("label").cast(pl.Float64))
+        pos_s = _mean(stab.get_column("label").cast(pl.Float64))
+        shift = abs(pos_c - pos_s)
+        dist_ok = ks <= cfg.max_score_ks and shift <= cfg.max_positive_rate_shift
+        detail = (
+            f"KS {ks:.3f} (<= {cfg.max_score_ks}); positive rate {pos_c:.3f} vs {pos_s:.3f} "
+            f"(|diff| {shift:.3f} <= {cfg.max_positive_rate_shift}); mean score "
+            f"{_mean(valid):.3f} vs {_mean(stable_scores):.3f}"
+        )
+        checks.append(PhaseCheck("score_distribution", dist_ok, ks, f"KS <= {cfg.max_score_ks}", detail))
+    else:
+        checks.append(
+            PhaseCheck("score_distribution", False, None, "scores on both sides", "no valid scores")
+        )
+
+    checks.append(_outcome_check(stab, cand, outcomes, cfg))
+    failed = [c.name for c in checks if not c.passed]
+    if failed:
+        return RolloutVerdict(
+            "rollback",
+            phase,
+            stable,
+            candidate,
+            "regression: " + "; ".join(f"{c.name} ({c.detail})" for c in checks if not c.passed),
+            checks,
+            n_cand,
+            n_stab,
+        )
+    return RolloutVerdict(
+        "advance", phase, stable, candidate, f"all {len(checks)} checks passed", checks, n_cand, n_stab
+    )
+
+
+def _outcome_check(
+    stab: pl.DataFrame, cand: pl.DataFrame, outcomes: pl.DataFrame | None, cfg: RolloutCheckSettings
+) -> PhaseCheck:
+    limit = f"candidate AUC >= stable AUC - {cfg.max_auc_drop} once >= {cfg.min_labelled_rows} labelled"
+    if outcomes is None or outcomes.is_empty():
+        return PhaseCheck("outcomes", True, None, limit, "no realised labels yet (label window still open)")
+    keys = ["customer_id", "as_of"]
+    o = outcomes.select(*keys, pl.col("churned").cast(pl.Int8))
+    lc = cand.join(o, on=keys, how="inner")
+    ls = stab.join(o, on=keys, how="inner")
+    if lc.height < cfg.min_labelled_rows:
+        return PhaseCheck(
+            "outcomes", True, None, limit, f"only {lc.height:,} labelled candidate predictions so far"
+        )
+    auc_c, auc_s = _auc(lc), _auc(ls)
+    if auc_c is None or auc_s is None:
+        return PhaseCheck("outcomes", True, None, limit, "labelled rows hold a single class")
+    ok = auc_c >= auc_s - cfg.max_auc_drop
+    return PhaseCheck(
+        "outcomes",
+        ok,
+        auc_c,
+        limit,
+        f"AUC candidate {auc_c:.3f} vs stable {auc_s:.3f} on {lc.height:,} labelled",
+    )

@@ -1,0 +1,333 @@
+"""Weekly production assets (batch scoring, label status, rollout review) and the rollout state assets.
+
+Thin wrappers over ``churn_assets.automation`` (``production``, ``rollout_checks``) and
+``churn_assets.serving`` (``scoring``, ``rollout``, ``prediction_log``). See docs/automation.md.
+"""
+
+import datetime as dt
+import json
+from typing import Any
+
+import dagster as dg
+
+from churn_assets.automation.production import (
+    label_status,
+    realised_outcomes,
+    score_snapshot,
+    snapshot_features,
+)
+from churn_assets.automation.rollout_checks import review_phase
+from churn_assets.defs.assets.features import feature_asset_key
+from churn_assets.defs.assets.training import CHAMPION, training_paths
+from churn_assets.defs.automation_resources import ChurnopsSettingsResource
+from churn_assets.defs.metadata import markdown_table
+from churn_assets.defs.partitions import weekly_partitions
+from churn_assets.defs.resources import TimelineResource, WarehouseResource
+from churn_assets.feature_store.definitions import FEATURE_GROUPS
+
+PRODUCTION_GROUP = "production"
+ROLLOUT_GROUP = "rollout"
+BATCH_SCORES = dg.AssetKey(["production", "batch_scores"])
+LABEL_STATUS = dg.AssetKey(["production", "label_status"])
+ROLLOUT_REVIEW = dg.AssetKey(["production", "rollout_review"])
+ROLLOUT_START = dg.AssetKey(["rollout", "start"])
+ROLLOUT_STEP = dg.AssetKey(["rollout", "step"])
+CHAMPION_BENTO = dg.AssetKey(["serving", "champion_bento"])
+ONLINE_STORE = dg.AssetKey(["features", "online_store"])
+FEATURE_KEYS = [feature_asset_key(g.name) for g in FEATURE_GROUPS]
+
+
+def _week_as_of(calendar: TimelineResource, week: str) -> dt.date | None:
+    return calendar.timeline().snapshot_for_week(dt.date.fromisoformat(week))
+
+
+@dg.asset(
+    key=BATCH_SCORES,
+    group_name=PRODUCTION_GROUP,
+    partitions_def=weekly_partitions,
+    deps=[*FEATURE_KEYS, ONLINE_STORE],
+    kinds={"lightgbm", "parquet"},
+    description=(
+        "Batch scoring of the week's feature snapshot with the serving code (serving/scoring.py): the stable "
+        "champion scores every customer; the rollout candidate scores them too in shadow, or its canary "
+        "share of customers (the service's routing hash). Rows go to the prediction log (source=batch)."
+    ),
+)
+def batch_scores(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    calendar: TimelineResource,
+    churnops: ChurnopsSettingsResource,
+) -> dg.MaterializeResult:
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.serving.prediction_log import write_predictions
+    from churn_assets.serving.rollout import RolloutStore, route
+    from churn_assets.serving.scoring import load_version
+
+    settings = churnops.settings()
+    week = context.partition_key
+    as_of = _week_as_of(calendar, week)
+    state = RolloutStore(settings).load()
+    stable = state.stable_version or ModelRegistry(settings).aliases().get("champion")
+    if as_of is None or stable is None:
+        why = "no feature snapshot in this week" if as_of is None else "no champion registered yet"
+        context.log.info(f"week {week}: nothing scored ({why})")
+        return dg.MaterializeResult(metadata={"scored_rows": 0, "note": why, "dagster/row_count": 0})
+    with warehouse.warehouse().connect() as con:
+        features = snapshot_features(con, as_of)
+    cache: dict[str, Any] = {}
+
+    def load(version: str) -> Any:
+        if version not in cache:
+            cache[version] = load_version(settings, version)
+        return cache[version]
+
+    result = score_snapshot(
+        features,
+        as_of,
+        phase=state.phase,
+        stable_version=str(stable),
+        candidate_version=state.candidate_version,
+        load=load,
+        route=lambda cid: route(cid, state),
+    )
+    written = write_predictions(settings, result.frame) if result.frame.height else 0
+    counts = result.counts()
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": as_of.isoformat(),
+            "scored_rows": written,
+            "dagster/row_count": written,
+            "customers": features.height,
+            "rows_by_variant": dg.MetadataValue.json(counts),
+            "stable_version": str(stable),
+            "candidate_version": state.candidate_version or "none",
+            "rollout_phase": state.phase,
+            "mean_score_stable": float(
+                result.frame.filter(result.frame["variant"] == "champion")["score"].to_numpy().mean()
+            )
+            if written
+            else 0.0,
+            "seconds": round(result.seconds, 2),
+        }
+    )
+
+
+@dg.asset(
+    key=LABEL_STATUS,
+    group_name=PRODUCTION_GROUP,
+    partitions_def=weekly_partitions,
+    deps=FEATURE_KEYS,
+    kinds={"duckdb"},
+    description=(
+        "Labelled rows available for training that arrived after the last training set's newest labelled "
+        "snapshot (a snapshot is labelled once its label window + report delay has landed)."
+    ),
+)
+def production_label_status(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    calendar: TimelineResource,
+    churnops: ChurnopsSettingsResource,
+) -> dg.MaterializeResult:
+    settings = churnops.settings()
+    meta_path = training_paths(settings.home / "training")["training_set_meta"]
+    since = None
+    if meta_path.exists():
+        newest = json.loads(meta_path.read_text()).get("newest_labelled_as_of")
+        if newest is None:  # a training set from before the rolling mode: newest test snapshot
+            splits = json.loads(meta_path.read_text()).get("splits", {})
+            newest = max((s.get("last_as_of") or "" for s in splits.values()), default="") or None
+        since = dt.date.fromisoformat(str(newest)[:10]) if newest else None
+    with warehouse.warehouse().connect() as con:
+        status = label_status(con, calendar.timeline(), 7 * settings.simulation.label_delay_weeks, since)
+    context.log.info(f"week {context.partition_key}: {status['new_labelled_rows']} new labelled rows")
+    return dg.MaterializeResult(
+        metadata={
+            "new_labelled_rows": status["new_labelled_rows"],
+            "newest_labelled_as_of": status["newest_labelled_as_of"],
+            "since": status["since"],
+            "new_labelled_snapshots": dg.MetadataValue.json(status["new_labelled_snapshots"]),
+        }
+    )
+
+
+@dg.asset(
+    key=ROLLOUT_REVIEW,
+    group_name=PRODUCTION_GROUP,
+    partitions_def=weekly_partitions,
+    deps=[BATCH_SCORES],
+    kinds={"polars"},
+    description=(
+        "The rollout phase's checks on this week's predictions (latency, error rate, candidate vs stable "
+        "score distribution, outcomes once labelled): verdict advance / hold / rollback. The rollout sensor "
+        "acts on it (one step per production week)."
+    ),
+)
+def rollout_review(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    calendar: TimelineResource,
+    churnops: ChurnopsSettingsResource,
+) -> dg.MaterializeResult:
+    from churn_assets.serving.prediction_log import read_predictions
+    from churn_assets.serving.rollout import RolloutStore
+
+    settings = churnops.settings()
+    state = RolloutStore(settings).load()
+    as_of = _week_as_of(calendar, context.partition_key)
+    if as_of is None or not state.active:
+        verdict = review_phase(
+            read_predictions(settings, dt.datetime(1970, 1, 1), dt.datetime(1970, 1, 2)),
+            "none",
+            state.stable_version,
+            None,
+            settings.automation.rollout,
+        )
+    else:
+        start = dt.datetime.combine(as_of, dt.time())
+        predictions = read_predictions(settings, start, start + dt.timedelta(days=7))
+        with warehouse.warehouse().connect() as con:
+            outcomes = realised_outcomes(
+                con, calendar.timeline(), 7 * settings.simulation.label_delay_weeks, [as_of]
+            )
+        verdict = review_phase(
+            predictions,
+            state.phase,
+            state.stable_version,
+            state.candidate_version,
+            settings.automation.rollout,
+            outcomes,
+        )
+    context.log.info(f"rollout review {context.partition_key}: {verdict.action} ({verdict.reason})")
+    return dg.MaterializeResult(
+        metadata={
+            "action": verdict.action,
+            "phase": verdict.phase,
+            "stable_version": verdict.stable_version or "none",
+            "candidate_version": verdict.candidate_version or "none",
+            "reason": verdict.reason,
+            "candidate_rows": verdict.candidate_rows,
+            "checks": dg.MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            "check": c.name,
+                            "passed": c.passed,
+                            "value": c.value,
+                            "limit": c.limit,
+                            "detail": c.detail,
+                        }
+                        for c in verdict.checks
+                    ]
+                )
+                if verdict.checks
+                else "no checks (no rollout in progress)"
+            ),
+        }
+    )
+
+
+@dg.asset(
+    key=ROLLOUT_START,
+    group_name=ROLLOUT_GROUP,
+    deps=[CHAMPION, CHAMPION_BENTO],
+    kinds={"bentoml"},
+    description=(
+        "After the promotion decision and the bento rebuild: a promoted challenger starts its rollout in "
+        "shadow (stable = the previous champion); the first champion is deployed directly; a kept champion "
+        "leaves the rollout unchanged (the decision is in the audit log for review)."
+    ),
+)
+def rollout_start(
+    context: dg.AssetExecutionContext, churnops: ChurnopsSettingsResource
+) -> dg.MaterializeResult:
+    from churn_assets.serving.rollout import RolloutStore
+
+    settings = churnops.settings()
+    decision = json.loads(training_paths(settings.home / "training")["champion"].read_text())
+    store = RolloutStore(settings)
+    trigger = context.run.tags.get("churnops/trigger", "manual")
+    before = store.load()
+    new = str(decision.get("champion_after"))
+    if decision["outcome"] != "promoted":
+        action = f"none: champion v{new} kept ({decision['reason']})"
+        state = before
+    elif not decision.get("champion_before"):
+        # First champion: deployed directly (the bento build may already have recorded it).
+        state = (
+            before
+            if before.stable_version == new
+            else store.set_stable(new, by="retraining", reason="first champion")
+        )
+        action = f"deployed first champion v{new}"
+    elif before.active and before.candidate_version == new:
+        state = before  # the bento build already started it (serving.bento_build.sync_rollout)
+        action = f"rollout of v{new} started in {before.phase} (stable v{before.stable_version})"
+    else:
+        if before.active:  # a newer champion supersedes a candidate still under review
+            store.rollback(by="retraining", reason="superseded by a newer champion", registry=False)
+        state = store.start(
+            new,
+            str(decision["champion_before"]),
+            by="retraining",
+            reason=f"promoted by the {trigger} retraining",
+        )
+        action = f"rollout of v{new} started in {state.phase} (stable v{state.stable_version})"
+    context.log.info(action)
+    return dg.MaterializeResult(
+        metadata={
+            "action": action,
+            "decision": decision["outcome"],
+            "phase": state.phase,
+            "stable_version": state.stable_version or "none",
+            "candidate_version": state.candidate_version or "none",
+            "trigger": trigger,
+        }
+    )
+
+
+class RolloutStepConfig(dg.Config):
+    action: str = "advance"  # advance | rollback
+    week: str = ""
+    reason: str = ""
+
+
+@dg.asset(
+    key=ROLLOUT_STEP,
+    group_name=ROLLOUT_GROUP,
+    kinds={"bentoml"},
+    description=(
+        "One rollout step requested by the rollout sensor: advance to the next phase "
+        "(shadow -> canary_5 -> canary_25 -> canary_50 -> full) or roll back (stable traffic + registry "
+        "champion <- previous)."
+    ),
+)
+def rollout_step(
+    context: dg.AssetExecutionContext, config: RolloutStepConfig, churnops: ChurnopsSettingsResource
+) -> dg.MaterializeResult:
+    from churn_assets.serving.rollout import RolloutStore
+
+    settings = churnops.settings()
+    store = RolloutStore(settings)
+    before = store.load()
+    reason = f"week {config.week}: {config.reason}"
+    if config.action == "advance":
+        after = store.advance(by="rollout-sensor", reason=reason)
+    elif config.action == "rollback":
+        after = store.rollback(by="rollout-sensor", reason=reason)
+    else:
+        raise ValueError(f"rollout step: action must be 'advance' or 'rollback', got {config.action!r}")
+    reached = "full" if config.action == "advance" and after.phase == "none" else after.phase
+    context.log.info(f"rollout {config.action}: {before.phase} -> {reached}")
+    return dg.MaterializeResult(
+        metadata={
+            "action": config.action,
+            "week": config.week,
+            "phase_before": before.phase,
+            "phase_after": reached,
+            "stable_version": after.stable_version or "none",
+            "candidate_version": after.candidate_version or "none",
+            "reason": reason,
+        }
+    )

@@ -1,0 +1,242 @@
+"""Sensors and the monthly schedule run by the Dagster daemon (domain logic: churn_assets/automation).
+
+* ``new_week_sensor``: every newly registered production week -> one ``weekly_production`` run.
+* ``retrain_sensor``: after a week's production run, evaluates the retraining triggers (performance,
+  drift, new labels, simulated month) on the week's asset metadata -> at most one ``retraining`` run, its
+  reason in the ``churnops/trigger`` tag, a run key per condition (see ``automation/triggers.py``).
+* ``rollout_sensor``: after a week's production run, acts on ``production/rollout_review``'s verdict ->
+  one ``rollout_step`` run (advance or rollback) per production week.
+* ``monthly_retraining``: wall-clock monthly schedule of the ``retraining`` job.
+"""
+
+import datetime as dt
+from typing import Any
+
+import dagster as dg
+
+from churn_assets.automation.triggers import (
+    TRIGGER_TAG,
+    WEEK_TAG,
+    decide,
+    evaluate_week,
+    monthly_request,
+    new_production_weeks,
+)
+from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_REVIEW, ROLLOUT_STEP
+from churn_assets.defs.assets.training import CHAMPION
+from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
+from churn_assets.defs.partitions import WEEKS
+from churn_assets.settings import get_settings
+from churn_assets.timeline import Timeline
+
+DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
+PERFORMANCE_REPORT = dg.AssetKey(["monitoring", "performance_report"])
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+_automation = get_settings().automation
+_INTERVAL = _automation.sensor_interval_seconds
+_STATUS = (
+    dg.DefaultSensorStatus.RUNNING
+    if _automation.sensors_running_by_default
+    else dg.DefaultSensorStatus.STOPPED
+)
+
+
+def metadata_of(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None
+) -> tuple[dict[str, Any], int] | None:
+    """The newest materialization's metadata (plain values) and storage id, or None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    mat = record.asset_materialization
+    if mat is None:
+        return None
+    return {k: v.value for k, v in mat.metadata.items()}, record.storage_id
+
+
+def current_champion(instance: dg.DagsterInstance) -> str:
+    """The champion version per the newest ``training/champion`` or rollback ``rollout/step`` event."""
+    decision = metadata_of(instance, CHAMPION)
+    step = metadata_of(instance, ROLLOUT_STEP)
+    candidates = []
+    if decision is not None and decision[0].get("champion_after") not in (None, "none"):
+        candidates.append((decision[1], str(decision[0]["champion_after"])))
+    if step is not None and step[0].get("action") == "rollback" and step[0].get("stable_version") != "none":
+        candidates.append((step[1], str(step[0]["stable_version"])))
+    return max(candidates)[1] if candidates else "none"
+
+
+def used_run_keys(instance: dg.DagsterInstance, keys: list[str]) -> set[str]:
+    """The run keys among ``keys`` that already launched a run (Dagster's ``dagster/run_key`` tag)."""
+    return {k for k in keys if instance.get_run_ids(dg.RunsFilter(tags={"dagster/run_key": k}), limit=1)}
+
+
+def runs_in_flight(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str] | None = None) -> int:
+    return len(instance.get_run_ids(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT, tags=tags or {})))
+
+
+def _ready_weeks(context: dg.SensorEvaluationContext, key: dg.AssetKey) -> list[str]:
+    """Weeks after the cursor whose ``key`` partition is materialized and whose production run is done."""
+    instance = context.instance
+    done: list[str] = []
+    for week in sorted(instance.get_dynamic_partitions(WEEKS)):
+        if context.cursor and week <= context.cursor:
+            continue
+        if metadata_of(instance, key, week) is None:
+            continue
+        if runs_in_flight(instance, PRODUCTION_JOB, {"dagster/partition": week}):
+            break  # this week's reports are still being written
+        done.append(week)
+    return done
+
+
+def _history_end() -> dt.date:
+    return Timeline.from_settings(get_settings().simulation).history_end
+
+
+@dg.sensor(
+    name="new_week_sensor",
+    job_name=PRODUCTION_JOB,
+    minimum_interval_seconds=_INTERVAL,
+    default_status=_STATUS,
+    description="Launches the weekly production job for each newly registered production week.",
+)
+def new_week_sensor(context: dg.SensorEvaluationContext):
+    weeks = new_production_weeks(
+        list(context.instance.get_dynamic_partitions(WEEKS)), _history_end(), context.cursor
+    )
+    if not weeks:
+        return dg.SkipReason("no new production week")
+    context.update_cursor(weeks[-1])
+    return [
+        dg.RunRequest(
+            run_key=f"production-week:{week}",
+            partition_key=week,
+            tags={TRIGGER_TAG: "new_week", WEEK_TAG: week},
+        )
+        for week in weeks
+    ]
+
+
+@dg.sensor(
+    name="retrain_sensor",
+    job_name=RETRAINING_JOB,
+    minimum_interval_seconds=_INTERVAL,
+    default_status=_STATUS,
+    description=(
+        "After each production week: retrain when the champion's AUC < threshold, >= N features drift, "
+        "> N new labelled rows arrived, or a simulated month starts (one run per condition: run keys)."
+    ),
+)
+def retrain_sensor(context: dg.SensorEvaluationContext):
+    from churn_assets.serving.rollout import RolloutStore
+
+    settings = get_settings()
+    weeks = _ready_weeks(context, LABEL_STATUS)
+    if not weeks:
+        return dg.SkipReason("no newly completed production week")
+    instance = context.instance
+    requests: list[dg.RunRequest] = []
+    previous = context.cursor
+    notes = []
+    for week in weeks:
+        champion = current_champion(instance)
+        reports = {
+            name: (m[0] if (m := metadata_of(instance, key, week)) else None)
+            for name, key in (
+                ("performance", PERFORMANCE_REPORT),
+                ("drift", DRIFT_REPORT),
+                ("labels", LABEL_STATUS),
+            )
+        }
+        request, conditions = evaluate_week(
+            week,
+            previous,
+            champion,
+            performance=reports["performance"],
+            drift=reports["drift"],
+            labels=reports["labels"],
+            cfg=settings.automation,
+        )
+        used = used_run_keys(instance, [f"retrain:{c.key_part}" for c in conditions if c.fired])
+        request = decide(week, champion, conditions, used | {r.run_key for r in requests if r.run_key})
+        previous = week
+        context.log.info(f"{week}: " + "; ".join(f"{c.trigger}: {c.reason}" for c in conditions))
+        if request is None:
+            continue
+        state = RolloutStore(settings).load()
+        if state.active:
+            notes.append(
+                f"{week}: {request.trigger} fired but the rollout of v{state.candidate_version} is active"
+            )
+            continue
+        if runs_in_flight(instance, RETRAINING_JOB):
+            notes.append(f"{week}: {request.trigger} fired while a retraining is running")
+            continue
+        requests.append(dg.RunRequest(run_key=request.run_key, tags=request.tags))
+    context.update_cursor(weeks[-1])
+    if requests:
+        return requests
+    return dg.SkipReason("; ".join(notes) or f"no trigger fired for {', '.join(weeks)}")
+
+
+@dg.sensor(
+    name="rollout_sensor",
+    job_name=ROLLOUT_STEP_JOB,
+    minimum_interval_seconds=_INTERVAL,
+    default_status=_STATUS,
+    description=(
+        "After each production week: advances the rollout one phase when the week's review passed, rolls "
+        "it back on a regression (one step per production week)."
+    ),
+)
+def rollout_sensor(context: dg.SensorEvaluationContext):
+    weeks = _ready_weeks(context, ROLLOUT_REVIEW)
+    if not weeks:
+        return dg.SkipReason("no newly reviewed production week")
+    context.update_cursor(weeks[-1])
+    week = weeks[-1]  # one step per production week: act on the newest review only
+    found = metadata_of(context.instance, ROLLOUT_REVIEW, week)
+    review = found[0] if found else {}
+    action = str(review.get("action", "none"))
+    if action not in ("advance", "rollback"):
+        return dg.SkipReason(f"{week}: {action} ({review.get('reason', '')})")
+    return dg.RunRequest(
+        run_key=f"rollout:{week}:{action}:{review.get('candidate_version')}",
+        run_config={
+            "ops": {
+                "rollout__step": {
+                    "config": {"action": action, "week": week, "reason": str(review.get("reason", ""))[:300]}
+                }
+            }
+        },
+        tags={
+            TRIGGER_TAG: f"rollout_{action}",
+            WEEK_TAG: week,
+            "churnops/phase": str(review.get("phase")),
+        },
+    )
+
+
+@dg.schedule(
+    name="monthly_retraining",
+    cron_schedule=_automation.monthly_cron,
+    job_name=RETRAINING_JOB,
+    default_status=dg.DefaultScheduleStatus.RUNNING
+    if _automation.monthly_schedule_running_by_default
+    else dg.DefaultScheduleStatus.STOPPED,
+    description="Conservative monthly retraining (wall clock).",
+)
+def monthly_retraining(context: dg.ScheduleEvaluationContext):
+    when = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+    request = monthly_request(f"{when.year:04d}-{when.month:02d}", current_champion(context.instance))
+    return dg.RunRequest(run_key=request.run_key, tags=request.tags)

@@ -1,0 +1,229 @@
+"""Small-scale replay of the automation chain, in process.
+
+The sensors are evaluated with ``dg.build_sensor_context`` against a real (temporary) instance and each
+RunRequest they return is executed in process (``job.execute_in_process`` with the request's partition,
+tags and run config) — the same definitions the daemon runs; the daemon path itself is exercised by
+``make demo`` (churn_assets/automation/demo.py).
+
+World: 1,500 customers, 6 history months, the campaign from production week 1 (its new customers shift
+the feature distributions at once). The first champion is trained on history; each production week is
+launched by ``new_week_sensor``; the drift report of the campaign week makes ``retrain_sensor`` request a
+retraining (tag ``churnops/trigger=drift``); the retraining promotes, rebuilds the bento and starts the
+rollout in shadow; the next week's review lets ``rollout_sensor`` advance it.
+
+``min_auc_gain`` is set to -1 so that a challenger trained on (almost) the same labelled data gets
+promoted: this test is about the chain, not about model quality (a tiny world's AUC differences are
+noise). Small-world gate limits are widened as in tests/model/test_training_e2e.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from churn_assets.automation.demo import settings_env
+from churn_assets.defs.assets.production import ROLLOUT_START
+from churn_assets.defs.assets.training import CHAMPION
+from churn_assets.defs.automation_resources import build_automation_resources
+from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
+from churn_assets.defs.resources import build_resources
+from churn_assets.defs.sensors import (
+    DRIFT_REPORT,
+    metadata_of,
+    new_week_sensor,
+    retrain_sensor,
+    rollout_sensor,
+)
+from churn_assets.defs.training_resources import build_training_resources
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.orchestration import QUIET_CONSOLE, load_definitions, register_weeks
+from churn_assets.settings import (
+    AutomationSettings,
+    FeatureStoreSettings,
+    ModelingSettings,
+    Settings,
+    SimulationSettings,
+    get_settings,
+)
+from churn_assets.simulation import World
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+SMALL_WORLD_LIMITS: dict[str, Any] = {
+    "gate_max_auc_gap": 0.30,
+    "gate_max_disparity": 0.45,
+    "gate_min_slice_auc": 0.50,
+    "gate_min_recall": 0.10,
+    "gate_max_calibration_error": 0.10,
+}
+
+
+def replay_settings(home: Path) -> Settings:
+    return Settings(
+        home=home,
+        simulation=SimulationSettings(
+            n_customers=1_500,
+            history_months=6,
+            campaign_start_week=1,
+            campaign_signup_multiplier=40.0,  # a tiny world needs a big campaign to drift in one week
+            concept_shift_week=1,
+        ),
+        feature_store=FeatureStoreSettings(),
+        modeling=ModelingSettings(
+            split_mode="rolling",
+            rolling_val_snapshots=1,
+            rolling_test_snapshots=1,
+            n_trials=2,
+            timeout_seconds=30,
+            baselines=["logistic_regression"],
+            shap_max_rows=200,
+            min_auc_gain=-1.0,
+            **SMALL_WORLD_LIMITS,
+        ),
+        automation=AutomationSettings(retrain_min_drifted_features=1),
+    )
+
+
+def resources(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        **build_resources(settings),
+        **build_training_resources(settings),
+        **build_automation_resources(settings),
+    }
+    try:  # the monitoring helper's resources, when its branch is merged
+        from churn_assets.defs.monitoring_resources import build_monitoring_resources  # type: ignore[import-not-found]
+
+        out |= build_monitoring_resources(settings)
+    except ImportError:
+        pass
+    return out
+
+
+def requests_of(result: Any) -> list[dg.RunRequest]:
+    if result is None or isinstance(result, dg.SkipReason):
+        return []
+    if isinstance(result, dg.RunRequest):
+        return [result]
+    return list(result)
+
+
+class Replay:
+    def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
+        self.settings, self.instance = settings, instance
+        self.defs = load_definitions()
+        self.res = resources(settings)
+        self.cursors: dict[str, str | None] = {}
+        self.log: list[tuple[str, dg.RunRequest, dg.ExecuteInProcessResult]] = []
+
+    def execute(
+        self, job_name: str, request: dg.RunRequest | None = None, **kw: Any
+    ) -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def(job_name)
+        config = dict(QUIET_CONSOLE)
+        if request is not None and request.run_config:
+            config |= dict(request.run_config)
+        return job.execute_in_process(
+            instance=self.instance,
+            resources=self.res,
+            run_config=config,
+            partition_key=request.partition_key if request is not None else None,
+            tags=dict(request.tags) if request is not None else kw.get("tags"),
+            raise_on_error=True,
+        )
+
+    def tick(self, sensor: Any, job_name: str) -> list[dg.RunRequest]:
+        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(sensor.name))
+        requests = requests_of(sensor(ctx))
+        self.cursors[sensor.name] = ctx.cursor
+        seen = {r.run_key for _, r, _ in self.log}
+        fresh = [r for r in requests if r.run_key not in seen]  # what the daemon does with run keys
+        for request in fresh:
+            self.log.append((job_name, request, self.execute(job_name, request)))
+        return fresh
+
+    def week(self) -> dict[str, list[dg.RunRequest]]:
+        world = World.load(self.settings.world_state_path)
+        keys = world.advance(1, self.settings.landing_dir)
+        world.save(self.settings.world_state_path)
+        register_weeks(self.instance, keys)
+        return {
+            "production": self.tick(new_week_sensor, PRODUCTION_JOB),
+            "retrain": self.tick(retrain_sensor, RETRAINING_JOB),
+            "rollout": self.tick(rollout_sensor, ROLLOUT_STEP_JOB),
+        }
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
+    home = tmp_path_factory.mktemp("replay")
+    settings = replay_settings(home / "state")
+    mp = pytest.MonkeyPatch()
+    for key, value in settings_env(settings).items():  # the sensors read get_settings()
+        mp.setenv(key, value)
+    get_settings.cache_clear()
+    (home / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
+        world = World.create(settings.simulation)
+        weeks = world.simulate_history(settings.landing_dir)
+        world.save(settings.world_state_path)
+        register_weeks(instance, weeks)
+        r = Replay(settings, instance)
+        history = r.defs.resolve_job_def("churn_pipeline").execute_in_process(
+            instance=instance,
+            resources=r.res,
+            run_config=QUIET_CONSOLE,
+            tags={
+                "dagster/asset_partition_range_start": weeks[0],
+                "dagster/asset_partition_range_end": weeks[-1],
+            },
+        )
+        assert history.success
+        assert r.execute(RETRAINING_JOB, tags={"churnops/trigger": "bootstrap"}).success
+        yield r
+    mp.undo()
+    get_settings.cache_clear()
+
+
+def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
+    registry = ModelRegistry(replay.settings)
+    assert registry.aliases()["champion"] == "1"
+    from churn_assets.serving.rollout import RolloutStore
+
+    store = RolloutStore(replay.settings)
+    assert store.load().stable_version == "1" and store.load().phase == "none"
+
+    first = replay.week()
+    [production] = first["production"]
+    week1 = production.partition_key
+    assert production.run_key == f"production-week:{week1}"
+    drift = metadata_of(replay.instance, DRIFT_REPORT, week1)
+    assert drift is not None and int(drift[0]["n_drifted_features"]) >= 1, drift  # drift detected
+    [retrain] = first["retrain"]  # retrain requested
+    assert retrain.tags["churnops/trigger"] == "drift" and retrain.run_key == "retrain:drift:1"
+    _, _, result = replay.log[-1]
+    decision = {
+        k: v.value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == CHAMPION
+        for k, v in e.materialization.metadata.items()
+    }
+    assert decision["decision"] == "promoted" and decision["champion_after"] == "2"  # challenger promoted
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert ROLLOUT_START in materialized
+    state = store.load()
+    assert (state.phase, state.stable_version, state.candidate_version) == (
+        "shadow",
+        "1",
+        "2",
+    )  # rollout started
+
+    second = replay.week()
+    assert [r.partition_key for r in second["production"]] != [week1]
+    assert second["retrain"] == []  # held back while the rollout is active
+    [step] = second["rollout"]
+    assert step.run_config["ops"]["rollout__step"]["config"]["action"] == "advance", step
+    assert store.load().phase == "canary_5"
