@@ -94,3 +94,23 @@ def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # 
         assert r.json()["predictions"][0]["model_version"] == champion
     finally:
         stop_service(proc)
+
+
+def test_prune_keeps_the_previous_model_for_the_retention_period(tmp_path: Path) -> None:
+    """An exported version outside the bento stays in the store until it is older than the retention."""
+    from churn_assets.serving.bento_build import export_version, prune
+
+    settings = serving_settings(tmp_path)  # previous_retention_days = 14 by default
+    previous, champion = register_models(settings, n=300)
+    old_tag, new_tag = export_version(settings, previous), export_version(settings, champion)
+    stored = {str(m.tag) for m in model_store(settings).list("churn-model")}
+    assert {old_tag, new_tag} <= stored
+
+    # Within 14 days nothing is removed, even what the bento no longer ships.
+    assert prune(settings, keep={new_tag}) == []
+    assert {str(m.tag) for m in model_store(settings).list("churn-model")} == stored
+
+    # Past the retention the version outside `keep` goes; the kept one stays.
+    expired = serving_settings(tmp_path, previous_retention_days=0)
+    assert prune(expired, keep={new_tag}) == [old_tag]
+    assert {str(m.tag) for m in model_store(settings).list("churn-model")} == {new_tag}
