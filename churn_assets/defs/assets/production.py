@@ -16,7 +16,6 @@ from churn_assets.automation.production import (
     score_snapshot,
     snapshot_features,
 )
-from churn_assets.automation.rollout_checks import review_phase
 from churn_assets.defs.assets.features import feature_asset_key
 from churn_assets.defs.assets.training import CHAMPION, training_paths
 from churn_assets.defs.automation_resources import ChurnopsSettingsResource
@@ -170,6 +169,7 @@ def rollout_review(
     calendar: TimelineResource,
     churnops: ChurnopsSettingsResource,
 ) -> dg.MaterializeResult:
+    from churn_assets.automation.rollout_checks import review_phase  # SciPy / scikit-learn: run time only
     from churn_assets.serving.prediction_log import read_predictions
     from churn_assets.serving.rollout import RolloutStore
 
