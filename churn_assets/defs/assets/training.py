@@ -43,6 +43,9 @@ def training_paths(workdir: Path) -> dict[str, Path]:
         "candidates": workdir / "candidates" / "candidates.json",
         "challenger": workdir / "challenger" / "challenger.json",
         "champion": workdir / "champion.json",
+        # registry version -> newest labelled as-of of the training set it was trained on (label status
+        # counts new labels since the CHAMPION's training, not since the last, possibly kept, retraining)
+        "trained_on": workdir / "trained_on.json",
     }
 
 
@@ -339,6 +342,9 @@ def champion(
         "mode": settings.modeling.promotion_mode,
     }
     paths["champion"].write_text(json.dumps(record, indent=1))
+    trained_on = json.loads(paths["trained_on"].read_text()) if paths["trained_on"].exists() else {}
+    trained_on[str(decision.challenger)] = load_training_meta(modeling.workdir).get("newest_labelled_as_of")
+    paths["trained_on"].write_text(json.dumps(trained_on, indent=1))
     context.log.info(f"promotion decision: {decision.outcome} ({decision.reason})")
     registry = ModelRegistry(settings)
     return dg.MaterializeResult(
