@@ -6,14 +6,17 @@ the CURRENT limits in ``settings.modeling`` (``gate_*``), so tightening a limit 
 checks re-decides without retraining.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from churn_assets.defs.assets.training import CHALLENGER, png_markdown, training_paths
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.training_resources import ModelingResource
-from churn_assets.modeling.stages import GATES, ChallengerStage, gate_results
+from churn_assets.modeling.names import GATES
+
+if TYPE_CHECKING:  # the modeling library is imported by the check bodies, not at code-location load
+    from churn_assets.modeling.stages import ChallengerStage
 
 DESCRIPTIONS = {
     "auc_floor": "Test AUC at least `gate_min_auc`.",
@@ -35,7 +38,7 @@ DESCRIPTIONS = {
 }
 
 
-def _details(gate: str, stage: ChallengerStage) -> dict[str, Any]:
+def _details(gate: str, stage: "ChallengerStage") -> dict[str, Any]:
     m = stage.measurements
     out: dict[str, Any] = {"challenger_version": stage.version, "semver": stage.semver}
     if gate == "calibration":
@@ -96,6 +99,8 @@ def _details(gate: str, stage: ChallengerStage) -> dict[str, Any]:
 def _build_gate_check(gate: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=CHALLENGER, name=gate, blocking=True, description=DESCRIPTIONS[gate])
     def _check(modeling: ModelingResource) -> dg.AssetCheckResult:
+        from churn_assets.modeling.stages import ChallengerStage, gate_results
+
         stage = ChallengerStage.from_json(training_paths(modeling.workdir)["challenger"])
         result = next(
             g for g in gate_results(stage.measurements, modeling.settings().modeling) if g.name == gate

@@ -9,12 +9,15 @@ folder) and leaves its run RUNNING unless a job hook ends it. See docs/modeling.
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from churn_assets.modeling.paths import tracking_uri
-from churn_assets.modeling.tracking import Tracking, configure
 from churn_assets.settings import ModelingSettings, Settings, SimulationSettings, get_settings
+
+if TYPE_CHECKING:  # MLflow is imported when a run tracks, not when the code location loads
+    from churn_assets.modeling.tracking import Tracking
 
 
 class ModelingResource(dg.ConfigurableResource):
@@ -55,7 +58,9 @@ class MlflowResource(dg.ConfigurableResource):
         )
         return settings.model_copy(update={"modeling": modeling})
 
-    def tracking(self, settings: Settings) -> Tracking:
+    def tracking(self, settings: Settings) -> "Tracking":
+        from churn_assets.modeling.tracking import configure
+
         return configure(self.bind(settings))
 
     def uri(self, settings: Settings) -> str:

@@ -5,16 +5,22 @@ One module per concern: ``splits`` (train/val/test assignment + input validation
 calibration, SHAP, fairness, stress slices, gates), ``plots``, ``tracking`` (MLflow runs),
 ``registry`` (versions, aliases, promotion), ``audit`` (append-only decision log), ``pipeline`` (one
 training run end to end), ``train_table`` (bring-your-own CSV).
+
+The re-exports below are resolved lazily (PEP 562): importing a light submodule such as
+``churn_assets.modeling.paths`` must not pull in scikit-learn (the Dagster code location imports it).
 """
 
-from churn_assets.modeling.splits import (
-    Splits,
-    TrainingDataError,
-    assign_by_period,
-    assign_by_time_share,
-    assign_stratified,
-    build_splits,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from churn_assets.modeling.splits import (
+        Splits,
+        TrainingDataError,
+        assign_by_period,
+        assign_by_time_share,
+        assign_stratified,
+        build_splits,
+    )
 
 __all__ = [
     "Splits",
@@ -24,3 +30,11 @@ __all__ = [
     "assign_stratified",
     "build_splits",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from churn_assets.modeling import splits
+
+        return getattr(splits, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,10 +15,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-SplitName = Literal["train", "val", "test"]
-SPLITS: tuple[SplitName, ...] = ("train", "val", "test")
+from churn_assets.modeling.names import SPLITS as SPLITS  # re-exported
+from churn_assets.modeling.names import SplitName as SplitName
 
 
 class TrainingDataError(ValueError):
@@ -100,6 +99,8 @@ def assign_stratified(
     y: pd.Series, val_share: float = 0.15, test_share: float = 0.15, seed: int = 42
 ) -> pd.Series:
     """Random assignment stratified on the label (used when there is no time column)."""
+    from sklearn.model_selection import train_test_split  # scikit-learn only where it is used
+
     _check_labels(y, where="labels")
     idx = np.arange(len(y))
     rest, test_idx = train_test_split(idx, test_size=test_share, stratify=y.to_numpy(), random_state=seed)

@@ -50,6 +50,7 @@ from churn_assets.modeling.evaluation import (
     reliability_curve,
     shap_summary,
 )
+from churn_assets.modeling.names import GATES as GATES  # re-exported
 from churn_assets.modeling.paths import optuna_storage_url
 from churn_assets.modeling.registry import LIGHTGBM_PARAMS_TAG, ModelRegistry, PromotionDecision
 from churn_assets.modeling.splits import Splits
@@ -57,15 +58,6 @@ from churn_assets.modeling.tracking import configure, log_candidate_run
 from churn_assets.modeling.tuning import lgbm_params, tune_lightgbm
 from churn_assets.settings import ModelingSettings, Settings
 
-GATES: tuple[str, ...] = (
-    "auc_floor",
-    "train_test_gap",
-    "calibration",
-    "threshold",
-    "shap",
-    "fairness",
-    "stress_slices",
-)
 Progress = Callable[[str], None]
 CHUNK_ROWS = 500_000
 

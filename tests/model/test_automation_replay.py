@@ -18,6 +18,7 @@ noise). Small-world gate limits are widened as in tests/model/test_training_e2e.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ import dagster as dg
 import pytest
 
 from churn_assets.automation.demo import settings_env
-from churn_assets.defs.assets.production import ROLLOUT_START
-from churn_assets.defs.assets.training import CHAMPION
+from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_START
+from churn_assets.defs.assets.serving import CHAMPION_BENTO
+from churn_assets.defs.assets.training import CHAMPION, training_paths
 from churn_assets.defs.automation_resources import build_automation_resources
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
 from churn_assets.defs.resources import build_resources
@@ -214,6 +216,8 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     assert decision["decision"] == "promoted" and decision["champion_after"] == "2"  # challenger promoted
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert ROLLOUT_START in materialized
+    [bento] = [e for e in result.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
+    assert bento.materialization.metadata["rebuilt"].value is True  # a promotion rebuilds the bento
     state = store.load()
     assert (state.phase, state.stable_version, state.candidate_version) == (
         "shadow",
@@ -227,3 +231,10 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     [step] = second["rollout"]
     assert step.run_config["ops"]["rollout__step"]["config"]["action"] == "advance", step
     assert store.load().phase == "canary_5"
+    # New labels are counted since the CHAMPION's training set (v2's), recorded per version.
+    trained_on = json.loads(training_paths(replay.settings.home / "training")["trained_on"].read_text())
+    assert set(trained_on) == {"1", "2"}
+    status = metadata_of(replay.instance, LABEL_STATUS, second["rollout"][0].tags["churnops/week"])
+    assert status is not None
+    assert status[0]["since_source"] == "champion v2's training set"
+    assert status[0]["since"] == str(trained_on["2"])[:10], (status, trained_on)

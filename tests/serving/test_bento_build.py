@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.serving import CHAMPION_BENTO, champion_bento
+from churn_assets.defs.assets.serving import CHAMPION_BENTO, champion_bento, kept_bento
 from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.serving.bento_build import MANIFEST, latest_bento, load_exported, model_store
@@ -40,6 +40,15 @@ def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) 
         stored = model_store(settings).get(f"churn-model:v{champion}")
         exported = load_exported(stored.path)
         assert (exported.version, exported.threshold) == (champion, 0.5)
+
+        # A retraining that KEPT the champion reuses this bento; a promotion (or a run that decided
+        # nothing, like this standalone materialization) builds.
+        decision = tmp_path / "champion.json"
+        decision.write_text('{"outcome": "kept"}')
+        assert kept_bento(True, decision, settings) == bento_tag
+        assert kept_bento(False, decision, settings) is None
+        decision.write_text('{"outcome": "promoted"}')
+        assert kept_bento(True, decision, settings) is None
 
         # `churnops serve` serves that bento (not the source tree).
         _serve_the_built_bento(settings, bento_tag, champion)
@@ -114,3 +123,11 @@ def test_prune_keeps_the_previous_model_for_the_retention_period(tmp_path: Path)
     expired = serving_settings(tmp_path, previous_retention_days=0)
     assert prune(expired, keep={new_tag}) == [old_tag]
     assert {str(m.tag) for m in model_store(settings).list("churn-model")} == {new_tag}
+
+
+def test_kept_champion_without_a_bento_still_builds(tmp_path: Path) -> None:
+    settings = serving_settings(tmp_path)
+    decision = tmp_path / "champion.json"
+    assert kept_bento(True, decision, settings) is None  # no decision recorded
+    decision.write_text('{"outcome": "kept"}')
+    assert kept_bento(True, decision, settings) is None  # nothing built yet

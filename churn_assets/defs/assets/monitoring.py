@@ -25,8 +25,6 @@ from churn_assets.defs.partitions import weekly_partitions
 from churn_assets.defs.resources import TimelineResource, WarehouseResource
 from churn_assets.defs.training_resources import MlflowResource, ModelingResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS
-from churn_assets.monitoring import plots
-from churn_assets.monitoring.weekly import drift_week, performance_week
 from churn_assets.settings import Settings
 
 MONITORING_GROUP = "monitoring"
@@ -63,6 +61,11 @@ def drift_report(
     mlflow: MlflowResource,
     monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
+    # monitoring.weekly / plots pull in MLflow, scikit-learn and matplotlib: imported here, not when the
+    # code location loads (docs/automation.md, "Where the time goes").
+    from churn_assets.monitoring import plots
+    from churn_assets.monitoring.weekly import drift_week
+
     settings = _settings(modeling, mlflow, monitoring)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
@@ -129,6 +132,9 @@ def performance_report(
     mlflow: MlflowResource,
     monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
+    from churn_assets.monitoring import plots
+    from churn_assets.monitoring.weekly import performance_week
+
     settings = _settings(modeling, mlflow, monitoring)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:

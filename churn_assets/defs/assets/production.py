@@ -16,7 +16,6 @@ from churn_assets.automation.production import (
     score_snapshot,
     snapshot_features,
 )
-from churn_assets.automation.rollout_checks import review_phase
 from churn_assets.defs.assets.features import feature_asset_key
 from churn_assets.defs.assets.training import CHAMPION, training_paths
 from churn_assets.defs.automation_resources import ChurnopsSettingsResource
@@ -120,8 +119,9 @@ def batch_scores(
     deps=FEATURE_KEYS,
     kinds={"duckdb"},
     description=(
-        "Labelled rows available for training that arrived after the last training set's newest labelled "
-        "snapshot (a snapshot is labelled once its label window + report delay has landed)."
+        "Labelled rows available for training that arrived after the newest labelled snapshot of the "
+        "champion's training set (a retraining that kept the champion does not reset it; a snapshot is "
+        "labelled once its label window + report delay has landed)."
     ),
 )
 def production_label_status(
@@ -130,10 +130,21 @@ def production_label_status(
     calendar: TimelineResource,
     churnops: ChurnopsSettingsResource,
 ) -> dg.MaterializeResult:
+    from churn_assets.modeling.registry import CHAMPION as CHAMPION_ALIAS
+    from churn_assets.modeling.registry import ModelRegistry
+
     settings = churnops.settings()
-    meta_path = training_paths(settings.home / "training")["training_set_meta"]
-    since = None
-    if meta_path.exists():
+    paths = training_paths(settings.home / "training")
+    meta_path = paths["training_set_meta"]
+    since, source = None, "none"
+    # Since the CHAMPION's training set: a retraining that kept the champion does not reset the count.
+    champion = ModelRegistry(settings).aliases().get(CHAMPION_ALIAS)
+    trained_on = json.loads(paths["trained_on"].read_text()) if paths["trained_on"].exists() else {}
+    if champion is not None and trained_on.get(champion):
+        since = dt.date.fromisoformat(str(trained_on[champion])[:10])
+        source = f"champion v{champion}'s training set"
+    elif meta_path.exists():  # no record for the champion (trained before trained_on.json): last training set
+        source = "the last training set"
         newest = json.loads(meta_path.read_text()).get("newest_labelled_as_of")
         if newest is None:  # a training set from before the rolling mode: newest test snapshot
             splits = json.loads(meta_path.read_text()).get("splits", {})
@@ -147,6 +158,7 @@ def production_label_status(
             "new_labelled_rows": status["new_labelled_rows"],
             "newest_labelled_as_of": status["newest_labelled_as_of"],
             "since": status["since"],
+            "since_source": source,
             "new_labelled_snapshots": dg.MetadataValue.json(status["new_labelled_snapshots"]),
         }
     )
@@ -170,6 +182,7 @@ def rollout_review(
     calendar: TimelineResource,
     churnops: ChurnopsSettingsResource,
 ) -> dg.MaterializeResult:
+    from churn_assets.automation.rollout_checks import review_phase  # SciPy / scikit-learn: run time only
     from churn_assets.serving.prediction_log import read_predictions
     from churn_assets.serving.rollout import RolloutStore
 

@@ -10,7 +10,7 @@ import base64
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -19,23 +19,14 @@ from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.resources import TimelineResource, WarehouseResource
 from churn_assets.defs.training_resources import MlflowResource, ModelingResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS
-from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.modeling.splits import SPLITS, SplitName, Splits, splits_from_parts
-from churn_assets.modeling.stages import (
-    CandidateStage,
-    ChallengerStage,
-    decide_promotion,
-    evaluate_challenger,
-    gate_results,
-    run_candidates,
-)
-from churn_assets.modeling.training_set import (
-    build_training_table,
-    check_training_set,
-    read_split,
-    write_training_set,
-)
+from churn_assets.modeling.names import SPLITS, SplitName
 from churn_assets.settings import Settings
+
+# The modeling library (scikit-learn, LightGBM, MLflow, Optuna, matplotlib) is imported inside the
+# asset bodies: every run the daemon launches is a subprocess that loads this code location, and most
+# runs (weekly production, rollout steps) never train (docs/automation.md, "Where the time goes").
+if TYPE_CHECKING:
+    from churn_assets.modeling.splits import Splits
 
 TRAINING_GROUP = "training"
 TRAINING_SET = dg.AssetKey(["training", "training_set"])
@@ -52,6 +43,9 @@ def training_paths(workdir: Path) -> dict[str, Path]:
         "candidates": workdir / "candidates" / "candidates.json",
         "challenger": workdir / "challenger" / "challenger.json",
         "champion": workdir / "champion.json",
+        # registry version -> newest labelled as-of of the training set it was trained on (label status
+        # counts new labels since the CHAMPION's training, not since the last, possibly kept, retraining)
+        "trained_on": workdir / "trained_on.json",
     }
 
 
@@ -69,11 +63,14 @@ def load_training_meta(workdir: Path) -> dict[str, Any]:
 
 def load_splits(
     workdir: Path, splits: Sequence[SplitName] = SPLITS, with_train_features: bool = True
-) -> tuple[Splits, dict[str, Any]]:
+) -> "tuple[Splits, dict[str, Any]]":
     """The stored training set, read split by split as float32 / category frames (``read_split``) and
     validated (``TrainingDataError`` names bad inputs). Splits not in ``splits`` — and the train
     features when ``with_train_features`` is false — are read as labels only (``X`` without columns):
     each step reads just what it needs."""
+    from churn_assets.modeling.splits import splits_from_parts
+    from churn_assets.modeling.training_set import read_split
+
     meta = load_training_meta(workdir)
     path = training_paths(workdir)["training_set"]
     parts = {
@@ -113,6 +110,12 @@ def training_set(
     calendar: TimelineResource,
     modeling: ModelingResource,
 ) -> dg.MaterializeResult:
+    from churn_assets.modeling.training_set import (
+        build_training_table,
+        check_training_set,
+        write_training_set,
+    )
+
     settings = modeling.settings()
     with warehouse.warehouse().connect() as con:
         con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
@@ -172,6 +175,9 @@ def training_set(
 def candidates(
     context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.modeling.stages import run_candidates
+
     settings = _settings(modeling, mlflow)
     splits, meta = load_splits(modeling.workdir)
     paths = training_paths(modeling.workdir)
@@ -248,6 +254,14 @@ def candidates(
 def challenger(
     context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.modeling.stages import (
+        CandidateStage,
+        decide_promotion,
+        evaluate_challenger,
+        gate_results,
+    )
+
     settings = _settings(modeling, mlflow)
     # The saved scores stand in for predictions: train labels only, val + test features.
     splits, meta = load_splits(modeling.workdir, ("val", "test"))
@@ -309,6 +323,9 @@ def challenger(
 def champion(
     context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.modeling.stages import ChallengerStage, decide_promotion
+
     settings = _settings(modeling, mlflow)
     splits, _ = load_splits(modeling.workdir, ("test",))
     paths = training_paths(modeling.workdir)
@@ -325,6 +342,9 @@ def champion(
         "mode": settings.modeling.promotion_mode,
     }
     paths["champion"].write_text(json.dumps(record, indent=1))
+    trained_on = json.loads(paths["trained_on"].read_text()) if paths["trained_on"].exists() else {}
+    trained_on[str(decision.challenger)] = load_training_meta(modeling.workdir).get("newest_labelled_as_of")
+    paths["trained_on"].write_text(json.dumps(trained_on, indent=1))
     context.log.info(f"promotion decision: {decision.outcome} ({decision.reason})")
     registry = ModelRegistry(settings)
     return dg.MaterializeResult(
