@@ -101,7 +101,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, li
     return settings, weeks
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_materialize_a_partition_from_the_asset_graph(world, tmp_path: Path) -> None:
     settings, weeks = world
     chromium = require_chromium()
@@ -113,7 +113,7 @@ def test_materialize_a_partition_from_the_asset_graph(world, tmp_path: Path) -> 
         assert _runs(server, week) == [], "no run may exist before the click"
         short_id = _launch_from_the_ui(server, chromium, tmp_path, week, n_weeks=len(weeks))
         launched = time.monotonic()
-        run = _wait_for_run(server, week, timeout=90)
+        run = _wait_for_run(server, week, timeout=150)
         finished = time.monotonic()
         assert run["runId"].startswith(short_id), (run["runId"], short_id, where)
 
@@ -169,7 +169,7 @@ def _launch_from_the_ui(server: Webserver, chromium: Path, tmp_path: Path, week:
             viewport={"width": 1600, "height": 1600},  # tall enough for all six raw nodes
         )
         page = context.pages[0] if context.pages else context.new_page()
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(60_000)  # generous: the UI renders slowly on a loaded 2-core box
         # A fresh instance greets its first visitor with a newsletter dialog: dismiss it when it shows.
         page.add_locator_handler(
             page.get_by_text("Join the Dagster community"),
