@@ -192,3 +192,22 @@ def test_current_window_equals_the_point_in_time_lookup(world, tmp_path) -> None
             row["calls_last_30d"].item() is None
             or row["calls_last_30d"].item() != direct["calls_last_30d"][0]
         )
+
+
+def test_status_report_asset_records_the_stored_state(world) -> None:  # type: ignore[no-untyped-def]
+    from churn_assets.defs.assets.status import STATUS_REPORT, status_report
+
+    settings, instance, _, _, _, _ = world
+    result = dg.materialize([status_report], instance=instance, resources=all_resources(settings))
+    assert result.success
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == STATUS_REPORT]
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    report = build_status_report(settings)
+    champion = ModelRegistry(settings).version_by_alias("champion")
+    assert champion is not None and meta["model_version"] == str(champion.version)
+    assert meta["week_deployed"] == str(report["model"]["week_deployed"])
+    assert meta["auc"] == pytest.approx(report["performance"]["auc"])
+    assert meta["estimated_auc"] == pytest.approx(report["performance"]["estimated_auc"])
+    assert meta["n_drifted_features"] == report["drift"]["n_drifted"]
+    assert meta["recommendation"] == report["recommendation"]
+    assert "MLOPS STATUS REPORT" in str(meta["report"])
