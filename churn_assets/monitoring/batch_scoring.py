@@ -1,10 +1,10 @@
 """Batch scoring of a production week with the champion, in the prediction-log schema.
 
-Stand-in until the serving path lands: ``churn_assets/serving/scoring.py`` (see
-/work notes, contracts.md) will score through the same code as the HTTP service. The performance
-report calls :func:`score_week` exactly once, so swapping it is one line.
+The performance report calls :func:`score_week` exactly once. Production weeks are also scored by
+``production/batch_scores`` through ``churn_assets/serving/scoring.py`` (the service's code); moving
+the performance report onto those rows, so a week is scored once, is open work (docs/monitoring.md).
 
-Rows follow the prediction log's columns (``ts, request_id, customer_id, model_name,
+Rows follow the prediction log's schema (``PREDICTION_LOG_SCHEMA``) (``ts, request_id, customer_id, model_name,
 model_version, variant, score, label, threshold, latency_ms, feature_hash, source, as_of``):
 ``ts`` is the as-of midnight (UTC), ``variant`` ``champion``, ``source`` ``batch``, ``latency_ms``
 the batch's wall time per row.
@@ -20,22 +20,7 @@ import polars as pl
 
 from churn_assets.modeling.training_set import categorical_features
 from churn_assets.monitoring.sources import Champion
-
-PREDICTION_COLUMNS: dict[str, pl.DataType] = {
-    "ts": pl.Datetime("us", "UTC"),
-    "request_id": pl.String(),
-    "customer_id": pl.Int64(),
-    "model_name": pl.String(),
-    "model_version": pl.String(),
-    "variant": pl.String(),
-    "score": pl.Float64(),
-    "label": pl.Int8(),
-    "threshold": pl.Float64(),
-    "latency_ms": pl.Float64(),
-    "feature_hash": pl.String(),
-    "source": pl.String(),
-    "as_of": pl.Date(),
-}
+from churn_assets.serving.prediction_log import PREDICTION_LOG_SCHEMA
 
 
 def model_frame(features: pl.DataFrame, names: list[str]):  # type: ignore[no-untyped-def]
@@ -76,4 +61,4 @@ def score_week(champion: Champion, features: pl.DataFrame, as_of: dt.date) -> pl
             "as_of": as_of,
         }
     )
-    return frame.select([pl.col(c).cast(t) for c, t in PREDICTION_COLUMNS.items()])
+    return frame.select([pl.col(c).cast(t) for c, t in PREDICTION_LOG_SCHEMA.items()])
