@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP
@@ -68,33 +66,6 @@ def snapshot_features(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.Data
     return OfflineStore(con).get_historical_features(entity)
 
 
-def _rows(model: Any, features: pd.DataFrame, ids: np.ndarray, variant: str, as_of: dt.date) -> pl.DataFrame:
-    started = time.perf_counter()
-    scored = model.score(features)
-    per_row_ms = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
-    from churn_assets.serving.scoring import feature_hash
-
-    records: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in features.to_dict("records")]
-    ts = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
-    return pl.DataFrame(
-        {
-            "ts": [ts] * len(ids),
-            "request_id": [f"batch-{as_of.isoformat()}-{uuid.uuid4().hex[:12]}" for _ in ids],
-            "customer_id": ids.astype(np.int64),
-            "model_name": [model.name] * len(ids),
-            "model_version": [str(model.version)] * len(ids),
-            "variant": [variant] * len(ids),
-            "score": scored.scores.astype(np.float64),
-            "label": scored.labels.astype(np.int8),
-            "threshold": [float(model.threshold)] * len(ids),
-            "latency_ms": [per_row_ms] * len(ids),
-            "feature_hash": [feature_hash(r, model.features) for r in records],
-            "source": ["batch"] * len(ids),
-            "as_of": [as_of] * len(ids),
-        }
-    )
-
-
 def score_snapshot(
     features: pl.DataFrame,
     as_of: dt.date,
@@ -118,13 +89,17 @@ def score_snapshot(
         to_candidate = np.array([route(int(i)) == "canary" for i in ids], dtype=bool)
     else:
         to_candidate = np.zeros(len(ids), dtype=bool)
-    parts = [_rows(stable, pdf.loc[~to_candidate], ids[~to_candidate], "champion", as_of)]
+    from churn_assets.serving.scoring import log_rows
+
+    parts = [log_rows(stable, pdf.loc[~to_candidate], ids[~to_candidate], variant="champion", as_of=as_of)]
     if active:
         candidate = load(str(candidate_version))
         if phase == "shadow":
-            parts.append(_rows(candidate, pdf, ids, "shadow", as_of))
+            parts.append(log_rows(candidate, pdf, ids, variant="shadow", as_of=as_of))
         elif to_candidate.any():
-            parts.append(_rows(candidate, pdf.loc[to_candidate], ids[to_candidate], "canary", as_of))
+            parts.append(
+                log_rows(candidate, pdf.loc[to_candidate], ids[to_candidate], variant="canary", as_of=as_of)
+            )
     frame = pl.concat([p for p in parts if p.height], how="vertical")
     return BatchScores(as_of, frame, stable_version, candidate_version, phase, time.perf_counter() - started)
 

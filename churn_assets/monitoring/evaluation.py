@@ -204,7 +204,7 @@ def time_step(home: Path, week_key: str) -> dict[str, float]:
         t_drift = time.perf_counter()
         perf = performance_week(settings, con, timeline, week)
         done = time.perf_counter()
-    assert drift is not None and perf is not None and perf.scored_now
+    assert drift is not None and perf is not None and perf.scored_now > 0
     return {**drift.seconds, "drift": t_drift - t, "performance": done - t_drift, "total": done - t}
 
 

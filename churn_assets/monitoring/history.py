@@ -6,8 +6,9 @@ Tables (one row per week and feature / week, replaced when a week is recomputed)
   (effect), PSI, null shares, drifted, severity, the champion's importance of the feature.
 * ``monitoring.drift_runs`` — one row per week: tested / drifted counts, drifted features (JSON),
   max severity, the Bonferroni alpha, the root-cause hint (JSON).
-* ``monitoring.predictions`` — the week's champion predictions in the prediction-log columns (batch
-  scoring until the serving path writes the log; see ``batch_scoring.py``).
+* ``monitoring.predictions`` — the champion's predictions of each monitored week in the prediction-log
+  columns, as the performance report evaluated them (read from the prediction log, see
+  ``weekly.week_predictions``), kept for the realised metrics once the week's labels complete.
 * ``monitoring.performance_history`` — one row per prediction week and model version: the CBPE
   estimate, and the realised metrics once the week's labels are complete (``labelled_in_week``).
 """
@@ -157,16 +158,19 @@ def save_predictions(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int
 def predictions(
     con: duckdb.DuckDBPyConnection,
     as_of: dt.date,
-    variant: str = "champion",
+    variant: str | None = "champion",
     model_version: str | None = None,
 ) -> pl.DataFrame:
+    """Stored predictions as of ``as_of`` (``variant`` None: every variant)."""
     ensure_schema(con)
-    params: dict[str, Any] = {"d": as_of, "v": variant}
+    params: dict[str, Any] = {"d": as_of}
     extra = ""
+    if variant is not None:
+        extra, params["v"] = " AND variant = $v", variant
     if model_version is not None:
-        extra, params["m"] = " AND model_version = $m", model_version
+        extra, params["m"] = extra + " AND model_version = $m", model_version
     return con.sql(
-        f"SELECT * FROM {SCHEMA}.predictions WHERE as_of = $d AND variant = $v{extra} ORDER BY customer_id",
+        f"SELECT * FROM {SCHEMA}.predictions WHERE as_of = $d{extra} ORDER BY customer_id",
         params=params,
     ).pl()
 

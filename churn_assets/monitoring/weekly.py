@@ -6,8 +6,8 @@ skipped: their snapshots are the training data itself.
 
 * :func:`drift_week` — reference = the champion's training data (``sources.reference_frame``),
   current = the week's feature rows; tests, alert rule, root cause, stored in the drift history.
-* :func:`performance_week` — the week's champion predictions (stored, or scored now with
-  :func:`~churn_assets.monitoring.batch_scoring.score_week`), their CBPE estimate, and the realised
+* :func:`performance_week` — the week's champion predictions (read from the prediction log that
+  ``production/batch_scores`` wrote, see :func:`week_predictions`), their CBPE estimate, and the realised
   metrics of every stored prediction week whose 90-day label window (+ report delay) completed by
   the end of ``W`` ("newly labelled predictions").
 """
@@ -25,9 +25,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from churn_assets.feature_store.definitions import ENTITY
 from churn_assets.modeling.training_set import data_end, label_complete_until, label_snapshots
 from churn_assets.monitoring import history
-from churn_assets.monitoring.batch_scoring import score_week
 from churn_assets.monitoring.drift import DriftReport, detect_drift, profile_reference, root_cause
 from churn_assets.monitoring.performance import (
     WeekPerformance,
@@ -42,10 +42,71 @@ from churn_assets.monitoring.sources import (
     load_champion,
     reference_frame,
 )
+from churn_assets.serving.prediction_log import PREDICTION_LOG_SCHEMA
 from churn_assets.settings import Settings
 from churn_assets.timeline import WEEK, Timeline
 
 Scorer = Callable[[Champion, pl.DataFrame, dt.date], pl.DataFrame]
+
+
+def score_with_serving_code(champion: Champion, features: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
+    """Score ``features`` (``customer_id`` + the champion's features) with the serving code's model."""
+    from churn_assets.serving.scoring import ScoringModel, log_rows
+
+    model = ScoringModel(
+        champion.name,
+        champion.version,
+        champion.load(),
+        champion.features,
+        champion.threshold,
+        flavor=champion.flavor,
+        semver=champion.semver,
+        tags=champion.tags,
+    )
+    pdf = features.to_pandas()
+    return log_rows(model, pdf, pdf[ENTITY].to_numpy(), variant="champion", as_of=as_of)
+
+
+def week_predictions(
+    settings: Settings,
+    con: duckdb.DuckDBPyConnection,
+    champion: Champion,
+    as_of: dt.date,
+    scorer: Scorer = score_with_serving_code,
+) -> tuple[pl.DataFrame, int]:
+    """The champion's score of every customer of the snapshot as of ``as_of``, and how many were scored here.
+
+    Read from the prediction log: the rows ``production/batch_scores`` wrote for that as-of date with the
+    champion's version (``source=batch``; variant ``champion``, ``shadow`` or ``canary`` — in a rollout the
+    registry champion is the candidate), the newest row per customer. Customers without such a row — a
+    canary phase routes most of them to the stable model, and the standalone monitoring path
+    (``churn_assets.monitoring.evaluation``) runs without batch scoring — are scored here with the same
+    serving code, so a week is scored once when production scored it.
+    """
+    from churn_assets.serving.prediction_log import read_predictions
+
+    start = dt.datetime.combine(as_of, dt.time())
+    logged = (
+        read_predictions(settings, start, start + dt.timedelta(days=1))
+        .filter(
+            (pl.col("source") == "batch")
+            & (pl.col("as_of") == as_of)
+            & (pl.col("model_version") == champion.version)
+            & (pl.col("model_name") == champion.name)
+        )
+        .unique(subset=[ENTITY], keep="last", maintain_order=True)
+    )
+    snapshot = current_window(con, as_of, champion.features)
+    missing = snapshot.join(logged.select(ENTITY), on=ENTITY, how="anti")
+    parts = [logged] if logged.height else []
+    if missing.height:
+        parts.append(scorer(champion, missing, as_of))
+    if not parts:
+        return pl.DataFrame(schema=PREDICTION_LOG_SCHEMA), 0
+    frame = pl.concat(
+        [p.select([pl.col(c).cast(t) for c, t in PREDICTION_LOG_SCHEMA.items()]) for p in parts]
+    )
+    return frame.sort(ENTITY), missing.height
 
 
 def production_as_of(timeline: Timeline, week: dt.date) -> dt.date | None:
@@ -122,8 +183,9 @@ class PerformanceWeek:
     latest_labelled: WeekPerformance | None
     trend: list[dict[str, Any]]
     history: list[WeekPerformance]
-    scored_now: bool
+    scored_now: int  # customers the monitoring step scored itself (0: all read from the prediction log)
     threshold: float
+    predictions_source: str = ""
 
     @property
     def below_threshold(self) -> bool:
@@ -178,7 +240,7 @@ def performance_week(
     timeline: Timeline,
     week: dt.date,
     champion: Champion | None = None,
-    scorer: Scorer = score_week,
+    scorer: Scorer = score_with_serving_code,
 ) -> PerformanceWeek | None:
     """Predictions + CBPE of the week, realised metrics of newly labelled weeks (None: history week)."""
     as_of = production_as_of(timeline, week)
@@ -186,12 +248,21 @@ def performance_week(
         return None
     champion = champion or load_champion(settings)
     history.ensure_schema(con)
-    preds = history.predictions(con, as_of, model_version=champion.version)
-    scored_now = preds.height == 0
-    if scored_now:
-        features = current_window(con, as_of, champion.features)
-        preds = scorer(champion, features, as_of)  # the one call the serving path's scoring replaces
+    preds = history.predictions(con, as_of, variant=None, model_version=champion.version)
+    scored_now = 0
+    source = "monitoring store (an earlier run of this week)"
+    if preds.height == 0:
+        preds, scored_now = week_predictions(settings, con, champion, as_of, scorer)
         history.save_predictions(con, preds)
+        logged = preds.height - scored_now
+        source = (
+            f"prediction log ({logged} rows of production/batch_scores)"
+            + (f" + {scored_now} scored by monitoring" if scored_now else "")
+            if logged
+            else f"scored by monitoring ({scored_now} rows; no batch scores logged for the week)"
+        )
+    if preds.height == 0:
+        raise ValueError(f"week {week}: the feature snapshot as of {as_of} holds no customers to evaluate")
     threshold = float(preds.get_column("threshold")[0])
     known = {(w.week, w.model_version): w for w in history.performance_history(con)}
     current = _week_row(week, as_of, preds, threshold)
@@ -215,7 +286,7 @@ def performance_week(
             d = dt.date.fromisoformat(row.as_of)
             if row.labelled or label_complete_until(d, timeline.label_horizon_days, delay) > end:
                 continue
-            stored = history.predictions(con, d, model_version=row.model_version)
+            stored = history.predictions(con, d, variant=None, model_version=row.model_version)
             if stored.height == 0:
                 continue
             labels = pl.from_pandas(
@@ -247,7 +318,7 @@ def performance_week(
     cfg = settings.monitoring
     trend = trend_table([w for w in rows if w.week <= week.isoformat()], cfg.auc_threshold, cfg.decay_warning)
     return PerformanceWeek(
-        week, as_of, champion, current, newly, latest, trend, rows, scored_now, cfg.auc_threshold
+        week, as_of, champion, current, newly, latest, trend, rows, scored_now, cfg.auc_threshold, source
     )
 
 

@@ -17,15 +17,19 @@ Two paths, identical results (tested):
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from churn_assets.feature_store.definitions import all_features
 from churn_assets.settings import Settings
@@ -124,6 +128,20 @@ class ScoringModel:
                     out[i, j] = math.nan if value is None else value
         return out
 
+    def matrix_from_frame(self, df: pd.DataFrame) -> np.ndarray:
+        """A pandas frame -> the same float matrix as :meth:`matrix`, column by column (batch path)."""
+        missing = [f for f in self.features if f not in df.columns]
+        if missing:
+            raise ScoringError(f"input misses feature column(s) {missing}")
+        out = np.empty((len(df), len(self.features)), dtype=np.float64)
+        for j, name in enumerate(self.features):
+            column = df[name]
+            if name in self._codes:
+                out[:, j] = column.astype(object).map(self._codes[name]).astype("float64").to_numpy()
+            else:
+                out[:, j] = pd.to_numeric(column, errors="raise").astype("float64").to_numpy(na_value=np.nan)
+        return out
+
     def frame(self, rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
         """Rows -> pandas frame with the training dtypes (string features as ``category``)."""
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
@@ -143,25 +161,28 @@ class ScoringModel:
     def score(
         self, rows: Sequence[Mapping[str, Any]] | pd.DataFrame, explain: bool = False, top_k: int = 3
     ) -> Scored:
-        """Probability, label and (``explain``) the top-``top_k`` SHAP reasons of every row."""
-        if isinstance(rows, pd.DataFrame):
-            rows = [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
-        if not rows:
+        """Probability, label and (``explain``) the top-``top_k`` SHAP reasons of every row.
+
+        ``rows``: dicts (the service) or a pandas frame (batch scoring: built column-wise).
+        """
+        if len(rows) == 0:
             return Scored(np.empty(0), np.empty(0, dtype=np.int8), [] if explain else None)
+        is_frame = isinstance(rows, pd.DataFrame)
+        x: np.ndarray | None = None
         if self._fast:
-            x = self.matrix(rows)
+            x = self.matrix_from_frame(rows) if isinstance(rows, pd.DataFrame) else self.matrix(rows)
             scores = np.asarray(self._booster.predict(x), dtype=np.float64)  # type: ignore[union-attr]
         else:
-            x = None
             scores = np.asarray(self.model.predict_proba(self.frame(rows)))[:, 1].astype(np.float64)
         labels = (scores >= self.threshold).astype(np.int8)
-        reasons = None
+        reasons: list[list[dict[str, Any]]] | None = None
         if explain:
-            reasons = (
-                self.reasons(x if x is not None else self.matrix(rows), top_k)
-                if self.explainable
-                else [[] for _ in rows]
-            )
+            if not self.explainable:
+                reasons = [[] for _ in range(len(rows))]
+            else:
+                if x is None:
+                    x = self.matrix_from_frame(rows) if is_frame else self.matrix(rows)  # type: ignore[arg-type]
+                reasons = self.reasons(x, top_k)
         return Scored(scores, labels, reasons)
 
     def reasons(self, x: np.ndarray, top_k: int = 3) -> list[list[dict[str, Any]]]:
@@ -178,6 +199,45 @@ def feature_hash(row: Mapping[str, Any], features: Sequence[str]) -> str:
     """A short stable hash of a row's feature values (the prediction log's feature snapshot)."""
     payload = json.dumps([row.get(f) for f in features], default=str, separators=(",", ":"))
     return hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
+
+
+def log_rows(
+    model: ScoringModel,
+    features: pd.DataFrame,
+    ids: np.ndarray,
+    *,
+    variant: str,
+    as_of: dt.date,
+    source: str = "batch",
+) -> pl.DataFrame:
+    """Score ``features`` (one row per id) with ``model`` into prediction-log rows (batch scoring).
+
+    ``ts`` is the as-of midnight (UTC, simulated time), ``latency_ms`` the batch's scoring time per row,
+    ``feature_hash`` the same hash the service logs (:func:`feature_hash`).
+    """
+    started = time.perf_counter()
+    scored = model.score(features)
+    per_row_ms = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
+    records = [{str(k): v for k, v in r.items()} for r in features[model.features].to_dict("records")]
+    ts = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
+    n = len(ids)
+    return pl.DataFrame(
+        {
+            "ts": [ts] * n,
+            "request_id": [f"{source}-{as_of.isoformat()}-{uuid.uuid4().hex[:12]}" for _ in range(n)],
+            "customer_id": np.asarray(ids).astype(np.int64),
+            "model_name": [model.name] * n,
+            "model_version": [str(model.version)] * n,
+            "variant": [variant] * n,
+            "score": scored.scores.astype(np.float64),
+            "label": scored.labels.astype(np.int8),
+            "threshold": [float(model.threshold)] * n,
+            "latency_ms": [per_row_ms] * n,
+            "feature_hash": [feature_hash(r, model.features) for r in records],
+            "source": [source] * n,
+            "as_of": [as_of] * n,
+        }
+    )
 
 
 def from_version(settings: Settings, mv: Any) -> ScoringModel:

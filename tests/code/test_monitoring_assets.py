@@ -16,11 +16,11 @@ FEATURES = {
 }
 
 
-def test_monitoring_assets_are_weekly_and_read_features_and_the_champion() -> None:
+def test_monitoring_assets_are_weekly_and_read_features_the_champion_and_batch_scores() -> None:
     graph = load_definitions().resolve_asset_graph()
     for key, extra in (
         ("drift_report", set()),
-        ("performance_report", {"raw/churn_events"}),
+        ("performance_report", {"raw/churn_events", "production/batch_scores"}),  # reads the logged scores
     ):
         node = graph.get(dg.AssetKey(["monitoring", key]))
         assert {p.to_user_string() for p in node.parent_keys} == FEATURES | {"training/champion"} | extra

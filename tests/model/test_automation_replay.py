@@ -35,6 +35,7 @@ from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.sensors import (
     DRIFT_REPORT,
+    PERFORMANCE_REPORT,
     metadata_of,
     new_week_sensor,
     retrain_sensor,
@@ -204,6 +205,10 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     assert production.run_key == f"production-week:{week1}"
     drift = metadata_of(replay.instance, DRIFT_REPORT, week1)
     assert drift is not None and int(drift[0]["n_drifted_features"]) >= 1, drift  # drift detected
+    # The performance report evaluates the rows production/batch_scores logged: nothing scored twice.
+    perf = metadata_of(replay.instance, PERFORMANCE_REPORT, week1)
+    assert perf is not None and perf[0]["scored_now"] == 0 and int(perf[0]["prediction_rows"]) > 0
+    assert str(perf[0]["predictions_source"]).startswith("prediction log"), perf
     [retrain] = first["retrain"]  # retrain requested
     assert retrain.tags["churnops/trigger"] == "drift" and retrain.run_key == "retrain:drift:1"
     _, _, result = replay.log[-1]
@@ -231,6 +236,10 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     [step] = second["rollout"]
     assert step.run_config["ops"]["rollout__step"]["config"]["action"] == "advance", step
     assert store.load().phase == "canary_5"
+    # In shadow the new champion (v2) scored every customer as `shadow`: still read, not rescored.
+    shadow_week = second["production"][0].partition_key
+    perf = metadata_of(replay.instance, PERFORMANCE_REPORT, shadow_week)
+    assert perf is not None and perf[0]["model_version"] == "2" and perf[0]["scored_now"] == 0, perf
     # New labels are counted since the CHAMPION's training set (v2's), recorded per version.
     trained_on = json.loads(training_paths(replay.settings.home / "training")["trained_on"].read_text())
     assert set(trained_on) == {"1", "2"}

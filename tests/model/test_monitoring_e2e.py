@@ -93,7 +93,7 @@ def test_performance_report_estimates_now_and_realises_once_labels_arrive(world)
     assert "auc" not in early and early["labelled_rows"] == 0
     assert 0.5 < float(early["estimated_auc"]) < 1  # type: ignore[arg-type]
     assert early["below_threshold_basis"] == "estimated" and isinstance(early["below_threshold"], bool)
-    assert early["scored_now"] is True and early["prediction_rows"] > 1000  # type: ignore[operator]
+    assert early["scored_now"] == early["prediction_rows"] > 1000  # no batch scores: scored here  # type: ignore[operator]
     meta = later[PERFORMANCE_REPORT.to_user_string()]
     assert meta["labelled_week"] == weeks[0] and meta["newly_labelled_weeks"] == [weeks[0]]
     assert 0.5 < float(meta["auc"]) <= 1 and meta["labelled_rows"] == early["prediction_rows"]  # type: ignore[arg-type]
@@ -211,3 +211,44 @@ def test_status_report_asset_records_the_stored_state(world) -> None:  # type: i
     assert meta["n_drifted_features"] == report["drift"]["n_drifted"]
     assert meta["recommendation"] == report["recommendation"]
     assert "MLOPS STATUS REPORT" in str(meta["report"])
+
+
+def test_week_predictions_read_the_log_and_score_only_the_rest(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A canary week: the champion logged 100 customers; monitoring scores the rest, never those 100."""
+    from churn_assets.monitoring.sources import load_champion
+    from churn_assets.monitoring.weekly import score_with_serving_code, week_predictions
+    from churn_assets.serving.prediction_log import write_predictions
+
+    settings, _, weeks, _, _, _ = world
+    serving = settings.serving.model_copy(update={"prediction_log_dir": tmp_path / "log"})
+    logged_settings = settings.model_copy(update={"serving": serving})
+    as_of = dt.date.fromisoformat(weeks[3]) + dt.timedelta(days=7)
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(settings.warehouse_path, copy)
+    champion = load_champion(settings)
+    calls: list[int] = []
+
+    def scorer(ch, features, day):  # type: ignore[no-untyped-def]
+        calls.append(features.height)
+        return score_with_serving_code(ch, features, day)
+
+    with Warehouse(copy).connect() as con:
+        snapshot = current_window(con, as_of, champion.features)
+        canary = scorer(champion, snapshot.head(100), as_of).with_columns(
+            pl.lit("canary").alias("variant"), pl.lit(0.123).alias("score")
+        )
+        other = scorer(champion, snapshot.slice(100, 50), as_of).with_columns(
+            pl.lit("999").alias("model_version")
+        )
+        write_predictions(logged_settings, canary)
+        write_predictions(logged_settings, other)  # another version's rows: not the champion's scores
+        calls.clear()
+        frame, scored = week_predictions(logged_settings, con, champion, as_of, scorer)
+    assert scored == snapshot.height - 100 and calls == [scored]
+    assert frame.height == snapshot.height == frame["customer_id"].n_unique()
+    ids = snapshot["customer_id"].head(100).to_list()
+    from_log = frame.filter(pl.col("customer_id").is_in(ids))
+    assert from_log["variant"].unique().to_list() == ["canary"] and (from_log["score"] == 0.123).all()
+    rest = frame.filter(~pl.col("customer_id").is_in(ids))
+    assert rest["model_version"].unique().to_list() == [champion.version]
+    assert rest["variant"].unique().to_list() == ["champion"]

@@ -47,6 +47,15 @@ def test_champion_loads_with_features_and_threshold_and_scores_like_predict_prob
     top = scored.reasons[5]
     assert abs(top[0]["contribution"]) >= abs(top[1]["contribution"]) >= abs(top[2]["contribution"])
     assert {r["feature"] for r in top} <= set(model.features)
+    # Batch path (a pandas frame, built column-wise): the same scores, labels and reasons as row dicts.
+    batch_in = frame.copy()
+    batch_in["plan_type"] = batch_in["plan_type"].astype(object)
+    batch_in.loc[0, "plan_type"] = "never-seen-category"
+    batch_in.loc[1, "tenure_days"] = np.nan
+    batch = model.score(batch_in, explain=True)
+    np.testing.assert_allclose(batch.scores, scored.scores, rtol=1e-12)
+    np.testing.assert_array_equal(batch.labels, scored.labels)
+    assert batch.reasons == scored.reasons
 
 
 def test_calibrated_and_sklearn_models_score_through_the_frame_path() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from churn_assets.defs.assets.features import feature_asset_key
+from churn_assets.defs.assets.production import BATCH_SCORES
 from churn_assets.defs.assets.raw import raw_asset_key
 from churn_assets.defs.assets.training import CHAMPION, png_markdown
 from churn_assets.defs.metadata import markdown_table
@@ -116,11 +117,13 @@ def drift_report(
     key=PERFORMANCE_REPORT,
     group_name=MONITORING_GROUP,
     partitions_def=weekly_partitions,
-    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS] + [raw_asset_key("churn_events"), CHAMPION],
+    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS]
+    + [raw_asset_key("churn_events"), CHAMPION, BATCH_SCORES],
     kinds={"duckdb", "mlflow"},
     description=(
-        "The champion's predictions of the week (batch-scored from the offline store until the serving "
-        "path logs them), their label-free AUC estimate (CBPE), and realised AUC / recall / precision / F1 "
+        "The champion's predictions of the week (read from the prediction log production/batch_scores "
+        "wrote; customers it did not score with the champion are scored here with the same serving code), "
+        "their label-free AUC estimate (CBPE), and realised AUC / recall / precision / F1 "
         "of every prediction week whose 90-day labels completed this week; trend table vs AUC 0.78."
     ),
 )
@@ -151,7 +154,7 @@ def performance_report(
         "newly_labelled_weeks": dg.MetadataValue.json(meta["newly_labelled_weeks"]),
         "trend": dg.MetadataValue.md(markdown_table(result.trend, limit=60)),
         "scored_now": result.scored_now,
-        "predictions_source": "batch scoring of the offline snapshot (monitoring/batch_scoring.py)",
+        "predictions_source": result.predictions_source,
     }
     png = plots.auc_trend(
         [w for w in result.history if w.week <= week.isoformat()],
