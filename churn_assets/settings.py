@@ -153,6 +153,13 @@ class ModelingSettings(BaseModel):
         description="Tuning and baselines use a stratified sample of at most this many train (and val) "
         "rows; the final LightGBM is refitted on the full train split.",
     )
+    eval_rows: int = Field(
+        default=500_000,
+        gt=0,
+        description="Candidates are compared on a stratified sample of at most this many val and test "
+        "rows each (the same rows for every candidate); the winner is then scored on the full val and "
+        "test splits, and on a sample of this many train rows for the train AUC (train/test gap gate).",
+    )
     training_set_memory_limit: str = Field(
         default="1GB",
         description="DuckDB memory limit while the training-set step runs the PIT join (its Arrow result "

@@ -114,19 +114,30 @@ class CandidateStage(_JsonStage):
 
     def load_scores(self) -> dict[str, np.ndarray]:
         """``proba_<split>`` (``predict_proba[:, 1]``) and ``response_<split>`` (the calibration score,
-        ``evaluation.response``) of the best model for train, val and test."""
+        ``evaluation.response``) of the best model for train, val and test; ``train_index`` (positions
+        in the train split) when only a sample of train was scored."""
         with np.load(self.scores_path) as data:
             return {k: data[k] for k in data.files}
 
 
-def _sample(X: pd.DataFrame, y: pd.Series, max_rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+def sample_index(y: pd.Series, max_rows: int, seed: int) -> np.ndarray | None:
+    """Sorted positions of a stratified sample of at most ``max_rows`` rows; None when ``y`` is small enough."""
     if len(y) <= max_rows:
-        return X, y
+        return None
     keep, _ = train_test_split(
         np.arange(len(y)), train_size=max_rows, stratify=y.to_numpy(), random_state=seed
     )
-    keep = np.sort(keep)
-    return X.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
+    return np.sort(keep)
+
+
+def _take(X: pd.DataFrame, y: pd.Series, index: np.ndarray | None) -> tuple[pd.DataFrame, pd.Series]:
+    if index is None:
+        return X, y
+    return X.iloc[index].reset_index(drop=True), y.iloc[index].reset_index(drop=True)
+
+
+def _sample(X: pd.DataFrame, y: pd.Series, max_rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    return _take(X, y, sample_index(y, max_rows, seed))
 
 
 def sample_splits(splits: Splits, max_rows: int, seed: int = 42) -> Splits:
@@ -177,11 +188,11 @@ def fit_tuned_lightgbm(
 
 
 def candidate_metrics(
-    c: FittedCandidate, splits: Splits, p_val: np.ndarray, p_test: np.ndarray
+    c: FittedCandidate, y_val: pd.Series, y_test: pd.Series, p_val: np.ndarray, p_test: np.ndarray
 ) -> dict[str, float]:
     """Test metrics of a candidate at its own val-F1 threshold (from its precomputed val/test scores)."""
-    threshold = choose_threshold(splits.y_val, p_val)
-    metrics = binary_metrics(splits.y_test, p_test, threshold)
+    threshold = choose_threshold(y_val, p_val)
+    metrics = binary_metrics(y_test, p_test, threshold)
     metrics = {k: v for k, v in metrics.items() if k not in ("positive_rate", "n")}
     metrics.update(val_auc=c.val_auc, threshold=threshold, train_seconds=c.train_seconds)
     return metrics
@@ -203,9 +214,11 @@ def run_candidates(
     stratified) — RF and MLP do not scale to millions of rows on two cores; the tuned LightGBM is then
     refitted on the FULL train split. ``fixed_params`` (search-space form, e.g. the champion's
     ``lightgbm_params`` registry tag) skips the study: LightGBM is refitted with them as they are.
-    Every candidate predicts the full val and test splits ONCE (selection, metrics and plots reuse
-    those scores); the best one also predicts train, and its scores are saved to
-    ``workdir/scores.npz`` for the challenger step. The best model goes to
+    Every candidate predicts the same evaluation rows once — val and test, each a stratified sample
+    of at most ``eval_rows`` (the full splits when smaller) — and selection, metrics and plots reuse
+    those scores; the best one then predicts the full val and test splits and ``eval_rows`` train
+    rows, saved to ``workdir/scores.npz`` (with ``train_index`` when train was sampled) for the
+    challenger step. The best model goes to
     ``workdir/best_model.joblib``, plots of each candidate under ``workdir/<candidate>/``.
     """
     cfg = settings.modeling
@@ -253,6 +266,15 @@ def run_candidates(
         progress(f"fitting baseline {spec.name}")
         fitted.append(fit_candidate(spec, sample, "compare", cfg.n_jobs))
 
+    # Every candidate is compared on the same evaluation rows: val and test, each cut to a stratified
+    # sample of at most eval_rows (the full splits when smaller); the winner is scored in full below.
+    val_index = sample_index(splits.y_val, cfg.eval_rows, cfg.seed)
+    test_index = sample_index(splits.y_test, cfg.eval_rows, cfg.seed)
+    X_val, y_val = _take(splits.X_val, splits.y_val, val_index)
+    X_test, y_test = _take(splits.X_test, splits.y_test, test_index)
+    if val_index is not None or test_index is not None:
+        progress(f"comparing candidates on {len(y_val):,} val and {len(y_test):,} test rows (stratified)")
+    tuning.update(eval_val_rows=len(y_val), eval_test_rows=len(y_test))
     table: list[dict[str, Any]] = []
     run_ids: dict[str, str] = {}
     candidate_plots: dict[str, str] = {}
@@ -260,15 +282,16 @@ def run_candidates(
     for c in fitted:
         with threadpool_limits(limits=cfg.n_jobs):
             scores[c.name] = {  # calibration scores are needed for the best model only
-                **split_scores(c.model, splits.X_val, "val", with_response=False),
-                **split_scores(c.model, splits.X_test, "test", with_response=False),
+                **split_scores(c.model, X_val, "val", with_response=False),
+                **split_scores(c.model, X_test, "test", with_response=False),
             }
         p_val, p_test = scores[c.name]["proba_val"], scores[c.name]["proba_test"]
-        c.val_auc = float(binary_metrics(splits.y_val, p_val)["auc"])  # on the FULL validation split
-        metrics = candidate_metrics(c, splits, p_val, p_test)
+        c.val_auc = float(binary_metrics(y_val, p_val)["auc"])
+        metrics = candidate_metrics(c, y_val, y_test, p_val, p_test)
         metrics.update({f"val_auc_{k}": v for k, v in c.val_auc_by_imbalance.items()})
-        roc = plots.roc_plot(splits.y_test, p_test, workdir / c.name / "roc.png", c.name)
-        artifacts = [roc, plots.calibration_plot(splits.y_test, p_test, workdir / c.name / "calibration.png")]
+        metrics.update(eval_val_rows=float(len(y_val)), eval_test_rows=float(len(y_test)))
+        roc = plots.roc_plot(y_test, p_test, workdir / c.name / "roc.png", c.name)
+        artifacts = [roc, plots.calibration_plot(y_test, p_test, workdir / c.name / "calibration.png")]
         if isinstance(c.model, lgb.LGBMClassifier):
             gain = pd.Series(c.model.booster_.feature_importance("gain"), index=splits.features)
             artifacts.append(
@@ -299,13 +322,23 @@ def run_candidates(
     best = max(fitted, key=lambda c: c.val_auc)
     model_path = workdir / "best_model.joblib"
     joblib.dump(best.model, model_path)
-    progress(f"best: {best.name}; scoring the train split with it")
-    with threadpool_limits(limits=cfg.n_jobs):
-        best_scores = {**scores.pop(best.name), **split_scores(best.model, splits.X_train, "train")}
-        for name, X in (("val", splits.X_val), ("test", splits.X_test)):
-            if f"response_{name}" not in best_scores:  # a scikit-learn model won
-                best_scores[f"response_{name}"] = split_scores(best.model, X, name)[f"response_{name}"]
+    train_index = sample_index(splits.y_train, cfg.eval_rows, cfg.seed)
+    progress(
+        f"best: {best.name}; scoring the full val and test splits and "
+        f"{len(splits.y_train) if train_index is None else len(train_index):,} train rows with it"
+    )
+    best_scores = scores.pop(best.name)
     del scores
+    with threadpool_limits(limits=cfg.n_jobs):
+        X_train = splits.X_train if train_index is None else splits.X_train.iloc[train_index]
+        best_scores.update(split_scores(best.model, X_train, "train"))
+        for name, X, index in (("val", splits.X_val, val_index), ("test", splits.X_test, test_index)):
+            if index is not None:  # compared on a sample: the challenger needs every row
+                best_scores.update(split_scores(best.model, X, name))
+            elif f"response_{name}" not in best_scores:  # a scikit-learn model won
+                best_scores[f"response_{name}"] = split_scores(best.model, X, name)[f"response_{name}"]
+    if train_index is not None:
+        best_scores["train_index"] = train_index
     scores_path = workdir / "scores.npz"
     np.savez(scores_path, **best_scores)  # type: ignore[arg-type]
     return CandidateStage(
@@ -403,11 +436,13 @@ def evaluate_challenger(
     p_val, p_test, p_train = (
         cal.apply(scores[f"proba_{n}"], scores[f"response_{n}"]) for n in ("val", "test", "train")
     )
+    train_index = scores.get("train_index")  # the train rows the best model scored (None: all)
     del scores
     threshold = choose_threshold(splits.y_val, p_val)
     test = binary_metrics(splits.y_test, p_test, threshold)
     val = binary_metrics(splits.y_val, p_val, threshold)
-    train_auc = binary_metrics(splits.y_train, p_train)["auc"]
+    y_train = splits.y_train if train_index is None else splits.y_train.iloc[train_index]
+    train_auc = binary_metrics(y_train, p_train)["auc"]  # on the train rows the best model scored
 
     rate = float(np.mean(splits.y_test))
     curve = reliability_curve(splits.y_test, p_test)

@@ -83,3 +83,41 @@ def test_retrain_refits_with_the_champions_hyperparameters_without_tuning(tmp_pa
     )
     stage, _ = retrain_challenger(newer, retune, "b" * 64, tmp_path / "retune", baselines=())
     assert stage.tuning["study"] == "churn-lightgbm-bbbbbbbb" and stage.tuning["run_now"] == 3
+
+
+def test_candidates_compared_on_an_eval_sample_winner_scored_in_full(tmp_path) -> None:
+    """eval_rows < split sizes: every candidate is compared on the same stratified val/test sample; the
+    winner's saved scores cover the full val and test splits and a sample of train (train_index)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from churn_assets.modeling.stages import evaluate_challenger, run_candidates
+
+    X, y, period = synthetic_churn(3000, seed=5)
+    splits = build_splits(X, y, assign_by_period(period))
+    settings = modeling_settings(
+        tmp_path / "home", n_trials=2, timeout_seconds=60, eval_rows=300, baselines=["logistic_regression"]
+    )
+    stage = run_candidates(splits, settings, tmp_path / "work", study_name="eval-sample")
+    for name, run_id in stage.run_ids.items():
+        metrics = mlflow.get_run(run_id).data.metrics
+        assert metrics["eval_val_rows"] == metrics["eval_test_rows"] == 300, name
+    assert stage.tuning["eval_val_rows"] == 300
+    scores = stage.load_scores()
+    best = stage.load_model()
+    assert len(scores["proba_val"]) == len(splits.y_val) and len(scores["proba_test"]) == len(splits.y_test)
+    np.testing.assert_allclose(scores["proba_test"], best.predict_proba(splits.X_test)[:, 1], rtol=1e-9)
+    index = scores["train_index"]
+    assert len(index) == len(scores["proba_train"]) == 300 and np.all(np.diff(index) > 0)
+    rate = splits.y_train.iloc[index].mean()
+    assert abs(rate - splits.y_train.mean()) < 0.01  # stratified
+    np.testing.assert_allclose(
+        scores["proba_train"], best.predict_proba(splits.X_train.iloc[index])[:, 1], rtol=1e-9
+    )
+    challenger = evaluate_challenger(stage, splits, settings, "b" * 64, tmp_path / "challenger")
+    gap = challenger.measurements["train_test_gap"]
+    assert gap["test_auc"] == pytest.approx(challenger.test_metrics["auc"])
+    assert 0.5 < gap["train_auc"] <= 1.0
+    # The test AUC is over the FULL test split (the calibrated model ranks like its saved scores).
+    full = roc_auc_score(splits.y_test, scores["proba_test"])
+    assert challenger.test_metrics["auc"] == pytest.approx(full, abs=0.01)
