@@ -47,6 +47,7 @@ class Tracking:
 def configure(settings: Settings) -> Tracking:
     """Point MLflow at the settings' tracking URI and get-or-create the experiment."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    quiet_artifact_downloads()
     uri = tracking_uri(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -93,8 +94,18 @@ def log_model(model: Any, flavor: str) -> Any:
     )
 
 
+def quiet_artifact_downloads() -> None:
+    """No tqdm progress bar per model load (it cluttered `churnops demo` and run logs), unless the user
+    set MLflow's own variable."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    if not MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.is_set():
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
+
+
 def load_model(model_uri: str, flavor: str) -> Any:
     """Load a logged model back as an object with ``predict_proba``."""
+    quiet_artifact_downloads()
     if flavor == "lightgbm":
         return mlflow.lightgbm.load_model(model_uri)
     return mlflow.sklearn.load_model(model_uri)

@@ -1,0 +1,73 @@
+"""LightGBM options on the full-scale train split: wall / CPU seconds of one fit and its test AUC.
+
+Reads the training set a ``benchmarks/training_full_scale.py --parts stage`` run left in ``--home``
+(as the pipeline reads it: float32, fixed categories) and fits LightGBM once per ``--option`` (a JSON
+object of extra LightGBM parameters, ``{}`` = the spec parameters alone: learning rate 0.05, 31
+leaves), ``--rounds`` rounds, ``--n-jobs`` threads. Answers "where does a fit's time go, and what
+would a sampling strategy or fewer bins buy" on the machine at hand.
+
+    .venv/bin/python -m benchmarks.lightgbm_fit_options --home .churnops/bench/training_full_scale \\
+        --n-jobs 2 --rounds 500 --option '{}' --option '{"data_sample_strategy": "goss"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--home", type=Path, default=Path(".churnops/bench/training_full_scale"))
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=500)
+    parser.add_argument("--option", action="append", default=[], help="JSON of extra LightGBM parameters.")
+    args = parser.parse_args(argv)
+
+    import lightgbm as lgb
+    from sklearn.metrics import roc_auc_score
+
+    from churn_assets.defs.assets.training import load_splits
+
+    started = time.perf_counter()
+    splits, _ = load_splits(args.home / "training", ("train", "test"))
+    print(
+        f"read {len(splits.y_train):,} train / {len(splits.y_test):,} test rows x {len(splits.features)} "
+        f"features in {time.perf_counter() - started:.1f} s; n_jobs={args.n_jobs}, rounds={args.rounds}",
+        flush=True,
+    )
+    print("\n| options | fit wall s | fit CPU s | test AUC | 1-min load after |\n|---|---:|---:|---:|---:|")
+    for option in args.option or ["{}"]:
+        extra = json.loads(option)
+        model = lgb.LGBMClassifier(
+            objective="binary",
+            learning_rate=0.05,
+            n_estimators=args.rounds,
+            num_leaves=31,
+            n_jobs=args.n_jobs,
+            verbose=-1,
+            **extra,
+        )
+        cpu0, wall0 = cpu_seconds(), time.perf_counter()
+        model.fit(splits.X_train, splits.y_train)
+        wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+        auc = roc_auc_score(splits.y_test, model.predict_proba(splits.X_test)[:, 1])
+        print(
+            f"| `{json.dumps(extra)}` | {wall:.1f} | {cpu:.1f} | {auc:.4f} | {os.getloadavg()[0]:.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
