@@ -204,6 +204,12 @@ class RolloutCheckSettings(BaseModel):
     max_latency_ratio: float = Field(
         default=2.0, gt=0, description="Candidate P95 latency at most this multiple of the stable model's."
     )
+    latency_ratio_floor_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="The ratio limit never goes below this: sub-millisecond P95s (batch scoring's time per "
+        "row, which shrinks with the batch size) are not compared as ratios.",
+    )
     max_error_rate: float = Field(
         default=0.001,
         ge=0,

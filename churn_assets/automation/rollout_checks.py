@@ -8,7 +8,9 @@ rows are ``variant in {"shadow", "canary"}`` with ``model_version == candidate``
 Checks (limits in ``settings.automation.rollout``):
 
 * ``volume``: at least ``min_candidate_rows`` candidate predictions (else **hold** — no verdict yet);
-* ``latency``: candidate P95 latency <= ``max_latency_p95_ms`` and <= ``max_latency_ratio`` x stable P95;
+* ``latency``: candidate P95 latency <= ``max_latency_p95_ms`` and <= ``max_latency_ratio`` x stable P95
+  (that ratio limit never below ``latency_ratio_floor_ms``: a batch's time per row shrinks with the batch
+  size, so a 5 % canary batch looks "slower" per row than the stable 95 % at sub-millisecond values);
 * ``error_rate``: share of candidate rows without a valid score (null, NaN, outside [0, 1]) <=
   ``max_error_rate``;
 * ``score_distribution``: two-sample KS statistic between candidate and stable scores <= ``max_score_ks``
@@ -139,14 +141,14 @@ def review_phase(
     p95_c, p95_s = _p95(cand), _p95(stab)
     latency_limit = cfg.max_latency_p95_ms
     if p95_s is not None and p95_s > 0:
-        latency_limit = min(latency_limit, cfg.max_latency_ratio * p95_s)
+        latency_limit = min(latency_limit, max(cfg.max_latency_ratio * p95_s, cfg.latency_ratio_floor_ms))
     lat_ok = p95_c is not None and p95_c <= latency_limit
     checks.append(
         PhaseCheck(
             "latency",
             lat_ok,
             p95_c,
-            f"P95 <= {latency_limit:.1f} ms",
+            f"P95 <= {latency_limit:.2f} ms",
             f"candidate P95 {p95_c if p95_c is None else round(p95_c, 2)} ms, stable P95 "
             f"{p95_s if p95_s is None else round(p95_s, 2)} ms",
         )

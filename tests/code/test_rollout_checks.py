@@ -65,6 +65,18 @@ def test_latency_regression_rolls_back() -> None:
     assert verdict.action == "rollback" and "latency" in verdict.reason
 
 
+def test_latency_ratio_rolls_back_above_the_floor_only() -> None:
+    """Stable 2 ms: a 5 ms candidate (2.5x) rolls back. Batch rows at 0.01 vs 0.07 ms per row (a small
+    canary batch amortises less fixed cost) are under the 1 ms floor: no ratio verdict."""
+    verdict = review_phase(shadow_week(similar_scores(), latency=5.0), "shadow", "1", "2", CFG)
+    assert verdict.action == "rollback" and "latency" in verdict.reason
+    stable = rows("champion", "1", similar_scores(), latency=0.01)
+    canary = rows("canary", "2", similar_scores(), latency=0.07)
+    verdict = review_phase(pl.concat([stable, canary]), "canary_5", "1", "2", CFG)
+    latency = next(c for c in verdict.checks if c.name == "latency")
+    assert latency.passed and verdict.action == "advance", verdict.reason
+
+
 def test_invalid_scores_count_as_errors_and_roll_back() -> None:
     scores = similar_scores()
     scores[:10] = np.nan
