@@ -7,10 +7,14 @@ export DAGSTER_HOME := $(CURDIR)/.churnops/dagster
 
 .PHONY: install demo test test-fast lint format typecheck contracts ui bench clean
 
+# Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines)
+# Python never caches it, and every Dagster run process would recompile dagster, MLflow, LightGBM ...
+# from source (4-6x slower imports; docs/benchmarks.md, "Import time").
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e ".[dev]"
+	$(BIN)/python -m compileall -q churn_assets data_contracts bento benchmarks >/dev/null
 	$(BIN)/python -m pip check
 	@touch $(STAMP)
 
