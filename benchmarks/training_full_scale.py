@@ -11,8 +11,10 @@ Each part runs in its own subprocess, so the peak RSS printed is that part's own
    (PIT join) -> tuning (``--trials``) + baselines -> challenger (calibration, SHAP, fairness, slices,
    MLflow, registry) -> 7 blocking gate checks -> champion; per-step seconds from the Dagster events.
 2. ``fit``: one LightGBM fit on the FULL train split of that training set (spec params: learning
-   rate 0.05, 500 rounds, 31 leaves), ``--n-jobs`` threads, read as the pipeline reads it (float32,
-   fixed categories); ``--max-bin`` / ``--col-wise`` to compare LightGBM histogram settings.
+   rate 0.05, 500 rounds, 31 leaves) with the pipeline's LightGBM training options (quantized
+   gradients; ``--exact-gradients`` turns them off in every part), ``--n-jobs`` threads, read as the
+   pipeline reads it (float32, fixed categories); ``--max-bin`` / ``--col-wise`` to compare LightGBM
+   histogram settings.
 3. ``optuna``: a fresh 20-trial study (pruning, SQLite storage, no time budget) as the pipeline runs
    it, on a stratified sample of ``--optuna-rows`` (100,000) train and val rows.
 
@@ -68,6 +70,7 @@ def _settings(args: argparse.Namespace) -> Any:
             n_trials=args.trials,
             timeout_seconds=args.timeout,
             sample_rows=args.sample_rows,
+            lightgbm_quantized_gradients=not args.exact_gradients,
         ),
     )
 
@@ -134,7 +137,11 @@ def part_fit(args: argparse.Namespace) -> dict[str, Any]:
 
     splits = _splits(args)
     loaded_rss = peak_rss_gb()
-    extra: dict[str, Any] = {"max_bin": args.max_bin}
+    from churn_assets.modeling.candidates import lightgbm_options
+
+    # The pipeline's LightGBM training options (quantized gradients unless --exact-gradients) + max_bin.
+    options = lightgbm_options(not args.exact_gradients)  # 6M rows: always above the minimum
+    extra: dict[str, Any] = {**options, "max_bin": args.max_bin}
     if args.col_wise:
         extra["force_col_wise"] = True
     model = lgb.LGBMClassifier(
@@ -172,6 +179,7 @@ def part_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
+    from churn_assets.modeling.candidates import lightgbm_options
     from churn_assets.modeling.stages import sample_splits
     from churn_assets.modeling.tuning import tune_lightgbm
 
@@ -180,7 +188,19 @@ def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
     storage.unlink(missing_ok=True)
     load_before, cpu_before = load(), cpu_seconds()
     started = time.perf_counter()
-    tuned = tune_lightgbm(splits, f"sqlite:///{storage}", "bench", 20, None, n_jobs=args.n_jobs)
+    tuned = tune_lightgbm(
+        splits,
+        f"sqlite:///{storage}",
+        "bench",
+        20,
+        None,
+        n_jobs=args.n_jobs,
+        options=lightgbm_options(
+            not args.exact_gradients,
+            len(splits.y_train),
+            _settings(args).modeling.lightgbm_quantized_min_rows,
+        ),
+    )
     seconds = time.perf_counter() - started
     return {
         "load_before": load_before,
@@ -236,6 +256,11 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=1, help="Threads per fit (the settings' n_jobs).")
     parser.add_argument("--max-bin", type=int, default=255, help="fit part: LightGBM max_bin.")
     parser.add_argument("--col-wise", action="store_true", help="fit part: LightGBM force_col_wise.")
+    parser.add_argument(
+        "--exact-gradients",
+        action="store_true",
+        help="Every part: LightGBM without quantized gradients (modeling.lightgbm_quantized_gradients=false).",
+    )
     parser.add_argument(
         "--optuna-rows", type=int, default=100_000, help="Stratified train/val sample of the 20-trial study."
     )

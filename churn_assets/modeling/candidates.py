@@ -151,9 +151,31 @@ def baseline_specs(
     return [specs[n] for n in names]
 
 
-def lightgbm_spec(params: dict[str, Any], seed: int = 42, n_jobs: int = 1) -> CandidateSpec:
-    """A LightGBM candidate with fixed (e.g. tuned) parameters; ``n_estimators`` is the best iteration."""
-    full = {"objective": "binary", "verbose": -1, "random_state": seed, "n_jobs": n_jobs, **params}
+# LightGBM's quantized-gradient training (LightGBM >= 4.0): gradients and hessians are rounded to a few
+# integer levels, so histograms are accumulated in integers; the leaf values are then refitted with the
+# exact gradients (``quant_train_renew_leaf``), which keeps the model's accuracy.
+QUANTIZED_GRADIENTS: dict[str, Any] = {"use_quantized_grad": True, "quant_train_renew_leaf": True}
+
+
+def lightgbm_options(quantized: bool, n_rows: int = 0, min_rows: int = 0) -> dict[str, Any]:
+    """Training options (not hyperparameters: never tuned, never logged as params) of a LightGBM fit on
+    ``n_rows`` train rows: quantized gradients when ``quantized`` and ``n_rows >= min_rows``."""
+    return dict(QUANTIZED_GRADIENTS) if quantized and n_rows >= min_rows else {}
+
+
+def lightgbm_spec(
+    params: dict[str, Any], seed: int = 42, n_jobs: int = 1, options: dict[str, Any] | None = None
+) -> CandidateSpec:
+    """A LightGBM candidate with fixed (e.g. tuned) parameters; ``n_estimators`` is the best iteration.
+    ``options`` (:func:`lightgbm_options`) are passed to LightGBM but not recorded as the candidate's params."""
+    full = {
+        "objective": "binary",
+        "verbose": -1,
+        "random_state": seed,
+        "n_jobs": n_jobs,
+        **(options or {}),
+        **params,
+    }
     return CandidateSpec("lightgbm", lambda: lgb.LGBMClassifier(**full), dict(params), flavor="lightgbm")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from churn_assets.modeling.candidates import (
     FittedCandidate,
     baseline_specs,
     fit_candidate,
+    lightgbm_options,
     lightgbm_spec,
 )
 from churn_assets.modeling.evaluation import (
@@ -59,6 +61,8 @@ from churn_assets.modeling.tuning import lgbm_params, tune_lightgbm
 from churn_assets.settings import ModelingSettings, Settings
 
 Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
+
 CHUNK_ROWS = 500_000
 
 
@@ -174,13 +178,21 @@ def fit_tuned_lightgbm(
     search_params: Mapping[str, Any], splits: Splits, cfg: ModelingSettings
 ) -> FittedCandidate:
     """Fit LightGBM on the train split with search-space parameters (``imbalance`` included, and
-    ``n_estimators`` = the study's best iteration), recording its class-imbalance choice."""
-    lgbm = fit_candidate(
-        lightgbm_spec(lgbm_params(dict(search_params), splits), cfg.seed, cfg.n_jobs),
-        splits,
-        "none",
-        cfg.n_jobs,
+    ``n_estimators`` = the study's best iteration), recording its class-imbalance choice.
+
+    A large train split is fitted with quantized gradients (``cfg.lightgbm_quantized_gradients``); if
+    LightGBM rejects that fit, it is redone with exact gradients rather than failing the stage."""
+    params = lgbm_params(dict(search_params), splits)
+    options = lightgbm_options(
+        cfg.lightgbm_quantized_gradients, len(splits.y_train), cfg.lightgbm_quantized_min_rows
     )
+    try:
+        lgbm = fit_candidate(lightgbm_spec(params, cfg.seed, cfg.n_jobs, options), splits, "none", cfg.n_jobs)
+    except lgb.basic.LightGBMError as exc:
+        if not options:
+            raise
+        log.warning("quantized-gradient LightGBM fit failed (%s); refitting with exact gradients", exc)
+        lgbm = fit_candidate(lightgbm_spec(params, cfg.seed, cfg.n_jobs), splits, "none", cfg.n_jobs)
     imbalance = str(search_params.get("imbalance", "none"))
     lgbm.params["imbalance"] = imbalance
     lgbm.imbalance = "balanced" if imbalance == "balanced" else "none"
@@ -237,6 +249,9 @@ def run_candidates(
             cfg.timeout_seconds,
             seed=cfg.seed,
             n_jobs=cfg.n_jobs,
+            options=lightgbm_options(
+                cfg.lightgbm_quantized_gradients, len(sample.y_train), cfg.lightgbm_quantized_min_rows
+            ),
         )
         search_params: dict[str, Any] = dict(tuned.best_params)
         tuning: dict[str, Any] = {

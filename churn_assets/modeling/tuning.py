@@ -88,7 +88,9 @@ def lgbm_params(params: dict[str, Any], splits: Splits) -> dict[str, Any]:
     return out
 
 
-def _objective(splits: Splits, seed: int, n_jobs: int) -> Callable[[optuna.Trial], float]:
+def _objective(
+    splits: Splits, seed: int, n_jobs: int, options: dict[str, Any]
+) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial)
         model = lgb.LGBMClassifier(
@@ -97,6 +99,7 @@ def _objective(splits: Splits, seed: int, n_jobs: int) -> Callable[[optuna.Trial
             random_state=seed,
             n_jobs=n_jobs,
             verbose=-1,
+            **options,
             **lgbm_params(params, splits),
         )
         model.fit(
@@ -125,8 +128,10 @@ def tune_lightgbm(
     seed: int = 42,
     n_jobs: int = 1,
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> TuningResult:
-    """Create or resume ``study_name`` in ``storage`` and run it up to ``n_trials`` finished trials."""
+    """Create or resume ``study_name`` in ``storage`` and run it up to ``n_trials`` finished trials.
+    ``options``: LightGBM training options of every trial (``candidates.lightgbm_options``)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=optuna.storages.RDBStorage(storage),
@@ -140,7 +145,7 @@ def tune_lightgbm(
     remaining = max(n_trials - done, 0)
     if remaining:
         study.optimize(
-            _objective(splits, seed, n_jobs),
+            _objective(splits, seed, n_jobs, options or {}),
             n_trials=remaining,
             timeout=timeout_seconds,
             callbacks=callbacks,
