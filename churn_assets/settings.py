@@ -170,7 +170,9 @@ class ModelingSettings(BaseModel):
         description="LightGBM fits on at least lightgbm_quantized_min_rows train rows (the full-scale refit "
         "and retraining) use quantized-gradient training (use_quantized_grad + quant_train_renew_leaf): one "
         "500-round fit on 6M rows took 175.8 s instead of 201.3 s, test AUC 0.8449 vs 0.8448 "
-        "(docs/benchmarks.md). A fit that LightGBM rejects in this mode is redone with exact gradients.",
+        "(docs/benchmarks.md). Only for params without row bagging or column sampling (LightGBM 4.x "
+        "quantized training is unsound with them, lightgbm-org/LightGBM#5994): tuned params bag, so the "
+        "stage's refit uses exact gradients. A fit that LightGBM rejects in this mode is redone exactly.",
     )
     lightgbm_quantized_min_rows: int = Field(
         default=1_000_000,

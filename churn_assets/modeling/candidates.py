@@ -11,7 +11,7 @@ choice inside its Optuna search (``scale_pos_weight`` = 1 or negatives/positives
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -163,17 +163,56 @@ def lightgbm_options(quantized: bool, n_rows: int = 0, min_rows: int = 0) -> dic
     return dict(QUANTIZED_GRADIENTS) if quantized and n_rows >= min_rows else {}
 
 
+def _param(params: Mapping[str, Any], names: tuple[str, ...], default: float) -> float:
+    for name in names:
+        if params.get(name) is not None:
+            return float(params[name])
+    return default
+
+
+def quantization_safe(params: Mapping[str, Any]) -> bool:
+    """Whether LightGBM's CPU quantized-gradient training is sound with these parameters.
+
+    In LightGBM 4.x the quantized histograms are built as if every row were in the tree's data: row
+    bagging (``subsample`` < 1 with ``subsample_freq`` > 0, or GOSS) and column sampling
+    (``colsample_bytree`` / ``colsample_bynode`` < 1) make a fit abort on a failed split check or
+    grow worse trees (lightgbm-org/LightGBM#5994). Such parameters get exact gradients."""
+    bagged = _param(params, ("subsample", "bagging_fraction", "bagging"), 1.0) < 1.0 and (
+        _param(params, ("subsample_freq", "bagging_freq"), 0.0) > 0
+    )
+    goss = (
+        str(params.get("data_sample_strategy", "")) == "goss"
+        or str(params.get("boosting_type", "")) == "goss"
+    )
+    columns = min(
+        _param(params, ("colsample_bytree", "feature_fraction", "sub_feature"), 1.0),
+        _param(params, ("colsample_bynode", "feature_fraction_bynode"), 1.0),
+    )
+    return not (bagged or goss or columns < 1.0)
+
+
+def with_options(params: Mapping[str, Any], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` for a fit with ``params``, without the quantized-gradient ones when
+    :func:`quantization_safe` says no."""
+    if not options:
+        return {}
+    if quantization_safe(params):
+        return dict(options)
+    return {k: v for k, v in options.items() if k not in QUANTIZED_GRADIENTS}
+
+
 def lightgbm_spec(
     params: dict[str, Any], seed: int = 42, n_jobs: int = 1, options: dict[str, Any] | None = None
 ) -> CandidateSpec:
     """A LightGBM candidate with fixed (e.g. tuned) parameters; ``n_estimators`` is the best iteration.
-    ``options`` (:func:`lightgbm_options`) are passed to LightGBM but not recorded as the candidate's params."""
+    ``options`` (:func:`lightgbm_options`, less what :func:`with_options` drops for these params) are
+    passed to LightGBM but not recorded as the candidate's params."""
     full = {
         "objective": "binary",
         "verbose": -1,
         "random_state": seed,
         "n_jobs": n_jobs,
-        **(options or {}),
+        **with_options(params, options),
         **params,
     }
     return CandidateSpec("lightgbm", lambda: lgb.LGBMClassifier(**full), dict(params), flavor="lightgbm")

@@ -24,6 +24,7 @@ import lightgbm as lgb
 import optuna
 from optuna.trial import TrialState
 
+from churn_assets.modeling.candidates import with_options
 from churn_assets.modeling.splits import Splits
 
 MAX_ROUNDS = 1000
@@ -92,15 +93,15 @@ def _objective(
     splits: Splits, seed: int, n_jobs: int, options: dict[str, Any]
 ) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
-        params = suggest_params(trial)
+        params = lgbm_params(suggest_params(trial), splits)
         model = lgb.LGBMClassifier(
             objective="binary",
             n_estimators=MAX_ROUNDS,
             random_state=seed,
             n_jobs=n_jobs,
             verbose=-1,
-            **options,
-            **lgbm_params(params, splits),
+            **with_options(params, options),
+            **params,
         )
         model.fit(
             splits.X_train,

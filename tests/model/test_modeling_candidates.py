@@ -10,6 +10,8 @@ from churn_assets.modeling.candidates import (
     fit_candidate,
     lightgbm_options,
     lightgbm_spec,
+    quantization_safe,
+    with_options,
 )
 from churn_assets.modeling.splits import assign_stratified, build_splits
 from tests.modeling_helpers import synthetic_churn
@@ -101,3 +103,52 @@ def test_a_quantized_fit_lightgbm_rejects_is_redone_with_exact_gradients(splits,
     assert "use_quantized_grad" not in fitted.model.booster_.params
     assert fitted.val_auc > 0.7
     assert "refitting with exact gradients" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("params", "safe"),
+    [
+        ({}, True),
+        ({"learning_rate": 0.05, "num_leaves": 31}, True),
+        ({"subsample": 0.8}, True),  # no bagging without a frequency
+        ({"subsample": 1.0, "subsample_freq": 1, "colsample_bytree": 1.0}, True),
+        ({"subsample": 0.8, "subsample_freq": 1}, False),
+        ({"bagging_fraction": 0.7, "bagging_freq": 5}, False),
+        ({"colsample_bytree": 0.6}, False),
+        ({"feature_fraction": 0.9}, False),
+        ({"colsample_bynode": 0.5}, False),
+        ({"data_sample_strategy": "goss"}, False),
+        ({"boosting_type": "goss"}, False),
+    ],
+)
+def test_quantized_training_is_kept_off_row_and_column_sampling(params, safe) -> None:
+    assert quantization_safe(params) is safe
+    options = with_options(params, lightgbm_options(True))
+    assert ("use_quantized_grad" in options) is safe
+    assert with_options(params, None) == {}
+
+
+def test_a_tuned_fit_that_bags_rows_uses_exact_gradients(splits, caplog) -> None:
+    import logging
+
+    from churn_assets.modeling.stages import fit_tuned_lightgbm
+    from churn_assets.settings import ModelingSettings
+
+    cfg = ModelingSettings(lightgbm_quantized_gradients=True, lightgbm_quantized_min_rows=1)
+    tuned = {
+        "n_estimators": 30,
+        "subsample": 0.8,
+        "subsample_freq": 1,
+        "colsample_bytree": 0.7,
+        "imbalance": "none",
+    }
+    with caplog.at_level(logging.INFO):
+        fitted = fit_tuned_lightgbm(tuned, splits, cfg)
+    booster = fitted.model.booster_.params
+    assert "use_quantized_grad" not in booster
+    assert booster["subsample"] == pytest.approx(0.8)  # the tuned bagging itself is kept
+    assert "exact gradients (quantized training unsafe)" in caplog.text
+    # the same spec through lightgbm_spec directly: the quantized options are dropped there too
+    lgbm_kwargs = {k: v for k, v in tuned.items() if k != "imbalance"}
+    direct = fit_candidate(lightgbm_spec(lgbm_kwargs, options=lightgbm_options(True)), splits, "none")
+    assert "use_quantized_grad" not in direct.model.booster_.params
