@@ -199,6 +199,14 @@ def _f(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def format_ms(value: float | None) -> str:
+    """A latency in ms for the report: one decimal from 1 ms up, two significant digits below (the
+    batch log's per-row times are ~0.01 ms, which one decimal would print as 0.0)."""
+    if value is None:
+        return "—"
+    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.2g}"
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The plain-text MLOps Status Report."""
     bar = "═" * 60
@@ -232,10 +240,10 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append("Drift: no report yet")
     if traffic.get("requests"):
         lines.append(
-            f"Traffic ({traffic['source']}): {traffic['requests']} requests, "
+            f"Traffic ({traffic['source']}): {traffic['requests']:,} requests, "
             f"{_f(traffic.get('requests_per_second'), 1)} req/s, latency P50/P95/P99 "
-            f"{_f(traffic.get('latency_p50_ms'), 1)} / {_f(traffic.get('latency_p95_ms'), 1)} / "
-            f"{_f(traffic.get('latency_p99_ms'), 1)} ms"
+            + " / ".join(format_ms(traffic.get(f"latency_{p}_ms")) for p in ("p50", "p95", "p99"))
+            + " ms"
         )
     else:
         lines.append(f"Traffic: {traffic['source']}")
