@@ -289,7 +289,11 @@ class AutomationSettings(BaseModel):
     )
     demo_weeks: int = Field(default=16, ge=1, description="Production weeks `make demo` simulates.")
     demo_week_timeout_seconds: float = Field(
-        default=900.0, gt=0, description="Demo: give up when a week's runs have not finished after this."
+        default=1800.0,
+        gt=0,
+        description="Demo: give up when a week's runs have not finished after this (a guard against a stuck "
+        "daemon; a full-scale week with a retraining, a bento build and a rollout start took 592 s on a "
+        "2-core box, docs/automation.md).",
     )
     demo_idle_seconds: float = Field(
         default=12.0,
