@@ -177,9 +177,12 @@ def quantization_safe(params: Mapping[str, Any]) -> bool:
     bagging (``subsample`` < 1 with ``subsample_freq`` > 0, or GOSS) and column sampling
     (``colsample_bytree`` / ``colsample_bynode`` < 1) make a fit abort on a failed split check or
     grow worse trees (lightgbm-org/LightGBM#5994). Such parameters get exact gradients."""
-    bagged = _param(params, ("subsample", "bagging_fraction", "bagging"), 1.0) < 1.0 and (
-        _param(params, ("subsample_freq", "bagging_freq"), 0.0) > 0
+    fraction = min(
+        _param(params, ("subsample", "bagging_fraction", "bagging", "sub_row"), 1.0),
+        _param(params, ("pos_bagging_fraction", "pos_subsample", "pos_bagging"), 1.0),
+        _param(params, ("neg_bagging_fraction", "neg_subsample", "neg_bagging"), 1.0),
     )
+    bagged = fraction < 1.0 and _param(params, ("subsample_freq", "bagging_freq"), 0.0) > 0
     goss = (
         str(params.get("data_sample_strategy", "")) == "goss"
         or str(params.get("boosting_type", "")) == "goss"

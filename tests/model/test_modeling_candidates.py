@@ -114,6 +114,8 @@ def test_a_quantized_fit_lightgbm_rejects_is_redone_with_exact_gradients(splits,
         ({"subsample": 1.0, "subsample_freq": 1, "colsample_bytree": 1.0}, True),
         ({"subsample": 0.8, "subsample_freq": 1}, False),
         ({"bagging_fraction": 0.7, "bagging_freq": 5}, False),
+        ({"pos_bagging_fraction": 1.0, "neg_bagging_fraction": 0.3, "bagging_freq": 1}, False),
+        ({"neg_bagging_fraction": 0.3}, True),  # no bagging without a frequency
         ({"colsample_bytree": 0.6}, False),
         ({"feature_fraction": 0.9}, False),
         ({"colsample_bynode": 0.5}, False),
