@@ -41,7 +41,7 @@ from churn_assets.modeling.candidates import (
     fit_candidate,
     lightgbm_options,
     lightgbm_spec,
-    quantization_safe,
+    with_options,
 )
 from churn_assets.modeling.evaluation import (
     GateResult,
@@ -182,16 +182,16 @@ def fit_tuned_lightgbm(
     ``n_estimators`` = the study's best iteration), recording its class-imbalance choice.
 
     A large train split is fitted with quantized gradients (``cfg.lightgbm_quantized_gradients``) when
-    the parameters allow it (:func:`~churn_assets.modeling.candidates.quantization_safe`: no row
+    the parameters allow it (:func:`~churn_assets.modeling.candidates.with_options`: no row
     bagging, no column sampling); if LightGBM rejects that fit, it is redone with exact gradients
     rather than failing the stage."""
     params = lgbm_params(dict(search_params), splits)
-    options = lightgbm_options(
+    requested = lightgbm_options(
         cfg.lightgbm_quantized_gradients, len(splits.y_train), cfg.lightgbm_quantized_min_rows
     )
-    if options and not quantization_safe(params):
+    options = with_options(params, requested)
+    if requested and not options:
         log.info("LightGBM params sample rows or columns: exact gradients (quantized training unsafe)")
-        options = {}
     try:
         lgbm = fit_candidate(lightgbm_spec(params, cfg.seed, cfg.n_jobs, options), splits, "none", cfg.n_jobs)
     except lgb.basic.LightGBMError as exc:
