@@ -34,6 +34,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check churn_assets data_contracts tests benchmarks bento
 	$(BIN)/ruff format --check churn_assets data_contracts tests benchmarks bento
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix churn_assets data_contracts tests benchmarks bento

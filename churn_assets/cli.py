@@ -147,7 +147,7 @@ def _run_pipeline(settings: Settings, weeks: str | None) -> int:
 
 
 def _print_run_summary(settings: Settings, result: dg.ExecuteInProcessResult, seconds: float) -> None:
-    from churn_assets.reporting import pipeline_summary
+    from churn_assets.orchestration.reporting import pipeline_summary
 
     summary = pipeline_summary(settings, result)
     table = Table(title=f"churn_pipeline {'succeeded' if summary.success else 'FAILED'} in {seconds:,.1f} s")
@@ -184,7 +184,7 @@ def demo(
     ] = None,
 ) -> None:
     """The whole story: history -> pipeline -> champion v1 + bento -> N production weeks run by the daemon."""
-    from churn_assets.automation.demo import (
+    from churn_assets.orchestration.demo import (
         apply_env,
         bootstrap,
         check_world,
@@ -205,7 +205,7 @@ def demo(
     n = settings.automation.demo_weeks if weeks is None else weeks
     rows = run_weeks(settings, n, lambda line: err.print(line, highlight=False)) if n > 0 else []
     if rows:
-        from churn_assets.automation.demo import HEADERS
+        from churn_assets.orchestration.demo import HEADERS
 
         table = Table(title=f"{n} production weeks driven by the Dagster daemon's sensors")
         for col in HEADERS:

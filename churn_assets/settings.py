@@ -485,6 +485,26 @@ class Settings(BaseSettings):
         return self.home / "world" / "state.pkl"
 
     @property
+    def training_dir(self) -> Path:
+        """The training assets' work folder (training set, candidates, challenger, champion decision)."""
+        return self.home / "training"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """Default MLflow tracking database and artifact root (when ``modeling.tracking_uri`` is unset)."""
+        return self.home / "mlflow"
+
+    @property
+    def optuna_dir(self) -> Path:
+        """Default Optuna study storage (when ``modeling.optuna_storage`` is unset)."""
+        return self.home / "optuna"
+
+    @property
+    def registry_dir(self) -> Path:
+        """Default promotion audit log (when ``modeling.audit_url`` is unset)."""
+        return self.home / "registry"
+
+    @property
     def monitoring_dir(self) -> Path:
         return self.home / "monitoring"
 

@@ -36,13 +36,6 @@ def week_key(day: dt.date) -> str:
     return (day - dt.timedelta(days=day.weekday())).isoformat()
 
 
-def parse_week_key(key: str) -> dt.date:
-    day = dt.date.fromisoformat(key)
-    if day.weekday() != 0:
-        raise ValueError(f"partition key {key!r} is not a Monday")
-    return day
-
-
 @dataclass(frozen=True)
 class Timeline:
     start_date: dt.date

@@ -15,7 +15,7 @@ import numpy as np
 from churn_assets.defs.monitoring_resources import build_monitoring_resources
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.training_resources import build_training_resources
-from churn_assets.monitoring.evaluation import register_champion
+from churn_assets.modeling.reference import register_champion
 from churn_assets.orchestration import run_pipeline
 from churn_assets.settings import ModelingSettings, Settings, SimulationSettings
 from churn_assets.simulation import World

@@ -23,21 +23,21 @@ def _sqlite_url(path: Path) -> str:
 
 def optuna_storage_url(settings: Settings) -> str:
     """RDB URL of the Optuna storage."""
-    return settings.modeling.optuna_storage or _sqlite_url(settings.home / "optuna" / "optuna.db")
+    return settings.modeling.optuna_storage or _sqlite_url(settings.optuna_dir / "optuna.db")
 
 
 def tracking_uri(settings: Settings) -> str:
     """MLflow tracking (and registry) URI."""
-    return settings.modeling.tracking_uri or _sqlite_url(settings.home / "mlflow" / "mlflow.db")
+    return settings.modeling.tracking_uri or _sqlite_url(settings.mlflow_dir / "mlflow.db")
 
 
 def artifact_location(settings: Settings) -> str:
     """Explicit artifact root of the experiment (otherwise MLflow writes into the cwd)."""
-    path = settings.home / "mlflow" / "artifacts"
+    path = settings.mlflow_dir / "artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve().as_uri()
 
 
 def audit_url(settings: Settings) -> str:
     """SQLAlchemy URL of the promotion audit log."""
-    return settings.modeling.audit_url or _sqlite_url(settings.home / "registry" / "audit.db")
+    return settings.modeling.audit_url or _sqlite_url(settings.registry_dir / "audit.db")

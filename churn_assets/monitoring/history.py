@@ -225,8 +225,3 @@ def performance_history(con: duckdb.DuckDBPyConnection) -> list[WeekPerformance]
         values["as_of"] = rec["as_of"].isoformat()
         out.append(WeekPerformance(**values))
     return out
-
-
-def performance_rows(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    ensure_schema(con)
-    return con.sql(f"SELECT * FROM {SCHEMA}.performance_history ORDER BY week, model_version").pl()

@@ -155,13 +155,6 @@ def reference_frame(settings: Settings, champion: Champion) -> pl.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ current
-def snapshot_exists(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> bool:
-    [(n,)] = con.execute(
-        f"SELECT count(*) FROM features.customer_account WHERE CAST({EVENT_TIMESTAMP} AS DATE) = ?", [as_of]
-    ).fetchall()
-    return bool(n)
-
-
 def current_window(
     con: duckdb.DuckDBPyConnection, as_of: dt.date, features: list[str] | None = None
 ) -> pl.DataFrame:

@@ -80,7 +80,7 @@ def week_predictions(
     champion's version (``source=batch``; variant ``champion``, ``shadow`` or ``canary`` — in a rollout the
     registry champion is the candidate), the newest row per customer. Customers without such a row — a
     canary phase routes most of them to the stable model, and the standalone monitoring path
-    (``churn_assets.monitoring.evaluation``) runs without batch scoring — are scored here with the same
+    (``benchmarks/monitoring_evaluation.py``) runs without batch scoring — are scored here with the same
     serving code, so a week is scored once when production scored it.
     """
     from churn_assets.serving.prediction_log import read_predictions

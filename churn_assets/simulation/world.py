@@ -41,10 +41,6 @@ def to_day(day: dt.date) -> int:
     return (day - EPOCH).days
 
 
-def from_day(day: int) -> dt.date:
-    return EPOCH + dt.timedelta(days=int(day))
-
-
 @dataclass
 class World:
     """The whole simulation state; ``week`` is the index of the next week to simulate."""

@@ -157,15 +157,6 @@ def record_rejections(
     replace_partitions(con, table, weeks, None, rejected)
 
 
-def partition_row_counts(con: duckdb.DuckDBPyConnection, table: str, weeks: Sequence[str]) -> dict[str, int]:
-    rows = con.execute(
-        f"SELECT week_start::VARCHAR, count(*) FROM raw.{table} "
-        "WHERE week_start IN (SELECT unnest($1::DATE[])) GROUP BY 1",
-        [list(weeks)],
-    ).fetchall()
-    return {week: int(n) for week, n in rows}
-
-
 def quarantine_rows(
     con: duckdb.DuckDBPyConnection, table: str, weeks: Sequence[str] | None = None, limit: int | None = None
 ) -> pl.DataFrame:

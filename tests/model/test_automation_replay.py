@@ -3,7 +3,7 @@
 The sensors are evaluated with ``dg.build_sensor_context`` against a real (temporary) instance and each
 RunRequest they return is executed in process (``job.execute_in_process`` with the request's partition,
 tags and run config) — the same definitions the daemon runs; the daemon path itself is exercised by
-``make demo`` (churn_assets/automation/demo.py).
+``make demo`` (churn_assets/orchestration/demo.py).
 
 World: 1,500 customers, 6 history months, the campaign from production week 1 (its new customers shift
 the feature distributions at once). The first champion is trained on history; each production week is
@@ -26,7 +26,6 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from churn_assets.automation.demo import settings_env
 from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_START
 from churn_assets.defs.assets.serving import CHAMPION_BENTO
 from churn_assets.defs.assets.training import CHAMPION, training_paths
@@ -44,6 +43,7 @@ from churn_assets.defs.sensors import (
 from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.orchestration import QUIET_CONSOLE, load_definitions, register_weeks
+from churn_assets.orchestration.demo import settings_env
 from churn_assets.settings import (
     AutomationSettings,
     FeatureStoreSettings,

@@ -1,6 +1,6 @@
 """Measure the drift rule on simulated production: false alarms on stable weeks, campaign detection.
 
-``python -m churn_assets.monitoring.evaluation --scenario stable --weeks 20`` simulates the default
+``python -m benchmarks.monitoring_evaluation --scenario stable --weeks 20`` simulates the default
 world (20,000 customers) with the acquisition campaign and the concept shift switched off, runs the
 main Dagster job over history, registers a champion (the simulator's reference LightGBM,
 ``simulation.calibration.LGBM_PARAMS``, fitted on the training set's train split and promoted through
@@ -13,7 +13,6 @@ drift alert and with >= 3 drifted features (the retraining trigger), and the sec
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,43 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from churn_assets.modeling.evaluation import binary_metrics, choose_threshold
-from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.modeling.tracking import configure, log_candidate_run
-from churn_assets.modeling.training_set import build_training_set, feature_names
+from churn_assets.modeling.reference import register_champion
 from churn_assets.settings import Settings, SimulationSettings
 from churn_assets.storage.warehouse import Warehouse
 from churn_assets.timeline import Timeline
-
-
-def register_champion(settings: Settings, params: dict[str, Any] | None = None) -> str:
-    """Training set (written where the training assets keep it) -> LightGBM on the train split ->
-    MLflow run -> registered version, promoted when there is no champion. Returns the version."""
-    import lightgbm as lgb
-
-    from churn_assets.simulation.calibration import LGBM_PARAMS
-
-    timeline = Timeline.from_settings(settings.simulation)
-    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
-        frame, meta = build_training_set(con, timeline, settings)
-    folder = settings.home / "training"
-    folder.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(folder / "training_set.parquet", index=False)
-    (folder / "training_set.json").write_text(json.dumps(meta, default=str))
-    names = feature_names()
-    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
-    model = lgb.LGBMClassifier(**(params or LGBM_PARAMS))  # type: ignore[arg-type]
-    model.fit(train[names], train["churned"])
-    p_val = np.asarray(model.predict_proba(val[names]))[:, 1]
-    threshold = choose_threshold(val["churned"], p_val)
-    metrics = {k: v for k, v in binary_metrics(val["churned"], p_val, threshold).items() if k != "n"}
-    metrics["threshold"] = threshold
-    logged = log_candidate_run(configure(settings), "monitoring-evaluation", model, "lightgbm", {}, metrics)
-    registry = ModelRegistry(settings)
-    version = registry.register(logged, names, meta["sha256"], metrics, [])
-    if registry.aliases().get("champion") is None:
-        registry.consider(version.version, metrics["auc"], None, [])
-    return version.version
 
 
 @dataclass

@@ -19,7 +19,7 @@ from churn_assets.settings import Settings
 
 # Step events still go to the instance (the UI shows them); the terminal only gets warnings.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
 
 def prepare_dagster_home(settings: Settings) -> Path:

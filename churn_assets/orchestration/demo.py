@@ -336,14 +336,6 @@ def collect_row(
     return row
 
 
-def render_table(rows: list[WeekRow]) -> str:
-    cells = [HEADERS] + [r.cells() for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
-    lines = [" | ".join(c[i].ljust(widths[i]) for i in range(len(HEADERS))) for c in cells]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def bootstrap(settings: Settings, out: Callable[[str], None]) -> None:
     """Champion v1 + bento + first deployment: the retraining job, run once in process (trigger=bootstrap)."""
     from churn_assets.defs.jobs import RETRAINING_JOB

@@ -1,0 +1,47 @@
+"""The simulator's reference LightGBM registered as a champion: a model for monitoring experiments and
+tests that need a served champion without running the training job."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from churn_assets.modeling.evaluation import binary_metrics, choose_threshold
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.modeling.tracking import configure, log_candidate_run
+from churn_assets.modeling.training_set import build_training_set, feature_names
+from churn_assets.settings import Settings
+from churn_assets.storage.warehouse import Warehouse
+from churn_assets.timeline import Timeline
+
+
+def register_champion(settings: Settings, params: dict[str, Any] | None = None) -> str:
+    """Training set (written where the training assets keep it) -> LightGBM on the train split ->
+    MLflow run -> registered version, promoted when there is no champion. Returns the version."""
+    import lightgbm as lgb
+
+    from churn_assets.simulation.calibration import LGBM_PARAMS
+
+    timeline = Timeline.from_settings(settings.simulation)
+    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
+        frame, meta = build_training_set(con, timeline, settings)
+    folder = settings.home / "training"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / "training_set.parquet", index=False)
+    (folder / "training_set.json").write_text(json.dumps(meta, default=str))
+    names = feature_names()
+    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
+    model = lgb.LGBMClassifier(**(params or LGBM_PARAMS))  # type: ignore[arg-type]
+    model.fit(train[names], train["churned"])
+    p_val = np.asarray(model.predict_proba(val[names]))[:, 1]
+    threshold = choose_threshold(val["churned"], p_val)
+    metrics = {k: v for k, v in binary_metrics(val["churned"], p_val, threshold).items() if k != "n"}
+    metrics["threshold"] = threshold
+    logged = log_candidate_run(configure(settings), "monitoring-evaluation", model, "lightgbm", {}, metrics)
+    registry = ModelRegistry(settings)
+    version = registry.register(logged, names, meta["sha256"], metrics, [])
+    if registry.aliases().get("champion") is None:
+        registry.consider(version.version, metrics["auc"], None, [])
+    return version.version
