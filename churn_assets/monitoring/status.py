@@ -12,7 +12,6 @@ the reports (the registry's promotion time is wall-clock, not simulated time; bo
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import math
 from typing import Any
@@ -23,6 +22,7 @@ import polars as pl
 from churn_assets.modeling.registry import CHAMPION, PREVIOUS, ModelRegistry
 from churn_assets.monitoring import history
 from churn_assets.monitoring.performance import trend_table
+from churn_assets.serving.prediction_log import read_predictions
 from churn_assets.settings import Settings
 from churn_assets.storage.warehouse import Warehouse
 
@@ -55,18 +55,6 @@ def traffic_stats(log: pl.DataFrame | None) -> dict[str, Any]:
         "latency_p95_ms": _num(lat.quantile(0.95)),
         "latency_p99_ms": _num(lat.quantile(0.99)),
     }
-
-
-def _read_prediction_log(settings: Settings) -> pl.DataFrame | None:
-    """The serving branch's prediction log when that module exists (None otherwise)."""
-    if importlib.util.find_spec("churn_assets.serving") is None:
-        return None
-    if importlib.util.find_spec("churn_assets.serving.prediction_log") is None:
-        return None
-    from churn_assets.serving import prediction_log  # type: ignore[import-not-found, unused-ignore]
-
-    frame = prediction_log.read_predictions(settings)
-    return frame if isinstance(frame, pl.DataFrame) else None
 
 
 def _champion_section(settings: Settings, registry: ModelRegistry) -> dict[str, Any]:
@@ -167,7 +155,7 @@ def build_status_report(settings: Settings, predictions: pl.DataFrame | None = N
     model["weeks_monitored"] = monitoring.pop("weeks_monitored")
     report["model"] = model
     report.update(monitoring)
-    log = predictions if predictions is not None else _read_prediction_log(settings)
+    log = predictions if predictions is not None else read_predictions(settings)
     report["traffic"] = traffic_stats(log)
     audit = registry.read_audit()
     last = audit[-1] if audit else None
