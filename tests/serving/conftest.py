@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,10 @@ from churn_assets.settings import Settings
 from tests.serving_helpers import TcpProxy, fill_online_store, register_models, serving_settings
 
 REPO = Path(__file__).resolve().parents[2]
+# Console scripts of the interpreter running the tests (its venv may live anywhere, not only REPO/.venv).
+BIN = Path(sys.executable).parent
+BENTOML = BIN / "bentoml"
+CHURNOPS = BIN / "churnops"
 N_CUSTOMERS = 600
 
 
@@ -52,7 +57,7 @@ def start_service(settings: Settings, env_overrides: dict[str, str], port: int) 
     env = {**bentoml_env(settings), **env_overrides}
     log = open(settings.home / f"service-{port}.log", "ab")  # noqa: SIM115 - child's stdout
     return subprocess.Popen(
-        [str(REPO / ".venv/bin/bentoml"), "serve", "bento.service:ChurnService", "--port", str(port)],
+        [str(BENTOML), "serve", "bento.service:ChurnService", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=log,
