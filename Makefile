@@ -1,11 +1,29 @@
 # churnops — two commands are all the set-up a user needs: `make demo` and `make test`.
+# `make help` lists the targets. Steps that need root (or sudo) and apt-get: `services` when Redis or
+# PostgreSQL is stopped or /usr/bin/chromium is missing, and `bench-tools` when wrk is missing.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/.churnops/dagster
 
-.PHONY: install demo test test-fast lint format typecheck contracts ui bench clean
+# The services the tests use (tests read their URLs from churn_assets.settings, whose defaults are these).
+REDIS_PORT    ?= 6379
+REDIS_DIR     ?= /var/lib/redis
+REDIS_LOG_DIR ?= /var/log/redis
+PG_HOST       ?= 127.0.0.1
+PG_PORT       ?= 5432
+SERVICE_WAIT  ?= 30
+CHROMIUM      ?= /usr/bin/chromium
+# Root runs the system steps itself; anyone else goes through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: help install services demo test test-fast lint format typecheck contracts ui bench bench-tools clean
+
+## help: list these targets with one line each
+help:
+	@sed -n 's/^## \([a-z-]*\): \(.*\)/\1\t\2/p' $(MAKEFILE_LIST) | awk -F'\t' '{ printf "  %-12s %s\n", $$1, $$2 }'
 
 # Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines)
 # Python never caches it, and every Dagster run process would recompile dagster, MLflow, LightGBM ...
@@ -18,28 +36,63 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip check
 	@touch $(STAMP)
 
+## install: create .venv with the package and its dev extra (uv; re-runs when pyproject.toml changes)
 install: $(STAMP)
 
-## demo: simulate history, run the main Dagster job on embedded defaults, print a summary
+## services: start Redis and PostgreSQL unless they answer, install Debian's chromium if missing (root)
+services:
+	@if ! redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG; then \
+		echo "starting redis on port $(REDIS_PORT)"; \
+		$(SUDO) mkdir -p $(REDIS_DIR) $(REDIS_LOG_DIR) && \
+		$(SUDO) redis-server --daemonize yes --bind 127.0.0.1 -::1 --port $(REDIS_PORT) --save "" --appendonly no --dir $(REDIS_DIR) --logfile $(REDIS_LOG_DIR)/ci.log \
+		|| { echo "redis-server failed to start (log: $(REDIS_LOG_DIR)/ci.log)" >&2; exit 1; }; \
+	fi
+	@if ! pg_isready -q -h $(PG_HOST) -p $(PG_PORT); then \
+		echo "starting postgresql"; \
+		$(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start \
+		|| { echo "pg_ctlcluster failed to start PostgreSQL" >&2; exit 1; }; \
+	fi
+	@for _ in $$(seq $(SERVICE_WAIT)); do \
+		redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG \
+		&& pg_isready -q -h $(PG_HOST) -p $(PG_PORT) && break; \
+		sleep 1; \
+	done; \
+	redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG \
+		|| { echo "Redis does not answer on 127.0.0.1:$(REDIS_PORT) after $(SERVICE_WAIT) s (log: $(REDIS_LOG_DIR)/ci.log)" >&2; exit 1; }; \
+	pg_isready -q -h $(PG_HOST) -p $(PG_PORT) \
+		|| { echo "PostgreSQL does not answer on $(PG_HOST):$(PG_PORT) after $(SERVICE_WAIT) s (log: /var/log/postgresql/)" >&2; exit 1; }
+	@# The UI test (tests/ui) drives this Debian Chromium through Playwright's executable_path.
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "installing chromium with apt-get (for the UI test)"; \
+		$(APT_GET) update -qq >/dev/null && $(APT_GET) install -y -qq chromium >/dev/null \
+		|| { echo "apt-get could not install chromium" >&2; exit 1; }; \
+		test -x $(CHROMIUM) || { echo "chromium installed, but $(CHROMIUM) is missing" >&2; exit 1; }; \
+	fi
+
+## demo: history -> main job -> champion v1 -> bento -> 16 production weeks run by the Dagster daemon; prints the weeks' table + status report
 demo: install
 	$(BIN)/churnops demo
 
-## test: lint + typecheck + contracts on sample data + the whole test suite
-test: install lint typecheck contracts
+## test: services + lint + typecheck + contract samples + the whole test suite (all markers)
+test: install services lint typecheck contracts
 	$(BIN)/pytest -q -m "" tests
 
+## test-fast: the test suite without the e2e and service-marked tests (starts no services)
 test-fast: install
 	$(BIN)/pytest -q -m "not e2e and not service" tests
 
+## lint: ruff check + ruff format --check + the import-linter layer contracts
 lint: install
 	$(BIN)/ruff check churn_assets data_contracts tests benchmarks bento
 	$(BIN)/ruff format --check churn_assets data_contracts tests benchmarks bento
 	$(BIN)/lint-imports
 
+## format: ruff --fix and ruff format, in place
 format: install
 	$(BIN)/ruff check --fix churn_assets data_contracts tests benchmarks bento
 	$(BIN)/ruff format churn_assets data_contracts tests benchmarks bento
 
+## typecheck: mypy on churn_assets and data_contracts
 typecheck: install
 	$(BIN)/mypy
 
@@ -55,8 +108,17 @@ ui: install
 	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 	$(BIN)/dagster dev -w workspace.yaml
 
+## bench: full-scale foundation benchmark (500,000 customers: simulate history + main job; time and peak RSS per stage)
 bench: install
-	$(BIN)/python benchmarks/full_scale_pipeline.py
+	$(BIN)/python -m benchmarks.full_scale_pipeline
 
+## bench-tools: install the benchmarks' external tools from Debian (wrk, for benchmarks.serving.run; root)
+bench-tools:
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk with apt-get"; \
+		$(APT_GET) update -qq >/dev/null && $(APT_GET) install -y -qq wrk >/dev/null; }
+	@command -v wrk >/dev/null || { echo "wrk is still missing after apt-get" >&2; exit 1; }
+
+## clean: delete all local state (.churnops/); keeps .venv
 clean:
 	rm -rf .churnops

@@ -5,7 +5,7 @@ history + 16 production weeks, fit the reference LightGBM (``simulation.calibrat
 history snapshots ("frozen"), report its AUC on each production snapshot, then for demo weeks 8..16 refit
 on the newest labelled snapshots of a rolling window (minus the newest 4) and score both on the newest 2.
 
-    .venv/bin/python benchmarks/demo_scenario.py --horizon 28 --n-customers 10000 --window 12 \
+    .venv/bin/python -m benchmarks.demo_scenario --horizon 28 --n-customers 10000 --window 12 \
         --shift-week 2 --ramp-weeks 4 --campaign-week 1
 """
 

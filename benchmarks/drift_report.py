@@ -11,12 +11,14 @@ materially shifted ones, each with a population KS distance of 0.12-0.2 (above o
   reference profile of a champion is reused every week); load time reported apart.
 * ``scipy`` — ``scipy.stats.ks_2samp`` per column; verdicts at p < 0.05, and with Bonferroni.
 * ``evidently-default`` / ``evidently-ks`` — ``DataDriftPreset()`` and ``DataDriftPreset(num_method="ks")``
-  in the venv of ``setup_evidently.sh`` (``evidently_drift.py``), unless ``--skip-evidently``.
+  in the venv of ``setup_evidently.sh`` (``evidently_drift.py``, run as a file: it imports no churnops code), unless ``--skip-evidently``.
 
 Usage::
 
-    .venv/bin/python benchmarks/drift_report.py                 # full scale
-    .venv/bin/python benchmarks/drift_report.py --reference-rows 100000 --current-rows 20000 --skip-evidently
+    .venv/bin/python -m benchmarks.drift_report                 # full scale
+    .venv/bin/python -m benchmarks.drift_report --reference-rows 100000 --current-rows 20000 --skip-evidently
+
+(from the repository root; the Evidently venv needs ``python3.11`` or ``$PYTHON``)
 """
 
 from __future__ import annotations
@@ -32,14 +34,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from benchmarks.pit_retrieval import BENCH_DIR, child, peak_rss_mb
+from benchmarks.tools import require_bench_venv_python
+from churn_assets.monitoring.drift import detect_drift, profile_reference
+from churn_assets.settings import MonitoringSettings
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from pit_retrieval import BENCH_DIR, child, peak_rss_mb  # noqa: E402
-
-from churn_assets.monitoring.drift import detect_drift, profile_reference  # noqa: E402
-from churn_assets.settings import MonitoringSettings  # noqa: E402
 
 EVIDENTLY_VENV = BENCH_DIR / "evidently-venv"
 SHIFTED = ["shift_mean", "shift_scale", "shift_lognormal", "shift_poisson", "shift_flag"]
@@ -145,6 +145,8 @@ def main() -> None:
     if args.engine:  # child mode
         print(json.dumps((run_ours if args.engine == "ours" else run_scipy)(args.data)))
         return
+    if not args.skip_evidently:
+        require_bench_venv_python(EVIDENTLY_VENV, "--skip-evidently")
 
     data = BENCH_DIR / f"drift_v2_{args.reference_rows}x{args.current_rows}"
     build(data, args.reference_rows, args.current_rows, args.stable, args.seed)
@@ -153,7 +155,7 @@ def main() -> None:
         f"reference {args.reference_rows:,} rows vs current {args.current_rows:,} rows, {len(columns)} columns "
         f"({len(SHIFTED)} shifted); data in {data}"
     )
-    me = [sys.executable, __file__, "--data", str(data)]
+    me = [sys.executable, "-m", "benchmarks.drift_report", "--data", str(data)]
     results: dict[str, dict[str, Any]] = {}
     for engine in ("ours", "scipy"):
         results[engine] = child([*me, "--engine", engine], args.timeout, args.max_rss_gb)

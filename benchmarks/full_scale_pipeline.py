@@ -3,10 +3,10 @@
 Prints wall time per stage and the peak RSS of the process (the whole run is one process: the
 simulator, then the Dagster job executed in process, exactly as `churnops demo` runs it).
 
-    .venv/bin/python benchmarks/full_scale_pipeline.py                 # 500,000 customers
-    .venv/bin/python benchmarks/full_scale_pipeline.py --customers 20000
+    .venv/bin/python -m benchmarks.full_scale_pipeline                 # 500,000 customers (= make bench)
+    .venv/bin/python -m benchmarks.full_scale_pipeline --customers 20000
 
-Targets (issue 2, 2-core / 24 GB box): <= 6 min and <= 8 GB for the whole thing at full scale.
+Targets (2-core / 24 GB box): <= 6 min and <= 8 GB for the whole thing at full scale.
 """
 
 from __future__ import annotations

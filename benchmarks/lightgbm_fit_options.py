@@ -1,6 +1,6 @@
 """LightGBM options on the full-scale train split: wall / CPU seconds of one fit and its test AUC.
 
-Reads the training set a ``benchmarks/training_full_scale.py --parts stage`` run left in ``--home``
+Reads the training set a ``python -m benchmarks.training_full_scale --parts stage`` run left in ``--home``
 (as the pipeline reads it: float32, fixed categories) and fits LightGBM once per ``--option`` (a JSON
 object of extra LightGBM parameters, ``{}`` = the spec parameters alone: learning rate 0.05, 31
 leaves), ``--rounds`` rounds, ``--n-jobs`` threads. The fit is timed in two halves, as

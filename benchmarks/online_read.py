@@ -11,15 +11,16 @@ Prints p50/p99/mean per backend and read shape. Targets: Redis p99 ≤ 0.5 ms (1
 
 Usage::
 
-    .venv/bin/python benchmarks/online_read.py                    # 500k customers
-    .venv/bin/python benchmarks/online_read.py --customers 20000 --single 2000 --batch-reads 200
+    .venv/bin/python -m benchmarks.online_read                    # 500k customers
+    .venv/bin/python -m benchmarks.online_read --customers 20000 --single 2000 --batch-reads 200
+
+(from the repository root; Redis must answer at ``--redis-url`` unless ``--skip-redis``: ``make services``)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 import tempfile
 import time
 import uuid
@@ -27,12 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.pit_retrieval import group_table  # noqa: E402
-from churn_assets.feature_store.definitions import FEATURE_GROUPS  # noqa: E402
-from churn_assets.feature_store.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore  # noqa: E402
+from benchmarks.pit_retrieval import group_table
+from benchmarks.tools import require_redis
+from churn_assets.feature_store.definitions import FEATURE_GROUPS
+from churn_assets.feature_store.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
 
 NOW = dt.datetime(2024, 6, 10)
 SNAPSHOT = dt.datetime(2024, 6, 3)
@@ -70,6 +69,8 @@ def main() -> None:
     parser.add_argument("--skip-redis", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if not args.skip_redis:
+        require_redis(args.redis_url)
 
     rng = np.random.default_rng(args.seed)
     single = rng.integers(0, args.customers, (args.single, 1))

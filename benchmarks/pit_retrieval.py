@@ -13,8 +13,11 @@ times, each in its own subprocess (so peak RSS is per engine):
 
 Usage::
 
-    .venv/bin/python benchmarks/pit_retrieval.py                       # full scale
-    .venv/bin/python benchmarks/pit_retrieval.py --customers 20000 --entity-rows 50000 --skip-feast
+    .venv/bin/python -m benchmarks.pit_retrieval                       # full scale
+    .venv/bin/python -m benchmarks.pit_retrieval --customers 20000 --entity-rows 50000 --skip-feast
+
+(from the repository root; the engines run as ``python -m benchmarks.pit_retrieval --engine ...``
+children in the same working directory; the Feast venv needs ``python3.11`` or ``$PYTHON``)
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.tools import require_bench_venv_python
+from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup
+from churn_assets.feature_store.offline import OfflineStore
 
-from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup  # noqa: E402
-from churn_assets.feature_store.offline import OfflineStore  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BENCH_DIR = ROOT / ".churnops" / "bench"
 FEAST_VENV = BENCH_DIR / "feast-venv"
@@ -254,6 +257,8 @@ def main() -> None:
         runner = run_ours if args.engine == "ours" else run_polars
         print(json.dumps(runner(args.data, args.entity_rows, args.repeats)))
         return
+    if not args.skip_feast:
+        require_bench_venv_python(FEAST_VENV, "--skip-feast")
 
     data = BENCH_DIR / f"pit_{args.customers}x{args.snapshots}"
     print(
@@ -271,7 +276,15 @@ def main() -> None:
         f"entity rows: {entity.num_rows:,} ({entity.num_rows - unique_pairs:,} duplicate (customer, ts) pairs)"
     )
 
-    me = [sys.executable, __file__, "--data", str(data), "--entity-rows", str(args.entity_rows)]
+    me = [
+        sys.executable,
+        "-m",
+        "benchmarks.pit_retrieval",
+        "--data",
+        str(data),
+        "--entity-rows",
+        str(args.entity_rows),
+    ]
     results: dict[str, dict[str, Any]] = {}
     for engine in ("ours", "polars"):
         results[engine] = child(

@@ -20,6 +20,8 @@ import time
 
 import psutil
 
+from benchmarks.tools import require_tool
+
 
 def tree_rss(root: psutil.Process) -> tuple[int, int, str]:
     """Summed RSS of ``root`` and its descendants, the largest single RSS and that process's name."""
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (put it after --)")
+    require_tool(command[0], "give the command as a path or a program on PATH")
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     proc = subprocess.Popen(command)

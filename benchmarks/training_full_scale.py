@@ -1,7 +1,7 @@
 """Full-scale training benchmark: the `training` Dagster job, one LightGBM fit, a 20-trial Optuna study.
 
 Reuses the full-scale world + features in ``--world`` (default ``.churnops/bench/full_scale``; built
-once with ``benchmarks/full_scale_pipeline.py --keep`` when missing — several minutes) and writes all
+once with ``python -m benchmarks.full_scale_pipeline --keep`` when missing — several minutes) and writes all
 training state (training set, Optuna, MLflow, registry) to a separate ``--home``
 (default ``.churnops/bench/training_full_scale``, wiped first), so the world is never modified.
 
@@ -18,10 +18,13 @@ Each part runs in its own subprocess, so the peak RSS printed is that part's own
 3. ``optuna``: a fresh 20-trial study (pruning, SQLite storage, no time budget) as the pipeline runs
    it, on a stratified sample of ``--optuna-rows`` (100,000) train and val rows.
 
-    .venv/bin/python benchmarks/training_full_scale.py                  # everything, 500k customers
-    .venv/bin/python benchmarks/training_full_scale.py --parts fit optuna   # reuse the stage's training set
+    .venv/bin/python -m benchmarks.training_full_scale                  # everything, 500k customers
+    .venv/bin/python -m benchmarks.training_full_scale --parts fit optuna   # reuse the stage's training set
 
-Targets (issue 3, 2-core / 24 GB box): single fit <= 3 min; whole stage <= 10 min; RSS <= 8 GB.
+(from the repository root: the parts run as ``python -m benchmarks.training_full_scale --part ...``
+children in the same working directory.)
+
+Targets (2-core / 24 GB box): single fit <= 3 min; whole stage <= 10 min; RSS <= 8 GB.
 """
 
 from __future__ import annotations
@@ -37,10 +40,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 MARK = "@@RESULT@@ "
 
@@ -226,12 +225,14 @@ def ensure_world(args: argparse.Namespace) -> None:
     if (args.world / "warehouse.duckdb").exists():
         return
     print(
-        f"no world at {args.world}: building it once (benchmarks/full_scale_pipeline.py --keep)", flush=True
+        f"no world at {args.world}: building it once (python -m benchmarks.full_scale_pipeline --keep)",
+        flush=True,
     )
     subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "full_scale_pipeline.py"),
+            "-m",
+            "benchmarks.full_scale_pipeline",
             "--keep",
             "--customers",
             str(args.customers),
@@ -281,7 +282,7 @@ def main() -> None:
     args.home.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     for part in args.parts:
-        cmd = [sys.executable, __file__, "--part", part, *sys.argv[1:]]
+        cmd = [sys.executable, "-m", "benchmarks.training_full_scale", "--part", part, *sys.argv[1:]]
         print(f"[{time.strftime('%H:%M:%S')}] {part} ...", flush=True)
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith(MARK)), None)

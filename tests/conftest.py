@@ -2,43 +2,42 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from churn_assets.settings import Settings
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-# SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; dagster-postgres needs psycopg2: name it.
-POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+# The repository root is importable (``tests.*``, ``bento.*``) through pytest's ``pythonpath`` option
+# in pyproject.toml. The service URLs are the product's own settings (CHURNOPS_FEATURE_STORE__REDIS_URL,
+# CHURNOPS_POSTGRES_URL), so the tests reach the same servers the product is configured for.
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis
 
+    url = Settings().feature_store.redis_url
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:  # pragma: no cover - depends on the machine
-        pytest.fail(f"Redis is required at {REDIS_URL} and did not answer ({exc}); start it (see .ci/run)")
-    return REDIS_URL
+        pytest.fail(f"Redis is required at {url} and did not answer ({exc}); start it with `make services`")
+    return url
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     import sqlalchemy as sa
 
+    # The default names psycopg2 (SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; dagster-postgres
+    # needs psycopg2).
+    url = Settings().postgres_url
     try:
-        with sa.create_engine(POSTGRES_URL).connect() as c:
+        with sa.create_engine(url).connect() as c:
             c.execute(sa.text("select 1"))
     except Exception as exc:  # pragma: no cover - depends on the machine
         pytest.fail(
-            f"PostgreSQL is required at {POSTGRES_URL} and did not answer ({exc}); start it (see .ci/run)"
+            f"PostgreSQL is required at {url} and did not answer ({exc}); start it with `make services`"
         )
-    return POSTGRES_URL
+    return url
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import pandas as pd
 
 from churn_assets.settings import ModelingSettings, Settings
 
-TELCO_CSV = Path("/work/shared/data/telco_customer_churn.csv")
+# The IBM Telco sample, kept inside the repository with its provenance (tests/resources/telco/README.md).
+TELCO_CSV = Path(__file__).resolve().parent / "resources" / "telco" / "telco_customer_churn.csv"
 
 
 def synthetic_churn(

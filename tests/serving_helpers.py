@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import lightgbm as lgb
 import numpy as np
@@ -87,6 +88,19 @@ def register_models(settings: Settings, n: int = 600) -> tuple[str, str]:
 def fill_online_store(store: OnlineStore, customer_ids: Sequence[int]) -> None:
     for i, group in enumerate(FEATURE_GROUPS):
         store.write(group.name, random_group_frame(group, customer_ids, [AS_OF], seed=i), now=AS_OF)
+
+
+def redis_port(redis_url: str) -> int:
+    """The port of a ``redis://`` URL (6379 when it names none)."""
+    return urlsplit(redis_url).port or 6379
+
+
+def proxied_redis_url(redis_url: str, proxy: TcpProxy) -> str:
+    """``redis_url`` (same database, same credentials) reached through ``proxy`` on loopback."""
+    parts = urlsplit(redis_url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class TcpProxy:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE_YAML = ROOT / "workspace.yaml"
 REPO_DAGSTER_YAML = ROOT / "dagster.yaml"
 
-# The Debian package `chromium` (.ci/run installs it); Playwright's own browser download is not used.
+# The Debian package `chromium` (`make services` installs it); Playwright's own browser download is not used.
 CHROMIUM = Path("/usr/bin/chromium")
 # Running as root in a container: no sandbox, no GPU; without the background-networking flags
 # Chromium's own update and sync connections are refused here and slow the start down.
@@ -45,7 +45,7 @@ def require_chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.fail(
             f"Chromium is required at {CHROMIUM} for the UI test and is missing: "
-            "`apt-get install -y chromium` (.ci/run installs it)"
+            "`make services` (or `apt-get install -y chromium`) installs it"
         )
     return CHROMIUM
 

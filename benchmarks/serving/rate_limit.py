@@ -24,12 +24,15 @@ from limits.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 
+from benchmarks.tools import require_redis
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--hits", type=int, default=3000)
     args = ap.parse_args()
+    require_redis(args.redis_url)
     client = redis.Redis.from_url(args.redis_url)
     item = parse("1000/minute")
     print(f"load average before: {os.getloadavg()[0]:.2f}")

@@ -1,6 +1,10 @@
 """Serving benchmark (loopback, bounded in time): the full churn service vs a bare BentoML service.
 
+    make bench-tools                      # wrk, once (Debian: apt-get install wrk)
     .venv/bin/python -m benchmarks.serving.run [--rate-seconds 60] [--peak-seconds 15]
+
+Run from the repository root (it imports ``tests.serving_helpers`` and serves ``bento.service``); needs
+Redis at ``feature_store.redis_url`` (``make services``).
 
 1. A throw-away home: two small 45-feature LightGBM versions registered in MLflow (tests/serving_helpers),
    10,000 customers' features in Redis (unique key prefix, removed at the end), the champion exported to the
@@ -25,7 +29,6 @@ import random
 import re
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -36,15 +39,15 @@ import httpx
 import numpy as np
 import redis
 
+from benchmarks.tools import WRK_HOW, require_redis, require_tool, venv_tool
+from churn_assets.feature_store.online import RedisOnlineStore
+from churn_assets.serving.bento_build import MANIFEST, bentoml_env, write_manifest
+from churn_assets.serving.rollout import RolloutStore
+from churn_assets.settings import Settings
+from tests.serving_helpers import AS_OF, fill_online_store, register_models, serving_settings
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from churn_assets.feature_store.online import RedisOnlineStore  # noqa: E402
-from churn_assets.serving.bento_build import MANIFEST, bentoml_env, write_manifest  # noqa: E402
-from churn_assets.serving.rollout import RolloutStore  # noqa: E402
-from tests.serving_helpers import AS_OF, fill_online_store, register_models, serving_settings  # noqa: E402
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = Settings().feature_store.redis_url
 N_CUSTOMERS = 10_000
 
 
@@ -60,7 +63,7 @@ def free_port() -> int:
 
 def start(target: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [str(REPO / ".venv/bin/bentoml"), "serve", target, "--port", str(port)],
+        [str(venv_tool("bentoml")), "serve", target, "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=log.open("ab"),
@@ -172,6 +175,9 @@ def main() -> None:
     ap.add_argument("--peak-seconds", type=int, default=15)
     ap.add_argument("--out", type=Path, default=REPO / ".churnops" / "bench" / "serving.json")
     args = ap.parse_args()
+    require_tool("wrk", WRK_HOW)
+    venv_tool("bentoml")
+    require_redis(REDIS_URL)
 
     home = Path(tempfile.mkdtemp(prefix="churnops-bench-serving-"))
     prefix = f"churnops-bench:{uuid.uuid4().hex[:10]}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,9 +20,20 @@ from churn_assets.feature_store.online import RedisOnlineStore
 from churn_assets.serving.bento_build import BENTO_DIR, bentoml_env, sync_rollout, write_manifest
 from churn_assets.serving.rollout import RolloutStore
 from churn_assets.settings import Settings
-from tests.serving_helpers import TcpProxy, fill_online_store, register_models, serving_settings
+from tests.serving_helpers import (
+    TcpProxy,
+    fill_online_store,
+    proxied_redis_url,
+    redis_port,
+    register_models,
+    serving_settings,
+)
 
 REPO = Path(__file__).resolve().parents[2]
+# Console scripts of the interpreter running the tests (its venv may live anywhere, not only REPO/.venv).
+BIN = Path(sys.executable).parent
+BENTOML = BIN / "bentoml"
+CHURNOPS = BIN / "churnops"
 N_CUSTOMERS = 600
 
 
@@ -52,7 +64,7 @@ def start_service(settings: Settings, env_overrides: dict[str, str], port: int) 
     env = {**bentoml_env(settings), **env_overrides}
     log = open(settings.home / f"service-{port}.log", "ab")  # noqa: SIM115 - child's stdout
     return subprocess.Popen(
-        [str(REPO / ".venv/bin/bentoml"), "serve", "bento.service:ChurnService", "--port", str(port)],
+        [str(BENTOML), "serve", "bento.service:ChurnService", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -87,13 +99,13 @@ def stop_service(process: subprocess.Popen[bytes]) -> None:
 def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("service")
     prefix = f"churnops-test:{uuid.uuid4().hex[:12]}"
-    proxy = TcpProxy(6379)
+    proxy = TcpProxy(redis_port(redis_url))
     proxy.start()
     api_key = uuid.uuid4().hex
     overrides = {
         "CHURNOPS_HOME": str(home),
         "CHURNOPS_FEATURE_STORE__ONLINE_BACKEND": "redis",
-        "CHURNOPS_FEATURE_STORE__REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
+        "CHURNOPS_FEATURE_STORE__REDIS_URL": proxied_redis_url(redis_url, proxy),
         "CHURNOPS_FEATURE_STORE__REDIS_KEY_PREFIX": f"{prefix}:fs",
         "CHURNOPS_SERVING__REDIS_URL": redis_url,
         "CHURNOPS_SERVING__REDIS_KEY_PREFIX": f"{prefix}:serving",

@@ -79,7 +79,7 @@ def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # 
     import httpx
 
     from churn_assets.serving.bento_build import bentoml_env
-    from tests.serving.conftest import REPO, free_port, stop_service, wait_ready
+    from tests.serving.conftest import CHURNOPS, free_port, stop_service, wait_ready
     from tests.serving_helpers import feature_frame
 
     port = free_port()
@@ -87,7 +87,7 @@ def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # 
     env = {**bentoml_env(settings), "CHURNOPS_SERVING__AS_OF": "2025-06-02"}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [str(REPO / ".venv/bin/churnops"), "serve", "--port", str(port)],
+            [str(CHURNOPS), "serve", "--port", str(port)],
             env=env,
             cwd=settings.home,
             stdout=log,

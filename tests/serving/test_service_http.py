@@ -225,11 +225,11 @@ def test_prediction_log_count_sent_equals_stored_across_a_service_restart(servic
 def _churnops_serve(service: Service, port: int):  # type: ignore[no-untyped-def]
     import subprocess
 
-    from tests.serving.conftest import REPO
+    from tests.serving.conftest import CHURNOPS
 
     log = open(service.settings.home / f"churnops-serve-{port}.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [str(REPO / ".venv/bin/churnops"), "serve", "--port", str(port)],
+        [str(CHURNOPS), "serve", "--port", str(port)],
         env=service.env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ import pytest
 from churn_assets.serving.prediction_log import read_predictions
 from churn_assets.settings import Settings
 from tests.serving.conftest import Service, free_port, start_service, stop_service, wait_ready
-from tests.serving_helpers import TcpProxy
+from tests.serving_helpers import TcpProxy, proxied_redis_url, redis_port
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
@@ -27,14 +27,14 @@ class SlowService:
 
 
 @pytest.fixture(scope="module")
-def slow_service(service: Service) -> Iterator[SlowService]:
-    proxy = TcpProxy(6379)
+def slow_service(service: Service, redis_url: str) -> Iterator[SlowService]:
+    proxy = TcpProxy(redis_port(redis_url))
     proxy.start()
     port = free_port()
     log_dir = service.settings.home / f"prediction-log-{port}"
     env = {k: v for k, v in service.env.items() if k != "CHURNOPS_SERVING__API_KEY"}  # no key: optional
     env |= {
-        "CHURNOPS_FEATURE_STORE__REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
+        "CHURNOPS_FEATURE_STORE__REDIS_URL": proxied_redis_url(redis_url, proxy),
         "CHURNOPS_SERVING__REQUEST_TIMEOUT_SECONDS": "1",
         "CHURNOPS_SERVING__FEATURE_STORE_TIMEOUT_SECONDS": "10",  # slow reads are not failures here
         "CHURNOPS_SERVING__FEATURE_CACHE_TTL_SECONDS": "0",  # every request reads the store
