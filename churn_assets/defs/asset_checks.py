@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from churn_assets.defs.assets.raw import raw_asset_key
+from churn_assets.defs.keys import raw_asset_key
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import weekly_partitions
 from churn_assets.defs.resources import ContractPolicyResource, WarehouseResource

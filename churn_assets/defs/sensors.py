@@ -22,15 +22,19 @@ from churn_assets.automation.triggers import (
     monthly_request,
     new_production_weeks,
 )
-from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_REVIEW, ROLLOUT_STEP
-from churn_assets.defs.assets.training import CHAMPION
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
+from churn_assets.defs.keys import (
+    CHAMPION,
+    DRIFT_REPORT,
+    LABEL_STATUS,
+    PERFORMANCE_REPORT,
+    ROLLOUT_REVIEW,
+    ROLLOUT_STEP,
+)
 from churn_assets.defs.partitions import WEEKS
 from churn_assets.settings import get_settings
 from churn_assets.timeline import Timeline
 
-DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
-PERFORMANCE_REPORT = dg.AssetKey(["monitoring", "performance_report"])
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import CHALLENGER, png_markdown, training_paths
+from churn_assets.defs.assets.training import png_markdown, training_paths
+from churn_assets.defs.keys import CHALLENGER
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.training_resources import ModelingResource
 from churn_assets.modeling.names import GATES

@@ -278,9 +278,15 @@ def collect_row(
     """Read what happened in a week back from the instance, the registry and the rollout state."""
     import dagster as dg
 
-    from churn_assets.defs.assets.production import ROLLOUT_START, ROLLOUT_STEP
-    from churn_assets.defs.assets.training import CHALLENGER, CHAMPION
-    from churn_assets.defs.sensors import DRIFT_REPORT, PERFORMANCE_REPORT, metadata_of
+    from churn_assets.defs.keys import (
+        CHALLENGER,
+        CHAMPION,
+        DRIFT_REPORT,
+        PERFORMANCE_REPORT,
+        ROLLOUT_START,
+        ROLLOUT_STEP,
+    )
+    from churn_assets.defs.sensors import metadata_of
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.serving.rollout import RolloutStore
 

@@ -21,12 +21,16 @@ from churn_assets.automation.triggers import (
     monthly_condition,
     new_production_weeks,
 )
-from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_REVIEW, ROLLOUT_STEP
-from churn_assets.defs.assets.training import CHAMPION
+from churn_assets.defs.keys import (
+    CHAMPION,
+    DRIFT_REPORT,
+    LABEL_STATUS,
+    PERFORMANCE_REPORT,
+    ROLLOUT_REVIEW,
+    ROLLOUT_STEP,
+)
 from churn_assets.defs.partitions import WEEKS
 from churn_assets.defs.sensors import (
-    DRIFT_REPORT,
-    PERFORMANCE_REPORT,
     current_champion,
     monthly_retraining,
     new_week_sensor,

@@ -26,15 +26,19 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_START
-from churn_assets.defs.assets.serving import CHAMPION_BENTO
-from churn_assets.defs.assets.training import CHAMPION, training_paths
+from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.automation_resources import build_automation_resources
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
+from churn_assets.defs.keys import (
+    CHAMPION,
+    CHAMPION_BENTO,
+    DRIFT_REPORT,
+    LABEL_STATUS,
+    PERFORMANCE_REPORT,
+    ROLLOUT_START,
+)
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.sensors import (
-    DRIFT_REPORT,
-    PERFORMANCE_REPORT,
     metadata_of,
     new_week_sensor,
     retrain_sensor,

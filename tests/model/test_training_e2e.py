@@ -15,7 +15,8 @@ import json
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.training import CHALLENGER, CHAMPION, challenger, champion, training_paths
+from churn_assets.defs.assets.training import challenger, champion, training_paths
+from churn_assets.defs.keys import CHALLENGER, CHAMPION
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.training_checks import gate_checks
 from churn_assets.defs.training_resources import build_training_resources

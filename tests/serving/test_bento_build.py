@@ -7,7 +7,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.serving import CHAMPION_BENTO, champion_bento, kept_bento
+from churn_assets.defs.assets.serving import champion_bento, kept_bento
+from churn_assets.defs.keys import CHAMPION_BENTO
 from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.serving.bento_build import MANIFEST, latest_bento, load_exported, model_store

@@ -4,24 +4,24 @@ import datetime as dt
 
 import dagster as dg
 
-from churn_assets.defs.assets.raw import raw_asset_key
+from churn_assets.defs.keys import (
+    FEATURE_KEYS,
+    FEATURES_GROUP,
+    ONLINE_STORE,
+    feature_asset_key,
+    raw_asset_key,
+)
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
 from churn_assets.defs.resources import OnlineStoreResource, TimelineResource, WarehouseResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup
 from churn_assets.feature_store.materialize import materialize_offline, materialize_online
 
-FEATURE_GROUP_NAME = "features"
-
-
-def feature_asset_key(group: str) -> dg.AssetKey:
-    return dg.AssetKey(["features", group])
-
 
 def _spec(group: FeatureGroup) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=feature_asset_key(group.name),
-        group_name=FEATURE_GROUP_NAME,
+        group_name=FEATURES_GROUP,
         description=f"{group.description}\n\nFeature group `{group.name}` of entity `{group.entity}`.",
         deps=[raw_asset_key(source.split(".", 1)[1]) for source in group.sources],
         kinds={"duckdb"},
@@ -86,9 +86,9 @@ def feature_groups(
 
 
 @dg.asset(
-    key=dg.AssetKey(["features", "online_store"]),
-    group_name=FEATURE_GROUP_NAME,
-    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS],
+    key=ONLINE_STORE,
+    group_name=FEATURES_GROUP,
+    deps=FEATURE_KEYS,
     kinds={"sqlite", "redis"},
     description="Latest feature values of every active customer in the online store (TTL per group).",
 )

@@ -16,24 +16,24 @@ from churn_assets.automation.production import (
     score_snapshot,
     snapshot_features,
 )
-from churn_assets.defs.assets.features import feature_asset_key
-from churn_assets.defs.assets.training import CHAMPION, training_paths
+from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.automation_resources import ChurnopsSettingsResource
+from churn_assets.defs.keys import (
+    BATCH_SCORES,
+    CHAMPION,
+    CHAMPION_BENTO,
+    FEATURE_KEYS,
+    LABEL_STATUS,
+    ONLINE_STORE,
+    PRODUCTION_GROUP,
+    ROLLOUT_GROUP,
+    ROLLOUT_REVIEW,
+    ROLLOUT_START,
+    ROLLOUT_STEP,
+)
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import weekly_partitions
 from churn_assets.defs.resources import TimelineResource, WarehouseResource
-from churn_assets.feature_store.definitions import FEATURE_GROUPS
-
-PRODUCTION_GROUP = "production"
-ROLLOUT_GROUP = "rollout"
-BATCH_SCORES = dg.AssetKey(["production", "batch_scores"])
-LABEL_STATUS = dg.AssetKey(["production", "label_status"])
-ROLLOUT_REVIEW = dg.AssetKey(["production", "rollout_review"])
-ROLLOUT_START = dg.AssetKey(["rollout", "start"])
-ROLLOUT_STEP = dg.AssetKey(["rollout", "step"])
-CHAMPION_BENTO = dg.AssetKey(["serving", "champion_bento"])
-ONLINE_STORE = dg.AssetKey(["features", "online_store"])
-FEATURE_KEYS = [feature_asset_key(g.name) for g in FEATURE_GROUPS]
 
 
 def _week_as_of(calendar: TimelineResource, week: str) -> dt.date | None:

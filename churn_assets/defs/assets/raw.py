@@ -2,27 +2,17 @@
 
 import dagster as dg
 
+from churn_assets.defs.keys import LANDING_GROUP, RAW_GROUP, landing_asset_key, raw_asset_key
 from churn_assets.defs.metadata import contract_table_schema, markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
 from churn_assets.defs.resources import ContractPolicyResource, LandingZoneResource, WarehouseResource
 from churn_assets.ingestion.ingest import ingest_partitions
 from data_contracts.raw_tables import RAW_CONTRACTS, RAW_TABLES
 
-RAW_GROUP = "raw"
-
-
-def raw_asset_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["raw", table])
-
-
-def landing_asset_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["landing", table])
-
-
 landing_specs = [
     dg.AssetSpec(
         key=landing_asset_key(table),
-        group_name="landing",
+        group_name=LANDING_GROUP,
         kinds={"parquet"},
         description=f"Files dropped by the upstream system: landing/{table}/<week>.parquet (or .csv).",
     )

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import CHAMPION, training_paths
+from churn_assets.defs.assets.training import training_paths
+from churn_assets.defs.keys import CHAMPION, CHAMPION_BENTO, SERVING_GROUP
 from churn_assets.defs.training_resources import MlflowResource, ModelingResource
 from churn_assets.serving.bento_build import build_bento, latest_bento
 from churn_assets.settings import Settings
-
-SERVING_GROUP = "serving"
-CHAMPION_BENTO = dg.AssetKey(["serving", "champion_bento"])
 
 
 @dg.asset(

@@ -9,15 +9,14 @@ import json
 
 import dagster as dg
 
+from churn_assets.defs.keys import STATUS_GROUP, STATUS_REPORT
 from churn_assets.defs.monitoring_resources import MonitoringResource
 from churn_assets.defs.training_resources import MlflowResource, ModelingResource
-
-STATUS_REPORT = dg.AssetKey(["monitoring", "status_report"])
 
 
 @dg.asset(
     key=STATUS_REPORT,
-    group_name="status",
+    group_name=STATUS_GROUP,
     kinds={"duckdb", "mlflow"},
     description=(
         "The MLOps Status Report: production model and version, week deployed, performance vs the AUC "

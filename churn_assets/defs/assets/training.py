@@ -14,11 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.features import feature_asset_key
+from churn_assets.defs.keys import (
+    CANDIDATES,
+    CHALLENGER,
+    CHAMPION,
+    FEATURE_KEYS,
+    TRAINING_GROUP,
+    TRAINING_SET,
+)
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.resources import TimelineResource, WarehouseResource
 from churn_assets.defs.training_resources import MlflowResource, ModelingResource
-from churn_assets.feature_store.definitions import FEATURE_GROUPS
 from churn_assets.modeling.names import SPLITS, SplitName
 from churn_assets.settings import Settings
 
@@ -27,12 +33,6 @@ from churn_assets.settings import Settings
 # runs (weekly production, rollout steps) never train (docs/automation.md, "Where the time goes").
 if TYPE_CHECKING:
     from churn_assets.modeling.splits import Splits
-
-TRAINING_GROUP = "training"
-TRAINING_SET = dg.AssetKey(["training", "training_set"])
-CANDIDATES = dg.AssetKey(["training", "candidates"])
-CHALLENGER = dg.AssetKey(["training", "challenger"])
-CHAMPION = dg.AssetKey(["training", "champion"])
 
 
 def training_paths(workdir: Path) -> dict[str, Path]:
@@ -97,7 +97,7 @@ def _fmt(value: Any) -> Any:
 @dg.asset(
     key=TRAINING_SET,
     group_name=TRAINING_GROUP,
-    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS],
+    deps=FEATURE_KEYS,
     kinds={"pandas", "parquet"},
     description=(
         "Label snapshots (active customer x monthly as-of date, churned within the next 90 days) joined "
