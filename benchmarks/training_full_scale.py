@@ -79,11 +79,10 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
     import dagster as dg
 
     from churn_assets.defs.resources import build_resources
-    from churn_assets.defs.training_resources import build_training_resources
     from churn_assets.orchestration import run_training
 
     settings = _settings(args)
-    resources = {**build_resources(settings), **build_training_resources(settings)}
+    resources = build_resources(settings)
     # The world's warehouse, the benchmark's own training home.
     resources["warehouse"] = build_resources(settings.model_copy(update={"home": args.world}))["warehouse"]
     load_before = load()

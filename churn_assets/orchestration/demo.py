@@ -10,30 +10,32 @@ from the instance (run tags, asset metadata), the registry and the rollout state
 per week. The daemon is stopped by signalling its process group (SIGTERM, then SIGKILL after
 ``daemon_stop_grace_seconds``: Dagster's children may ignore SIGTERM).
 
-Settings reach the daemon and its runs through the environment (``CHURNOPS_*``; nested sections as
-JSON), so every process sees the demo's values (scale, budgets, rolling split).
+Settings reach the daemon and its runs through the environment the demo starts the daemon with
+(``daemon_env``: ``CHURNOPS_*``, nested sections as JSON), so every run it launches sees the demo's values
+(scale, budgets, rolling split); in this process they are passed as objects (the in-process bootstrap run
+gets ``build_definitions(settings)``). The demo never changes its own environment.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from churn_assets.settings import Settings, get_settings
+from churn_assets.settings import Settings
 
 if TYPE_CHECKING:
     import dagster as dg
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = ROOT / "workspace.yaml"
-SECTIONS = ("simulation", "feature_store", "contracts", "modeling", "automation", "serving")
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -83,24 +85,22 @@ def check_world(settings: Settings) -> None:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """``CHURNOPS_*`` variables that reproduce ``settings`` in another process (sections as JSON)."""
-    env = {"CHURNOPS_HOME": str(settings.home)}
-    for name in SECTIONS:
-        section = getattr(settings, name, None)
-        if section is not None:
-            env[f"CHURNOPS_{name.upper()}"] = section.model_dump_json()
-    env["CHURNOPS_DUCKDB_MEMORY_LIMIT"] = settings.duckdb_memory_limit
+    """``CHURNOPS_*`` variables that reproduce ``settings`` in another process: one per top-level field
+    (nested sections as JSON), unset fields (None) left out."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        env[f"CHURNOPS_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
 
 
-def apply_env(settings: Settings) -> dict[str, str]:
-    """Point this process (and the children it starts) at ``settings``; returns the child environment."""
-    for key in [k for k in os.environ if k.startswith("CHURNOPS_")]:
-        del os.environ[key]
-    os.environ.update(settings_env(settings))
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    get_settings.cache_clear()
-    return dict(os.environ)
+def daemon_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the daemon the demo starts: ``base`` (default: this process's environment)
+    without its ``CHURNOPS_*`` variables, plus ``settings_env(settings)`` and ``DAGSTER_HOME``."""
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if not k.startswith("CHURNOPS_")}
+    return env | settings_env(settings) | {"DAGSTER_HOME": str(settings.dagster_home)}
 
 
 class Daemon:
@@ -209,12 +209,11 @@ def _utc(ts: float) -> Any:
 
 
 def sensor_cursors(instance: dg.DagsterInstance) -> dict[str, str | None]:
-    """The daemon's stored cursor of every sensor (name -> cursor)."""
-    from dagster._core.scheduler.instigation import InstigatorType
-
+    """The daemon's stored cursor of every sensor (name -> cursor; schedules have none)."""
     return {
         s.instigator_name: getattr(s.instigator_data, "cursor", None)
-        for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        for s in instance.all_instigator_state()
+        if s.instigator_type.value == "SENSOR"
     }
 
 
@@ -344,15 +343,16 @@ def collect_row(
 
 def bootstrap(settings: Settings, out: Callable[[str], None]) -> None:
     """Champion v1 + bento + first deployment: the retraining job, run once in process (trigger=bootstrap)."""
+    from churn_assets.definitions import build_definitions
     from churn_assets.defs.jobs import RETRAINING_JOB
     from churn_assets.modeling.registry import ModelRegistry
-    from churn_assets.orchestration import QUIET_CONSOLE, instance_for, load_definitions
+    from churn_assets.orchestration import QUIET_CONSOLE, instance_for
 
     if ModelRegistry(settings).aliases().get("champion"):
         out("champion exists: skipping the initial training")
         return
     started = time.perf_counter()
-    job = load_definitions().resolve_job_def(RETRAINING_JOB)
+    job = build_definitions(settings).resolve_job_def(RETRAINING_JOB)
     result = job.execute_in_process(
         instance=instance_for(settings),
         run_config=QUIET_CONSOLE,
@@ -382,10 +382,9 @@ def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> lis
     """Start the daemon, play ``weeks`` production weeks, stop the daemon; one row per week."""
     from churn_assets.orchestration import instance_for
 
-    env = apply_env(settings)
     instance = instance_for(settings)
     daemon = Daemon(settings, settings.home / "logs" / "dagster-daemon.log")
-    daemon.start(env)
+    daemon.start(daemon_env(settings))
     rows: list[WeekRow] = []
     out(f"dagster-daemon started (pid {daemon.proc.pid if daemon.proc else '?'}, log {daemon.log_path})")
     try:

@@ -19,7 +19,6 @@ from churn_assets.defs.assets.training import challenger, champion, training_pat
 from churn_assets.defs.keys import CHALLENGER, CHAMPION
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.training_checks import gate_checks
-from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.stages import GATES
 from churn_assets.modeling.tracking import configure
@@ -45,7 +44,7 @@ def _with_modeling(settings: Settings, **overrides: object) -> Settings:
 
 
 def _resources(settings: Settings) -> dict[str, object]:
-    return {**build_resources(settings), **build_training_resources(settings)}
+    return build_resources(settings)
 
 
 def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, object]:

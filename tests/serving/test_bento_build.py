@@ -9,7 +9,7 @@ import pytest
 
 from churn_assets.defs.assets.serving import champion_bento, kept_bento
 from churn_assets.defs.keys import CHAMPION_BENTO
-from churn_assets.defs.training_resources import build_training_resources
+from churn_assets.defs.resources import build_resources
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.serving.bento_build import MANIFEST, latest_bento, load_exported, model_store
 from churn_assets.serving.rollout import RolloutStore
@@ -23,7 +23,7 @@ def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) 
     previous, champion = register_models(settings)
     backup = MANIFEST.read_bytes() if MANIFEST.exists() else None
     try:
-        result = dg.materialize([champion_bento], resources=build_training_resources(settings))
+        result = dg.materialize([champion_bento], resources=build_resources(settings))
         assert result.success
         [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -56,7 +56,7 @@ def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) 
 
         # A retrain the registry promotes: the next build starts a rollout and ships both models.
         newer = register(settings, train_model(feature_frame(range(1, 301)), 3, n_estimators=5), 0.45, 0.99)
-        again = dg.materialize([champion_bento], resources=build_training_resources(settings))
+        again = dg.materialize([champion_bento], resources=build_resources(settings))
         [event] = [e for e in again.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
         assert meta["rollout_phase"] == "shadow"

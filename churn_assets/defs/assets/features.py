@@ -13,9 +13,11 @@ from churn_assets.defs.keys import (
 )
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
-from churn_assets.defs.resources import OnlineStoreResource, TimelineResource, WarehouseResource
+from churn_assets.defs.resources import OnlineStoreResource, WarehouseResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup
 from churn_assets.feature_store.materialize import materialize_offline, materialize_online
+from churn_assets.settings import Settings
+from churn_assets.timeline import Timeline
 
 
 def _spec(group: FeatureGroup) -> dg.AssetSpec:
@@ -64,10 +66,10 @@ def _spec(group: FeatureGroup) -> dg.AssetSpec:
     can_subset=False,
 )
 def feature_groups(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, calendar: TimelineResource
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]
 ):
     """Compute the snapshots of every group for the weeks that carry one (see timeline.py)."""
-    timeline = calendar.timeline()
+    timeline = Timeline.from_settings(settings.simulation)
     weeks = [dt.date.fromisoformat(k) for k in context.partition_keys]
     as_of_dates = sorted({d for w in weeks if (d := timeline.snapshot_for_week(w)) is not None})
     with warehouse.warehouse().connect() as con:

@@ -27,15 +27,10 @@ from churn_assets.defs.keys import (
     raw_asset_key,
 )
 from churn_assets.defs.metadata import markdown_table
-from churn_assets.defs.monitoring_resources import MonitoringResource
 from churn_assets.defs.partitions import weekly_partitions
-from churn_assets.defs.resources import TimelineResource, WarehouseResource
-from churn_assets.defs.training_resources import MlflowResource, ModelingResource
+from churn_assets.defs.resources import MlflowResource, WarehouseResource
 from churn_assets.settings import Settings
-
-
-def _settings(modeling: ModelingResource, mlflow: MlflowResource, monitoring: MonitoringResource) -> Settings:
-    return monitoring.bind(mlflow.bind(modeling.settings()))
+from churn_assets.timeline import Timeline
 
 
 def _skipped(week: dt.date) -> dict[str, Any]:
@@ -58,20 +53,18 @@ def _skipped(week: dt.date) -> dict[str, Any]:
 def drift_report(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    calendar: TimelineResource,
-    modeling: ModelingResource,
+    settings: dg.ResourceParam[Settings],
     mlflow: MlflowResource,
-    monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     # monitoring.weekly / plots pull in MLflow, scikit-learn and matplotlib: imported here, not when the
     # code location loads (docs/automation.md, "Where the time goes").
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import drift_week
 
-    settings = _settings(modeling, mlflow, monitoring)
+    settings = mlflow.bind(settings)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
-        result = drift_week(settings, con, calendar.timeline(), week)
+        result = drift_week(settings, con, Timeline.from_settings(settings.simulation), week)
     if result is None:
         return dg.MaterializeResult(
             metadata={"n_drifted_features": 0, "drifted_features": dg.MetadataValue.json([]),
@@ -130,18 +123,16 @@ def drift_report(
 def performance_report(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    calendar: TimelineResource,
-    modeling: ModelingResource,
+    settings: dg.ResourceParam[Settings],
     mlflow: MlflowResource,
-    monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import performance_week
 
-    settings = _settings(modeling, mlflow, monitoring)
+    settings = mlflow.bind(settings)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
-        result = performance_week(settings, con, calendar.timeline(), week)
+        result = performance_week(settings, con, Timeline.from_settings(settings.simulation), week)
     if result is None:
         return dg.MaterializeResult(metadata={"labelled_rows": 0, "below_threshold": False, **_skipped(week)})
     meta = result.metadata()

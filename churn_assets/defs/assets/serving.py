@@ -8,7 +8,7 @@ import dagster as dg
 
 from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.keys import CHAMPION, CHAMPION_BENTO, SERVING_GROUP
-from churn_assets.defs.training_resources import MlflowResource, ModelingResource
+from churn_assets.defs.resources import MlflowResource
 from churn_assets.serving.bento_build import build_bento, latest_bento
 from churn_assets.settings import Settings
 
@@ -25,10 +25,10 @@ from churn_assets.settings import Settings
     ),
 )
 def champion_bento(
-    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], mlflow: MlflowResource
 ) -> dg.MaterializeResult:
-    settings = mlflow.bind(modeling.settings())
-    kept = _kept_bento(context, modeling)
+    settings = mlflow.bind(settings)
+    kept = _kept_bento(context, settings)
     if kept is not None:
         context.log.info(f"champion kept: bento {kept} unchanged (no rebuild)")
         return dg.MaterializeResult(metadata={"bento_tag": kept, "rebuilt": False, "reason": "champion kept"})
@@ -47,13 +47,13 @@ def champion_bento(
     )
 
 
-def _kept_bento(context: dg.AssetExecutionContext, modeling: ModelingResource) -> str | None:
+def _kept_bento(context: dg.AssetExecutionContext, settings: Settings) -> str | None:
     """Only in a run that also decided the promotion (``training/champion`` selected, e.g. the
     ``retraining`` job); the standalone ``serving`` job always builds."""
     selection = context.run.asset_selection
     asset_layer = context.job_def.asset_layer
     decided = CHAMPION in (selection if selection is not None else asset_layer.selected_asset_keys)
-    return kept_bento(decided, training_paths(modeling.workdir)["champion"], modeling.settings())
+    return kept_bento(decided, training_paths(settings.training_dir)["champion"], settings)
 
 
 def kept_bento(decided: bool, decision_path: Path, settings: Settings) -> str | None:
