@@ -183,7 +183,8 @@ def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
     from churn_assets.modeling.tuning import tune_lightgbm
 
     splits = sample_splits(_splits(args, with_test=False), args.optuna_rows)
-    storage = args.home / "optuna_bench.db"
+    storage = _settings(args).optuna_dir / "optuna_bench.db"
+    storage.parent.mkdir(parents=True, exist_ok=True)
     storage.unlink(missing_ok=True)
     load_before, cpu_before = load(), cpu_seconds()
     started = time.perf_counter()

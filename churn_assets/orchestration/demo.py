@@ -18,7 +18,6 @@ gets ``build_definitions(settings)``). The demo never changes its own environmen
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from churn_assets.settings import Settings
+from churn_assets.settings import Settings, child_env
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -84,23 +83,12 @@ def check_world(settings: Settings) -> None:
         )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``CHURNOPS_*`` variables that reproduce ``settings`` in another process: one per top-level field
-    (nested sections as JSON), unset fields (None) left out."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        env[f"CHURNOPS_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    return env
-
-
 def daemon_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the daemon the demo starts: ``base`` (default: this process's environment)
-    without its ``CHURNOPS_*`` variables, plus ``settings_env(settings)`` and ``DAGSTER_HOME``."""
-    base = os.environ if base is None else base
-    env = {k: v for k, v in base.items() if not k.startswith("CHURNOPS_")}
-    return env | settings_env(settings) | {"DAGSTER_HOME": str(settings.dagster_home)}
+    without its ``CHURNOPS_*`` variables, plus the demo's settings (``settings_env``) and
+    ``DAGSTER_HOME``."""
+    env = child_env(settings, os.environ if base is None else base)
+    return env | {"DAGSTER_HOME": str(settings.dagster_home)}
 
 
 class Daemon:
@@ -226,6 +214,8 @@ def wait_for_week(
     ``demo_idle_seconds`` without runs. Returns the run records created since ``since``."""
     from dagster import DagsterRunStatus
 
+    from churn_assets.defs.jobs import PRODUCTION_JOB
+
     cfg = settings.automation
     finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     deadline = time.monotonic() + cfg.demo_week_timeout_seconds
@@ -237,7 +227,7 @@ def wait_for_week(
         production = [
             r
             for r in records
-            if r.dagster_run.job_name == "weekly_production"
+            if r.dagster_run.job_name == PRODUCTION_JOB
             and r.dagster_run.tags.get("dagster/partition") == week
         ]
         busy = any(r.dagster_run.status not in finished for r in records)
@@ -277,6 +267,7 @@ def collect_row(
     """Read what happened in a week back from the instance, the registry and the rollout state."""
     import dagster as dg
 
+    from churn_assets.defs.jobs import RETRAINING_JOB, ROLLOUT_STEP_JOB
     from churn_assets.defs.keys import (
         CHALLENGER,
         CHAMPION,
@@ -305,7 +296,7 @@ def collect_row(
         run = record.dagster_run
         if run.status == dg.DagsterRunStatus.FAILURE:
             row.failed_runs.append(f"{run.job_name} {run.run_id[:8]}")
-        if run.job_name == "retraining":
+        if run.job_name == RETRAINING_JOB:
             triggers.append(run.tags.get("churnops/trigger", "?"))
             decision = _meta_for_run(instance, CHAMPION, run.run_id)
             start = _meta_for_run(instance, ROLLOUT_START, run.run_id)
@@ -329,7 +320,7 @@ def collect_row(
                     actions.append("retrain failed")
             if start and str(start.get("action", "")).startswith(("rollout", "deployed")):
                 actions.append(str(start["action"]).split(" (")[0])
-        elif run.job_name == "rollout_step":
+        elif run.job_name == ROLLOUT_STEP_JOB:
             step = _meta_for_run(instance, ROLLOUT_STEP, run.run_id)
             if step:
                 actions.append(f"rollout {step['action']}: {step['phase_before']} -> {step['phase_after']}")
@@ -383,7 +374,7 @@ def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> lis
     from churn_assets.orchestration import instance_for
 
     instance = instance_for(settings)
-    daemon = Daemon(settings, settings.home / "logs" / "dagster-daemon.log")
+    daemon = Daemon(settings, settings.logs_dir / "dagster-daemon.log")
     daemon.start(daemon_env(settings))
     rows: list[WeekRow] = []
     out(f"dagster-daemon started (pid {daemon.proc.pid if daemon.proc else '?'}, log {daemon.log_path})")

@@ -215,7 +215,7 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     perf = metadata_of(replay.instance, PERFORMANCE_REPORT, shadow_week)
     assert perf is not None and perf[0]["model_version"] == "2" and perf[0]["scored_now"] == 0, perf
     # New labels are counted since the CHAMPION's training set (v2's), recorded per version.
-    trained_on = json.loads(training_paths(replay.settings.home / "training")["trained_on"].read_text())
+    trained_on = json.loads(training_paths(replay.settings.training_dir)["trained_on"].read_text())
     assert set(trained_on) == {"1", "2"}
     status = metadata_of(replay.instance, LABEL_STATUS, second["rollout"][0].tags["churnops/week"])
     assert status is not None

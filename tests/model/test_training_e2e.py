@@ -85,7 +85,7 @@ def test_training_set_metadata_has_boundaries_counts_and_rates(world) -> None:
         assert int(meta[f"{split}_rows"]) > 1_000  # type: ignore[call-overload]
         assert 0.02 < float(meta[f"{split}_positive_rate"]) < 0.3  # type: ignore[arg-type]
     assert meta["leakage_feature_timestamps_after_as_of"] == 0
-    stored = json.loads(training_paths(settings.home / "training")["training_set_meta"].read_text())
+    stored = json.loads(training_paths(settings.training_dir)["training_set_meta"].read_text())
     assert meta["data_sha256"] == stored["sha256"]
 
 

@@ -338,4 +338,4 @@ def test_training_set_asset_fails_on_one_class_and_leaves_the_registry_untouched
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "single class" in str(failure.step_failure_data.error)
     assert _state_dirs(settings.home) == []  # no MLflow / Optuna / registry state was created
-    assert not (settings.home / "training" / "training_set.parquet").exists()
+    assert not (settings.training_dir / "training_set.parquet").exists()
