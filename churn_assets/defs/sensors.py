@@ -14,6 +14,7 @@ settings inside the code location's definitions function (never at module import
 """
 
 import datetime as dt
+from collections.abc import Container
 from typing import Any
 
 import dagster as dg
@@ -21,7 +22,6 @@ import dagster as dg
 from churn_assets.automation.triggers import (
     TRIGGER_TAG,
     WEEK_TAG,
-    decide,
     evaluate_week,
     monthly_request,
     new_production_weeks,
@@ -75,9 +75,19 @@ def current_champion(instance: dg.DagsterInstance) -> str:
     return max(candidates)[1] if candidates else "none"
 
 
-def used_run_keys(instance: dg.DagsterInstance, keys: list[str]) -> set[str]:
-    """The run keys among ``keys`` that already launched a run (Dagster's ``dagster/run_key`` tag)."""
-    return {k for k in keys if instance.get_run_ids(dg.RunsFilter(tags={"dagster/run_key": k}), limit=1)}
+class UsedRunKeys:
+    """Run keys that launched a run already (Dagster's ``dagster/run_key`` tag) or are requested in this
+    tick: the ``used_keys`` container ``automation.triggers.decide`` asks about each fired condition."""
+
+    def __init__(self, instance: dg.DagsterInstance, requested: Container[str]) -> None:
+        self.instance, self.requested = instance, requested
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        if key in self.requested:
+            return True
+        return bool(self.instance.get_run_ids(dg.RunsFilter(tags={"dagster/run_key": key}), limit=1))
 
 
 def runs_in_flight(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str] | None = None) -> int:
@@ -148,9 +158,8 @@ def retrain_sensor(context: dg.SensorEvaluationContext, settings: dg.ResourcePar
             drift=reports["drift"],
             labels=reports["labels"],
             cfg=settings.automation,
+            used_keys=UsedRunKeys(instance, {r.run_key for r in requests if r.run_key}),
         )
-        used = used_run_keys(instance, [f"retrain:{c.key_part}" for c in conditions if c.fired])
-        request = decide(week, champion, conditions, used | {r.run_key for r in requests if r.run_key})
         previous = week
         context.log.info(f"{week}: " + "; ".join(f"{c.trigger}: {c.reason}" for c in conditions))
         if request is None:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import png_markdown, training_paths
+from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.keys import CHALLENGER
-from churn_assets.defs.metadata import markdown_table
+from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.modeling.names import GATES
 from churn_assets.settings import Settings
 

@@ -343,3 +343,20 @@ def test_a_spent_condition_does_not_mask_a_fresh_one() -> None:
     )
     spent = {"retrain:performance:1", "retrain:new_labels:2025-09-08"}
     assert evaluate_week(WEEK2, WEEK1, "1", cfg=cfg, used_keys=spent, **kwargs)[0] is None  # type: ignore[arg-type]
+
+
+def test_a_run_key_that_launched_a_run_is_not_requested_again(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
+    """The daemon records a launched request's run key as the run's ``dagster/run_key`` tag: a later
+    tick (another cursor) skips that condition instead of requesting it again."""
+
+    @dg.asset
+    def stand_in() -> None:
+        """A run carrying the run key the sensor would use."""
+
+    promote(instance, "1")
+    week_reports(instance, WEEK1, drifted=4)
+    dg.materialize([stand_in], instance=instance, tags={"dagster/run_key": "retrain:drift:1"})
+    runs, cursor = run_retrain(instance, settings, None)
+    assert runs == [] and cursor == WEEK1

@@ -7,11 +7,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.serving import champion_bento, kept_bento
+from churn_assets.defs.assets.serving import champion_bento
 from churn_assets.defs.keys import CHAMPION_BENTO
 from churn_assets.defs.resources import build_resources
 from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.serving.bento_build import MANIFEST, latest_bento, load_exported, model_store
+from churn_assets.serving.bento_build import MANIFEST, kept_bento, latest_bento, load_exported, model_store
 from churn_assets.serving.rollout import RolloutStore
 from tests.serving_helpers import feature_frame, register, register_models, serving_settings, train_model
 
@@ -84,7 +84,8 @@ def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # 
     from tests.serving_helpers import feature_frame
 
     port = free_port()
-    log_path = settings.home / "churnops-serve.log"
+    log_path = settings.logs_dir / "churnops-serve.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**bentoml_env(settings), "CHURNOPS_SERVING__AS_OF": "2025-06-02"}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

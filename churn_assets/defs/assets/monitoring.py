@@ -16,7 +16,6 @@ from typing import Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import png_markdown
 from churn_assets.defs.keys import (
     BATCH_SCORES,
     CHAMPION,
@@ -26,7 +25,7 @@ from churn_assets.defs.keys import (
     PERFORMANCE_REPORT,
     raw_asset_key,
 )
-from churn_assets.defs.metadata import markdown_table
+from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.defs.partitions import weekly_partitions
 from churn_assets.defs.resources import MlflowResource, WarehouseResource
 from churn_assets.settings import Settings

@@ -255,37 +255,13 @@ def rollout_review(
 def rollout_start(
     context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
+    from churn_assets.automation.rollout_start import start_rollout
     from churn_assets.serving.rollout import RolloutStore
 
     decision = json.loads(training_paths(settings.training_dir)["champion"].read_text())
-    store = RolloutStore(settings)
     trigger = context.run.tags.get("churnops/trigger", "manual")
-    before = store.load()
-    new = str(decision.get("champion_after"))
-    if decision["outcome"] != "promoted":
-        action = f"none: champion v{new} kept ({decision['reason']})"
-        state = before
-    elif not decision.get("champion_before"):
-        # First champion: deployed directly (the bento build may already have recorded it).
-        state = (
-            before
-            if before.stable_version == new
-            else store.set_stable(new, by="retraining", reason="first champion")
-        )
-        action = f"deployed first champion v{new}"
-    elif before.active and before.candidate_version == new:
-        state = before  # the bento build already started it (serving.bento_build.sync_rollout)
-        action = f"rollout of v{new} started in {before.phase} (stable v{before.stable_version})"
-    else:
-        if before.active:  # a newer champion supersedes a candidate still under review
-            store.rollback(by="retraining", reason="superseded by a newer champion", registry=False)
-        state = store.start(
-            new,
-            str(decision["champion_before"]),
-            by="retraining",
-            reason=f"promoted by the {trigger} retraining",
-        )
-        action = f"rollout of v{new} started in {state.phase} (stable v{state.stable_version})"
+    started = start_rollout(RolloutStore(settings), decision, trigger)
+    state, action = started.state, started.action
     context.log.info(action)
     return dg.MaterializeResult(
         metadata={

@@ -1,15 +1,12 @@
 """Serving asset: the champion (and, during a rollout, the candidate) exported from MLflow into the BentoML
 model store and built into a bento offline. Thin wrapper over ``churn_assets.serving.bento_build``."""
 
-import json
-from pathlib import Path
-
 import dagster as dg
 
 from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.keys import CHAMPION, CHAMPION_BENTO, SERVING_GROUP
 from churn_assets.defs.resources import MlflowResource
-from churn_assets.serving.bento_build import build_bento, latest_bento
+from churn_assets.serving.bento_build import build_bento, kept_bento
 from churn_assets.settings import Settings
 
 
@@ -54,16 +51,3 @@ def _kept_bento(context: dg.AssetExecutionContext, settings: Settings) -> str | 
     asset_layer = context.job_def.asset_layer
     decided = CHAMPION in (selection if selection is not None else asset_layer.selected_asset_keys)
     return kept_bento(decided, training_paths(settings.training_dir)["champion"], settings)
-
-
-def kept_bento(decided: bool, decision_path: Path, settings: Settings) -> str | None:
-    """The existing bento's tag when this run's promotion decision kept the champion, else None (build).
-
-    A kept (or pending) champion changes neither the served models nor the rollout, so rebuilding would
-    reproduce the bento already there; a promotion, a run without a decision, or no bento yet -> build.
-    """
-    if not decided or not decision_path.exists():
-        return None
-    if json.loads(decision_path.read_text()).get("outcome") == "promoted":
-        return None
-    return latest_bento(settings)

@@ -6,7 +6,6 @@ be re-materialized on its own. The seven gates are blocking asset checks on ``tr
 (``defs/training_checks.py``): one failure stops ``training/champion``.
 """
 
-import base64
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from churn_assets.defs.keys import (
     TRAINING_GROUP,
     TRAINING_SET,
 )
-from churn_assets.defs.metadata import markdown_table
+from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.defs.resources import MlflowResource, WarehouseResource
 from churn_assets.modeling.names import SPLITS, SplitName
 from churn_assets.settings import Settings
@@ -47,14 +46,6 @@ def training_paths(workdir: Path) -> dict[str, Path]:
         # counts new labels since the CHAMPION's training, not since the last, possibly kept, retraining)
         "trained_on": workdir / "trained_on.json",
     }
-
-
-def png_markdown(path: str | Path, title: str = "") -> dg.MetadataValue:
-    """A PNG embedded as a base64 data URI in markdown (the Dagster UI renders it inline)."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return dg.MetadataValue.md(
-        f"{f'**{title}**' if title else ''}\n\n![{title}](data:image/png;base64,{data})"
-    )
 
 
 def load_training_meta(workdir: Path) -> dict[str, Any]:
