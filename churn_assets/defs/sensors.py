@@ -8,8 +8,8 @@
   one ``rollout_step`` run (advance or rollback) per production week.
 * ``monthly_retraining``: wall-clock monthly schedule of the ``retraining`` job.
 
-Every body reads the ``settings`` resource. Their evaluation interval, default status and cron come from
-``settings.automation`` too, so :func:`build_sensors` and :func:`build_schedules` make them from the
+A body that needs settings reads the ``settings`` resource. The evaluation interval, default status and
+cron come from ``settings.automation`` too, so :func:`build_sensors` and :func:`build_schedules` make them from the
 settings inside the code location's definitions function (never at module import).
 """
 
