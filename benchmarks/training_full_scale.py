@@ -78,11 +78,10 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
     import dagster as dg
 
     from churn_assets.defs.resources import build_resources
-    from churn_assets.defs.training_resources import build_training_resources
     from churn_assets.orchestration import run_training
 
     settings = _settings(args)
-    resources = {**build_resources(settings), **build_training_resources(settings)}
+    resources = build_resources(settings)
     # The world's warehouse, the benchmark's own training home.
     resources["warehouse"] = build_resources(settings.model_copy(update={"home": args.world}))["warehouse"]
     load_before = load()
@@ -183,7 +182,8 @@ def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
     from churn_assets.modeling.tuning import tune_lightgbm
 
     splits = sample_splits(_splits(args, with_test=False), args.optuna_rows)
-    storage = args.home / "optuna_bench.db"
+    storage = _settings(args).optuna_dir / "optuna_bench.db"
+    storage.parent.mkdir(parents=True, exist_ok=True)
     storage.unlink(missing_ok=True)
     load_before, cpu_before = load(), cpu_seconds()
     started = time.perf_counter()

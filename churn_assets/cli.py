@@ -130,6 +130,7 @@ def _landed_weeks(settings: Settings) -> list[str]:
 
 
 def _run_pipeline(settings: Settings, weeks: str | None) -> int:
+    from churn_assets.definitions import build_definitions
     from churn_assets.orchestration import instance_for, run_pipeline
 
     keys = _landed_weeks(settings)
@@ -141,7 +142,7 @@ def _run_pipeline(settings: Settings, weeks: str | None) -> int:
         return 2
     started = time.perf_counter()
     err.print(f"running churn_pipeline over {len(keys)} week(s): {keys[0]} .. {keys[-1]}")
-    result = run_pipeline(instance_for(settings), keys)
+    result = run_pipeline(instance_for(settings), keys, definitions=build_definitions(settings))
     _print_run_summary(settings, result, time.perf_counter() - started)
     return 0 if result.success else 1
 
@@ -185,7 +186,6 @@ def demo(
 ) -> None:
     """The whole story: history -> pipeline -> champion v1 + bento -> N production weeks run by the daemon."""
     from churn_assets.orchestration.demo import (
-        apply_env,
         bootstrap,
         check_world,
         demo_settings,
@@ -195,7 +195,6 @@ def demo(
 
     settings = demo_settings(_settings(scale))
     check_world(settings)
-    apply_env(settings)  # this process, the daemon and its runs all see the demo's settings
     started = time.perf_counter()
     _simulate(settings, None, overwrite=False)
     code = _run_pipeline(settings, None)

@@ -11,6 +11,8 @@ No other module reads ``os.environ``; call :func:`get_settings` instead.
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -163,14 +165,15 @@ class ModelingSettings(BaseModel):
     training_set_memory_limit: str = Field(
         default="1GB",
         description="DuckDB memory limit while the training-set step runs the PIT join (its Arrow result "
-        "lives outside it): 4GB peaked at 9.6 GB RSS at full scale, 1GB at 6.7 GB (+14 s).",
+        "lives outside it, so a lower limit lowers the step's peak memory at some cost in time; "
+        "measurements in docs/benchmarks.md).",
     )
     lightgbm_quantized_gradients: bool = Field(
         default=True,
         description="LightGBM fits on at least lightgbm_quantized_min_rows train rows (the full-scale refit "
-        "and retraining) use quantized-gradient training (use_quantized_grad + quant_train_renew_leaf): one "
-        "500-round fit on 6M rows took 175.8 s instead of 201.3 s, test AUC 0.8449 vs 0.8448 "
-        "(docs/benchmarks.md). Only for params without row bagging or column sampling (LightGBM 4.x "
+        "and retraining) use quantized-gradient training (use_quantized_grad + quant_train_renew_leaf): "
+        "faster at the same test AUC (docs/benchmarks.md). Only for params without row bagging or column "
+        "sampling (LightGBM 4.x "
         "quantized training is unsound with them, lightgbm-org/LightGBM#5994): tuned params bag, so the "
         "stage's refit uses exact gradients. A fit that LightGBM rejects in this mode is redone exactly.",
     )
@@ -292,8 +295,8 @@ class AutomationSettings(BaseModel):
         default=1800.0,
         gt=0,
         description="Demo: give up when a week's runs have not finished after this (a guard against a stuck "
-        "daemon; a full-scale week with a retraining, a bento build and a rollout start took 592 s on a "
-        "2-core box, docs/automation.md).",
+        "daemon; leave room for a full-scale week with a retraining, a bento build and a rollout start, "
+        "docs/automation.md).",
     )
     demo_idle_seconds: float = Field(
         default=12.0,
@@ -317,8 +320,8 @@ class AutomationSettings(BaseModel):
     # Gates the demo's 28-day label cannot meet as set for the 90-day label (docs/automation.md): a
     # 3 % base rate lowers recall at the max-F1 threshold; on the rolling split the holdout is the newest,
     # drifted weeks, so train - test AUC mixes drift with overfitting; campaign customers are by design
-    # not exposed to the price war, so recall differs by acquisition channel. Measured in the first
-    # 20k demo run (audit log, challenger v3): gap 0.105, recall 0.238, disparity 0.457.
+    # not exposed to the price war, so recall differs by acquisition channel (measured values in
+    # docs/automation.md).
     demo_gate_max_auc_gap: float = Field(default=0.15, ge=0, description="Demo: gate_max_auc_gap.")
     demo_gate_min_recall: float = Field(default=0.20, ge=0, le=1, description="Demo: gate_min_recall.")
     demo_gate_max_disparity: float = Field(default=0.50, ge=0, description="Demo: gate_max_disparity.")
@@ -505,6 +508,11 @@ class Settings(BaseSettings):
         return self.home / "registry"
 
     @property
+    def logs_dir(self) -> Path:
+        """Log files of the processes churnops starts (the demo's Dagster daemon)."""
+        return self.home / "logs"
+
+    @property
     def monitoring_dir(self) -> Path:
         return self.home / "monitoring"
 
@@ -523,6 +531,23 @@ class Settings(BaseSettings):
     @property
     def prediction_log_dir(self) -> Path:
         return self.serving.prediction_log_dir or self.home / "prediction_log"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``CHURNOPS_*`` variables that reproduce ``settings`` in another process: one per top-level field
+    (nested sections as JSON), unset fields (None) left out."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        env[f"CHURNOPS_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+def child_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a child process that must see ``settings``: ``base`` (the parent's environment)
+    without its ``CHURNOPS_*`` variables, plus :func:`settings_env`."""
+    return {k: v for k, v in base.items() if not k.startswith("CHURNOPS_")} | settings_env(settings)
 
 
 @lru_cache(maxsize=1)

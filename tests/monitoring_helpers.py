@@ -12,9 +12,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from churn_assets.defs.monitoring_resources import build_monitoring_resources
 from churn_assets.defs.resources import build_resources
-from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.modeling.reference import register_champion
 from churn_assets.orchestration import run_pipeline
 from churn_assets.settings import ModelingSettings, Settings, SimulationSettings
@@ -30,11 +28,7 @@ def tiny_settings(home: Path, customers: int = 1_500, months: int = 4, **simulat
 
 
 def all_resources(settings: Settings) -> dict[str, object]:
-    return {
-        **build_resources(settings),
-        **build_training_resources(settings),
-        **build_monitoring_resources(settings),
-    }
+    return build_resources(settings)
 
 
 QUICK_PARAMS = {"n_estimators": 60, "num_leaves": 15, "min_child_samples": 50, "n_jobs": 1, "verbose": -1}

@@ -16,13 +16,15 @@ state it is about — ``retrain:performance:<champion>`` and ``retrain:drift:<ch
 persists under the same champion retrains once; a new champion re-arms it), ``retrain:new_labels:
 <newest labelled as-of>`` (the next batch of labels re-arms it), ``retrain:monthly:<YYYY-MM>``. Dagster
 drops a RunRequest whose run key the sensor already used; :func:`decide` skips such conditions itself
-(``used_keys``), so a spent condition never masks a fresh one in the same week.
+(``used_keys``: any container, e.g. one that asks the Dagster instance), so a spent condition never
+masks a fresh one in the same week. :func:`evaluate_week` is the one decision path: the sensor calls it
+once per week.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +141,7 @@ def monthly_condition(week: str, previous_week: str | None, cfg: AutomationSetti
 
 
 def decide(
-    week: str, champion: str, conditions: list[Condition], used_keys: Collection[str] = ()
+    week: str, champion: str, conditions: list[Condition], used_keys: Container[str] = ()
 ) -> RetrainRequest | None:
     """At most one request per week: the first fired condition (order = :data:`TRIGGERS`) whose run key
     has not been used yet names the run; the other fired ones are listed in the ``churnops/also_fired``
@@ -186,10 +188,10 @@ def evaluate_week(
     drift: Mapping[str, Any] | None,
     labels: Mapping[str, Any] | None,
     cfg: AutomationSettings,
-    used_keys: Collection[str] = (),
+    used_keys: Container[str] = (),
 ) -> tuple[RetrainRequest | None, list[Condition]]:
     """Every condition of one week and the resulting request (None: no trigger fired, or only
-    conditions whose run key was used already)."""
+    conditions whose run key is in ``used_keys``, which is asked only about fired conditions)."""
     conditions = [
         performance_condition(performance, champion, cfg),
         drift_condition(drift, champion, cfg),

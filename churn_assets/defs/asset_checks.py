@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from churn_assets.defs.assets.raw import raw_asset_key
+from churn_assets.defs.keys import raw_asset_key
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import weekly_partitions
-from churn_assets.defs.resources import ContractPolicyResource, WarehouseResource
+from churn_assets.defs.resources import WarehouseResource
 from churn_assets.ingestion.contract_check import check_stored_partitions
+from churn_assets.settings import Settings
 from data_contracts.raw_tables import RAW_CONTRACTS, RAW_TABLES
 
 
@@ -26,9 +27,9 @@ def _build_contract_check(table: str) -> dg.AssetChecksDefinition:
     def _check(
         context: dg.AssetCheckExecutionContext,
         warehouse: WarehouseResource,
-        contract_policy: ContractPolicyResource,
+        settings: dg.ResourceParam[Settings],
     ) -> dg.AssetCheckResult:
-        max_share = contract_policy.max_quarantine_share
+        max_share = settings.contracts.max_quarantine_share
         with warehouse.warehouse().connect(read_only=True) as con:
             result = check_stored_partitions(
                 con, table, context.partition_keys, max_quarantine_share=max_share

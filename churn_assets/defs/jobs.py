@@ -4,16 +4,24 @@ import warnings
 
 import dagster as dg
 
-from churn_assets.defs.assets.features import FEATURE_GROUP_NAME
-from churn_assets.defs.assets.production import CHAMPION_BENTO, ROLLOUT_START, ROLLOUT_STEP
-from churn_assets.defs.assets.raw import RAW_GROUP
+from churn_assets.defs.keys import (
+    CHAMPION_BENTO,
+    FEATURES_GROUP,
+    MONITORING_GROUP,
+    PRODUCTION_GROUP,
+    RAW_GROUP,
+    ROLLOUT_START,
+    ROLLOUT_STEP,
+    SERVING_GROUP,
+    TRAINING_GROUP,
+)
 from churn_assets.defs.partitions import weekly_partitions
 
 MAIN_JOB = "churn_pipeline"
 
 churn_pipeline = dg.define_asset_job(
     MAIN_JOB,
-    selection=dg.AssetSelection.groups(RAW_GROUP, FEATURE_GROUP_NAME),
+    selection=dg.AssetSelection.groups(RAW_GROUP, FEATURES_GROUP),
     description=(
         "Ingest landed raw weeks through their contracts, compute feature snapshots into the offline "
         "store and refresh the online store. Launch it over a range of weeks (one run)."
@@ -24,7 +32,7 @@ TRAINING_JOB = "training"
 
 training = dg.define_asset_job(
     TRAINING_JOB,
-    selection=dg.AssetSelection.groups("training"),
+    selection=dg.AssetSelection.groups(TRAINING_GROUP),
     description=(
         "Build the training set from the offline feature store, tune and compare the candidates (MLflow "
         "runs), register the challenger, run its blocking gate checks and decide the promotion."
@@ -45,7 +53,7 @@ warnings.filterwarnings(
 
 weekly_production = dg.define_asset_job(
     PRODUCTION_JOB,
-    selection=dg.AssetSelection.groups(RAW_GROUP, FEATURE_GROUP_NAME, "production", "monitoring"),
+    selection=dg.AssetSelection.groups(RAW_GROUP, FEATURES_GROUP, PRODUCTION_GROUP, MONITORING_GROUP),
     partitions_def=weekly_partitions,
     description=(
         "One production week (launched by the new-week sensor): raw -> contracts -> features -> online store "
@@ -58,7 +66,8 @@ RETRAINING_JOB = "retraining"
 
 retraining = dg.define_asset_job(
     RETRAINING_JOB,
-    selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets(CHAMPION_BENTO, ROLLOUT_START),
+    selection=dg.AssetSelection.groups(TRAINING_GROUP)
+    | dg.AssetSelection.assets(CHAMPION_BENTO, ROLLOUT_START),
     description=(
         "Launched by the retraining sensor / monthly schedule: training set from the feature store (rolling "
         "window, newest holdout) -> challenger -> gates -> promotion (> min_auc_gain) -> bento rebuild -> "
@@ -78,6 +87,6 @@ SERVING_JOB = "serving"
 
 serving = dg.define_asset_job(
     SERVING_JOB,
-    selection=dg.AssetSelection.groups("serving"),
+    selection=dg.AssetSelection.groups(SERVING_GROUP),
     description="Export the registry champion (and a rollout candidate) to BentoML and build the bento offline.",
 )

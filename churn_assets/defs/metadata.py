@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -27,6 +29,14 @@ def contract_table_schema(contract: type[pa.DataFrameModel]) -> dg.TableSchema:
             )
         )
     return dg.TableSchema(columns=columns)
+
+
+def png_markdown(path: str | Path, title: str = "") -> dg.MetadataValue:
+    """A PNG embedded as a base64 data URI in markdown (the Dagster UI renders it inline)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(
+        f"{f'**{title}**' if title else ''}\n\n![{title}](data:image/png;base64,{data})"
+    )
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], limit: int = 20) -> str:

@@ -1,102 +1,101 @@
-"""Dagster resources: thin, typed handles on the domain objects, configured from Settings."""
+"""The code location's resources: the whole typed ``Settings`` and the external handles built from it.
 
-import datetime as dt
-from pathlib import Path
+``settings`` is the one resource every asset, check, sensor and schedule reads (``ResourceParam[Settings]``):
+a plain object, so nothing of it is resource config and the Dagster UI shows none of its values (secrets
+such as ``serving.api_key`` included). The code location's ``@dg.definitions`` resolves it once per
+process with ``get_settings()`` -- the runs the daemon launches read the environment the daemon was
+started with; in-process runs and tests pass their own object (``build_resources(settings)``).
+
+The other resources are handles on external systems, each built from that same object:
+
+* ``warehouse``: the DuckDB warehouse (raw tables, quarantine, offline feature store);
+* ``online_store``: the online feature store the domain factory ``make_online_store`` opens;
+* ``mlflow``: MLflow tracking + registry target.
+
+``mlflow`` is a thin ``ConfigurableResource`` over the modeling library's tracking (not
+``dagster_mlflow.mlflow_tracking``): that legacy resource opens ONE process-wide active MLflow run per
+Dagster run, so the library's one-run-per-candidate ``mlflow.start_run`` fails ("Run ... is already
+active") unless every candidate becomes a nested run; it creates the experiment with
+``mlflow.set_experiment`` (artifacts under ``./mlruns`` of the working directory instead of the state
+folder) and leaves its run RUNNING unless a job hook ends it. See docs/modeling.md ("Dagster assets").
+"""
+
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from churn_assets.feature_store.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
-from churn_assets.settings import Settings, get_settings
+from churn_assets.feature_store.online import OnlineStore, make_online_store
+from churn_assets.modeling.paths import tracking_uri
+from churn_assets.settings import Settings
 from churn_assets.storage.warehouse import Warehouse
-from churn_assets.timeline import Timeline
+
+if TYPE_CHECKING:  # MLflow is imported when a run tracks, not when the code location loads
+    from churn_assets.modeling.tracking import Tracking
+
+SETTINGS = "settings"
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file (raw tables, quarantine, offline feature store)."""
+    """The DuckDB warehouse file (raw tables, quarantine, offline feature store) of ``settings``."""
 
-    path: str
-    memory_limit: str | None = None
+    settings: dg.ResourceDependency[Settings]
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.path, memory_limit=self.memory_limit)
-
-
-class LandingZoneResource(dg.ConfigurableResource):
-    """Folder where raw files land, one ``{table}/{week}.parquet`` per table and week."""
-
-    path: str
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.path)
+        return Warehouse(self.settings.warehouse_path, memory_limit=self.settings.duckdb_memory_limit)
 
 
 class OnlineStoreResource(dg.ConfigurableResource):
-    """The online feature store backend (SQLite file by default, Redis in production)."""
+    """The online feature store of ``settings.feature_store`` (SQLite file by default, Redis in production)."""
 
-    backend: str = "sqlite"
-    sqlite_path: str
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_key_prefix: str = "churnops:fs"
+    settings: dg.ResourceDependency[Settings]
+
+    @property
+    def backend(self) -> str:
+        return self.settings.feature_store.online_backend
 
     def open(self) -> OnlineStore:
-        if self.backend == "redis":
-            return RedisOnlineStore(self.redis_url, self.redis_key_prefix)
-        return SQLiteOnlineStore(Path(self.sqlite_path))
+        return make_online_store(self.settings)
 
 
-class ContractPolicyResource(dg.ConfigurableResource):
-    """How strict the raw contract checks are."""
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking + registry target. ``tracking_uri`` empty = SQLite under the modeling home."""
 
-    max_quarantine_share: float = 0.01
+    tracking_uri: str = ""
+    experiment_name: str = "churnops"
+    registered_model_name: str = "churn-model"
 
-
-class TimelineResource(dg.ConfigurableResource):
-    """The simulated calendar (which weeks carry feature snapshots)."""
-
-    start_date: str
-    lookback_weeks: int
-    history_months: int
-    label_horizon_days: int
-    label_delay_weeks: int = 1
-
-    def timeline(self) -> Timeline:
-        return Timeline(
-            start_date=dt.date.fromisoformat(self.start_date),
-            lookback_weeks=self.lookback_weeks,
-            history_months=self.history_months,
-            label_horizon_days=self.label_horizon_days,
-            label_delay_weeks=self.label_delay_weeks,
+    def bind(self, settings: Settings) -> Settings:
+        """``settings`` with this resource's tracking target (what the modeling library reads)."""
+        modeling = settings.modeling.model_copy(
+            update={
+                "tracking_uri": self.tracking_uri or None,
+                "experiment_name": self.experiment_name,
+                "registered_model_name": self.registered_model_name,
+            }
         )
+        return settings.model_copy(update={"modeling": modeling})
+
+    def tracking(self, settings: Settings) -> "Tracking":
+        from churn_assets.modeling.tracking import configure
+
+        return configure(self.bind(settings))
+
+    def uri(self, settings: Settings) -> str:
+        return tracking_uri(self.bind(settings))
 
 
-def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
-    settings = settings or get_settings()
-    sim, fs = settings.simulation, settings.feature_store
+def build_resources(settings: Settings) -> dict[str, Any]:
+    """Every resource of the code location, for ``settings`` (the definitions and in-process runs)."""
+    cfg = settings.modeling
     return {
-        "warehouse": WarehouseResource(
-            path=str(settings.warehouse_path), memory_limit=settings.duckdb_memory_limit
+        SETTINGS: dg.ResourceDefinition.hardcoded_resource(
+            settings, description="The churnops Settings of this process (churn_assets/settings.py)."
         ),
-        "landing": LandingZoneResource(path=str(settings.landing_dir)),
-        "online_store": OnlineStoreResource(
-            backend=fs.online_backend,
-            sqlite_path=str(settings.online_sqlite_path),
-            redis_url=fs.redis_url,
-            redis_key_prefix=fs.redis_key_prefix,
-        ),
-        "contract_policy": ContractPolicyResource(
-            max_quarantine_share=settings.contracts.max_quarantine_share
-        ),
-        "calendar": TimelineResource(
-            start_date=sim.start_date.isoformat(),
-            lookback_weeks=sim.lookback_weeks,
-            history_months=sim.history_months,
-            label_horizon_days=sim.label_horizon_days,
-            label_delay_weeks=sim.label_delay_weeks,
+        "warehouse": WarehouseResource(settings=settings),
+        "online_store": OnlineStoreResource(settings=settings),
+        "mlflow": MlflowResource(
+            tracking_uri=cfg.tracking_uri or "",
+            experiment_name=cfg.experiment_name,
+            registered_model_name=cfg.registered_model_name,
         ),
     }
-
-
-@dg.definitions
-def resources() -> dg.Definitions:
-    return dg.Definitions(resources=build_resources(), executor=dg.in_process_executor)

@@ -7,9 +7,14 @@
 * ``rollout_sensor``: after a week's production run, acts on ``production/rollout_review``'s verdict ->
   one ``rollout_step`` run (advance or rollback) per production week.
 * ``monthly_retraining``: wall-clock monthly schedule of the ``retraining`` job.
+
+A body that needs settings reads the ``settings`` resource. The evaluation interval, default status and
+cron come from ``settings.automation`` too, so :func:`build_sensors` and :func:`build_schedules` make them from the
+settings inside the code location's definitions function (never at module import).
 """
 
 import datetime as dt
+from collections.abc import Container
 from typing import Any
 
 import dagster as dg
@@ -17,34 +22,29 @@ import dagster as dg
 from churn_assets.automation.triggers import (
     TRIGGER_TAG,
     WEEK_TAG,
-    decide,
     evaluate_week,
     monthly_request,
     new_production_weeks,
 )
-from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_REVIEW, ROLLOUT_STEP
-from churn_assets.defs.assets.training import CHAMPION
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
+from churn_assets.defs.keys import (
+    CHAMPION,
+    DRIFT_REPORT,
+    LABEL_STATUS,
+    PERFORMANCE_REPORT,
+    ROLLOUT_REVIEW,
+    ROLLOUT_STEP,
+)
 from churn_assets.defs.partitions import WEEKS
-from churn_assets.settings import get_settings
+from churn_assets.settings import AutomationSettings, Settings
 from churn_assets.timeline import Timeline
 
-DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
-PERFORMANCE_REPORT = dg.AssetKey(["monitoring", "performance_report"])
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-
-_automation = get_settings().automation
-_INTERVAL = _automation.sensor_interval_seconds
-_STATUS = (
-    dg.DefaultSensorStatus.RUNNING
-    if _automation.sensors_running_by_default
-    else dg.DefaultSensorStatus.STOPPED
-)
 
 
 def metadata_of(
@@ -75,9 +75,19 @@ def current_champion(instance: dg.DagsterInstance) -> str:
     return max(candidates)[1] if candidates else "none"
 
 
-def used_run_keys(instance: dg.DagsterInstance, keys: list[str]) -> set[str]:
-    """The run keys among ``keys`` that already launched a run (Dagster's ``dagster/run_key`` tag)."""
-    return {k for k in keys if instance.get_run_ids(dg.RunsFilter(tags={"dagster/run_key": k}), limit=1)}
+class UsedRunKeys:
+    """Run keys that launched a run already (Dagster's ``dagster/run_key`` tag) or are requested in this
+    tick: the ``used_keys`` container ``automation.triggers.decide`` asks about each fired condition."""
+
+    def __init__(self, instance: dg.DagsterInstance, requested: Container[str]) -> None:
+        self.instance, self.requested = instance, requested
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        if key in self.requested:
+            return True
+        return bool(self.instance.get_run_ids(dg.RunsFilter(tags={"dagster/run_key": key}), limit=1))
 
 
 def runs_in_flight(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str] | None = None) -> int:
@@ -99,20 +109,11 @@ def _ready_weeks(context: dg.SensorEvaluationContext, key: dg.AssetKey) -> list[
     return done
 
 
-def _history_end() -> dt.date:
-    return Timeline.from_settings(get_settings().simulation).history_end
-
-
-@dg.sensor(
-    name="new_week_sensor",
-    job_name=PRODUCTION_JOB,
-    minimum_interval_seconds=_INTERVAL,
-    default_status=_STATUS,
-    description="Launches the weekly production job for each newly registered production week.",
-)
-def new_week_sensor(context: dg.SensorEvaluationContext):
+def new_week_sensor(context: dg.SensorEvaluationContext, settings: dg.ResourceParam[Settings]):
+    """Launches the weekly production job for each newly registered production week."""
+    history_end = Timeline.from_settings(settings.simulation).history_end
     weeks = new_production_weeks(
-        list(context.instance.get_dynamic_partitions(WEEKS)), _history_end(), context.cursor
+        list(context.instance.get_dynamic_partitions(WEEKS)), history_end, context.cursor
     )
     if not weeks:
         return dg.SkipReason("no new production week")
@@ -127,20 +128,11 @@ def new_week_sensor(context: dg.SensorEvaluationContext):
     ]
 
 
-@dg.sensor(
-    name="retrain_sensor",
-    job_name=RETRAINING_JOB,
-    minimum_interval_seconds=_INTERVAL,
-    default_status=_STATUS,
-    description=(
-        "After each production week: retrain when the champion's AUC < threshold, >= N features drift, "
-        "> N new labelled rows arrived, or a simulated month starts (one run per condition: run keys)."
-    ),
-)
-def retrain_sensor(context: dg.SensorEvaluationContext):
+def retrain_sensor(context: dg.SensorEvaluationContext, settings: dg.ResourceParam[Settings]):
+    """After each production week: retrain when the champion's AUC < threshold, >= N features drift,
+    > N new labelled rows arrived, or a simulated month starts (one run per condition: run keys)."""
     from churn_assets.serving.rollout import RolloutStore
 
-    settings = get_settings()
     weeks = _ready_weeks(context, LABEL_STATUS)
     if not weeks:
         return dg.SkipReason("no newly completed production week")
@@ -166,9 +158,8 @@ def retrain_sensor(context: dg.SensorEvaluationContext):
             drift=reports["drift"],
             labels=reports["labels"],
             cfg=settings.automation,
+            used_keys=UsedRunKeys(instance, {r.run_key for r in requests if r.run_key}),
         )
-        used = used_run_keys(instance, [f"retrain:{c.key_part}" for c in conditions if c.fired])
-        request = decide(week, champion, conditions, used | {r.run_key for r in requests if r.run_key})
         previous = week
         context.log.info(f"{week}: " + "; ".join(f"{c.trigger}: {c.reason}" for c in conditions))
         if request is None:
@@ -189,17 +180,9 @@ def retrain_sensor(context: dg.SensorEvaluationContext):
     return dg.SkipReason("; ".join(notes) or f"no trigger fired for {', '.join(weeks)}")
 
 
-@dg.sensor(
-    name="rollout_sensor",
-    job_name=ROLLOUT_STEP_JOB,
-    minimum_interval_seconds=_INTERVAL,
-    default_status=_STATUS,
-    description=(
-        "After each production week: advances the rollout one phase when the week's review passed, rolls "
-        "it back on a regression (one step per production week)."
-    ),
-)
 def rollout_sensor(context: dg.SensorEvaluationContext):
+    """After each production week: advances the rollout one phase when the week's review passed, rolls
+    it back on a regression (one step per production week)."""
     weeks = _ready_weeks(context, ROLLOUT_REVIEW)
     if not weeks:
         return dg.SkipReason("no newly reviewed production week")
@@ -227,16 +210,48 @@ def rollout_sensor(context: dg.SensorEvaluationContext):
     )
 
 
-@dg.schedule(
-    name="monthly_retraining",
-    cron_schedule=_automation.monthly_cron,
-    job_name=RETRAINING_JOB,
-    default_status=dg.DefaultScheduleStatus.RUNNING
-    if _automation.monthly_schedule_running_by_default
-    else dg.DefaultScheduleStatus.STOPPED,
-    description="Conservative monthly retraining (wall clock).",
-)
 def monthly_retraining(context: dg.ScheduleEvaluationContext):
+    """Conservative monthly retraining (wall clock)."""
     when = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     request = monthly_request(f"{when.year:04d}-{when.month:02d}", current_champion(context.instance))
     return dg.RunRequest(run_key=request.run_key, tags=request.tags)
+
+
+def build_sensors(cfg: AutomationSettings) -> list[dg.SensorDefinition]:
+    """The three sensors, evaluated every ``cfg.sensor_interval_seconds`` (running by default unless
+    ``cfg.sensors_running_by_default`` is off)."""
+    status = (
+        dg.DefaultSensorStatus.RUNNING if cfg.sensors_running_by_default else dg.DefaultSensorStatus.STOPPED
+    )
+    return [
+        dg.sensor(
+            name=fn.__name__,
+            job_name=job,
+            minimum_interval_seconds=cfg.sensor_interval_seconds,
+            default_status=status,
+            description=" ".join((fn.__doc__ or "").split()),
+        )(fn)
+        for fn, job in (
+            (new_week_sensor, PRODUCTION_JOB),
+            (retrain_sensor, RETRAINING_JOB),
+            (rollout_sensor, ROLLOUT_STEP_JOB),
+        )
+    ]
+
+
+def build_schedules(cfg: AutomationSettings) -> list[dg.ScheduleDefinition]:
+    """The wall-clock monthly retraining schedule (``cfg.monthly_cron``)."""
+    status = (
+        dg.DefaultScheduleStatus.RUNNING
+        if cfg.monthly_schedule_running_by_default
+        else dg.DefaultScheduleStatus.STOPPED
+    )
+    return [
+        dg.schedule(
+            name="monthly_retraining",
+            cron_schedule=cfg.monthly_cron,
+            job_name=RETRAINING_JOB,
+            default_status=status,
+            description=" ".join((monthly_retraining.__doc__ or "").split()),
+        )(monthly_retraining)
+    ]

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import CHALLENGER, png_markdown, training_paths
-from churn_assets.defs.metadata import markdown_table
-from churn_assets.defs.training_resources import ModelingResource
+from churn_assets.defs.assets.training import training_paths
+from churn_assets.defs.keys import CHALLENGER
+from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.modeling.names import GATES
+from churn_assets.settings import Settings
 
 if TYPE_CHECKING:  # the modeling library is imported by the check bodies, not at code-location load
     from churn_assets.modeling.stages import ChallengerStage
@@ -98,13 +99,11 @@ def _details(gate: str, stage: "ChallengerStage") -> dict[str, Any]:
 
 def _build_gate_check(gate: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=CHALLENGER, name=gate, blocking=True, description=DESCRIPTIONS[gate])
-    def _check(modeling: ModelingResource) -> dg.AssetCheckResult:
+    def _check(settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
         from churn_assets.modeling.stages import ChallengerStage, gate_results
 
-        stage = ChallengerStage.from_json(training_paths(modeling.workdir)["challenger"])
-        result = next(
-            g for g in gate_results(stage.measurements, modeling.settings().modeling) if g.name == gate
-        )
+        stage = ChallengerStage.from_json(training_paths(settings.training_dir)["challenger"])
+        result = next(g for g in gate_results(stage.measurements, settings.modeling) if g.name == gate)
         verb = "passed" if result.passed else "FAILED"
         return dg.AssetCheckResult(
             passed=bool(result.passed),

@@ -27,7 +27,7 @@ def register_champion(settings: Settings, params: dict[str, Any] | None = None) 
     timeline = Timeline.from_settings(settings.simulation)
     with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
         frame, meta = build_training_set(con, timeline, settings)
-    folder = settings.home / "training"
+    folder = settings.training_dir
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(folder / "training_set.parquet", index=False)
     (folder / "training_set.json").write_text(json.dumps(meta, default=str))

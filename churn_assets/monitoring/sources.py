@@ -120,7 +120,7 @@ def feature_importance(model: Any, features: list[str]) -> dict[str, float] | No
 # ------------------------------------------------------------------------------------ reference
 def training_set_path(settings: Settings) -> Path:
     """The training assets' training set (``defs/assets/training.training_paths``)."""
-    return settings.home / "training" / "training_set.parquet"
+    return settings.training_dir / "training_set.parquet"
 
 
 def reference_cache_path(settings: Settings, data_sha256: str) -> Path:

@@ -10,8 +10,10 @@ from the instance (run tags, asset metadata), the registry and the rollout state
 per week. The daemon is stopped by signalling its process group (SIGTERM, then SIGKILL after
 ``daemon_stop_grace_seconds``: Dagster's children may ignore SIGTERM).
 
-Settings reach the daemon and its runs through the environment (``CHURNOPS_*``; nested sections as
-JSON), so every process sees the demo's values (scale, budgets, rolling split).
+Settings reach the daemon and its runs through the environment the demo starts the daemon with
+(``daemon_env``: ``CHURNOPS_*``, nested sections as JSON), so every run it launches sees the demo's values
+(scale, budgets, rolling split); in this process they are passed as objects (the in-process bootstrap run
+gets ``build_definitions(settings)``). The demo never changes its own environment.
 """
 
 from __future__ import annotations
@@ -21,19 +23,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from churn_assets.settings import Settings, get_settings
+from churn_assets.settings import Settings, child_env
 
 if TYPE_CHECKING:
     import dagster as dg
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = ROOT / "workspace.yaml"
-SECTIONS = ("simulation", "feature_store", "contracts", "modeling", "automation", "serving")
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -82,25 +83,12 @@ def check_world(settings: Settings) -> None:
         )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``CHURNOPS_*`` variables that reproduce ``settings`` in another process (sections as JSON)."""
-    env = {"CHURNOPS_HOME": str(settings.home)}
-    for name in SECTIONS:
-        section = getattr(settings, name, None)
-        if section is not None:
-            env[f"CHURNOPS_{name.upper()}"] = section.model_dump_json()
-    env["CHURNOPS_DUCKDB_MEMORY_LIMIT"] = settings.duckdb_memory_limit
-    return env
-
-
-def apply_env(settings: Settings) -> dict[str, str]:
-    """Point this process (and the children it starts) at ``settings``; returns the child environment."""
-    for key in [k for k in os.environ if k.startswith("CHURNOPS_")]:
-        del os.environ[key]
-    os.environ.update(settings_env(settings))
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    get_settings.cache_clear()
-    return dict(os.environ)
+def daemon_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the daemon the demo starts: ``base`` (default: this process's environment)
+    without its ``CHURNOPS_*`` variables, plus the demo's settings (``settings_env``) and
+    ``DAGSTER_HOME``."""
+    env = child_env(settings, os.environ if base is None else base)
+    return env | {"DAGSTER_HOME": str(settings.dagster_home)}
 
 
 class Daemon:
@@ -209,12 +197,11 @@ def _utc(ts: float) -> Any:
 
 
 def sensor_cursors(instance: dg.DagsterInstance) -> dict[str, str | None]:
-    """The daemon's stored cursor of every sensor (name -> cursor)."""
-    from dagster._core.scheduler.instigation import InstigatorType
-
+    """The daemon's stored cursor of every sensor (name -> cursor; schedules have none)."""
     return {
         s.instigator_name: getattr(s.instigator_data, "cursor", None)
-        for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        for s in instance.all_instigator_state()
+        if s.instigator_type.value == "SENSOR"
     }
 
 
@@ -227,6 +214,8 @@ def wait_for_week(
     ``demo_idle_seconds`` without runs. Returns the run records created since ``since``."""
     from dagster import DagsterRunStatus
 
+    from churn_assets.defs.jobs import PRODUCTION_JOB
+
     cfg = settings.automation
     finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     deadline = time.monotonic() + cfg.demo_week_timeout_seconds
@@ -238,7 +227,7 @@ def wait_for_week(
         production = [
             r
             for r in records
-            if r.dagster_run.job_name == "weekly_production"
+            if r.dagster_run.job_name == PRODUCTION_JOB
             and r.dagster_run.tags.get("dagster/partition") == week
         ]
         busy = any(r.dagster_run.status not in finished for r in records)
@@ -278,9 +267,16 @@ def collect_row(
     """Read what happened in a week back from the instance, the registry and the rollout state."""
     import dagster as dg
 
-    from churn_assets.defs.assets.production import ROLLOUT_START, ROLLOUT_STEP
-    from churn_assets.defs.assets.training import CHALLENGER, CHAMPION
-    from churn_assets.defs.sensors import DRIFT_REPORT, PERFORMANCE_REPORT, metadata_of
+    from churn_assets.defs.jobs import RETRAINING_JOB, ROLLOUT_STEP_JOB
+    from churn_assets.defs.keys import (
+        CHALLENGER,
+        CHAMPION,
+        DRIFT_REPORT,
+        PERFORMANCE_REPORT,
+        ROLLOUT_START,
+        ROLLOUT_STEP,
+    )
+    from churn_assets.defs.sensors import metadata_of
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.serving.rollout import RolloutStore
 
@@ -300,7 +296,7 @@ def collect_row(
         run = record.dagster_run
         if run.status == dg.DagsterRunStatus.FAILURE:
             row.failed_runs.append(f"{run.job_name} {run.run_id[:8]}")
-        if run.job_name == "retraining":
+        if run.job_name == RETRAINING_JOB:
             triggers.append(run.tags.get("churnops/trigger", "?"))
             decision = _meta_for_run(instance, CHAMPION, run.run_id)
             start = _meta_for_run(instance, ROLLOUT_START, run.run_id)
@@ -324,7 +320,7 @@ def collect_row(
                     actions.append("retrain failed")
             if start and str(start.get("action", "")).startswith(("rollout", "deployed")):
                 actions.append(str(start["action"]).split(" (")[0])
-        elif run.job_name == "rollout_step":
+        elif run.job_name == ROLLOUT_STEP_JOB:
             step = _meta_for_run(instance, ROLLOUT_STEP, run.run_id)
             if step:
                 actions.append(f"rollout {step['action']}: {step['phase_before']} -> {step['phase_after']}")
@@ -338,15 +334,16 @@ def collect_row(
 
 def bootstrap(settings: Settings, out: Callable[[str], None]) -> None:
     """Champion v1 + bento + first deployment: the retraining job, run once in process (trigger=bootstrap)."""
+    from churn_assets.definitions import build_definitions
     from churn_assets.defs.jobs import RETRAINING_JOB
     from churn_assets.modeling.registry import ModelRegistry
-    from churn_assets.orchestration import QUIET_CONSOLE, instance_for, load_definitions
+    from churn_assets.orchestration import QUIET_CONSOLE, instance_for
 
     if ModelRegistry(settings).aliases().get("champion"):
         out("champion exists: skipping the initial training")
         return
     started = time.perf_counter()
-    job = load_definitions().resolve_job_def(RETRAINING_JOB)
+    job = build_definitions(settings).resolve_job_def(RETRAINING_JOB)
     result = job.execute_in_process(
         instance=instance_for(settings),
         run_config=QUIET_CONSOLE,
@@ -376,10 +373,9 @@ def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> lis
     """Start the daemon, play ``weeks`` production weeks, stop the daemon; one row per week."""
     from churn_assets.orchestration import instance_for
 
-    env = apply_env(settings)
     instance = instance_for(settings)
-    daemon = Daemon(settings, settings.home / "logs" / "dagster-daemon.log")
-    daemon.start(env)
+    daemon = Daemon(settings, settings.logs_dir / "dagster-daemon.log")
+    daemon.start(daemon_env(settings))
     rows: list[WeekRow] = []
     out(f"dagster-daemon started (pid {daemon.proc.pid if daemon.proc else '?'}, log {daemon.log_path})")
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from churn_assets.serving.rollout import RolloutState, RolloutStore
-from churn_assets.settings import Settings
+from churn_assets.settings import Settings, child_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTO_DIR = REPO_ROOT / "bento"
@@ -40,13 +40,10 @@ class BentoBuildError(RuntimeError):
 
 
 def bentoml_env(settings: Settings) -> dict[str, str]:
-    """Environment of a BentoML subprocess: its home under settings.home, no telemetry, churnops settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BENTOML_HOME")}
-    env.update(
-        BENTOML_HOME=str(settings.bentoml_home),
-        BENTOML_DO_NOT_TRACK="True",
-        CHURNOPS_HOME=str(settings.home),
-    )
+    """Environment of a BentoML subprocess: its home under settings.home, no telemetry, and ``settings``
+    (``CHURNOPS_*``) -- not whatever this process's environment holds."""
+    env = {k: v for k, v in child_env(settings, os.environ).items() if not k.startswith("BENTOML_HOME")}
+    env.update(BENTOML_HOME=str(settings.bentoml_home), BENTOML_DO_NOT_TRACK="True")
     return env
 
 
@@ -220,6 +217,19 @@ def build_bento(settings: Settings) -> BentoBuild:
         phase=state.phase,
         removed=prune(settings, keep),
     )
+
+
+def kept_bento(decided: bool, decision_path: Path, settings: Settings) -> str | None:
+    """The existing bento's tag when this run's promotion decision kept the champion, else None (build).
+
+    A kept (or pending) champion changes neither the served models nor the rollout, so rebuilding would
+    reproduce the bento already there; a promotion, a run without a decision, or no bento yet -> build.
+    """
+    if not decided or not decision_path.exists():
+        return None
+    if json.loads(decision_path.read_text()).get("outcome") == "promoted":
+        return None
+    return latest_bento(settings)
 
 
 def latest_bento(settings: Settings) -> str | None:

@@ -21,22 +21,25 @@ from churn_assets.automation.triggers import (
     monthly_condition,
     new_production_weeks,
 )
-from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_REVIEW, ROLLOUT_STEP
-from churn_assets.defs.assets.training import CHAMPION
-from churn_assets.defs.partitions import WEEKS
-from churn_assets.defs.sensors import (
+from churn_assets.defs.keys import (
+    CHAMPION,
     DRIFT_REPORT,
+    LABEL_STATUS,
     PERFORMANCE_REPORT,
-    current_champion,
-    monthly_retraining,
-    new_week_sensor,
-    retrain_sensor,
-    rollout_sensor,
+    ROLLOUT_REVIEW,
+    ROLLOUT_STEP,
 )
-from churn_assets.settings import AutomationSettings, get_settings
+from churn_assets.defs.partitions import WEEKS
+from churn_assets.defs.sensors import build_schedules, build_sensors, current_champion
+from churn_assets.settings import AutomationSettings, Settings, SimulationSettings
 from churn_assets.timeline import Timeline
 
-HISTORY_END = Timeline.from_settings(get_settings().simulation).history_end
+HISTORY_END = Timeline.from_settings(SimulationSettings()).history_end
+SENSORS = {s.name: s for s in build_sensors(AutomationSettings())}
+new_week_sensor, retrain_sensor, rollout_sensor = (
+    SENSORS[name] for name in ("new_week_sensor", "retrain_sensor", "rollout_sensor")
+)
+[monthly_retraining] = build_schedules(AutomationSettings())
 WEEK1 = HISTORY_END.isoformat()
 WEEK2 = (HISTORY_END + dt.timedelta(days=7)).isoformat()
 WEEK3 = (HISTORY_END + dt.timedelta(days=14)).isoformat()
@@ -44,15 +47,24 @@ HISTORY_WEEK = (HISTORY_END - dt.timedelta(days=7)).isoformat()
 
 
 @pytest.fixture
-def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    # The retrain sensor reads the rollout state from settings.home: point it at an empty folder.
-    monkeypatch.setenv("CHURNOPS_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
+def settings(tmp_path: Path) -> Settings:
+    # The retrain sensor reads the rollout state from settings.home: an empty folder.
+    return Settings(home=tmp_path / "home", simulation=SimulationSettings())
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
         inst.add_dynamic_partitions(WEEKS, [HISTORY_WEEK, WEEK1, WEEK2, WEEK3])
         yield inst
-    get_settings.cache_clear()
+
+
+def sensor_context(
+    instance: dg.DagsterInstance, settings: Settings, cursor: str | None
+) -> dg.SensorEvaluationContext:
+    """What the daemon hands a sensor: the instance, the stored cursor and the settings resource."""
+    return dg.build_sensor_context(instance=instance, cursor=cursor, resources={"settings": settings})
 
 
 def report(
@@ -102,8 +114,10 @@ def requests_of(result: Any) -> list[dg.RunRequest]:
     return list(result) if isinstance(result, list | tuple) else [result]
 
 
-def run_retrain(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
+def run_retrain(
+    instance: dg.DagsterInstance, settings: Settings, cursor: str | None
+) -> tuple[list[dg.RunRequest], str | None]:
+    ctx = sensor_context(instance, settings, cursor)
     result = retrain_sensor(ctx)
     return requests_of(result), ctx.cursor
 
@@ -111,19 +125,21 @@ def run_retrain(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[
 # ---- new-week sensor -----------------------------------------------------------------------------
 
 
-def test_new_week_sensor_launches_one_run_per_new_production_week(instance: dg.DagsterInstance) -> None:
-    ctx = dg.build_sensor_context(instance=instance, cursor=None)
+def test_new_week_sensor_launches_one_run_per_new_production_week(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
+    ctx = sensor_context(instance, settings, None)
     runs = requests_of(new_week_sensor(ctx))
     assert [r.partition_key for r in runs] == [WEEK1, WEEK2, WEEK3]  # history weeks are not production
     assert all(r.run_key == f"production-week:{r.partition_key}" for r in runs)
     assert all(r.tags["churnops/trigger"] == "new_week" for r in runs)
     assert ctx.cursor == WEEK3
     # Next tick with the stored cursor: nothing new.
-    again = new_week_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
+    again = new_week_sensor(sensor_context(instance, settings, ctx.cursor))
     assert isinstance(again, dg.SkipReason)
     week4 = (HISTORY_END + dt.timedelta(days=21)).isoformat()
     instance.add_dynamic_partitions(WEEKS, [week4])
-    [run] = requests_of(new_week_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor)))
+    [run] = requests_of(new_week_sensor(sensor_context(instance, settings, ctx.cursor)))
     assert run.partition_key == week4
 
 
@@ -136,33 +152,37 @@ def test_new_production_weeks_filters_history_and_cursor() -> None:
 # ---- retraining triggers ------------------------------------------------------------------------
 
 
-def test_quiet_week_triggers_nothing(instance: dg.DagsterInstance) -> None:
+def test_quiet_week_triggers_nothing(instance: dg.DagsterInstance, settings: Settings) -> None:
     promote(instance, "1")
     week_reports(instance, WEEK1, auc=0.83, drifted=2, new_labels=5_000)
-    runs, cursor = run_retrain(instance, None)
+    runs, cursor = run_retrain(instance, settings, None)
     assert runs == [] and cursor == WEEK1
 
 
-def test_week_without_reports_is_not_evaluated_yet(instance: dg.DagsterInstance) -> None:
-    runs, cursor = run_retrain(instance, None)
+def test_week_without_reports_is_not_evaluated_yet(instance: dg.DagsterInstance, settings: Settings) -> None:
+    runs, cursor = run_retrain(instance, settings, None)
     assert runs == [] and cursor is None
 
 
-def test_auc_below_threshold_triggers_performance_retraining(instance: dg.DagsterInstance) -> None:
+def test_auc_below_threshold_triggers_performance_retraining(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     promote(instance, "1")
     week_reports(instance, WEEK1, auc=0.76)
-    [run], _ = run_retrain(instance, None)
+    [run], _ = run_retrain(instance, settings, None)
     assert run.tags["churnops/trigger"] == "performance"
     assert run.run_key == "retrain:performance:1"
     assert "0.760 < 0.78" in run.tags["churnops/reason"]
     assert run.tags["churnops/champion_before"] == "1" and run.tags["churnops/week"] == WEEK1
 
 
-def test_estimated_auc_alone_does_not_trigger_by_default(instance: dg.DagsterInstance) -> None:
+def test_estimated_auc_alone_does_not_trigger_by_default(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     promote(instance, "1")
     report(instance, PERFORMANCE_REPORT, {"estimated_auc": 0.70, "labelled_rows": 0}, WEEK1)
     report(instance, LABEL_STATUS, {"new_labelled_rows": 0, "newest_labelled_as_of": "none"}, WEEK1)
-    runs, _ = run_retrain(instance, None)
+    runs, _ = run_retrain(instance, settings, None)
     assert runs == []
     cfg = AutomationSettings(retrain_on_estimated_auc=True)
     request, _ = evaluate_week(
@@ -171,51 +191,59 @@ def test_estimated_auc_alone_does_not_trigger_by_default(instance: dg.DagsterIns
     assert request is not None and request.trigger == "performance"
 
 
-def test_three_drifted_features_trigger_drift_retraining(instance: dg.DagsterInstance) -> None:
+def test_three_drifted_features_trigger_drift_retraining(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     promote(instance, "1")
     week_reports(instance, WEEK1, drifted=3)
-    [run], _ = run_retrain(instance, None)
+    [run], _ = run_retrain(instance, settings, None)
     assert run.tags["churnops/trigger"] == "drift" and run.run_key == "retrain:drift:1"
 
 
-def test_more_than_10k_new_labels_trigger_retraining(instance: dg.DagsterInstance) -> None:
+def test_more_than_10k_new_labels_trigger_retraining(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     promote(instance, "1")
     week_reports(instance, WEEK1, new_labels=10_000)  # not MORE than 10,000
-    assert run_retrain(instance, None)[0] == []
+    assert run_retrain(instance, settings, None)[0] == []
     week_reports(instance, WEEK2, new_labels=10_001, newest="2025-09-08")
-    [run], _ = run_retrain(instance, WEEK1)
+    [run], _ = run_retrain(instance, settings, WEEK1)
     assert run.tags["churnops/trigger"] == "new_labels" and run.run_key == "retrain:new_labels:2025-09-08"
 
 
-def test_several_conditions_make_one_request_listing_the_others(instance: dg.DagsterInstance) -> None:
+def test_several_conditions_make_one_request_listing_the_others(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     promote(instance, "1")
     week_reports(instance, WEEK1, auc=0.70, drifted=5, new_labels=20_000)
-    [run], _ = run_retrain(instance, None)
+    [run], _ = run_retrain(instance, settings, None)
     assert run.tags["churnops/trigger"] == "performance"
     assert run.tags["churnops/also_fired"] == "drift,new_labels"
 
 
 def test_run_keys_deduplicate_a_persisting_condition_until_the_champion_changes(
-    instance: dg.DagsterInstance,
+    instance: dg.DagsterInstance, settings: Settings
 ) -> None:
     promote(instance, "1")
     week_reports(instance, WEEK1, drifted=4)
     week_reports(instance, WEEK2, drifted=5)
-    first, cursor = run_retrain(instance, None)
+    first, cursor = run_retrain(instance, settings, None)
     assert [r.run_key for r in first] == ["retrain:drift:1"]  # week 2: same key, not requested again
     promote(instance, "2")
     week_reports(instance, WEEK3, drifted=4)
-    [after], _ = run_retrain(instance, cursor)
+    [after], _ = run_retrain(instance, settings, cursor)
     assert after.run_key == "retrain:drift:2"  # a new champion re-arms the condition
 
 
-def test_retraining_is_held_back_while_a_rollout_is_active(instance: dg.DagsterInstance) -> None:
+def test_retraining_is_held_back_while_a_rollout_is_active(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     from churn_assets.serving.rollout import RolloutStore
 
-    RolloutStore(get_settings()).start("2", "1", reason="test")
+    RolloutStore(settings).start("2", "1", reason="test")
     promote(instance, "2")
     week_reports(instance, WEEK1, drifted=4)
-    ctx = dg.build_sensor_context(instance=instance, cursor=None)
+    ctx = sensor_context(instance, settings, None)
     result = retrain_sensor(ctx)
     assert isinstance(result, dg.SkipReason) and "rollout of v2 is active" in str(result.skip_message)
 
@@ -236,10 +264,14 @@ def test_simulated_monthly_condition() -> None:
     assert labels_condition(None, cfg).fired is False
 
 
-def test_monthly_schedule_names_the_month_in_its_run_key(instance: dg.DagsterInstance) -> None:
+def test_monthly_schedule_names_the_month_in_its_run_key(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     promote(instance, "3")
     ctx = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 1, 3, tzinfo=dt.UTC)
+        instance=instance,
+        scheduled_execution_time=dt.datetime(2026, 3, 1, 3, tzinfo=dt.UTC),
+        resources={"settings": settings},
     )
     [run] = requests_of(monthly_retraining(ctx))
     assert run.run_key == "retrain:monthly:2026-03"
@@ -249,7 +281,9 @@ def test_monthly_schedule_names_the_month_in_its_run_key(instance: dg.DagsterIns
 # ---- rollout sensor -----------------------------------------------------------------------------
 
 
-def test_rollout_sensor_advances_on_a_passing_review_one_step_per_week(instance: dg.DagsterInstance) -> None:
+def test_rollout_sensor_advances_on_a_passing_review_one_step_per_week(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     for week in (WEEK1, WEEK2):
         report(
             instance,
@@ -262,7 +296,7 @@ def test_rollout_sensor_advances_on_a_passing_review_one_step_per_week(instance:
             },
             week,
         )
-    ctx = dg.build_sensor_context(instance=instance, cursor=None)
+    ctx = sensor_context(instance, settings, None)
     [run] = requests_of(rollout_sensor(ctx))  # two reviewed weeks, still one step
     assert run.run_key == f"rollout:{WEEK2}:advance:2"
     assert run.run_config["ops"]["rollout__step"]["config"]["action"] == "advance"
@@ -270,9 +304,11 @@ def test_rollout_sensor_advances_on_a_passing_review_one_step_per_week(instance:
     assert ctx.cursor == WEEK2
 
 
-def test_rollout_sensor_rolls_back_on_a_regression_and_skips_hold(instance: dg.DagsterInstance) -> None:
+def test_rollout_sensor_rolls_back_on_a_regression_and_skips_hold(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
     report(instance, ROLLOUT_REVIEW, {"action": "hold", "phase": "shadow", "reason": "too few"}, WEEK1)
-    ctx = dg.build_sensor_context(instance=instance, cursor=None)
+    ctx = sensor_context(instance, settings, None)
     assert isinstance(rollout_sensor(ctx), dg.SkipReason)
     report(
         instance,
@@ -285,7 +321,7 @@ def test_rollout_sensor_rolls_back_on_a_regression_and_skips_hold(instance: dg.D
         },
         WEEK2,
     )
-    [run] = requests_of(rollout_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor)))
+    [run] = requests_of(rollout_sensor(sensor_context(instance, settings, ctx.cursor)))
     assert run.run_config["ops"]["rollout__step"]["config"]["action"] == "rollback"
     assert run.run_key == f"rollout:{WEEK2}:rollback:2"
 
@@ -307,3 +343,20 @@ def test_a_spent_condition_does_not_mask_a_fresh_one() -> None:
     )
     spent = {"retrain:performance:1", "retrain:new_labels:2025-09-08"}
     assert evaluate_week(WEEK2, WEEK1, "1", cfg=cfg, used_keys=spent, **kwargs)[0] is None  # type: ignore[arg-type]
+
+
+def test_a_run_key_that_launched_a_run_is_not_requested_again(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
+    """The daemon records a launched request's run key as the run's ``dagster/run_key`` tag: a later
+    tick (another cursor) skips that condition instead of requesting it again."""
+
+    @dg.asset
+    def stand_in() -> None:
+        """A run carrying the run key the sensor would use."""
+
+    promote(instance, "1")
+    week_reports(instance, WEEK1, drifted=4)
+    dg.materialize([stand_in], instance=instance, tags={"dagster/run_key": "retrain:drift:1"})
+    runs, cursor = run_retrain(instance, settings, None)
+    assert runs == [] and cursor == WEEK1

@@ -201,3 +201,20 @@ def test_factory_chooses_the_backend(tmp_path: Path) -> None:
     assert isinstance(redis_store, RedisOnlineStore)
     assert redis_store.key(5) == "x:5"
     redis_store.close()
+
+
+@pytest.mark.service
+def test_the_dagster_resource_opens_the_store_the_factory_makes(redis_url: str, tmp_path: Path) -> None:
+    """The code location's online store is the domain factory's: every feature-store setting applies."""
+    from churn_assets.defs.resources import build_resources
+
+    fs = FeatureStoreSettings(
+        online_backend="redis", redis_url=redis_url, redis_key_prefix="churnops-test:res", redis_batch_size=7
+    )
+    settings = Settings(home=tmp_path, feature_store=fs)
+    store = build_resources(settings)["online_store"].open()
+    try:
+        assert isinstance(store, RedisOnlineStore)
+        assert (store.url, store.key_prefix, store.batch_size) == (redis_url, "churnops-test:res", 7)
+    finally:
+        store.close()

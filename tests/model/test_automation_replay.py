@@ -26,31 +26,26 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_START
-from churn_assets.defs.assets.serving import CHAMPION_BENTO
-from churn_assets.defs.assets.training import CHAMPION, training_paths
-from churn_assets.defs.automation_resources import build_automation_resources
+from churn_assets.definitions import build_definitions
+from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
-from churn_assets.defs.resources import build_resources
-from churn_assets.defs.sensors import (
+from churn_assets.defs.keys import (
+    CHAMPION,
+    CHAMPION_BENTO,
     DRIFT_REPORT,
+    LABEL_STATUS,
     PERFORMANCE_REPORT,
-    metadata_of,
-    new_week_sensor,
-    retrain_sensor,
-    rollout_sensor,
+    ROLLOUT_START,
 )
-from churn_assets.defs.training_resources import build_training_resources
+from churn_assets.defs.sensors import metadata_of
 from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.orchestration import QUIET_CONSOLE, load_definitions, register_weeks
-from churn_assets.orchestration.demo import settings_env
+from churn_assets.orchestration import QUIET_CONSOLE, register_weeks
 from churn_assets.settings import (
     AutomationSettings,
     FeatureStoreSettings,
     ModelingSettings,
     Settings,
     SimulationSettings,
-    get_settings,
 )
 from churn_assets.simulation import World
 
@@ -91,21 +86,6 @@ def replay_settings(home: Path) -> Settings:
     )
 
 
-def resources(settings: Settings) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        **build_resources(settings),
-        **build_training_resources(settings),
-        **build_automation_resources(settings),
-    }
-    try:  # the monitoring helper's resources, when its branch is merged
-        from churn_assets.defs.monitoring_resources import build_monitoring_resources  # type: ignore[import-not-found]
-
-        out |= build_monitoring_resources(settings)
-    except ImportError:
-        pass
-    return out
-
-
 def requests_of(result: Any) -> list[dg.RunRequest]:
     if result is None or isinstance(result, dg.SkipReason):
         return []
@@ -117,8 +97,8 @@ def requests_of(result: Any) -> list[dg.RunRequest]:
 class Replay:
     def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
         self.settings, self.instance = settings, instance
-        self.defs = load_definitions()
-        self.res = resources(settings)
+        self.defs = build_definitions(settings)  # the code location, with these settings as its resources
+        self.sensors = {s.name: s for s in self.defs.sensors or []}
         self.cursors: dict[str, str | None] = {}
         self.log: list[tuple[str, dg.RunRequest, dg.ExecuteInProcessResult]] = []
 
@@ -131,17 +111,18 @@ class Replay:
             config |= dict(request.run_config)
         return job.execute_in_process(
             instance=self.instance,
-            resources=self.res,
             run_config=config,
             partition_key=request.partition_key if request is not None else None,
             tags=dict(request.tags) if request is not None else kw.get("tags"),
             raise_on_error=True,
         )
 
-    def tick(self, sensor: Any, job_name: str) -> list[dg.RunRequest]:
-        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(sensor.name))
-        requests = requests_of(sensor(ctx))
-        self.cursors[sensor.name] = ctx.cursor
+    def tick(self, name: str, job_name: str) -> list[dg.RunRequest]:
+        ctx = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursors.get(name), resources={"settings": self.settings}
+        )
+        requests = requests_of(self.sensors[name](ctx))
+        self.cursors[name] = ctx.cursor
         seen = {r.run_key for _, r, _ in self.log}
         fresh = [r for r in requests if r.run_key not in seen]  # what the daemon does with run keys
         for request in fresh:
@@ -154,9 +135,9 @@ class Replay:
         world.save(self.settings.world_state_path)
         register_weeks(self.instance, keys)
         return {
-            "production": self.tick(new_week_sensor, PRODUCTION_JOB),
-            "retrain": self.tick(retrain_sensor, RETRAINING_JOB),
-            "rollout": self.tick(rollout_sensor, ROLLOUT_STEP_JOB),
+            "production": self.tick("new_week_sensor", PRODUCTION_JOB),
+            "retrain": self.tick("retrain_sensor", RETRAINING_JOB),
+            "rollout": self.tick("rollout_sensor", ROLLOUT_STEP_JOB),
         }
 
 
@@ -164,10 +145,6 @@ class Replay:
 def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
     home = tmp_path_factory.mktemp("replay")
     settings = replay_settings(home / "state")
-    mp = pytest.MonkeyPatch()
-    for key, value in settings_env(settings).items():  # the sensors read get_settings()
-        mp.setenv(key, value)
-    get_settings.cache_clear()
     (home / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
         world = World.create(settings.simulation)
@@ -177,7 +154,6 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
         r = Replay(settings, instance)
         history = r.defs.resolve_job_def("churn_pipeline").execute_in_process(
             instance=instance,
-            resources=r.res,
             run_config=QUIET_CONSOLE,
             tags={
                 "dagster/asset_partition_range_start": weeks[0],
@@ -187,8 +163,6 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
         assert history.success
         assert r.execute(RETRAINING_JOB, tags={"churnops/trigger": "bootstrap"}).success
         yield r
-    mp.undo()
-    get_settings.cache_clear()
 
 
 def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
@@ -241,7 +215,7 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     perf = metadata_of(replay.instance, PERFORMANCE_REPORT, shadow_week)
     assert perf is not None and perf[0]["model_version"] == "2" and perf[0]["scored_now"] == 0, perf
     # New labels are counted since the CHAMPION's training set (v2's), recorded per version.
-    trained_on = json.loads(training_paths(replay.settings.home / "training")["trained_on"].read_text())
+    trained_on = json.loads(training_paths(replay.settings.training_dir)["trained_on"].read_text())
     assert set(trained_on) == {"1", "2"}
     status = metadata_of(replay.instance, LABEL_STATUS, second["rollout"][0].tags["churnops/week"])
     assert status is not None

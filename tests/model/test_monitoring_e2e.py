@@ -16,12 +16,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from churn_assets.defs.assets.monitoring import (
-    DRIFT_REPORT,
-    PERFORMANCE_REPORT,
-    drift_report,
-    performance_report,
-)
+from churn_assets.defs.assets.monitoring import drift_report, performance_report
+from churn_assets.defs.keys import DRIFT_REPORT, PERFORMANCE_REPORT, STATUS_REPORT
 from churn_assets.feature_store.offline import OfflineStore
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.training_set import label_complete_until
@@ -195,7 +191,7 @@ def test_current_window_equals_the_point_in_time_lookup(world, tmp_path) -> None
 
 
 def test_status_report_asset_records_the_stored_state(world) -> None:  # type: ignore[no-untyped-def]
-    from churn_assets.defs.assets.status import STATUS_REPORT, status_report
+    from churn_assets.defs.assets.status import status_report
 
     settings, instance, _, _, _, _ = world
     result = dg.materialize([status_report], instance=instance, resources=all_resources(settings))

@@ -15,10 +15,10 @@ import json
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.training import CHALLENGER, CHAMPION, challenger, champion, training_paths
+from churn_assets.defs.assets.training import challenger, champion, training_paths
+from churn_assets.defs.keys import CHALLENGER, CHAMPION
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.training_checks import gate_checks
-from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.stages import GATES
 from churn_assets.modeling.tracking import configure
@@ -44,7 +44,7 @@ def _with_modeling(settings: Settings, **overrides: object) -> Settings:
 
 
 def _resources(settings: Settings) -> dict[str, object]:
-    return {**build_resources(settings), **build_training_resources(settings)}
+    return build_resources(settings)
 
 
 def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, object]:
@@ -85,7 +85,7 @@ def test_training_set_metadata_has_boundaries_counts_and_rates(world) -> None:
         assert int(meta[f"{split}_rows"]) > 1_000  # type: ignore[call-overload]
         assert 0.02 < float(meta[f"{split}_positive_rate"]) < 0.3  # type: ignore[arg-type]
     assert meta["leakage_feature_timestamps_after_as_of"] == 0
-    stored = json.loads(training_paths(settings.home / "training")["training_set_meta"].read_text())
+    stored = json.loads(training_paths(settings.training_dir)["training_set_meta"].read_text())
     assert meta["data_sha256"] == stored["sha256"]
 
 

@@ -15,7 +15,6 @@ import pytest
 
 from churn_assets.defs.assets.training import training_set as training_set_asset
 from churn_assets.defs.resources import build_resources
-from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.feature_store.definitions import FEATURE_GROUPS
 from churn_assets.feature_store.offline import OfflineStore
 from churn_assets.modeling.splits import TrainingDataError, build_splits
@@ -333,10 +332,10 @@ def test_training_set_asset_fails_on_one_class_and_leaves_the_registry_untouched
     # Only one churner, reported long after every window: every label is 0.
     _make_warehouse(path, _churn_events([(N_CUSTOMERS, SNAPS[-1] + 300 * DAY)]), future_rows=False)
     settings = _settings(tmp_path / "home")
-    resources = {**build_resources(settings), **build_training_resources(settings)}
+    resources = build_resources(settings)
     result = dg.materialize([training_set_asset], resources=resources, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "single class" in str(failure.step_failure_data.error)
     assert _state_dirs(settings.home) == []  # no MLflow / Optuna / registry state was created
-    assert not (settings.home / "training" / "training_set.parquet").exists()
+    assert not (settings.training_dir / "training_set.parquet").exists()

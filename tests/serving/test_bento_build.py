@@ -7,10 +7,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.serving import CHAMPION_BENTO, champion_bento, kept_bento
-from churn_assets.defs.training_resources import build_training_resources
+from churn_assets.defs.assets.serving import champion_bento
+from churn_assets.defs.keys import CHAMPION_BENTO
+from churn_assets.defs.resources import build_resources
 from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.serving.bento_build import MANIFEST, latest_bento, load_exported, model_store
+from churn_assets.serving.bento_build import MANIFEST, kept_bento, latest_bento, load_exported, model_store
 from churn_assets.serving.rollout import RolloutStore
 from tests.serving_helpers import feature_frame, register, register_models, serving_settings, train_model
 
@@ -22,7 +23,7 @@ def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) 
     previous, champion = register_models(settings)
     backup = MANIFEST.read_bytes() if MANIFEST.exists() else None
     try:
-        result = dg.materialize([champion_bento], resources=build_training_resources(settings))
+        result = dg.materialize([champion_bento], resources=build_resources(settings))
         assert result.success
         [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -55,7 +56,7 @@ def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) 
 
         # A retrain the registry promotes: the next build starts a rollout and ships both models.
         newer = register(settings, train_model(feature_frame(range(1, 301)), 3, n_estimators=5), 0.45, 0.99)
-        again = dg.materialize([champion_bento], resources=build_training_resources(settings))
+        again = dg.materialize([champion_bento], resources=build_resources(settings))
         [event] = [e for e in again.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
         assert meta["rollout_phase"] == "shadow"
@@ -83,7 +84,8 @@ def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # 
     from tests.serving_helpers import feature_frame
 
     port = free_port()
-    log_path = settings.home / "churnops-serve.log"
+    log_path = settings.logs_dir / "churnops-serve.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**bentoml_env(settings), "CHURNOPS_SERVING__AS_OF": "2025-06-02"}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

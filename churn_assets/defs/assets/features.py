@@ -4,24 +4,26 @@ import datetime as dt
 
 import dagster as dg
 
-from churn_assets.defs.assets.raw import raw_asset_key
+from churn_assets.defs.keys import (
+    FEATURE_KEYS,
+    FEATURES_GROUP,
+    ONLINE_STORE,
+    feature_asset_key,
+    raw_asset_key,
+)
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
-from churn_assets.defs.resources import OnlineStoreResource, TimelineResource, WarehouseResource
+from churn_assets.defs.resources import OnlineStoreResource, WarehouseResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup
 from churn_assets.feature_store.materialize import materialize_offline, materialize_online
-
-FEATURE_GROUP_NAME = "features"
-
-
-def feature_asset_key(group: str) -> dg.AssetKey:
-    return dg.AssetKey(["features", group])
+from churn_assets.settings import Settings
+from churn_assets.timeline import Timeline
 
 
 def _spec(group: FeatureGroup) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=feature_asset_key(group.name),
-        group_name=FEATURE_GROUP_NAME,
+        group_name=FEATURES_GROUP,
         description=f"{group.description}\n\nFeature group `{group.name}` of entity `{group.entity}`.",
         deps=[raw_asset_key(source.split(".", 1)[1]) for source in group.sources],
         kinds={"duckdb"},
@@ -64,10 +66,10 @@ def _spec(group: FeatureGroup) -> dg.AssetSpec:
     can_subset=False,
 )
 def feature_groups(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, calendar: TimelineResource
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]
 ):
     """Compute the snapshots of every group for the weeks that carry one (see timeline.py)."""
-    timeline = calendar.timeline()
+    timeline = Timeline.from_settings(settings.simulation)
     weeks = [dt.date.fromisoformat(k) for k in context.partition_keys]
     as_of_dates = sorted({d for w in weeks if (d := timeline.snapshot_for_week(w)) is not None})
     with warehouse.warehouse().connect() as con:
@@ -86,9 +88,9 @@ def feature_groups(
 
 
 @dg.asset(
-    key=dg.AssetKey(["features", "online_store"]),
-    group_name=FEATURE_GROUP_NAME,
-    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS],
+    key=ONLINE_STORE,
+    group_name=FEATURES_GROUP,
+    deps=FEATURE_KEYS,
     kinds={"sqlite", "redis"},
     description="Latest feature values of every active customer in the online store (TTL per group).",
 )

@@ -16,25 +16,20 @@ from typing import Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.features import feature_asset_key
-from churn_assets.defs.assets.production import BATCH_SCORES
-from churn_assets.defs.assets.raw import raw_asset_key
-from churn_assets.defs.assets.training import CHAMPION, png_markdown
-from churn_assets.defs.metadata import markdown_table
-from churn_assets.defs.monitoring_resources import MonitoringResource
+from churn_assets.defs.keys import (
+    BATCH_SCORES,
+    CHAMPION,
+    DRIFT_REPORT,
+    FEATURE_KEYS,
+    MONITORING_GROUP,
+    PERFORMANCE_REPORT,
+    raw_asset_key,
+)
+from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.defs.partitions import weekly_partitions
-from churn_assets.defs.resources import TimelineResource, WarehouseResource
-from churn_assets.defs.training_resources import MlflowResource, ModelingResource
-from churn_assets.feature_store.definitions import FEATURE_GROUPS
+from churn_assets.defs.resources import MlflowResource, WarehouseResource
 from churn_assets.settings import Settings
-
-MONITORING_GROUP = "monitoring"
-DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
-PERFORMANCE_REPORT = dg.AssetKey(["monitoring", "performance_report"])
-
-
-def _settings(modeling: ModelingResource, mlflow: MlflowResource, monitoring: MonitoringResource) -> Settings:
-    return monitoring.bind(mlflow.bind(modeling.settings()))
+from churn_assets.timeline import Timeline
 
 
 def _skipped(week: dt.date) -> dict[str, Any]:
@@ -45,7 +40,7 @@ def _skipped(week: dt.date) -> dict[str, Any]:
     key=DRIFT_REPORT,
     group_name=MONITORING_GROUP,
     partitions_def=weekly_partitions,
-    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS] + [CHAMPION],
+    deps=[*FEATURE_KEYS, CHAMPION],
     kinds={"duckdb", "scipy"},
     description=(
         "Data drift of the week's production window (feature snapshot as of the next Monday) against the "
@@ -57,20 +52,18 @@ def _skipped(week: dt.date) -> dict[str, Any]:
 def drift_report(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    calendar: TimelineResource,
-    modeling: ModelingResource,
+    settings: dg.ResourceParam[Settings],
     mlflow: MlflowResource,
-    monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     # monitoring.weekly / plots pull in MLflow, scikit-learn and matplotlib: imported here, not when the
     # code location loads (docs/automation.md, "Where the time goes").
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import drift_week
 
-    settings = _settings(modeling, mlflow, monitoring)
+    settings = mlflow.bind(settings)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
-        result = drift_week(settings, con, calendar.timeline(), week)
+        result = drift_week(settings, con, Timeline.from_settings(settings.simulation), week)
     if result is None:
         return dg.MaterializeResult(
             metadata={"n_drifted_features": 0, "drifted_features": dg.MetadataValue.json([]),
@@ -117,8 +110,7 @@ def drift_report(
     key=PERFORMANCE_REPORT,
     group_name=MONITORING_GROUP,
     partitions_def=weekly_partitions,
-    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS]
-    + [raw_asset_key("churn_events"), CHAMPION, BATCH_SCORES],
+    deps=[*FEATURE_KEYS, raw_asset_key("churn_events"), CHAMPION, BATCH_SCORES],
     kinds={"duckdb", "mlflow"},
     description=(
         "The champion's predictions of the week (read from the prediction log production/batch_scores "
@@ -130,18 +122,16 @@ def drift_report(
 def performance_report(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    calendar: TimelineResource,
-    modeling: ModelingResource,
+    settings: dg.ResourceParam[Settings],
     mlflow: MlflowResource,
-    monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import performance_week
 
-    settings = _settings(modeling, mlflow, monitoring)
+    settings = mlflow.bind(settings)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
-        result = performance_week(settings, con, calendar.timeline(), week)
+        result = performance_week(settings, con, Timeline.from_settings(settings.simulation), week)
     if result is None:
         return dg.MaterializeResult(metadata={"labelled_rows": 0, "below_threshold": False, **_skipped(week)})
     meta = result.metadata()

@@ -16,28 +16,29 @@ from churn_assets.automation.production import (
     score_snapshot,
     snapshot_features,
 )
-from churn_assets.defs.assets.features import feature_asset_key
-from churn_assets.defs.assets.training import CHAMPION, training_paths
-from churn_assets.defs.automation_resources import ChurnopsSettingsResource
+from churn_assets.defs.assets.training import training_paths
+from churn_assets.defs.keys import (
+    BATCH_SCORES,
+    CHAMPION,
+    CHAMPION_BENTO,
+    FEATURE_KEYS,
+    LABEL_STATUS,
+    ONLINE_STORE,
+    PRODUCTION_GROUP,
+    ROLLOUT_GROUP,
+    ROLLOUT_REVIEW,
+    ROLLOUT_START,
+    ROLLOUT_STEP,
+)
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import weekly_partitions
-from churn_assets.defs.resources import TimelineResource, WarehouseResource
-from churn_assets.feature_store.definitions import FEATURE_GROUPS
-
-PRODUCTION_GROUP = "production"
-ROLLOUT_GROUP = "rollout"
-BATCH_SCORES = dg.AssetKey(["production", "batch_scores"])
-LABEL_STATUS = dg.AssetKey(["production", "label_status"])
-ROLLOUT_REVIEW = dg.AssetKey(["production", "rollout_review"])
-ROLLOUT_START = dg.AssetKey(["rollout", "start"])
-ROLLOUT_STEP = dg.AssetKey(["rollout", "step"])
-CHAMPION_BENTO = dg.AssetKey(["serving", "champion_bento"])
-ONLINE_STORE = dg.AssetKey(["features", "online_store"])
-FEATURE_KEYS = [feature_asset_key(g.name) for g in FEATURE_GROUPS]
+from churn_assets.defs.resources import WarehouseResource
+from churn_assets.settings import Settings
+from churn_assets.timeline import Timeline
 
 
-def _week_as_of(calendar: TimelineResource, week: str) -> dt.date | None:
-    return calendar.timeline().snapshot_for_week(dt.date.fromisoformat(week))
+def _week_as_of(settings: Settings, week: str) -> dt.date | None:
+    return Timeline.from_settings(settings.simulation).snapshot_for_week(dt.date.fromisoformat(week))
 
 
 @dg.asset(
@@ -55,17 +56,15 @@ def _week_as_of(calendar: TimelineResource, week: str) -> dt.date | None:
 def batch_scores(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    calendar: TimelineResource,
-    churnops: ChurnopsSettingsResource,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.serving.prediction_log import write_predictions
     from churn_assets.serving.rollout import RolloutStore, route
     from churn_assets.serving.scoring import load_version
 
-    settings = churnops.settings()
     week = context.partition_key
-    as_of = _week_as_of(calendar, week)
+    as_of = _week_as_of(settings, week)
     state = RolloutStore(settings).load()
     stable = state.stable_version or ModelRegistry(settings).aliases().get("champion")
     if as_of is None or stable is None:
@@ -127,14 +126,12 @@ def batch_scores(
 def production_label_status(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    calendar: TimelineResource,
-    churnops: ChurnopsSettingsResource,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     from churn_assets.modeling.registry import CHAMPION as CHAMPION_ALIAS
     from churn_assets.modeling.registry import ModelRegistry
 
-    settings = churnops.settings()
-    paths = training_paths(settings.home / "training")
+    paths = training_paths(settings.training_dir)
     meta_path = paths["training_set_meta"]
     since, source = None, "none"
     # Since the CHAMPION's training set: a retraining that kept the champion does not reset the count.
@@ -151,7 +148,9 @@ def production_label_status(
             newest = max((s.get("last_as_of") or "" for s in splits.values()), default="") or None
         since = dt.date.fromisoformat(str(newest)[:10]) if newest else None
     with warehouse.warehouse().connect() as con:
-        status = label_status(con, calendar.timeline(), 7 * settings.simulation.label_delay_weeks, since)
+        status = label_status(
+            con, Timeline.from_settings(settings.simulation), 7 * settings.simulation.label_delay_weeks, since
+        )
     context.log.info(f"week {context.partition_key}: {status['new_labelled_rows']} new labelled rows")
     return dg.MaterializeResult(
         metadata={
@@ -179,16 +178,14 @@ def production_label_status(
 def rollout_review(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    calendar: TimelineResource,
-    churnops: ChurnopsSettingsResource,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     from churn_assets.automation.rollout_checks import review_phase  # SciPy / scikit-learn: run time only
     from churn_assets.serving.prediction_log import read_predictions
     from churn_assets.serving.rollout import RolloutStore
 
-    settings = churnops.settings()
     state = RolloutStore(settings).load()
-    as_of = _week_as_of(calendar, context.partition_key)
+    as_of = _week_as_of(settings, context.partition_key)
     if as_of is None or not state.active:
         verdict = review_phase(
             read_predictions(settings, dt.datetime(1970, 1, 1), dt.datetime(1970, 1, 2)),
@@ -202,7 +199,10 @@ def rollout_review(
         predictions = read_predictions(settings, start, start + dt.timedelta(days=7))
         with warehouse.warehouse().connect() as con:
             outcomes = realised_outcomes(
-                con, calendar.timeline(), 7 * settings.simulation.label_delay_weeks, [as_of]
+                con,
+                Timeline.from_settings(settings.simulation),
+                7 * settings.simulation.label_delay_weeks,
+                [as_of],
             )
         verdict = review_phase(
             predictions,
@@ -253,40 +253,15 @@ def rollout_review(
     ),
 )
 def rollout_start(
-    context: dg.AssetExecutionContext, churnops: ChurnopsSettingsResource
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
+    from churn_assets.automation.rollout_start import start_rollout
     from churn_assets.serving.rollout import RolloutStore
 
-    settings = churnops.settings()
-    decision = json.loads(training_paths(settings.home / "training")["champion"].read_text())
-    store = RolloutStore(settings)
+    decision = json.loads(training_paths(settings.training_dir)["champion"].read_text())
     trigger = context.run.tags.get("churnops/trigger", "manual")
-    before = store.load()
-    new = str(decision.get("champion_after"))
-    if decision["outcome"] != "promoted":
-        action = f"none: champion v{new} kept ({decision['reason']})"
-        state = before
-    elif not decision.get("champion_before"):
-        # First champion: deployed directly (the bento build may already have recorded it).
-        state = (
-            before
-            if before.stable_version == new
-            else store.set_stable(new, by="retraining", reason="first champion")
-        )
-        action = f"deployed first champion v{new}"
-    elif before.active and before.candidate_version == new:
-        state = before  # the bento build already started it (serving.bento_build.sync_rollout)
-        action = f"rollout of v{new} started in {before.phase} (stable v{before.stable_version})"
-    else:
-        if before.active:  # a newer champion supersedes a candidate still under review
-            store.rollback(by="retraining", reason="superseded by a newer champion", registry=False)
-        state = store.start(
-            new,
-            str(decision["champion_before"]),
-            by="retraining",
-            reason=f"promoted by the {trigger} retraining",
-        )
-        action = f"rollout of v{new} started in {state.phase} (stable v{state.stable_version})"
+    started = start_rollout(RolloutStore(settings), decision, trigger)
+    state, action = started.state, started.action
     context.log.info(action)
     return dg.MaterializeResult(
         metadata={
@@ -317,11 +292,12 @@ class RolloutStepConfig(dg.Config):
     ),
 )
 def rollout_step(
-    context: dg.AssetExecutionContext, config: RolloutStepConfig, churnops: ChurnopsSettingsResource
+    context: dg.AssetExecutionContext,
+    config: RolloutStepConfig,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     from churn_assets.serving.rollout import RolloutStore
 
-    settings = churnops.settings()
     store = RolloutStore(settings)
     before = store.load()
     reason = f"week {config.week}: {config.reason}"

@@ -2,27 +2,18 @@
 
 import dagster as dg
 
+from churn_assets.defs.keys import LANDING_GROUP, RAW_GROUP, landing_asset_key, raw_asset_key
 from churn_assets.defs.metadata import contract_table_schema, markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
-from churn_assets.defs.resources import ContractPolicyResource, LandingZoneResource, WarehouseResource
+from churn_assets.defs.resources import WarehouseResource
 from churn_assets.ingestion.ingest import ingest_partitions
+from churn_assets.settings import Settings
 from data_contracts.raw_tables import RAW_CONTRACTS, RAW_TABLES
-
-RAW_GROUP = "raw"
-
-
-def raw_asset_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["raw", table])
-
-
-def landing_asset_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["landing", table])
-
 
 landing_specs = [
     dg.AssetSpec(
         key=landing_asset_key(table),
-        group_name="landing",
+        group_name=LANDING_GROUP,
         kinds={"parquet"},
         description=f"Files dropped by the upstream system: landing/{table}/<week>.parquet (or .csv).",
     )
@@ -52,13 +43,16 @@ def _build_raw_asset(table: str) -> dg.AssetsDefinition:
     def _raw(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
-        landing: LandingZoneResource,
-        contract_policy: ContractPolicyResource,
+        settings: dg.ResourceParam[Settings],
     ) -> dg.MaterializeResult:
         weeks = context.partition_keys
         with warehouse.warehouse().connect() as con:
             report = ingest_partitions(
-                con, landing.folder, table, weeks, max_reject_share=contract_policy.max_quarantine_share
+                con,
+                settings.landing_dir,
+                table,
+                weeks,
+                max_reject_share=settings.contracts.max_quarantine_share,
             )
         if report.kept_previous:
             context.log.error(

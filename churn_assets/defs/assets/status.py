@@ -9,15 +9,14 @@ import json
 
 import dagster as dg
 
-from churn_assets.defs.monitoring_resources import MonitoringResource
-from churn_assets.defs.training_resources import MlflowResource, ModelingResource
-
-STATUS_REPORT = dg.AssetKey(["monitoring", "status_report"])
+from churn_assets.defs.keys import STATUS_GROUP, STATUS_REPORT
+from churn_assets.defs.resources import MlflowResource
+from churn_assets.settings import Settings
 
 
 @dg.asset(
     key=STATUS_REPORT,
-    group_name="status",
+    group_name=STATUS_GROUP,
     kinds={"duckdb", "mlflow"},
     description=(
         "The MLOps Status Report: production model and version, week deployed, performance vs the AUC "
@@ -25,12 +24,10 @@ STATUS_REPORT = dg.AssetKey(["monitoring", "status_report"])
         "prediction log, and the last registry action."
     ),
 )
-def status_report(
-    modeling: ModelingResource, mlflow: MlflowResource, monitoring: MonitoringResource
-) -> dg.MaterializeResult:
+def status_report(settings: dg.ResourceParam[Settings], mlflow: MlflowResource) -> dg.MaterializeResult:
     from churn_assets.monitoring.status import build_status_report, render_status
 
-    settings = monitoring.bind(mlflow.bind(modeling.settings()))
+    settings = mlflow.bind(settings)
     report = build_status_report(settings)
     model, perf, drift, traffic = report["model"], report["performance"], report["drift"], report["traffic"]
     return dg.MaterializeResult(

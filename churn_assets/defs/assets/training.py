@@ -6,7 +6,6 @@ be re-materialized on its own. The seven gates are blocking asset checks on ``tr
 (``defs/training_checks.py``): one failure stops ``training/champion``.
 """
 
-import base64
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,25 +13,25 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.features import feature_asset_key
-from churn_assets.defs.metadata import markdown_table
-from churn_assets.defs.resources import TimelineResource, WarehouseResource
-from churn_assets.defs.training_resources import MlflowResource, ModelingResource
-from churn_assets.feature_store.definitions import FEATURE_GROUPS
+from churn_assets.defs.keys import (
+    CANDIDATES,
+    CHALLENGER,
+    CHAMPION,
+    FEATURE_KEYS,
+    TRAINING_GROUP,
+    TRAINING_SET,
+)
+from churn_assets.defs.metadata import markdown_table, png_markdown
+from churn_assets.defs.resources import MlflowResource, WarehouseResource
 from churn_assets.modeling.names import SPLITS, SplitName
 from churn_assets.settings import Settings
+from churn_assets.timeline import Timeline
 
 # The modeling library (scikit-learn, LightGBM, MLflow, Optuna, matplotlib) is imported inside the
 # asset bodies: every run the daemon launches is a subprocess that loads this code location, and most
 # runs (weekly production, rollout steps) never train (docs/automation.md, "Where the time goes").
 if TYPE_CHECKING:
     from churn_assets.modeling.splits import Splits
-
-TRAINING_GROUP = "training"
-TRAINING_SET = dg.AssetKey(["training", "training_set"])
-CANDIDATES = dg.AssetKey(["training", "candidates"])
-CHALLENGER = dg.AssetKey(["training", "challenger"])
-CHAMPION = dg.AssetKey(["training", "champion"])
 
 
 def training_paths(workdir: Path) -> dict[str, Path]:
@@ -47,14 +46,6 @@ def training_paths(workdir: Path) -> dict[str, Path]:
         # counts new labels since the CHAMPION's training, not since the last, possibly kept, retraining)
         "trained_on": workdir / "trained_on.json",
     }
-
-
-def png_markdown(path: str | Path, title: str = "") -> dg.MetadataValue:
-    """A PNG embedded as a base64 data URI in markdown (the Dagster UI renders it inline)."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return dg.MetadataValue.md(
-        f"{f'**{title}**' if title else ''}\n\n![{title}](data:image/png;base64,{data})"
-    )
 
 
 def load_training_meta(workdir: Path) -> dict[str, Any]:
@@ -86,10 +77,6 @@ def load_splits(
     return splits_from_parts(parts, meta["features"], kind="time"), meta
 
 
-def _settings(modeling: ModelingResource, mlflow: MlflowResource) -> Settings:
-    return mlflow.bind(modeling.settings())
-
-
 def _fmt(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
@@ -97,7 +84,7 @@ def _fmt(value: Any) -> Any:
 @dg.asset(
     key=TRAINING_SET,
     group_name=TRAINING_GROUP,
-    deps=[feature_asset_key(g.name) for g in FEATURE_GROUPS],
+    deps=FEATURE_KEYS,
     kinds={"pandas", "parquet"},
     description=(
         "Label snapshots (active customer x monthly as-of date, churned within the next 90 days) joined "
@@ -107,8 +94,7 @@ def _fmt(value: Any) -> Any:
 def training_set(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    calendar: TimelineResource,
-    modeling: ModelingResource,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     from churn_assets.modeling.training_set import (
         build_training_table,
@@ -116,12 +102,11 @@ def training_set(
         write_training_set,
     )
 
-    settings = modeling.settings()
     with warehouse.warehouse().connect() as con:
         con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
-        frame, meta = build_training_table(con, calendar.timeline(), settings)
+        frame, meta = build_training_table(con, Timeline.from_settings(settings.simulation), settings)
     check_training_set(meta)  # fail here on bad input, before anything is written
-    paths = training_paths(modeling.workdir)
+    paths = training_paths(settings.training_dir)
     write_training_set(frame, paths["training_set"])
     del frame
     paths["training_set_meta"].write_text(json.dumps(meta, indent=1, default=str))
@@ -173,14 +158,14 @@ def training_set(
     ),
 )
 def candidates(
-    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.modeling.stages import run_candidates
 
-    settings = _settings(modeling, mlflow)
-    splits, meta = load_splits(modeling.workdir)
-    paths = training_paths(modeling.workdir)
+    settings = mlflow.bind(settings)
+    splits, meta = load_splits(settings.training_dir)
+    paths = training_paths(settings.training_dir)
     study = f"{settings.modeling.study_name}-{meta['sha256'][:8]}"
     # Retraining: the champion's LightGBM hyperparameters by default (retune_on_retrain re-runs Optuna).
     fixed = None if settings.modeling.retune_on_retrain else ModelRegistry(settings).lightgbm_params()
@@ -252,7 +237,7 @@ def candidates(
     ),
 )
 def challenger(
-    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.modeling.stages import (
@@ -262,10 +247,10 @@ def challenger(
         gate_results,
     )
 
-    settings = _settings(modeling, mlflow)
+    settings = mlflow.bind(settings)
     # The saved scores stand in for predictions: train labels only, val + test features.
-    splits, meta = load_splits(modeling.workdir, ("val", "test"))
-    paths = training_paths(modeling.workdir)
+    splits, meta = load_splits(settings.training_dir, ("val", "test"))
+    paths = training_paths(settings.training_dir)
     stage = CandidateStage.from_json(paths["candidates"])
     result = evaluate_challenger(stage, splits, settings, meta["sha256"], paths["challenger"].parent)
     result.to_json(paths["challenger"])
@@ -321,14 +306,14 @@ def challenger(
     ),
 )
 def champion(
-    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.modeling.stages import ChallengerStage, decide_promotion
 
-    settings = _settings(modeling, mlflow)
-    splits, _ = load_splits(modeling.workdir, ("test",))
-    paths = training_paths(modeling.workdir)
+    settings = mlflow.bind(settings)
+    splits, _ = load_splits(settings.training_dir, ("test",))
+    paths = training_paths(settings.training_dir)
     result = ChallengerStage.from_json(paths["challenger"])
     decision = decide_promotion(settings, result, splits.X_test, splits.y_test)
     record = {
@@ -343,7 +328,9 @@ def champion(
     }
     paths["champion"].write_text(json.dumps(record, indent=1))
     trained_on = json.loads(paths["trained_on"].read_text()) if paths["trained_on"].exists() else {}
-    trained_on[str(decision.challenger)] = load_training_meta(modeling.workdir).get("newest_labelled_as_of")
+    trained_on[str(decision.challenger)] = load_training_meta(settings.training_dir).get(
+        "newest_labelled_as_of"
+    )
     paths["trained_on"].write_text(json.dumps(trained_on, indent=1))
     context.log.info(f"promotion decision: {decision.outcome} ({decision.reason})")
     registry = ModelRegistry(settings)
