@@ -35,19 +35,28 @@ serving.register(app)
 monitoring.register(app)
 
 
-def main() -> None:
-    """Console entry point: an unexpected error is one line on stderr (``CHURNOPS_DEBUG=1``: traceback)."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Bad arguments and unexpected errors are one line on stderr (exit 2 / 1);
+    ``CHURNOPS_DEBUG=1`` shows the traceback of an unexpected error."""
     try:
-        app()
+        code = app(args=argv, standalone_mode=False)
+    except typer.TyperException as exc:  # typer's (vendored click) usage and parameter errors
+        code = exc.exit_code
+        if type(exc).__name__ != "NoArgsIsHelpError":  # a bare group: typer has printed its help
+            ctx = getattr(exc, "ctx", None)
+            see = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _error_line(exc.format_message() + see)
+    except typer.Abort:
+        _error_line("aborted")
+        code = 1
     except Exception as exc:  # the last line of defence of a command-line tool
         if os.environ.get("CHURNOPS_DEBUG"):
             raise
         message = (str(exc).strip().splitlines() or [""])[0]
-        err.print(
-            Text.assemble(("error: ", "red"), f"{type(exc).__name__}: {message}"),
-            Text(" (CHURNOPS_DEBUG=1 shows the traceback)", style="dim"),
-            sep="",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
+        _error_line(f"{type(exc).__name__}: {message}", hint=" (CHURNOPS_DEBUG=1 shows the traceback)")
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_line(message: str, hint: str = "") -> None:
+    err.print(Text.assemble(("error: ", "red"), message, (hint, "dim")), highlight=False, soft_wrap=True)

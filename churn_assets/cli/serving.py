@@ -57,10 +57,13 @@ def serve_cmd(
 def bento_build_cmd(as_json: JsonOpt = False) -> None:
     """Export the champion (+ rollout candidate) to BentoML and build the bento offline."""
     with json_output(as_json):
-        from churn_assets.serving.bento_build import build_bento
+        from churn_assets.serving.bento_build import BentoBuildError, build_bento
         from churn_assets.settings import get_settings
 
-        built = build_bento(get_settings())
+        try:
+            built = build_bento(get_settings())
+        except BentoBuildError as exc:  # e.g. no champion yet: says which command to run
+            fail(str(exc), 1)
         human(as_json).print(
             f"bento {built.bento_tag}: stable {built.stable}, candidate {built.candidate or '-'}, "
             f"phase {built.phase}"

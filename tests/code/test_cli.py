@@ -127,7 +127,7 @@ def test_json_commands_on_a_fresh_home(command: list[str], tmp_path: Path) -> No
         (["promote", "--approve", "--by", "ann"], ["challenger"]),
         (["rollback"], ["previous"]),
         (["rollout", "advance"], ["no rollout is active"]),
-        (["bento-build"], []),
+        (["bento-build"], ["churnops train"]),
     ],
 )
 def test_json_commands_without_state_fail_in_one_line_with_empty_stdout(
@@ -140,6 +140,9 @@ def test_json_commands_without_state_fail_in_one_line_with_empty_stdout(
 
 def test_bad_arguments_and_missing_state_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(churnops("simulate", "--scale", "huge", home=tmp_path), 2, "--scale", "tiny")
+    assert_one_line_error(churnops("contracts", "check", home=tmp_path), 2, "Missing argument", "--help")
+    assert_one_line_error(churnops("audit", "--limit", "0", home=tmp_path), 2, "--limit")
+    assert_one_line_error(churnops("nope", home=tmp_path), 2, "No such command")
     assert_one_line_error(churnops("promote", home=tmp_path), 2, "--approve", "--by")
     assert_one_line_error(churnops("train", home=tmp_path), 2, "churnops simulate")
     assert_one_line_error(churnops("run", home=tmp_path), 2, "churnops simulate")
