@@ -25,7 +25,7 @@ app = typer.Typer(
         "the whole story). Commands with --json print exactly one JSON document on stdout."
     ),
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,  # main() turns errors into one line; CHURNOPS_DEBUG=1 re-raises
 )
 pipeline.register(app)
 app.add_typer(contracts_app, name="contracts", rich_help_panel="Data")

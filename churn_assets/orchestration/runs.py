@@ -18,7 +18,8 @@ from churn_assets.defs.jobs import MAIN_JOB, TRAINING_JOB
 from churn_assets.defs.partitions import WEEKS
 from churn_assets.settings import Settings
 
-# Step events still go to the instance (the UI shows them); the terminal only gets warnings.
+# Dagster's console logger prints warnings only; step events still go to the instance (the UI shows
+# them) and to ``on_event`` listeners (the CLI prints one line per step start and end from them).
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
@@ -80,7 +81,7 @@ def run_pipeline(
         resources=resources,
         raise_on_error=raise_on_error,
         run_config=QUIET_CONSOLE,
-        run_id=_listened_run_id(instance, on_event),
+        run_id=listened_run_id(instance, on_event),
         tags={
             "dagster/asset_partition_range_start": ordered[0],
             "dagster/asset_partition_range_end": ordered[-1],
@@ -106,12 +107,12 @@ def run_training(
         resources=resources,
         raise_on_error=raise_on_error,
         run_config=QUIET_CONSOLE,
-        run_id=_listened_run_id(instance, on_event),
+        run_id=listened_run_id(instance, on_event),
         tags={"churnops/trigger": "cli"},
     )
 
 
-def _listened_run_id(instance: dg.DagsterInstance, on_event: EventListener | None) -> str | None:
+def listened_run_id(instance: dg.DagsterInstance, on_event: EventListener | None) -> str | None:
     """A fresh run id with ``on_event`` subscribed to its events (None: Dagster picks the id)."""
     if on_event is None:
         return None

@@ -188,3 +188,44 @@ def test_run_prints_step_progress_on_stderr(tiny_world: tuple[Path, dict[str, st
 
     features = json_document(churnops("features", "get", "1", "2", "--json", home=home, **env))
     assert isinstance(features, dict) and [c["customer_id"] for c in features["customers"]] == [1, 2]
+
+
+def test_step_tracker_reports_seconds_and_the_root_cause_of_a_failed_step() -> None:
+    import dagster as dg
+
+    from churn_assets.orchestration.reporting import StepTracker, StepUpdate
+    from churn_assets.orchestration.runs import listened_run_id
+
+    @dg.op
+    def fine() -> int:
+        return 1
+
+    @dg.op
+    def broken(value: int) -> None:
+        raise ValueError(f"column churn_flag has {value} null(s)\nsecond line")
+
+    @dg.job
+    def two_steps() -> None:
+        broken(fine())
+
+    tracker, updates = StepTracker(), []
+
+    def on_event(entry: dg.EventLogEntry) -> None:
+        update = tracker.update(entry)
+        if update is not None:
+            updates.append(update)
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = two_steps.execute_in_process(
+        instance=instance, raise_on_error=False, run_id=listened_run_id(instance, on_event)
+    )
+    assert not result.success
+    assert [(u.step, u.status) for u in updates] == [
+        ("fine", "started"),
+        ("fine", "succeeded"),
+        ("broken", "started"),
+        ("broken", "failed"),
+    ]
+    assert updates[0] == StepUpdate("fine", "started")
+    assert all(u.seconds is not None and u.seconds >= 0 for u in updates if u.status != "started")
+    assert updates[-1].error == "ValueError: column churn_flag has 1 null(s)"
