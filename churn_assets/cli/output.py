@@ -5,7 +5,7 @@ JSON document (``json.loads`` of the whole stdout works), everything else -- tab
 warnings, and whatever a library prints -- goes to stderr. :func:`json_output` enforces it for the
 duration of a command by pointing both ``sys.stdout`` and file descriptor 1 at stderr (C libraries
 such as LightGBM write to the descriptor directly); :func:`emit_json` then writes the document to
-the real stdout.
+the real stdout. A command that stops with an error (:func:`fail`) prints nothing on stdout.
 
 This module imports only typer and rich: ``churnops --help`` must not load the ML stack.
 """
