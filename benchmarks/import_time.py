@@ -15,17 +15,27 @@ modes in the same run:
 
     .venv/bin/python -m benchmarks.import_time
     .venv/bin/python -m benchmarks.import_time --repeat 5 --module dagster --module mlflow
+
+``--command`` times whole commands instead (cached bytecode only), e.g. the CLI's start-up:
+
+    .venv/bin/python -m benchmarks.import_time --repeat 7 --command "churnops --help" \
+        --command "churnops contracts check data_contracts/samples/good"
+
+A command's first word is looked up next to this interpreter first (``.venv/bin/churnops``); the
+table gives min and median wall-clock seconds and the 1-minute load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 DEFAULT_MODULES = (
     "churn_assets.definitions",  # the code location: what every run process loads first
@@ -43,13 +53,53 @@ def time_import(module: str, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def time_command(argv: list[str]) -> float:
+    """Wall-clock seconds of one run of ``argv`` (its output discarded; a failure is reported)."""
+    started = time.perf_counter()
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode not in (0, 1):  # 1: e.g. `contracts check` of a folder with violations
+        raise SystemExit(f"{shlex.join(argv)} exited {done.returncode}: {done.stderr.decode()[-500:]}")
+    return seconds
+
+
+def resolve(command: str) -> list[str]:
+    """``command`` split like a shell would; its program taken from this interpreter's folder if there."""
+    argv = shlex.split(command)
+    local = Path(sys.executable).with_name(argv[0])
+    return [str(local), *argv[1:]] if local.exists() else argv
+
+
+def time_commands(commands: list[str], repeat: int) -> None:
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {repeat} runs per command",
+        flush=True,
+    )
+    print("\n| command | min s | median s | 1-min load before / after |\n|---|---:|---:|---|")
+    for command in commands:
+        argv = resolve(command)
+        load_before = os.getloadavg()[0]
+        times = [time_command(argv) for _ in range(repeat)]
+        print(
+            f"| `{command}` | {min(times):.2f} | {statistics.median(times):.2f} | "
+            f"{load_before:.2f} / {os.getloadavg()[0]:.2f} |",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--module", action="append", default=[], help="Module to import (repeatable).")
+    parser.add_argument(
+        "--command", action="append", default=[], help="Whole command to time instead (repeatable)."
+    )
     parser.add_argument("--repeat", type=int, default=3, help="Fresh processes per module and mode.")
     args = parser.parse_args(argv)
+    if args.command:
+        time_commands(args.command, args.repeat)
+        return
     modules = args.module or list(DEFAULT_MODULES)
 
     cached = dict(os.environ)

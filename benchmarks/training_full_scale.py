@@ -343,7 +343,7 @@ def main() -> None:
         print("\nGates:")
         for name, (passed, desc) in sorted(r["checks"].items()):
             print(f"- {name}: {'pass' if passed else 'FAIL'} — {desc}")
-        from churn_assets.cli_modeling import SHOWN_PARAMS
+        from churn_assets.cli.modeling import SHOWN_PARAMS
 
         print("\n`churnops experiments` (MLflow runs of the stage):\n")
         print(

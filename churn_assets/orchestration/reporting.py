@@ -60,3 +60,51 @@ def pipeline_summary(settings: Settings, result: dg.ExecuteInProcessResult) -> P
     summary.notes.insert(0, f"{job}: asset checks {passed}/{len(checks)} passed")
     summary.notes.append(f"warehouse: {settings.warehouse_path}")
     return summary
+
+
+@dataclass(frozen=True)
+class StepUpdate:
+    """One step event of a running job, for progress output."""
+
+    step: str
+    status: str  # "started", "succeeded", "failed", "skipped" or "retrying"
+    seconds: float | None = None  # since the step started (None for "started")
+    error: str | None = None  # the innermost error message of a failed step, first line
+
+
+_STEP_STATUS = {
+    dg.DagsterEventType.STEP_START: "started",
+    dg.DagsterEventType.STEP_SUCCESS: "succeeded",
+    dg.DagsterEventType.STEP_FAILURE: "failed",
+    dg.DagsterEventType.STEP_SKIPPED: "skipped",
+    dg.DagsterEventType.STEP_UP_FOR_RETRY: "retrying",
+}
+
+
+class StepTracker:
+    """Turns a run's stored events (``instance.add_event_listener``) into :class:`StepUpdate` s."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    def update(self, entry: dg.EventLogEntry) -> StepUpdate | None:
+        event = entry.dagster_event
+        status = _STEP_STATUS.get(event.event_type) if event is not None else None
+        if event is None or status is None or entry.step_key is None:
+            return None
+        step = entry.step_key
+        if status == "started":
+            self._started[step] = entry.timestamp
+            return StepUpdate(step, status)
+        started = self._started.get(step)
+        seconds = entry.timestamp - started if started is not None else None
+        error = _innermost_message(event.step_failure_data.error) if status == "failed" else None
+        return StepUpdate(step, status, seconds, error)
+
+
+def _innermost_message(error: object) -> str | None:
+    """The root cause's message (user code's exception, not Dagster's wrapper), first line."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause  # type: ignore[attr-defined]
+    message = getattr(error, "message", None)
+    return message.strip().splitlines()[0] if message else None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -17,9 +18,12 @@ from churn_assets.defs.jobs import MAIN_JOB, TRAINING_JOB
 from churn_assets.defs.partitions import WEEKS
 from churn_assets.settings import Settings
 
-# Step events still go to the instance (the UI shows them); the terminal only gets warnings.
+# Dagster's console logger prints warnings only; step events still go to the instance (the UI shows
+# them) and to ``on_event`` listeners (the CLI prints one line per step start and end from them).
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
+
+EventListener = Callable[[dg.EventLogEntry], None]
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -60,8 +64,12 @@ def run_pipeline(
     definitions: dg.Definitions | None = None,
     resources: dict[str, object] | None = None,
     raise_on_error: bool = False,
+    on_event: EventListener | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Run the main job over the range ``min(week_keys)..max(week_keys)`` as one run."""
+    """Run the main job over the range ``min(week_keys)..max(week_keys)`` as one run.
+
+    ``on_event`` is called with every event of the run right after the instance stores it (step
+    started / succeeded / failed ...), in this process, while the run executes."""
     if not week_keys:
         raise ValueError("no landed weeks to process: run `churnops simulate` first")
     register_weeks(instance, week_keys)
@@ -73,6 +81,7 @@ def run_pipeline(
         resources=resources,
         raise_on_error=raise_on_error,
         run_config=QUIET_CONSOLE,
+        run_id=listened_run_id(instance, on_event),
         tags={
             "dagster/asset_partition_range_start": ordered[0],
             "dagster/asset_partition_range_end": ordered[-1],
@@ -87,8 +96,10 @@ def run_training(
     resources: Mapping[str, object] | None = None,
     definitions: dg.Definitions | None = None,
     raise_on_error: bool = False,
+    on_event: EventListener | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Run the ``training`` job (training set -> candidates -> challenger + gates -> champion) as one run."""
+    """Run the ``training`` job (training set -> candidates -> challenger + gates -> champion) as one run;
+    ``on_event`` as in :func:`run_pipeline`."""
     defs = definitions or load_definitions()
     job = defs.resolve_job_def(TRAINING_JOB)
     return job.execute_in_process(
@@ -96,5 +107,15 @@ def run_training(
         resources=resources,
         raise_on_error=raise_on_error,
         run_config=QUIET_CONSOLE,
+        run_id=listened_run_id(instance, on_event),
         tags={"churnops/trigger": "cli"},
     )
+
+
+def listened_run_id(instance: dg.DagsterInstance, on_event: EventListener | None) -> str | None:
+    """A fresh run id with ``on_event`` subscribed to its events (None: Dagster picks the id)."""
+    if on_event is None:
+        return None
+    run_id = str(uuid.uuid4())  # the form of Dagster's own run ids
+    instance.add_event_listener(run_id, on_event)
+    return run_id

@@ -16,7 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from churn_assets.cli_modeling import register
+from churn_assets.cli.modeling import register
 from churn_assets.modeling.splits import TrainingDataError, assign_by_time_share
 from churn_assets.modeling.train_table import clean_table, infer_contract, profile_table, read_table
 from churn_assets.settings import get_settings
@@ -95,7 +95,7 @@ def test_telco_end_to_end_through_the_cli(cli) -> None:
         "--json",
     )
     assert result.exit_code == 0, result.output + str(result.exception)
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout)  # --json: the whole stdout is one JSON document
     assert summary["split"]["kind"] == "stratified"
     assert summary["model_version"] == "1" and summary["semver"] == "1.0.0"
     assert set(summary["baselines"]) == {
@@ -109,10 +109,10 @@ def test_telco_end_to_end_through_the_cli(cli) -> None:
     assert best_test_auc >= summary["baselines"]["logistic_regression"] - 0.01
     assert summary["test_auc"] >= summary["baselines"]["logistic_regression"] - 0.01
 
-    runs = json.loads(cli("experiments", "--json").stdout.strip().splitlines()[-1])
+    runs = json.loads(cli("experiments", "--json").stdout)
     assert {r["model"] for r in runs} >= {"lightgbm", "logistic_regression", "mlp"}
     assert all(r["auc"] is not None for r in runs)
-    audit = json.loads(cli("audit", "--json").stdout.strip().splitlines()[-1])
+    audit = json.loads(cli("audit", "--json").stdout)
     assert audit[0]["action"] == "register"
     assert audit[-1]["action"] in {"promoted", "kept"}
 

@@ -1,28 +1,23 @@
-"""Serving commands of the ``churnops`` CLI: ``serve``, ``bento-build`` and ``rollout status|advance|rollback``.
+"""Serving commands of ``churnops``: ``serve``, ``bento-build`` and ``rollout status|advance|rollback``.
 
-``churn_assets/cli.py`` calls :func:`register`. With ``--json`` the last stdout line is one JSON object.
+With ``--json`` stdout is one JSON document (:mod:`churn_assets.cli.output`); BentoML and the
+registry are imported inside the commands.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from churn_assets.settings import get_settings
+from churn_assets.cli.output import JsonOpt, emit_json, err, fail, human, json_output
 
-out = Console()
-err = Console(stderr=True)
 rollout_app = typer.Typer(help="Gradual rollout: shadow -> canary 5/25/50 % -> full.", no_args_is_help=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last stdout line.")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who makes the change (recorded in the history).")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the history).")]
 
@@ -33,7 +28,7 @@ def serve_cmd(
         bool, typer.Option("--from-source", help="Serve bento/service.py instead of the newest built bento.")
     ] = False,
 ) -> None:
-    """Serve the newest built bento (``churnops bento-build`` / the champion_bento asset) with BentoML."""
+    """Serve the newest built bento (from `churnops bento-build` or the champion_bento asset) with BentoML."""
     from churn_assets.serving.bento_build import (
         BENTO_DIR,
         bentoml_env,
@@ -41,6 +36,7 @@ def serve_cmd(
         sync_rollout,
         write_manifest,
     )
+    from churn_assets.settings import get_settings
 
     settings = get_settings()
     port = port or settings.serving.port
@@ -60,23 +56,28 @@ def serve_cmd(
 
 def bento_build_cmd(as_json: JsonOpt = False) -> None:
     """Export the champion (+ rollout candidate) to BentoML and build the bento offline."""
-    from churn_assets.serving.bento_build import build_bento
+    with json_output(as_json):
+        from churn_assets.serving.bento_build import BentoBuildError, build_bento
+        from churn_assets.settings import get_settings
 
-    built = build_bento(get_settings())
-    if as_json:
-        print(json.dumps(dataclasses.asdict(built)))
-    else:
-        out.print(
+        try:
+            built = build_bento(get_settings())
+        except BentoBuildError as exc:  # e.g. no champion yet: says which command to run
+            fail(str(exc), 1)
+        human(as_json).print(
             f"bento {built.bento_tag}: stable {built.stable}, candidate {built.candidate or '-'}, "
             f"phase {built.phase}"
         )
+    if as_json:
+        emit_json(dataclasses.asdict(built))
 
 
 def _show(state: object, as_json: bool) -> None:
     data = dataclasses.asdict(state)  # type: ignore[call-overload]
     if as_json:
-        print(json.dumps(data))
+        emit_json(data)
         return
+    out = human(as_json)
     out.print(
         f"phase [bold]{data['phase']}[/bold]  stable v{data['stable_version']}  "
         f"candidate {('v' + data['candidate_version']) if data['candidate_version'] else '-'}"
@@ -95,37 +96,47 @@ def _show(state: object, as_json: bool) -> None:
 @rollout_app.command("status")
 def rollout_status(as_json: JsonOpt = False) -> None:
     """The rollout phase, versions and recent history."""
-    from churn_assets.serving.rollout import RolloutStore
+    with json_output(as_json):
+        from churn_assets.serving.rollout import RolloutStore
+        from churn_assets.settings import get_settings
 
-    _show(RolloutStore(get_settings()).load(), as_json)
+        state = RolloutStore(get_settings()).load()
+    _show(state, as_json)
 
 
 @rollout_app.command("advance")
 def rollout_advance(by: ByOpt = "cli", reason: ReasonOpt = "", as_json: JsonOpt = False) -> None:
     """Move to the next phase (canary_50 -> full makes the candidate stable)."""
-    from churn_assets.serving.rollout import RolloutError, RolloutStore
+    with json_output(as_json):
+        from churn_assets.serving.rollout import RolloutError, RolloutStore
+        from churn_assets.settings import get_settings
 
-    try:
-        _show(RolloutStore(get_settings()).advance(by=by, reason=reason), as_json)
-    except RolloutError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        try:
+            state = RolloutStore(get_settings()).advance(by=by, reason=reason)
+        except RolloutError as exc:
+            fail(str(exc), 1)
+    _show(state, as_json)
 
 
 @rollout_app.command("rollback")
 def rollout_rollback(by: ByOpt = "cli", reason: ReasonOpt = "", as_json: JsonOpt = False) -> None:
     """Send all traffic back to the stable version and roll the registry back (champion <- previous)."""
-    from churn_assets.serving.rollout import RolloutError, RolloutStore
+    with json_output(as_json):
+        from churn_assets.serving.rollout import RolloutError, RolloutStore
+        from churn_assets.settings import get_settings
 
-    try:
-        _show(RolloutStore(get_settings()).rollback(by=by, reason=reason or "rollout rollback"), as_json)
-    except RolloutError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        try:
+            state = RolloutStore(get_settings()).rollback(by=by, reason=reason or "rollout rollback")
+        except RolloutError as exc:
+            fail(str(exc), 1)
+    _show(state, as_json)
+
+
+PANEL = "Serving"
 
 
 def register(app: typer.Typer) -> None:
     """Add the serving commands to the ``churnops`` app."""
-    app.command("serve")(serve_cmd)
-    app.command("bento-build")(bento_build_cmd)
-    app.add_typer(rollout_app, name="rollout")
+    app.command("serve", rich_help_panel=PANEL)(serve_cmd)
+    app.command("bento-build", rich_help_panel=PANEL)(bento_build_cmd)
+    app.add_typer(rollout_app, name="rollout", rich_help_panel=PANEL)

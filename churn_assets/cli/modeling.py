@@ -1,26 +1,23 @@
-"""Modeling commands of the ``churnops`` CLI: train-table, experiments, promote, rollback, audit.
+"""Modeling commands of ``churnops``: train-table, experiments, promote, rollback, audit.
 
-``churn_assets/cli.py`` calls :func:`register` to add them to its typer app. Human output goes to
-stdout (tables) and progress to stderr; with ``--json`` the LAST line of stdout is one JSON object.
+Human output (tables) goes to stdout and progress to stderr; with ``--json`` stdout is one JSON
+document and the tables go to stderr (:mod:`churn_assets.cli.output`). MLflow, scikit-learn and
+LightGBM are imported inside the commands.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from churn_assets.settings import get_settings
+from churn_assets.cli.output import JsonOpt, emit_json, err, fail, human, json_output
 
-out = Console()
-err = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last stdout line.")]
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -47,11 +44,6 @@ def _short(value: str) -> str:
         return value
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
-
-
 def train_table_cmd(
     file: Annotated[
         Path, typer.Argument(help="CSV file with one row per customer.", exists=True, dir_okay=False)
@@ -69,10 +61,8 @@ def train_table_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Profile a CSV, infer its contract, tune + compare candidates, calibrate, evaluate, register."""
-    from churn_assets.modeling.splits import TrainingDataError
-    from churn_assets.modeling.train_table import train_table
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    settings = get_settings()
     tasks: dict[str, TaskID] = {}
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
@@ -83,28 +73,32 @@ def train_table_cmd(
             tasks[task] = progress.add_task(task, total=total)
         progress.update(tasks[task], completed=done, total=total)
 
-    try:
-        with progress:
-            result = train_table(
-                file,
-                target,
-                positive,
-                settings,
-                id_col=id_col,
-                time_col=time_col,
-                budget_seconds=budget_seconds,
-                trials=trials,
-                progress=on_progress,
-            )
-    except TrainingDataError as exc:
-        raise _fail(str(exc)) from exc
-    _print_training(result)
+    with json_output(as_json):
+        from churn_assets.modeling.splits import TrainingDataError
+        from churn_assets.modeling.train_table import train_table
+        from churn_assets.settings import get_settings
+
+        try:
+            with progress:
+                result = train_table(
+                    file,
+                    target,
+                    positive,
+                    get_settings(),
+                    id_col=id_col,
+                    time_col=time_col,
+                    budget_seconds=budget_seconds,
+                    trials=trials,
+                    progress=on_progress,
+                )
+        except TrainingDataError as exc:
+            fail(str(exc))
+        _print_training(result, human(as_json))
     if as_json:
-        slim = {k: v for k, v in result.items() if k not in ("contract", "profile")}
-        print(json.dumps(slim, default=str))
+        emit_json({k: v for k, v in result.items() if k not in ("contract", "profile")})
 
 
-def _print_training(result: dict[str, Any]) -> None:
+def _print_training(result: dict[str, Any], out: Console) -> None:
     profile = result["profile"]
     table = Table(
         title=f"Profile: {profile['path']} — {profile['rows']:,} rows, target rate {profile['target_rate']:.1%}"
@@ -148,11 +142,13 @@ def _print_training(result: dict[str, Any]) -> None:
 
 def experiments_cmd(as_json: JsonOpt = False) -> None:
     """The MLflow runs: run, model, params, AUC, recall, F1, duration."""
-    from churn_assets.modeling.tracking import list_runs
+    with json_output(as_json):
+        from churn_assets.modeling.tracking import list_runs
+        from churn_assets.settings import get_settings
 
-    rows = list_runs(get_settings())
+        rows = list_runs(get_settings())
     if as_json:
-        print(json.dumps(rows, default=str))
+        emit_json(rows)
         return
     table = Table(title="Experiment runs (test metrics)")
     for col in ("run", "model", "params", "AUC", "recall", "F1", "fit time"):
@@ -168,7 +164,7 @@ def experiments_cmd(as_json: JsonOpt = False) -> None:
             _fmt(r["f1"]),
             f"{r['train_seconds']:.1f}s" if r["train_seconds"] is not None else "-",
         )
-    out.print(table)
+    human(as_json).print(table)
 
 
 def promote_cmd(
@@ -181,19 +177,21 @@ def promote_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Manual-mode promotion: approve the challenger waiting for sign-off."""
-    from churn_assets.modeling.registry import ModelRegistry, RegistryError
-
     if not approve or not by:
-        raise _fail("use: churnops promote --approve --by NAME")
-    try:
-        decision = ModelRegistry(get_settings()).approve(by=by)
-    except RegistryError as exc:
-        raise _fail(str(exc), 1) from exc
-    out.print(
-        f"version {decision.challenger} is now champion (was {decision.champion_before}); approved by {by}"
-    )
+        fail("--approve and --by NAME are both required: churnops promote --approve --by NAME")
+    with json_output(as_json):
+        from churn_assets.modeling.registry import ModelRegistry, RegistryError
+        from churn_assets.settings import get_settings
+
+        try:
+            decision = ModelRegistry(get_settings()).approve(by=by)
+        except RegistryError as exc:
+            fail(str(exc), 1)
+        human(as_json).print(
+            f"version {decision.challenger} is now champion (was {decision.champion_before}); approved by {by}"
+        )
     if as_json:
-        print(json.dumps(decision.__dict__, default=str))
+        emit_json(decision.__dict__)
 
 
 def rollback_cmd(
@@ -204,29 +202,35 @@ def rollback_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Make the previous champion the champion again (the current one becomes `previous`)."""
-    from churn_assets.modeling.registry import ModelRegistry, RegistryError
+    with json_output(as_json):
+        from churn_assets.modeling.registry import ModelRegistry, RegistryError
+        from churn_assets.settings import get_settings
 
-    try:
-        decision = ModelRegistry(get_settings()).rollback(by=by, reason=reason)
-    except RegistryError as exc:
-        raise _fail(str(exc), 1) from exc
-    out.print(f"champion rolled back: {decision.champion_before} → {decision.champion_after}")
+        try:
+            decision = ModelRegistry(get_settings()).rollback(by=by, reason=reason)
+        except RegistryError as exc:
+            fail(str(exc), 1)
+        human(as_json).print(f"champion rolled back: {decision.champion_before} → {decision.champion_after}")
     if as_json:
-        print(json.dumps(decision.__dict__, default=str))
+        emit_json(decision.__dict__)
 
 
 def audit_cmd(
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the last N entries.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the last N entries.", show_default=False)
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The append-only registry audit log: what, when, why, who, metric values."""
-    from churn_assets.modeling.audit import AuditLog
-    from churn_assets.modeling.paths import audit_url
+    with json_output(as_json):
+        from churn_assets.modeling.audit import AuditLog
+        from churn_assets.modeling.paths import audit_url
+        from churn_assets.settings import get_settings
 
-    settings = get_settings()
-    entries = AuditLog(audit_url(settings)).read(settings.modeling.registered_model_name, limit)
+        settings = get_settings()
+        entries = AuditLog(audit_url(settings)).read(settings.modeling.registered_model_name, limit)
     if as_json:
-        print(json.dumps([e.__dict__ for e in entries], default=str))
+        emit_json([e.__dict__ for e in entries])
         return
     table = Table(title="Registry audit log")
     for col in ("at (UTC)", "action", "version", "champion", "who", "why", "metrics"):
@@ -236,24 +240,16 @@ def audit_cmd(
         metrics = ", ".join(f"{k}={_fmt(e.metrics[k])}" for k in keys if e.metrics[k] is not None)
         champion = f"{e.champion_before or '-'} → {e.champion_after or '-'}"
         table.add_row(e.at, e.action, f"{e.version} ({e.semver})", champion, e.actor, e.reason, metrics)
-    out.print(table)
+    human(as_json).print(table)
+
+
+PANEL = "Models"
 
 
 def register(app: typer.Typer) -> None:
     """Add the modeling commands to the ``churnops`` app."""
-    app.command("train-table")(train_table_cmd)
-    app.command("experiments")(experiments_cmd)
-    app.command("promote")(promote_cmd)
-    app.command("rollback")(rollback_cmd)
-    app.command("audit")(audit_cmd)
-
-
-def _standalone() -> typer.Typer:
-    """A typer app with only the modeling commands (``python -m churn_assets.cli_modeling``)."""
-    app = typer.Typer(help="churnops modeling commands.", no_args_is_help=True)
-    register(app)
-    return app
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _standalone()()
+    app.command("train-table", rich_help_panel=PANEL)(train_table_cmd)
+    app.command("experiments", rich_help_panel=PANEL)(experiments_cmd)
+    app.command("promote", rich_help_panel=PANEL)(promote_cmd)
+    app.command("rollback", rich_help_panel=PANEL)(rollback_cmd)
+    app.command("audit", rich_help_panel=PANEL)(audit_cmd)
