@@ -59,7 +59,7 @@ def drift_report(
     warehouse: WarehouseResource,
     calendar: TimelineResource,
     modeling: ModelingResource,
-    mlflow: MlflowResource,
+    mlflow_config: MlflowResource,
     monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     # monitoring.weekly / plots pull in MLflow, scikit-learn and matplotlib: imported here, not when the
@@ -67,7 +67,7 @@ def drift_report(
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import drift_week
 
-    settings = _settings(modeling, mlflow, monitoring)
+    settings = _settings(modeling, mlflow_config, monitoring)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
         result = drift_week(settings, con, calendar.timeline(), week)
@@ -132,13 +132,13 @@ def performance_report(
     warehouse: WarehouseResource,
     calendar: TimelineResource,
     modeling: ModelingResource,
-    mlflow: MlflowResource,
+    mlflow_config: MlflowResource,
     monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import performance_week
 
-    settings = _settings(modeling, mlflow, monitoring)
+    settings = _settings(modeling, mlflow_config, monitoring)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
         result = performance_week(settings, con, calendar.timeline(), week)

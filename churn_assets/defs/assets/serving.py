@@ -27,9 +27,9 @@ CHAMPION_BENTO = dg.AssetKey(["serving", "champion_bento"])
     ),
 )
 def champion_bento(
-    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow_config: MlflowResource
 ) -> dg.MaterializeResult:
-    settings = mlflow.bind(modeling.settings())
+    settings = mlflow_config.bind(modeling.settings())
     kept = _kept_bento(context, modeling)
     if kept is not None:
         context.log.info(f"champion kept: bento {kept} unchanged (no rebuild)")

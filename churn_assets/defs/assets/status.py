@@ -26,11 +26,11 @@ STATUS_REPORT = dg.AssetKey(["monitoring", "status_report"])
     ),
 )
 def status_report(
-    modeling: ModelingResource, mlflow: MlflowResource, monitoring: MonitoringResource
+    modeling: ModelingResource, mlflow_config: MlflowResource, monitoring: MonitoringResource
 ) -> dg.MaterializeResult:
     from churn_assets.monitoring.status import build_status_report, render_status
 
-    settings = monitoring.bind(mlflow.bind(modeling.settings()))
+    settings = monitoring.bind(mlflow_config.bind(modeling.settings()))
     report = build_status_report(settings)
     model, perf, drift, traffic = report["model"], report["performance"], report["drift"], report["traffic"]
     return dg.MaterializeResult(
