@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/.churnops/dagster
 
-.PHONY: install demo test test-fast lint format typecheck contracts ui bench clean
+.PHONY: install demo test test-fast lint format typecheck contracts ui mlflow-ui bench clean
 
 # Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines)
 # Python never caches it, and every Dagster run process would recompile dagster, MLflow, LightGBM ...
@@ -54,6 +54,11 @@ contracts: install
 ui: install
 	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 	$(BIN)/dagster dev -w workspace.yaml
+
+## mlflow-ui: the MLflow UI on the project's tracking store (SQLite + artifacts under the state folder; http://127.0.0.1:5000)
+mlflow-ui: install
+	eval $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+		"$$($(BIN)/python -c 'import shlex; from churn_assets.modeling.paths import mlflow_ui_options; from churn_assets.settings import get_settings; print(shlex.join(mlflow_ui_options(get_settings())))')"
 
 bench: install
 	$(BIN)/python benchmarks/full_scale_pipeline.py
