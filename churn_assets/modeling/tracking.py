@@ -194,7 +194,9 @@ def ui_model_version_url(ui_url: str, name: str, version: str | int) -> str:
 
 
 def list_runs(settings: Settings, max_results: int = 200) -> list[dict[str, Any]]:
-    """The experiment's runs, newest first: run id/name, model, params, AUC, recall, F1, duration."""
+    """The experiment's runs, newest first: run id/name, model, params, AUC, recall, F1, duration, and the
+    parent run (``mlflow.parentRunId``; ``None`` for the parent runs of Dagster runs, named after their
+    job, and for runs logged outside one)."""
     tracking = configure(settings)
     runs = tracking.client.search_runs(
         [tracking.experiment_id], max_results=max_results, order_by=["attributes.start_time DESC"]
@@ -215,6 +217,7 @@ def list_runs(settings: Settings, max_results: int = 200) -> list[dict[str, Any]
                 "train_seconds": m.get("train_seconds"),
                 "duration_seconds": (end - r.info.start_time) / 1000 if r.info.start_time else None,
                 "status": r.info.status,
+                "parent_run_id": r.data.tags.get("mlflow.parentRunId"),
             }
         )
     return rows

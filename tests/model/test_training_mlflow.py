@@ -20,7 +20,7 @@ from mlflow.entities import Run
 from churn_assets.defs.assets.training import CANDIDATES, CHALLENGER, CHAMPION
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.training_resources import build_training_resources
-from churn_assets.modeling.tracking import configure
+from churn_assets.modeling.tracking import configure, list_runs
 from churn_assets.orchestration import run_training
 from churn_assets.settings import ModelingSettings, Settings
 from tests.pipeline_helpers import run, simulate, small_settings
@@ -100,6 +100,8 @@ def test_one_parent_run_per_dagster_run_with_every_candidate_nested(world) -> No
     artifacts = (settings.mlflow_dir / "artifacts").resolve().as_uri()
     assert all(r.info.artifact_uri.startswith(artifacts) for r in runs)
     assert mlflow.active_run() is None  # the hook ended it: nothing left active in this process
+    listed = {row["run_id"]: row["parent_run_id"] for row in list_runs(settings)}
+    assert listed == {parent.info.run_id: None} | {r.info.run_id: parent.info.run_id for r in children}
 
 
 def test_training_assets_link_the_mlflow_runs_and_model_versions(world) -> None:
