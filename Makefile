@@ -19,7 +19,7 @@ CHROMIUM      ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help install services demo test test-fast lint format typecheck contracts ui bench bench-tools clean
+.PHONY: help install services demo test test-fast lint format typecheck contracts ui mlflow-ui bench bench-tools clean
 
 ## help: list these targets with one line each
 help:
@@ -107,6 +107,11 @@ contracts: install
 ui: install
 	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 	$(BIN)/dagster dev -w workspace.yaml
+
+## mlflow-ui: the MLflow UI on the project's tracking store (SQLite + artifacts under the state folder; http://127.0.0.1:5000)
+mlflow-ui: install
+	eval $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+		"$$($(BIN)/python -c 'import shlex; from churn_assets.modeling.paths import mlflow_ui_options; from churn_assets.settings import get_settings; print(shlex.join(mlflow_ui_options(get_settings())))')"
 
 ## bench: full-scale foundation benchmark (500,000 customers: simulate history + main job; time and peak RSS per stage)
 bench: install

@@ -104,7 +104,7 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
     checks = {c.check_name: (c.passed, c.description) for c in result.get_asset_check_evaluations()}
     from churn_assets.modeling.tracking import list_runs
 
-    runs = list_runs(resources["mlflow"].bind(settings))  # type: ignore[attr-defined]
+    runs = list_runs(settings)
     return {
         "load_before": load_before,
         "load_after": load_after,

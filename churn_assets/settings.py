@@ -95,6 +95,11 @@ class ModelingSettings(BaseModel):
     tracking_uri: str | None = Field(default=None, description="MLflow URI; None = SQLite under home/mlflow.")
     experiment_name: str = "churnops"
     registered_model_name: str = "churn-model"
+    mlflow_ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="Base URL of the MLflow UI (`make mlflow-ui`) the Dagster metadata links to.",
+    )
     audit_url: str | None = Field(default=None, description="Audit log SQLAlchemy URL; None = home/registry.")
     promotion_mode: Literal["auto", "manual"] = "auto"
     min_auc_gain: float = Field(

@@ -16,6 +16,7 @@ from churn_assets.defs.keys import (
     TRAINING_GROUP,
 )
 from churn_assets.defs.partitions import weekly_partitions
+from churn_assets.defs.resources import end_mlflow_on_run_finished
 
 MAIN_JOB = "churn_pipeline"
 
@@ -37,6 +38,7 @@ training = dg.define_asset_job(
         "Build the training set from the offline feature store, tune and compare the candidates (MLflow "
         "runs), register the challenger, run its blocking gate checks and decide the promotion."
     ),
+    hooks={end_mlflow_on_run_finished},  # the MLflow parent run of the candidates ends with the run
 )
 
 PRODUCTION_JOB = "weekly_production"
@@ -73,6 +75,7 @@ retraining = dg.define_asset_job(
         "window, newest holdout) -> challenger -> gates -> promotion (> min_auc_gain) -> bento rebuild -> "
         "rollout start in shadow. A kept champion is audit-logged for review."
     ),
+    hooks={end_mlflow_on_run_finished},
 )
 
 ROLLOUT_STEP_JOB = "rollout_step"

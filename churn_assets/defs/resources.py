@@ -10,27 +10,30 @@ The other resources are handles on external systems, each built from that same o
 
 * ``warehouse``: the DuckDB warehouse (raw tables, quarantine, offline feature store);
 * ``online_store``: the online feature store the domain factory ``make_online_store`` opens;
-* ``mlflow``: MLflow tracking + registry target.
+* ``mlflow``: dagster-mlflow's ``mlflow_tracking``, the MLflow parent run of one Dagster run (named after
+  the job, tagged ``dagster_run_id``). The ``end_mlflow_on_run_finished`` hook of the ``training`` and
+  ``retraining`` jobs requires it, so those jobs open it (in one process once; under a multiprocess
+  executor each step process resumes the run it finds by that tag) and the hook ends it: FINISHED after
+  the job's last step, FAILED on a failed step. Candidate runs logged meanwhile are nested under it
+  (``tracking.log_candidate_run``). The MLflow target itself (URI, experiment, registered model) is
+  ``settings.modeling``.
 
-``mlflow`` is a thin ``ConfigurableResource`` over the modeling library's tracking (not
-``dagster_mlflow.mlflow_tracking``): that legacy resource opens ONE process-wide active MLflow run per
-Dagster run, so the library's one-run-per-candidate ``mlflow.start_run`` fails ("Run ... is already
-active") unless every candidate becomes a nested run; it creates the experiment with
-``mlflow.set_experiment`` (artifacts under ``./mlruns`` of the working directory instead of the state
-folder) and leaves its run RUNNING unless a job hook ends it. See docs/modeling.md ("Dagster assets").
+``mlflow`` wraps the library's resource only to (1) create the experiment with its artifact root under the
+state folder before the library's ``mlflow.set_experiment`` would create it with MLflow's default root (the
+working directory) and (2) take its URI and experiment from the settings. Both the resource and the hook
+import dagster-mlflow (hence MLflow, ~2 s) when they run, not when the code location loads: every run the
+daemon launches loads this code location, most never train. See docs/modeling.md.
 """
 
-from typing import TYPE_CHECKING, Any
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
 from churn_assets.feature_store.online import OnlineStore, make_online_store
-from churn_assets.modeling.paths import tracking_uri
 from churn_assets.settings import Settings
 from churn_assets.storage.warehouse import Warehouse
-
-if TYPE_CHECKING:  # MLflow is imported when a run tracks, not when the code location loads
-    from churn_assets.modeling.tracking import Tracking
 
 SETTINGS = "settings"
 
@@ -57,45 +60,64 @@ class OnlineStoreResource(dg.ConfigurableResource):
         return make_online_store(self.settings)
 
 
-class MlflowResource(dg.ConfigurableResource):
-    """MLflow tracking + registry target. ``tracking_uri`` empty = SQLite under the modeling home."""
+MLFLOW = "mlflow"  # the key dagster-mlflow's hook reads (context.resources.mlflow)
 
-    tracking_uri: str = ""
-    experiment_name: str = "churnops"
-    registered_model_name: str = "churn-model"
 
-    def bind(self, settings: Settings) -> Settings:
-        """``settings`` with this resource's tracking target (what the modeling library reads)."""
-        modeling = settings.modeling.model_copy(
-            update={
-                "tracking_uri": self.tracking_uri or None,
-                "experiment_name": self.experiment_name,
-                "registered_model_name": self.registered_model_name,
-            }
-        )
-        return settings.model_copy(update={"modeling": modeling})
+def _import_dagster_mlflow() -> Any:
+    """dagster_mlflow, imported without its "currently in beta" warning (docs/modeling.md says so)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        import dagster_mlflow
 
-    def tracking(self, settings: Settings) -> "Tracking":
-        from churn_assets.modeling.tracking import configure
+    return dagster_mlflow
 
-        return configure(self.bind(settings))
 
-    def uri(self, settings: Settings) -> str:
-        return tracking_uri(self.bind(settings))
+@dg.resource(
+    required_resource_keys={SETTINGS},
+    description=(
+        "dagster-mlflow mlflow_tracking: the MLflow parent run of this Dagster run (tag dagster_run_id), in "
+        "the experiment of settings.modeling, created first with its artifact root under the state folder."
+    ),
+)
+def mlflow_parent_run(context: dg.InitResourceContext) -> Iterator[Any]:
+    from churn_assets.modeling.tracking import configure
+
+    settings: Settings = getattr(context.resources, SETTINGS)
+    tracking = configure(settings)  # get-or-create the experiment with the state folder's artifact root
+    library_config = {
+        "experiment_name": settings.modeling.experiment_name,
+        "mlflow_tracking_uri": tracking.uri,
+    }
+    with warnings.catch_warnings():  # "currently in beta" on every call of the resource and its class
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        run = _import_dagster_mlflow().mlflow_tracking.resource_fn(context.replace_config(library_config))
+        parent = next(run)  # the library's MlFlow: started (or resumed) the parent run
+    try:
+        yield parent
+    finally:
+        next(run, None)  # the library's teardown: cleanup_on_error ends the run FAILED/KILLED on an error
+
+
+def _end_mlflow_on_run_finished(context: dg.HookContext, event_list: Any) -> Any:
+    return _import_dagster_mlflow().end_mlflow_on_run_finished.hook_fn(context, event_list)
+
+
+end_mlflow_on_run_finished = dg.HookDefinition(
+    name="end_mlflow_on_run_finished",
+    hook_fn=_end_mlflow_on_run_finished,
+    required_resource_keys={MLFLOW},
+)
+"""dagster-mlflow's ``end_mlflow_on_run_finished`` (its hook function, imported when it runs): ends the
+active MLflow run FINISHED when the job's last node succeeds, FAILED when a step fails."""
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
     """Every resource of the code location, for ``settings`` (the definitions and in-process runs)."""
-    cfg = settings.modeling
     return {
         SETTINGS: dg.ResourceDefinition.hardcoded_resource(
             settings, description="The churnops Settings of this process (churn_assets/settings.py)."
         ),
         "warehouse": WarehouseResource(settings=settings),
         "online_store": OnlineStoreResource(settings=settings),
-        "mlflow": MlflowResource(
-            tracking_uri=cfg.tracking_uri or "",
-            experiment_name=cfg.experiment_name,
-            registered_model_name=cfg.registered_model_name,
-        ),
+        MLFLOW: mlflow_parent_run,
     }

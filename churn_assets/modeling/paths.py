@@ -38,6 +38,16 @@ def artifact_location(settings: Settings) -> str:
     return path.resolve().as_uri()
 
 
+def mlflow_ui_options(settings: Settings) -> list[str]:
+    """``mlflow ui`` options that open this project's tracking store and artifact root (``make mlflow-ui``)."""
+    return [
+        "--backend-store-uri",
+        tracking_uri(settings),
+        "--default-artifact-root",
+        artifact_location(settings),
+    ]
+
+
 def audit_url(settings: Settings) -> str:
     """SQLAlchemy URL of the promotion audit log."""
     return settings.modeling.audit_url or _sqlite_url(settings.registry_dir / "audit.db")

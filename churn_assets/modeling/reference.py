@@ -39,7 +39,9 @@ def register_champion(settings: Settings, params: dict[str, Any] | None = None) 
     threshold = choose_threshold(val["churned"], p_val)
     metrics = {k: v for k, v in binary_metrics(val["churned"], p_val, threshold).items() if k != "n"}
     metrics["threshold"] = threshold
-    logged = log_candidate_run(configure(settings), "monitoring-evaluation", model, "lightgbm", {}, metrics)
+    logged = log_candidate_run(
+        configure(settings), "monitoring-evaluation", model, "lightgbm", {}, metrics, input_example=val[names]
+    )
     registry = ModelRegistry(settings)
     version = registry.register(logged, names, meta["sha256"], metrics, [])
     if registry.aliases().get("champion") is None:

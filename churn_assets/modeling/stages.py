@@ -320,7 +320,15 @@ def run_candidates(
             )
         candidate_plots[c.name] = str(roc)
         logged = log_candidate_run(
-            tracking, c.name, c.model, c.flavor, c.params, metrics, artifacts, tags={"role": "candidate"}
+            tracking,
+            c.name,
+            c.model,
+            c.flavor,
+            c.params,
+            metrics,
+            artifacts,
+            tags={"role": "candidate"},
+            input_example=X_val,
         )
         run_ids[c.name] = logged.run_id
         progress(f"logged MLflow run {logged.run_id} for {c.name}")
@@ -587,6 +595,7 @@ def evaluate_challenger(
         final_metrics,
         files,
         tags={"role": "final", "data_sha256": data_hash},
+        input_example=splits.X_test,
     )
     registry = ModelRegistry(settings)
     extra = (

@@ -2,7 +2,9 @@
 
 Every candidate is one MLflow run of the ``settings.modeling.experiment_name`` experiment holding:
 params, metrics (``auc``, ``recall``, ``precision``, ``f1``, ``brier``, ``train_seconds``, plus extras),
-PNG artifacts, and the logged model (``mlflow.<flavor>.log_model(model, name="model")``).
+PNG artifacts, and the logged model (``mlflow.<flavor>.log_model(model, name="model")``) with its
+signature and input example when the caller passes example rows. When a run is already active (the
+parent run the orchestrator opened for the whole training run), each candidate run is nested under it.
 
 The tracking URI defaults to a SQLite file ``home/mlflow/mlflow.db`` and the experiment is created
 with the explicit artifact root ``home/mlflow/artifacts``; a PostgreSQL URI works the same way.
@@ -19,12 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import mlflow
 import mlflow.lightgbm
 import mlflow.sklearn
+import pandas as pd
 import skops.io as sio
 from mlflow import MlflowClient
+from mlflow.entities import RunInfo
+from mlflow.models import infer_signature
 
 from churn_assets.modeling.paths import artifact_location, tracking_uri
 from churn_assets.settings import Settings
@@ -33,6 +39,7 @@ PIP_REQUIREMENTS = {
     "sklearn": ["scikit-learn", "lightgbm", "pandas", "numpy"],
     "lightgbm": ["lightgbm", "scikit-learn", "pandas", "numpy"],
 }
+SIGNATURE_ROWS = 5  # feature rows logged as each model's input example (its signature is inferred from them)
 
 
 @dataclass(frozen=True)
@@ -84,13 +91,47 @@ def model_file_hash(model_uri: str) -> str:
     return digest.hexdigest()
 
 
-def log_model(model: Any, flavor: str) -> Any:
-    """Log ``model`` into the active run with the right flavor; returns MLflow's ``ModelInfo``."""
+class _CategoryServingCheck(logging.Filter):
+    """Drops MLflow's "Failed to validate serving input example" warning when its cause is LightGBM's
+    "categorical_feature do not match": MLflow checks each input example by sending it through the
+    pyfunc JSON serving path, which turns category columns into strings that LightGBM rejects. That
+    path is not how churnops serves (BentoML loads the native flavor); any other failure still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Failed to validate serving input example")
+            and "categorical_feature do not match" in message
+        )
+
+
+_CATEGORY_SERVING_CHECK = _CategoryServingCheck()
+
+
+def log_model(model: Any, flavor: str, input_example: pd.DataFrame | None = None) -> Any:
+    """Log ``model`` into the active run with the right flavor; returns MLflow's ``ModelInfo``.
+
+    With ``input_example`` (feature rows; its first ``SIGNATURE_ROWS`` are used) the model carries a
+    signature (inputs: the columns and their types; outputs: what the pyfunc ``predict`` returns, the
+    class label) and those rows as its input example."""
+    example: dict[str, Any] = {}
+    if input_example is not None:
+        rows = input_example.head(SIGNATURE_ROWS)
+        example = {"signature": infer_signature(rows, model.predict(rows)), "input_example": rows}
+        logger = logging.getLogger("mlflow.models.model")
+        if _CATEGORY_SERVING_CHECK not in logger.filters:
+            logger.addFilter(_CATEGORY_SERVING_CHECK)
     if flavor == "lightgbm":
-        return mlflow.lightgbm.log_model(model, name="model", pip_requirements=PIP_REQUIREMENTS["lightgbm"])
+        return mlflow.lightgbm.log_model(
+            model, name="model", pip_requirements=PIP_REQUIREMENTS["lightgbm"], **example
+        )
     trusted = sio.get_untrusted_types(data=sio.dumps(model))
     return mlflow.sklearn.log_model(
-        model, name="model", pip_requirements=PIP_REQUIREMENTS["sklearn"], skops_trusted_types=trusted
+        model,
+        name="model",
+        pip_requirements=PIP_REQUIREMENTS["sklearn"],
+        skops_trusted_types=trusted,
+        **example,
     )
 
 
@@ -120,21 +161,42 @@ def log_candidate_run(
     metrics: Mapping[str, float],
     artifacts: list[Path] | None = None,
     tags: Mapping[str, str] | None = None,
+    input_example: pd.DataFrame | None = None,
 ) -> LoggedRun:
     """One MLflow run: params, metrics, artifacts (PNGs under ``plots/``, other files under
-    ``evaluation/``), the model; returns ids and the model hash."""
-    with mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name) as run:
+    ``evaluation/``), the model (with a signature from ``input_example``); returns ids and the model
+    hash. Nested under the active run when there is one (tag ``mlflow.parentRunId``)."""
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name, nested=nested) as run:
         mlflow.set_tags({"model": run_name, **(tags or {})})
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not math.isnan(float(v))})
         for path in artifacts or []:
             mlflow.log_artifact(str(path), artifact_path="plots" if path.suffix == ".png" else "evaluation")
-        info = log_model(model, flavor)
+        info = log_model(model, flavor, input_example)
     return LoggedRun(run.info.run_id, info.model_uri, model_file_hash(info.model_uri), flavor)
 
 
+def active_run_info() -> RunInfo | None:
+    """The active run of this thread (the parent of the runs logged now), if any."""
+    run = mlflow.active_run()
+    return run.info if run is not None else None
+
+
+def ui_run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """Address of a run's page in the MLflow UI at ``ui_url``."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ui_model_version_url(ui_url: str, name: str, version: str | int) -> str:
+    """Address of a registered model version's page in the MLflow UI at ``ui_url``."""
+    return f"{ui_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}"
+
+
 def list_runs(settings: Settings, max_results: int = 200) -> list[dict[str, Any]]:
-    """The experiment's runs, newest first: run id/name, model, params, AUC, recall, F1, duration."""
+    """The experiment's runs, newest first: run id/name, model, params, AUC, recall, F1, duration, and the
+    parent run (``mlflow.parentRunId``; ``None`` for the parent runs of Dagster runs, named after their
+    job, and for runs logged outside one)."""
     tracking = configure(settings)
     runs = tracking.client.search_runs(
         [tracking.experiment_id], max_results=max_results, order_by=["attributes.start_time DESC"]
@@ -155,6 +217,7 @@ def list_runs(settings: Settings, max_results: int = 200) -> list[dict[str, Any]
                 "train_seconds": m.get("train_seconds"),
                 "duration_seconds": (end - r.info.start_time) / 1000 if r.info.start_time else None,
                 "status": r.info.status,
+                "parent_run_id": r.data.tags.get("mlflow.parentRunId"),
             }
         )
     return rows

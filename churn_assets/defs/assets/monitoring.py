@@ -27,7 +27,7 @@ from churn_assets.defs.keys import (
 )
 from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.defs.partitions import weekly_partitions
-from churn_assets.defs.resources import MlflowResource, WarehouseResource
+from churn_assets.defs.resources import WarehouseResource
 from churn_assets.settings import Settings
 from churn_assets.timeline import Timeline
 
@@ -53,14 +53,12 @@ def drift_report(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     settings: dg.ResourceParam[Settings],
-    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     # monitoring.weekly / plots pull in MLflow, scikit-learn and matplotlib: imported here, not when the
     # code location loads (docs/automation.md, "Where the time goes").
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import drift_week
 
-    settings = mlflow.bind(settings)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
         result = drift_week(settings, con, Timeline.from_settings(settings.simulation), week)
@@ -123,12 +121,10 @@ def performance_report(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     settings: dg.ResourceParam[Settings],
-    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import performance_week
 
-    settings = mlflow.bind(settings)
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
         result = performance_week(settings, con, Timeline.from_settings(settings.simulation), week)

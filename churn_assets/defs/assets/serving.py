@@ -5,7 +5,6 @@ import dagster as dg
 
 from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.keys import CHAMPION, CHAMPION_BENTO, SERVING_GROUP
-from churn_assets.defs.resources import MlflowResource
 from churn_assets.serving.bento_build import build_bento, kept_bento
 from churn_assets.settings import Settings
 
@@ -22,9 +21,8 @@ from churn_assets.settings import Settings
     ),
 )
 def champion_bento(
-    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], mlflow: MlflowResource
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
-    settings = mlflow.bind(settings)
     kept = _kept_bento(context, settings)
     if kept is not None:
         context.log.info(f"champion kept: bento {kept} unchanged (no rebuild)")

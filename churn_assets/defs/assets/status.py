@@ -10,7 +10,6 @@ import json
 import dagster as dg
 
 from churn_assets.defs.keys import STATUS_GROUP, STATUS_REPORT
-from churn_assets.defs.resources import MlflowResource
 from churn_assets.settings import Settings
 
 
@@ -24,10 +23,9 @@ from churn_assets.settings import Settings
         "prediction log, and the last registry action."
     ),
 )
-def status_report(settings: dg.ResourceParam[Settings], mlflow: MlflowResource) -> dg.MaterializeResult:
+def status_report(settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
     from churn_assets.monitoring.status import build_status_report, render_status
 
-    settings = mlflow.bind(settings)
     report = build_status_report(settings)
     model, perf, drift, traffic = report["model"], report["performance"], report["drift"], report["traffic"]
     return dg.MaterializeResult(

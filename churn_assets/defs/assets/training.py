@@ -22,8 +22,9 @@ from churn_assets.defs.keys import (
     TRAINING_SET,
 )
 from churn_assets.defs.metadata import markdown_table, png_markdown
-from churn_assets.defs.resources import MlflowResource, WarehouseResource
+from churn_assets.defs.resources import WarehouseResource
 from churn_assets.modeling.names import SPLITS, SplitName
+from churn_assets.modeling.paths import tracking_uri
 from churn_assets.settings import Settings
 from churn_assets.timeline import Timeline
 
@@ -75,6 +76,42 @@ def load_splits(
         for name in SPLITS
     }
     return splits_from_parts(parts, meta["features"], kind="time"), meta
+
+
+class _MlflowLinks:
+    """``MetadataValue.url`` links into the MLflow UI (``settings.modeling.mlflow_ui_url``): the parent run
+    of this Dagster run (opened by the ``mlflow`` resource in the training / retraining jobs; absent when
+    an asset is materialized on its own), runs of the experiment, registered model versions."""
+
+    def __init__(self, settings: Settings) -> None:
+        from churn_assets.modeling.tracking import active_run_info, configure
+
+        self.ui_url = settings.modeling.mlflow_ui_url
+        self.model_name = settings.modeling.registered_model_name
+        self.experiment_id = configure(settings).experiment_id
+        self.parent = active_run_info()
+
+    def run_url(self, run_id: str) -> str:
+        from churn_assets.modeling.tracking import ui_run_url
+
+        return ui_run_url(self.ui_url, self.experiment_id, run_id)
+
+    def run(self, run_id: str) -> dg.MetadataValue:
+        return dg.MetadataValue.url(self.run_url(run_id))
+
+    def version(self, version: str | int) -> dg.MetadataValue:
+        from churn_assets.modeling.tracking import ui_model_version_url
+
+        return dg.MetadataValue.url(ui_model_version_url(self.ui_url, self.model_name, version))
+
+    def parent_run(self) -> dict[str, dg.MetadataValue]:
+        """``{"mlflow_parent_run": url}`` when this Dagster run has an MLflow parent run, else ``{}``."""
+        if self.parent is None:
+            return {}
+        from churn_assets.modeling.tracking import ui_run_url
+
+        url = ui_run_url(self.ui_url, self.parent.experiment_id, self.parent.run_id)
+        return {"mlflow_parent_run": dg.MetadataValue.url(url)}
 
 
 def _fmt(value: Any) -> Any:
@@ -158,12 +195,11 @@ def training_set(
     ),
 )
 def candidates(
-    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], mlflow: MlflowResource
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.modeling.stages import run_candidates
 
-    settings = mlflow.bind(settings)
     splits, meta = load_splits(settings.training_dir)
     paths = training_paths(settings.training_dir)
     study = f"{settings.modeling.study_name}-{meta['sha256'][:8]}"
@@ -178,6 +214,7 @@ def candidates(
         progress=context.log.info,
     )
     stage.to_json(paths["candidates"])
+    links = _MlflowLinks(settings)
     table = [
         {
             "model": r["model"],
@@ -188,7 +225,7 @@ def candidates(
             "F1": _fmt(r["f1"]),
             "imbalance": r["imbalance"],
             "fit s": _fmt(r["train_seconds"]),
-            "MLflow run": r["run_id"][:12],
+            "MLflow run": f"[{r['run_id'][:12]}]({links.run_url(r['run_id'])})",
         }
         for r in sorted(stage.table, key=lambda r: -r["val_auc"])
     ]
@@ -219,7 +256,9 @@ def candidates(
                     for r in stage.table
                 }
             ),
-            "tracking_uri": mlflow.uri(settings).split("@")[-1],
+            "tracking_uri": tracking_uri(settings).split("@")[-1],
+            **links.parent_run(),
+            "mlflow_best_run": links.run(stage.run_ids[stage.best]),
             "best_roc": png_markdown(stage.plots[stage.best], f"ROC (test) of {stage.best}"),
         }
     )
@@ -237,7 +276,7 @@ def candidates(
     ),
 )
 def challenger(
-    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], mlflow: MlflowResource
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.modeling.stages import (
@@ -247,7 +286,6 @@ def challenger(
         gate_results,
     )
 
-    settings = mlflow.bind(settings)
     # The saved scores stand in for predictions: train labels only, val + test features.
     splits, meta = load_splits(settings.training_dir, ("val", "test"))
     paths = training_paths(settings.training_dir)
@@ -262,6 +300,7 @@ def challenger(
         context.log.warning(f"challenger {result.version}: {decision.outcome} ({decision.reason})")
     m = result.measurements
     tags = ModelRegistry(settings).tags(result.version)
+    links = _MlflowLinks(settings)
     return dg.MaterializeResult(
         metadata={
             "model": result.model_name,
@@ -289,6 +328,9 @@ def challenger(
                 {k: tags[k] for k in ("semver", "artifact_sha256", "data_sha256", "features", "gates_passed")}
             ),
             "mlflow_run_id": result.run_id,
+            **links.parent_run(),
+            "mlflow_run": links.run(result.run_id),
+            "mlflow_model_version": links.version(result.version),
             **{f"plot_{k}": png_markdown(v, k) for k, v in result.plots.items()},
         }
     )
@@ -305,13 +347,10 @@ def challenger(
         "champion yet: gates alone decide). Manual mode marks it pending. Every decision is audit-logged."
     ),
 )
-def champion(
-    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], mlflow: MlflowResource
-) -> dg.MaterializeResult:
+def champion(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.modeling.stages import ChallengerStage, decide_promotion
 
-    settings = mlflow.bind(settings)
     splits, _ = load_splits(settings.training_dir, ("test",))
     paths = training_paths(settings.training_dir)
     result = ChallengerStage.from_json(paths["challenger"])
@@ -334,6 +373,7 @@ def champion(
     paths["trained_on"].write_text(json.dumps(trained_on, indent=1))
     context.log.info(f"promotion decision: {decision.outcome} ({decision.reason})")
     registry = ModelRegistry(settings)
+    links = _MlflowLinks(settings)
     return dg.MaterializeResult(
         metadata={
             "decision": decision.outcome,
@@ -348,5 +388,13 @@ def champion(
             "min_auc_gain": settings.modeling.min_auc_gain,
             "mode": settings.modeling.promotion_mode,
             "aliases": dg.MetadataValue.json(registry.aliases()),
+            **links.parent_run(),
+            "mlflow_run": links.run(result.run_id),
+            "mlflow_challenger_version": links.version(decision.challenger),
+            **(
+                {"mlflow_champion_version": links.version(decision.champion_after)}
+                if decision.champion_after
+                else {}
+            ),
         }
     )
