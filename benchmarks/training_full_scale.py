@@ -122,10 +122,10 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _splits(args: argparse.Namespace, with_test: bool = True) -> Any:
-    from churn_assets.defs.assets.training import load_splits
+    from churn_assets.modeling.workdir import TrainingWorkdir
 
-    splits, _ = load_splits(
-        args.home / "training", ("train", "val", "test") if with_test else ("train", "val")
+    splits, _ = TrainingWorkdir.of(_settings(args)).load_splits(
+        ("train", "val", "test") if with_test else ("train", "val")
     )
     return splits
 

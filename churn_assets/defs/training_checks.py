@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import CHALLENGER, png_markdown, training_paths
+from churn_assets.defs.assets.training import CHALLENGER, png_markdown
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.training_resources import ModelingResource
 from churn_assets.modeling.names import GATES
@@ -101,7 +101,7 @@ def _build_gate_check(gate: str) -> dg.AssetChecksDefinition:
     def _check(modeling: ModelingResource) -> dg.AssetCheckResult:
         from churn_assets.modeling.stages import ChallengerStage, gate_results
 
-        stage = ChallengerStage.from_json(training_paths(modeling.workdir)["challenger"])
+        stage = ChallengerStage.from_json(modeling.workdir.challenger)
         result = next(
             g for g in gate_results(stage.measurements, modeling.settings().modeling) if g.name == gate
         )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from churn_assets.modeling.paths import tracking_uri
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import ModelingSettings, Settings, SimulationSettings, get_settings
 
 if TYPE_CHECKING:  # MLflow is imported when a run tracks, not when the code location loads
@@ -35,9 +36,9 @@ class ModelingResource(dg.ConfigurableResource):
         )
 
     @property
-    def workdir(self) -> Path:
-        """Folder of the training assets' files (training set, candidates, challenger)."""
-        return Path(self.home) / "training"
+    def workdir(self) -> TrainingWorkdir:
+        """The training assets' work folder (training set, candidates, challenger, decision)."""
+        return TrainingWorkdir.of(self.settings())
 
 
 class MlflowResource(dg.ConfigurableResource):

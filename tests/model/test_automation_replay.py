@@ -18,7 +18,6 @@ noise). Small-world gate limits are widened as in tests/model/test_training_e2e.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ import pytest
 
 from churn_assets.defs.assets.production import LABEL_STATUS, ROLLOUT_START
 from churn_assets.defs.assets.serving import CHAMPION_BENTO
-from churn_assets.defs.assets.training import CHAMPION, training_paths
+from churn_assets.defs.assets.training import CHAMPION
 from churn_assets.defs.automation_resources import build_automation_resources
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
+from churn_assets.defs.monitoring_resources import build_monitoring_resources
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.sensors import (
     DRIFT_REPORT,
@@ -42,6 +42,7 @@ from churn_assets.defs.sensors import (
 )
 from churn_assets.defs.training_resources import build_training_resources
 from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.orchestration import QUIET_CONSOLE, load_definitions, register_weeks
 from churn_assets.orchestration.demo import settings_env
 from churn_assets.settings import (
@@ -97,13 +98,7 @@ def resources(settings: Settings) -> dict[str, Any]:
         **build_training_resources(settings),
         **build_automation_resources(settings),
     }
-    try:  # the monitoring helper's resources, when its branch is merged
-        from churn_assets.defs.monitoring_resources import build_monitoring_resources  # type: ignore[import-not-found]
-
-        out |= build_monitoring_resources(settings)
-    except ImportError:
-        pass
-    return out
+    return out | build_monitoring_resources(settings)
 
 
 def requests_of(result: Any) -> list[dg.RunRequest]:
@@ -241,7 +236,7 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     perf = metadata_of(replay.instance, PERFORMANCE_REPORT, shadow_week)
     assert perf is not None and perf[0]["model_version"] == "2" and perf[0]["scored_now"] == 0, perf
     # New labels are counted since the CHAMPION's training set (v2's), recorded per version.
-    trained_on = json.loads(training_paths(replay.settings.home / "training")["trained_on"].read_text())
+    trained_on = TrainingWorkdir.of(replay.settings).load_trained_on()
     assert set(trained_on) == {"1", "2"}
     status = metadata_of(replay.instance, LABEL_STATUS, second["rollout"][0].tags["churnops/week"])
     assert status is not None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import CHAMPION, training_paths
+from churn_assets.defs.assets.training import CHAMPION
 from churn_assets.defs.training_resources import MlflowResource, ModelingResource
 from churn_assets.serving.bento_build import build_bento, latest_bento
 from churn_assets.settings import Settings
@@ -55,7 +55,7 @@ def _kept_bento(context: dg.AssetExecutionContext, modeling: ModelingResource) -
     selection = context.run.asset_selection
     asset_layer = context.job_def.asset_layer
     decided = CHAMPION in (selection if selection is not None else asset_layer.selected_asset_keys)
-    return kept_bento(decided, training_paths(modeling.workdir)["champion"], modeling.settings())
+    return kept_bento(decided, modeling.workdir.champion, modeling.settings())
 
 
 def kept_bento(decided: bool, decision_path: Path, settings: Settings) -> str | None:

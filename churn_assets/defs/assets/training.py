@@ -7,10 +7,8 @@ be re-materialized on its own. The seven gates are blocking asset checks on ``tr
 """
 
 import base64
-import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
 
@@ -19,14 +17,11 @@ from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.resources import TimelineResource, WarehouseResource
 from churn_assets.defs.training_resources import MlflowResource, ModelingResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS
-from churn_assets.modeling.names import SPLITS, SplitName
 from churn_assets.settings import Settings
 
 # The modeling library (scikit-learn, LightGBM, MLflow, Optuna, matplotlib) is imported inside the
 # asset bodies: every run the daemon launches is a subprocess that loads this code location, and most
 # runs (weekly production, rollout steps) never train (docs/automation.md, "Where the time goes").
-if TYPE_CHECKING:
-    from churn_assets.modeling.splits import Splits
 
 TRAINING_GROUP = "training"
 TRAINING_SET = dg.AssetKey(["training", "training_set"])
@@ -35,55 +30,12 @@ CHALLENGER = dg.AssetKey(["training", "challenger"])
 CHAMPION = dg.AssetKey(["training", "champion"])
 
 
-def training_paths(workdir: Path) -> dict[str, Path]:
-    """Files the training assets hand to each other (under ``<home>/training``)."""
-    return {
-        "training_set": workdir / "training_set.parquet",
-        "training_set_meta": workdir / "training_set.json",
-        "candidates": workdir / "candidates" / "candidates.json",
-        "challenger": workdir / "challenger" / "challenger.json",
-        "champion": workdir / "champion.json",
-        # registry version -> newest labelled as-of of the training set it was trained on (label status
-        # counts new labels since the CHAMPION's training, not since the last, possibly kept, retraining)
-        "trained_on": workdir / "trained_on.json",
-    }
-
-
 def png_markdown(path: str | Path, title: str = "") -> dg.MetadataValue:
     """A PNG embedded as a base64 data URI in markdown (the Dagster UI renders it inline)."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return dg.MetadataValue.md(
         f"{f'**{title}**' if title else ''}\n\n![{title}](data:image/png;base64,{data})"
     )
-
-
-def load_training_meta(workdir: Path) -> dict[str, Any]:
-    return dict(json.loads(training_paths(workdir)["training_set_meta"].read_text()))
-
-
-def load_splits(
-    workdir: Path, splits: Sequence[SplitName] = SPLITS, with_train_features: bool = True
-) -> "tuple[Splits, dict[str, Any]]":
-    """The stored training set, read split by split as float32 / category frames (``read_split``) and
-    validated (``TrainingDataError`` names bad inputs). Splits not in ``splits`` — and the train
-    features when ``with_train_features`` is false — are read as labels only (``X`` without columns):
-    each step reads just what it needs."""
-    from churn_assets.modeling.splits import splits_from_parts
-    from churn_assets.modeling.training_set import read_split
-
-    meta = load_training_meta(workdir)
-    path = training_paths(workdir)["training_set"]
-    parts = {
-        name: read_split(
-            path,
-            name,
-            meta["features"],
-            meta["categories"],
-            with_features=name in splits and (name != "train" or with_train_features),
-        )
-        for name in SPLITS
-    }
-    return splits_from_parts(parts, meta["features"], kind="time"), meta
 
 
 def _settings(modeling: ModelingResource, mlflow: MlflowResource) -> Settings:
@@ -110,21 +62,16 @@ def training_set(
     calendar: TimelineResource,
     modeling: ModelingResource,
 ) -> dg.MaterializeResult:
-    from churn_assets.modeling.training_set import (
-        build_training_table,
-        check_training_set,
-        write_training_set,
-    )
+    from churn_assets.modeling.training_set import build_training_table, check_training_set
 
     settings = modeling.settings()
     with warehouse.warehouse().connect() as con:
         con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
         frame, meta = build_training_table(con, calendar.timeline(), settings)
     check_training_set(meta)  # fail here on bad input, before anything is written
-    paths = training_paths(modeling.workdir)
-    write_training_set(frame, paths["training_set"])
+    workdir = modeling.workdir
+    workdir.write_training_set(frame, meta)
     del frame
-    paths["training_set_meta"].write_text(json.dumps(meta, indent=1, default=str))
     rows = [
         {"split": name, **{k: _fmt(v) for k, v in s.items() if k != "periods_present"}}
         for name, s in meta["splits"].items()
@@ -156,7 +103,7 @@ def training_set(
             ),
             "leakage_feature_timestamps_after_as_of": meta["leakage_feature_timestamps_after_as_of"],
             "cancelled_before_as_of": meta["cancelled_before_as_of"],
-            "path": dg.MetadataValue.path(str(paths["training_set"])),
+            "path": dg.MetadataValue.path(str(workdir.training_set)),
         }
     )
 
@@ -179,20 +126,19 @@ def candidates(
     from churn_assets.modeling.stages import run_candidates
 
     settings = _settings(modeling, mlflow)
-    splits, meta = load_splits(modeling.workdir)
-    paths = training_paths(modeling.workdir)
+    splits, meta = modeling.workdir.load_splits()
     study = f"{settings.modeling.study_name}-{meta['sha256'][:8]}"
     # Retraining: the champion's LightGBM hyperparameters by default (retune_on_retrain re-runs Optuna).
     fixed = None if settings.modeling.retune_on_retrain else ModelRegistry(settings).lightgbm_params()
     stage = run_candidates(
         splits,
         settings,
-        paths["candidates"].parent,
+        modeling.workdir.candidates_dir,
         study_name=study,
         fixed_params=fixed,
         progress=context.log.info,
     )
-    stage.to_json(paths["candidates"])
+    stage.to_json(modeling.workdir.candidates)
     table = [
         {
             "model": r["model"],
@@ -264,11 +210,11 @@ def challenger(
 
     settings = _settings(modeling, mlflow)
     # The saved scores stand in for predictions: train labels only, val + test features.
-    splits, meta = load_splits(modeling.workdir, ("val", "test"))
-    paths = training_paths(modeling.workdir)
-    stage = CandidateStage.from_json(paths["candidates"])
-    result = evaluate_challenger(stage, splits, settings, meta["sha256"], paths["challenger"].parent)
-    result.to_json(paths["challenger"])
+    workdir = modeling.workdir
+    splits, meta = workdir.load_splits(("val", "test"))
+    stage = CandidateStage.from_json(workdir.candidates)
+    result = evaluate_challenger(stage, splits, settings, meta["sha256"], workdir.challenger_dir)
+    result.to_json(workdir.challenger)
     gates = gate_results(result.measurements, settings.modeling)
     failed = [g.name for g in gates if not g.passed]
     if failed:
@@ -327,9 +273,9 @@ def champion(
     from churn_assets.modeling.stages import ChallengerStage, decide_promotion
 
     settings = _settings(modeling, mlflow)
-    splits, _ = load_splits(modeling.workdir, ("test",))
-    paths = training_paths(modeling.workdir)
-    result = ChallengerStage.from_json(paths["challenger"])
+    workdir = modeling.workdir
+    splits, _ = workdir.load_splits(("test",))
+    result = ChallengerStage.from_json(workdir.challenger)
     decision = decide_promotion(settings, result, splits.X_test, splits.y_test)
     record = {
         "outcome": decision.outcome,
@@ -341,10 +287,8 @@ def champion(
         "champion_auc": decision.champion_auc,
         "mode": settings.modeling.promotion_mode,
     }
-    paths["champion"].write_text(json.dumps(record, indent=1))
-    trained_on = json.loads(paths["trained_on"].read_text()) if paths["trained_on"].exists() else {}
-    trained_on[str(decision.challenger)] = load_training_meta(modeling.workdir).get("newest_labelled_as_of")
-    paths["trained_on"].write_text(json.dumps(trained_on, indent=1))
+    workdir.write_decision(record)
+    workdir.record_trained_on(str(decision.challenger))
     context.log.info(f"promotion decision: {decision.outcome} ({decision.reason})")
     registry = ModelRegistry(settings)
     return dg.MaterializeResult(
