@@ -179,8 +179,8 @@ def part_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
+    from churn_assets.modeling.candidate_stage import sample_splits
     from churn_assets.modeling.candidates import lightgbm_options
-    from churn_assets.modeling.stages import sample_splits
     from churn_assets.modeling.tuning import tune_lightgbm
 
     splits = sample_splits(_splits(args, with_test=False), args.optuna_rows)

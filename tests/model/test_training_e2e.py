@@ -19,8 +19,8 @@ from churn_assets.defs.assets.training import CHALLENGER, CHAMPION, challenger, 
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.training_checks import gate_checks
 from churn_assets.defs.training_resources import build_training_resources
+from churn_assets.modeling.gates import GATES
 from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.modeling.stages import GATES
 from churn_assets.modeling.tracking import configure
 from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.orchestration import run_training

@@ -1,7 +1,8 @@
 """Training assets: training set -> candidates -> challenger (gated) -> champion.
 
-Thin wrappers over ``churn_assets.modeling`` (``training_set``, ``stages``, ``registry``). Each asset
-writes its result under ``<home>/training/`` and the next one reads it from there, so every step can
+Thin wrappers over ``churn_assets.modeling`` (``training_set``, ``candidate_stage``,
+``challenger_stage``, ``registry``). Each asset writes its result to the training work folder
+(``modeling.workdir.TrainingWorkdir``) and the next one reads it from there, so every step can
 be re-materialized on its own. The seven gates are blocking asset checks on ``training/challenger``
 (``defs/training_checks.py``): one failure stops ``training/champion``.
 """
@@ -122,21 +123,12 @@ def training_set(
 def candidates(
     context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
-    from churn_assets.modeling.registry import ModelRegistry
-    from churn_assets.modeling.stages import run_candidates
+    from churn_assets.modeling.candidate_stage import run_retraining_candidates
 
     settings = _settings(modeling, mlflow)
     splits, meta = modeling.workdir.load_splits()
-    study = f"{settings.modeling.study_name}-{meta['sha256'][:8]}"
-    # Retraining: the champion's LightGBM hyperparameters by default (retune_on_retrain re-runs Optuna).
-    fixed = None if settings.modeling.retune_on_retrain else ModelRegistry(settings).lightgbm_params()
-    stage = run_candidates(
-        splits,
-        settings,
-        modeling.workdir.candidates_dir,
-        study_name=study,
-        fixed_params=fixed,
-        progress=context.log.info,
+    stage = run_retraining_candidates(
+        splits, settings, meta["sha256"], modeling.workdir.candidates_dir, progress=context.log.info
     )
     stage.to_json(modeling.workdir.candidates)
     table = [
@@ -159,7 +151,7 @@ def candidates(
             "experiments": dg.MetadataValue.md(markdown_table(table)),
             "best": stage.best,
             "lightgbm_hyperparameters": "the champion's (no re-tuning)"
-            if fixed is not None
+            if "fixed_params" in t
             else "tuned (Optuna)",
             "best_val_auc": float(stage.val_auc),
             "optuna": dg.MetadataValue.json(
@@ -200,13 +192,10 @@ def candidates(
 def challenger(
     context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from churn_assets.modeling.candidate_stage import CandidateStage
+    from churn_assets.modeling.challenger_stage import decide_promotion, evaluate_challenger
+    from churn_assets.modeling.gates import gate_results
     from churn_assets.modeling.registry import ModelRegistry
-    from churn_assets.modeling.stages import (
-        CandidateStage,
-        decide_promotion,
-        evaluate_challenger,
-        gate_results,
-    )
 
     settings = _settings(modeling, mlflow)
     # The saved scores stand in for predictions: train labels only, val + test features.
@@ -233,11 +222,11 @@ def challenger(
             "calibration": result.calibration,
             "test_auc": float(result.test_metrics["auc"]),
             "train_auc": float(result.train_auc),
-            "threshold": float(m["threshold"]["value"]),
-            "test_recall": float(m["threshold"]["test"]["recall"]),
-            "test_precision": float(m["threshold"]["test"]["precision"]),
-            "test_f1": float(m["threshold"]["test"]["f1"]),
-            "test_brier": float(m["calibration"]["test_brier"]),
+            "threshold": float(m.threshold.value),
+            "test_recall": float(m.threshold.test.recall),
+            "test_precision": float(m.threshold.test.precision),
+            "test_f1": float(m.threshold.test.f1),
+            "test_brier": float(m.calibration.test_brier),
             "gates": dg.MetadataValue.md(
                 markdown_table(
                     [
@@ -269,8 +258,8 @@ def challenger(
 def champion(
     context: dg.AssetExecutionContext, modeling: ModelingResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from churn_assets.modeling.challenger_stage import ChallengerStage, decide_promotion
     from churn_assets.modeling.registry import ModelRegistry
-    from churn_assets.modeling.stages import ChallengerStage, decide_promotion
 
     settings = _settings(modeling, mlflow)
     workdir = modeling.workdir
