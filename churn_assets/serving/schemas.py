@@ -22,8 +22,8 @@ class PredictRequest(BaseModel):
     """Customer ids scored with features from the online store."""
 
     model_config = ConfigDict(extra="forbid")
-    customer_ids: list[StrictInt] = Field(
-        min_length=1, description="Customer ids (per-item errors for unknown)."
+    customer_ids: list[Int64] = Field(
+        min_length=1, description="Customer ids, 64-bit integers (per-item errors for unknown)."
     )
     explain: StrictBool = Field(False, description="Return the top-3 SHAP reasons per customer.")
 
