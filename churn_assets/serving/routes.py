@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -37,6 +37,7 @@ from churn_assets.serving.schemas import PredictFeaturesRequest, PredictRequest
 from churn_assets.settings import ServingSettings
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger(__name__)
 
@@ -186,12 +187,17 @@ class FastPath:
         return json_response({"predictions": items}, headers=headers, background=task)
 
     # -- handlers ------------------------------------------------------------------------------------
-    async def predict(self, request: Request) -> Response:
+    async def parse(
+        self, request: Request, model: type[M], count: Callable[[M], int], what: str
+    ) -> tuple[M, Runtime]:
+        """The validated body of an authorised request within the batch limit, and the runtime."""
         self.check_key(request)
-        body = await self.body_of(request)
-        req = PredictRequest.model_validate_json(body)
-        self.check_batch(len(req.customer_ids), "customer ids")
-        rt = self.current()
+        req = model.model_validate_json(await self.body_of(request))
+        self.check_batch(count(req), what)
+        return req, self.current()
+
+    async def predict(self, request: Request) -> Response:
+        req, rt = await self.parse(request, PredictRequest, lambda r: len(r.customer_ids), "customer ids")
         deadline = deadline_of(request)
 
         def work() -> Response:
@@ -224,11 +230,7 @@ class FastPath:
         return await self.in_thread("predict", deadline, work)
 
     async def predict_features(self, request: Request) -> Response:
-        self.check_key(request)
-        body = await self.body_of(request)
-        req = PredictFeaturesRequest.model_validate_json(body)
-        self.check_batch(len(req.rows), "rows")
-        rt = self.current()
+        req, rt = await self.parse(request, PredictFeaturesRequest, lambda r: len(r.rows), "rows")
         dumped = [r.model_dump() for r in req.rows]
         required = rt.model_for(rt.state().stable_version).features
         missing = sorted({f for f in required if f not in req.rows[0].model_fields_set})
