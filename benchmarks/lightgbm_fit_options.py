@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     import lightgbm as lgb
     from sklearn.metrics import roc_auc_score
 
-    from churn_assets.defs.assets.training import load_splits
+    from churn_assets.modeling.workdir import TrainingWorkdir
+    from churn_assets.settings import Settings
 
     started = time.perf_counter()
-    splits, _ = load_splits(args.home / "training", ("train", "test"))
+    splits, _ = TrainingWorkdir.of(Settings(home=args.home)).load_splits(("train", "test"))
     print(
         f"read {len(splits.y_train):,} train / {len(splits.y_test):,} test rows x {len(splits.features)} "
         f"features in {time.perf_counter() - started:.1f} s; n_jobs={args.n_jobs}, rounds={args.rounds}",

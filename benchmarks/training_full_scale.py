@@ -120,10 +120,10 @@ def part_stage(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _splits(args: argparse.Namespace, with_test: bool = True) -> Any:
-    from churn_assets.defs.assets.training import load_splits
+    from churn_assets.modeling.workdir import TrainingWorkdir
 
-    splits, _ = load_splits(
-        args.home / "training", ("train", "val", "test") if with_test else ("train", "val")
+    splits, _ = TrainingWorkdir.of(_settings(args)).load_splits(
+        ("train", "val", "test") if with_test else ("train", "val")
     )
     return splits
 
@@ -177,8 +177,8 @@ def part_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def part_optuna(args: argparse.Namespace) -> dict[str, Any]:
+    from churn_assets.modeling.candidate_stage import sample_splits
     from churn_assets.modeling.candidates import lightgbm_options
-    from churn_assets.modeling.stages import sample_splits
     from churn_assets.modeling.tuning import tune_lightgbm
 
     splits = sample_splits(_splits(args, with_test=False), args.optuna_rows)

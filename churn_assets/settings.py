@@ -190,7 +190,8 @@ class ModelingSettings(BaseModel):
     )
     retune_on_retrain: bool = Field(
         default=False,
-        description="Retraining (stages.retrain_challenger): False = refit LightGBM with the champion's "
+        description="Retraining (candidate_stage.run_retraining_candidates, the training/candidates asset): "
+        "False = refit LightGBM with the champion's "
         "hyperparameters; True = run the Optuna study again.",
     )
     fairness_min_positives: int = Field(

@@ -1,23 +1,24 @@
 """Blocking promotion gates on ``training/challenger``: any failure stops ``training/champion``.
 
-One check per gate (``churn_assets.modeling.stages.gate_results`` defines them). Each reads the
-challenger's stored measurements (``<home>/training/challenger/challenger.json``) and compares them with
+One check per gate (``churn_assets.modeling.gates.gate_results`` defines them). Each reads the
+challenger's stored measurements (``TrainingWorkdir.challenger``: ``challenger/challenger.json``) and compares them with
 the CURRENT limits in ``settings.modeling`` (``gate_*``), so tightening a limit and re-running the
 checks re-decides without retraining.
 """
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.keys import CHALLENGER
 from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.modeling.names import GATES
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import Settings
 
 if TYPE_CHECKING:  # the modeling library is imported by the check bodies, not at code-location load
-    from churn_assets.modeling.stages import ChallengerStage
+    from churn_assets.modeling.challenger_stage import ChallengerStage
 
 DESCRIPTIONS = {
     "auc_floor": "Test AUC at least `gate_min_auc`.",
@@ -43,66 +44,69 @@ def _details(gate: str, stage: "ChallengerStage") -> dict[str, Any]:
     m = stage.measurements
     out: dict[str, Any] = {"challenger_version": stage.version, "semver": stage.semver}
     if gate == "calibration":
-        c = m["calibration"]
-        out["method"] = c["method"]
-        out["test_brier"] = float(c["test_brier"])
-        out["no_skill_brier"] = float(c["no_skill_brier"])
-        out["val_brier_oof"] = dg.MetadataValue.json(c["val_brier_oof"])
+        c = m.calibration
+        out["method"] = c.method
+        out["test_brier"] = float(c.test_brier)
+        out["no_skill_brier"] = float(c.no_skill_brier)
+        out["val_brier_oof"] = dg.MetadataValue.json(c.val_brier_oof)
         out["reliability_curve"] = dg.MetadataValue.md(
             markdown_table(
                 [
                     {"mean predicted": round(p, 4), "observed rate": round(o, 4)}
-                    for p, o in zip(
-                        c["reliability"]["mean_predicted"], c["reliability"]["observed_rate"], strict=True
-                    )
+                    for p, o in zip(c.reliability.mean_predicted, c.reliability.observed_rate, strict=True)
                 ]
             )
         )
         if "reliability" in stage.plots:
             out["reliability_plot"] = png_markdown(stage.plots["reliability"], "reliability (test)")
     elif gate == "threshold":
-        t = m["threshold"]
+        t = m.threshold
         out.update(
-            rule=t["rule"],
-            threshold=float(t["value"]),
-            **{f"test_{k}": float(v) for k, v in t["test"].items()},
-            **{f"val_{k}": float(v) for k, v in t["val"].items()},
-            test_positive_rate=float(t["test_positive_rate"]),
+            rule=t.rule,
+            threshold=float(t.value),
+            **{f"test_{k}": float(v) for k, v in asdict(t.test).items()},
+            **{f"val_{k}": float(v) for k, v in asdict(t.val).items()},
+            test_positive_rate=float(t.test_positive_rate),
         )
     elif gate == "shap":
-        s = m["shap"]
-        out["method"] = s["method"]
-        if s.get("top5"):
-            out["top5"] = ", ".join(s["top5"])
-            out["mean_abs_shap"] = dg.MetadataValue.json(s["mean_abs"])
+        s = m.shap
+        out["method"] = s.method
+        if s.top5:
+            out["top5"] = ", ".join(s.top5)
+            out["mean_abs_shap"] = dg.MetadataValue.json(s.mean_abs)
         if "shap" in stage.plots:
             out["shap_plot"] = png_markdown(stage.plots["shap"], "mean |SHAP| (test)")
     elif gate == "fairness":
-        f = m["fairness"]
-        out["columns"] = ", ".join(f["columns"]) or "none present"
-        out["worst_column"] = str(f.get("worst_column"))
-        if f.get("by_segment"):
-            out["by_segment"] = dg.MetadataValue.md(markdown_table(f["by_segment"], limit=60))
+        f = m.fairness
+        out["columns"] = ", ".join(f.columns) or "none present"
+        out["worst_column"] = str(f.worst_column)
+        if f.by_segment:
+            out["by_segment"] = dg.MetadataValue.md(markdown_table(f.by_segment, limit=60))
     elif gate == "stress_slices":
         rows = [
             {
                 "slice": k,
-                **{c: v for c, v in s.items() if c in ("rows", "positives", "auc", "recall", "precision")},
+                "rows": s.rows,
+                "positives": s.positives,
+                "auc": s.auc,
+                "recall": s.recall,
+                "precision": s.precision,
             }
-            for k, s in m["stress_slices"].items()
+            for k, s in m.stress_slices.items()
         ]
         out["slices"] = dg.MetadataValue.md(markdown_table(rows) or "no slice columns")
-    else:
-        out.update({k: float(v) for k, v in m[gate].items() if isinstance(v, int | float)})
+    else:  # auc_floor, train_test_gap
+        out.update({k: float(v) for k, v in asdict(getattr(m, gate)).items() if isinstance(v, int | float)})
     return out
 
 
 def _build_gate_check(gate: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=CHALLENGER, name=gate, blocking=True, description=DESCRIPTIONS[gate])
     def _check(settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
-        from churn_assets.modeling.stages import ChallengerStage, gate_results
+        from churn_assets.modeling.challenger_stage import ChallengerStage
+        from churn_assets.modeling.gates import gate_results
 
-        stage = ChallengerStage.from_json(training_paths(settings.training_dir)["challenger"])
+        stage = ChallengerStage.from_json(TrainingWorkdir.of(settings).challenger)
         result = next(g for g in gate_results(stage.measurements, settings.modeling) if g.name == gate)
         verb = "passed" if result.passed else "FAILED"
         return dg.AssetCheckResult(

@@ -2,9 +2,11 @@
 
 One module per concern: ``splits`` (train/val/test assignment + input validation), ``candidates``
 (LightGBM + scikit-learn baselines), ``tuning`` (Optuna), ``evaluation`` (metrics, threshold,
-calibration, SHAP, fairness, stress slices, gates), ``plots``, ``tracking`` (MLflow runs),
-``registry`` (versions, aliases, promotion), ``audit`` (append-only decision log), ``pipeline`` (one
-training run end to end), ``train_table`` (bring-your-own CSV).
+calibration, SHAP, fairness), ``gates`` (the seven gates' typed measurements and rules), ``plots``,
+``tracking`` (MLflow runs), ``registry`` (versions, aliases, promotion), ``audit`` (append-only
+decision log), ``workdir`` (the training work folder's files), ``candidate_stage`` and
+``challenger_stage`` (the training graph's steps), ``train_table`` (the steps in one call, for a
+bring-your-own CSV or frame).
 
 The re-exports below are resolved lazily (PEP 562): importing a light submodule such as
 ``churn_assets.modeling.paths`` must not pull in scikit-learn (the Dagster code location imports it).

@@ -1,4 +1,4 @@
-"""Metrics, decision threshold, calibration, SHAP, fairness, stress slices and promotion gates.
+"""Metrics, decision threshold, calibration, SHAP, fairness, and the result type of a promotion gate.
 
 Threshold rule (documented in docs/modeling.md): the decision threshold is the one that MAXIMISES F1
 on the validation split, searched over the distinct predicted probabilities
@@ -14,7 +14,6 @@ the raw model, the lowest wins, and the chosen calibrator is refitted on the who
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -229,35 +228,6 @@ def fairness_report(
     return FairnessReport(pd.DataFrame(rows), worst, worst_col, max_disparity)
 
 
-def stress_slices(
-    y: Any,
-    p: Any,
-    threshold: float,
-    frame: pd.DataFrame,
-    tenure_columns: Sequence[str],
-    revenue_columns: Sequence[str],
-) -> dict[str, dict[str, Any]]:
-    """Metrics on edge-case slices when such columns exist: ``new_customers`` (tenure at or below its
-    10th percentile — unit-free) and ``top_revenue_decile`` (revenue at or above its 90th percentile)."""
-    yv, pv = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    out: dict[str, dict[str, Any]] = {}
-    rules = (
-        ("new_customers", tenure_columns, 0.1, False),
-        ("top_revenue_decile", revenue_columns, 0.9, True),
-    )
-    for name, columns, quantile, upper in rules:
-        col = next((c for c in columns if c in frame.columns), None)
-        if col is None:
-            continue
-        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
-        if np.isnan(values).all():
-            continue
-        cut = float(np.nanquantile(values, quantile))
-        mask = values >= cut if upper else values <= cut
-        out[name] = {"column": col, "cut": cut, **binary_metrics(yv[mask], pv[mask], threshold)}
-    return out
-
-
 @dataclass(frozen=True)
 class GateResult:
     """One promotion gate: its name, measured value, limit and whether it passed."""
@@ -266,22 +236,3 @@ class GateResult:
     value: float
     limit: float
     passed: bool
-
-
-def check_gates(
-    test_auc: float,
-    train_auc: float,
-    fairness: FairnessReport | None,
-    min_auc: float,
-    max_auc_gap: float,
-) -> list[GateResult]:
-    """Gates every challenger must pass: minimum test AUC, train-test AUC gap (overfit), fairness."""
-    gates = [
-        GateResult("min_test_auc", test_auc, min_auc, test_auc >= min_auc),
-        GateResult("max_auc_gap", train_auc - test_auc, max_auc_gap, train_auc - test_auc <= max_auc_gap),
-    ]
-    if fairness is not None and not np.isnan(fairness.max_disparity):
-        gates.append(
-            GateResult("max_fairness_disparity", fairness.max_disparity, fairness.threshold, fairness.passed)
-        )
-    return gates

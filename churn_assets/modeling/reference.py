@@ -3,7 +3,6 @@ tests that need a served champion without running the training job."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,8 @@ import numpy as np
 from churn_assets.modeling.evaluation import binary_metrics, choose_threshold
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.tracking import configure, log_candidate_run
-from churn_assets.modeling.training_set import build_training_set, feature_names
+from churn_assets.modeling.training_set import build_training_table, feature_names
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import Settings
 from churn_assets.storage.warehouse import Warehouse
 from churn_assets.timeline import Timeline
@@ -26,11 +26,9 @@ def register_champion(settings: Settings, params: dict[str, Any] | None = None) 
 
     timeline = Timeline.from_settings(settings.simulation)
     with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
-        frame, meta = build_training_set(con, timeline, settings)
-    folder = settings.training_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(folder / "training_set.parquet", index=False)
-    (folder / "training_set.json").write_text(json.dumps(meta, default=str))
+        table, meta = build_training_table(con, timeline, settings)
+    TrainingWorkdir.of(settings).write_training_set(table, meta)
+    frame = table.to_pandas()
     names = feature_names()
     train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
     model = lgb.LGBMClassifier(**(params or LGBM_PARAMS))  # type: ignore[arg-type]

@@ -1,4 +1,10 @@
-"""Bring your own table: profile a CSV, infer its contract, clean it, and run the training pipeline.
+"""Bring your own table: profile a CSV, infer its contract, clean it, and train on it in one call.
+
+:func:`train_and_register` (``churnops train-table``, :func:`train_from_frame` for library users)
+runs the Dagster training graph's steps — ``candidate_stage.run_candidates`` →
+``challenger_stage.evaluate_challenger`` → ``challenger_stage.decide_promotion`` — in one call on any
+:class:`~churn_assets.modeling.splits.Splits`: same candidates, same seven gates, same registration.
+Model selection is on VALIDATION AUC; the test split is only reported, never used to choose.
 
 Cleaning rules for real, dirty data (each recorded in :attr:`CleanTable.actions`):
 
@@ -17,21 +23,187 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 
-from churn_assets.modeling.pipeline import Progress, no_progress, train_and_register
+from churn_assets.modeling.candidate_stage import CandidateStage, run_candidates
+from churn_assets.modeling.candidates import BASELINES
+from churn_assets.modeling.challenger_stage import ChallengerStage, decide_promotion, evaluate_challenger
+from churn_assets.modeling.gates import gate_results
+from churn_assets.modeling.registry import PromotionDecision
 from churn_assets.modeling.splits import (
+    Splits,
     TrainingDataError,
     assign_by_time_share,
     assign_stratified,
     build_splits,
 )
 from churn_assets.settings import Settings
+
+Progress = Callable[[str, int, int], None]
+
+
+def no_progress(_task: str, _done: int, _total: int) -> None:
+    """The default progress callback: report nothing."""
+    return None
+
+
+@dataclass
+class TrainingReport:
+    """Everything a training run decided and measured (JSON-friendly via :meth:`summary`)."""
+
+    best_model: str
+    test_auc: float
+    val_auc: dict[str, float]
+    candidate_test_auc: dict[str, float]
+    imbalance: dict[str, str]
+    threshold: float
+    calibration: str
+    calibration_brier: dict[str, float]
+    test_metrics: dict[str, float]
+    train_auc: float
+    shap_top5_share: float | None
+    shap_top5: list[str]
+    fairness_max_disparity: float | None
+    fairness_column: str | None
+    stress: dict[str, dict[str, Any]]
+    gates: dict[str, bool]
+    model_version: str
+    semver: str
+    promotion: str
+    promotion_reason: str
+    run_ids: dict[str, str] = field(default_factory=dict)
+    tuning: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        baselines = {k: v for k, v in self.candidate_test_auc.items() if k != "lightgbm"}
+        return {
+            "test_auc": self.test_auc,
+            "best_model": self.best_model,
+            "baselines": baselines,
+            "candidates_test_auc": self.candidate_test_auc,
+            "candidates_val_auc": self.val_auc,
+            "model_version": self.model_version,
+            "semver": self.semver,
+            "promotion": self.promotion,
+            "promotion_reason": self.promotion_reason,
+            "threshold": self.threshold,
+            "calibration": self.calibration,
+            "calibration_brier_val_oof": self.calibration_brier,
+            "test_metrics": self.test_metrics,
+            "train_auc": self.train_auc,
+            "imbalance": self.imbalance,
+            "shap_top5_share": self.shap_top5_share,
+            "shap_top5": self.shap_top5,
+            "fairness_max_disparity": self.fairness_max_disparity,
+            "fairness_column": self.fairness_column,
+            "stress": self.stress,
+            "gates": self.gates,
+            "tuning": self.tuning,
+            "run_ids": self.run_ids,
+        }
+
+
+def train_and_register(
+    splits: Splits,
+    settings: Settings,
+    data_hash: str,
+    n_trials: int | None = None,
+    timeout_seconds: float | None = None,
+    baselines: Sequence[str] = BASELINES,
+    study_name: str | None = None,
+    progress: Progress = no_progress,
+    actor: str = "system",
+) -> TrainingReport:
+    """Run the whole training pipeline on ``splits`` and register the chosen model (see module doc).
+
+    The Dagster training graph's steps in one call: :func:`~.candidate_stage.run_candidates` →
+    :func:`~.challenger_stage.evaluate_challenger` (seven gate measurements, final run, registration)
+    → :func:`~.challenger_stage.decide_promotion`, with the step files in a temporary folder. ``n_trials`` / ``timeout_seconds`` override the settings' study budget.
+    """
+    cfg = settings.modeling
+    budget = {
+        "n_trials": n_trials or cfg.n_trials,
+        "timeout_seconds": cfg.timeout_seconds if timeout_seconds is None else timeout_seconds,
+    }
+    run_settings = settings.model_copy(update={"modeling": cfg.model_copy(update=budget)})
+    steps = ("tuning + candidates (Optuna, MLflow)", "challenger: calibrate, evaluate, register", "promotion")
+    with tempfile.TemporaryDirectory(prefix="churnops-train-") as tmp:
+        progress(steps[0], 0, 1)
+        stage = run_candidates(
+            splits,
+            run_settings,
+            Path(tmp) / "candidates",
+            study_name=study_name or cfg.study_name,
+            baselines=baselines,
+        )
+        progress(steps[0], 1, 1)
+        progress(steps[1], 0, 1)
+        challenger = evaluate_challenger(
+            stage, splits, run_settings, data_hash, Path(tmp) / "challenger", actor
+        )
+        progress(steps[1], 1, 1)
+        progress(steps[2], 0, 1)
+        decision = decide_promotion(run_settings, challenger, splits.X_test, splits.y_test, actor)
+        progress(steps[2], 1, 1)
+    return report(stage, challenger, decision, run_settings)
+
+
+def report(
+    stage: CandidateStage, challenger: ChallengerStage, decision: PromotionDecision, settings: Settings
+) -> TrainingReport:
+    """The :class:`TrainingReport` of one pass through the stages."""
+    m = challenger.measurements
+    final_run = f"final:{challenger.best}+{challenger.calibration}"
+    return TrainingReport(
+        best_model=challenger.best,
+        test_auc=float(challenger.test_metrics["auc"]),
+        val_auc=dict(stage.val_aucs),
+        candidate_test_auc={r["model"]: r["test_auc"] for r in stage.table},
+        imbalance=dict(stage.imbalance),
+        threshold=m.threshold.value,
+        calibration=challenger.calibration,
+        calibration_brier=dict(m.calibration.val_brier_oof),
+        test_metrics=dict(challenger.test_metrics),
+        train_auc=challenger.train_auc,
+        shap_top5_share=m.shap.top5_share,
+        shap_top5=list(m.shap.top5),
+        fairness_max_disparity=m.fairness.max_disparity,
+        fairness_column=m.fairness.worst_column,
+        stress={name: asdict(s) for name, s in m.stress_slices.items()},
+        gates={g.name: g.passed for g in gate_results(m, settings.modeling)},
+        model_version=challenger.version,
+        semver=challenger.semver,
+        promotion=decision.outcome,
+        promotion_reason=decision.reason,
+        run_ids={**stage.run_ids, final_run: challenger.run_id},
+        tuning=dict(stage.tuning),
+    )
+
+
+def train_from_frame(
+    X: pd.DataFrame,
+    y: pd.Series,
+    assignment: pd.Series,
+    settings: Settings,
+    data_hash: str,
+    features: Sequence[str] | None = None,
+    context: pd.DataFrame | None = None,
+    **kwargs: Any,
+) -> TrainingReport:
+    """Validate ``X``/``y``/``assignment`` (:func:`build_splits`) and run :func:`train_and_register`.
+
+    Bad inputs raise ``TrainingDataError`` BEFORE anything is tuned, tracked or registered.
+    """
+    splits = build_splits(X, y, assignment, features=features, context=context)
+    return train_and_register(splits, settings, data_hash, **kwargs)
+
 
 YES = {"yes", "y", "true", "t"}
 NO = {"no", "n", "false", "f"}

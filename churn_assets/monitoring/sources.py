@@ -29,6 +29,7 @@ from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, reso
 from churn_assets.feature_store.offline import OfflineStore, table_name
 from churn_assets.modeling.registry import CHAMPION, ModelRegistry
 from churn_assets.modeling.tracking import load_model
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import Settings
 
 
@@ -118,11 +119,6 @@ def feature_importance(model: Any, features: list[str]) -> dict[str, float] | No
 
 
 # ------------------------------------------------------------------------------------ reference
-def training_set_path(settings: Settings) -> Path:
-    """The training assets' training set (``defs/assets/training.training_paths``)."""
-    return settings.training_dir / "training_set.parquet"
-
-
 def reference_cache_path(settings: Settings, data_sha256: str) -> Path:
     return settings.monitoring_dir / "reference" / f"{data_sha256[:16]}.parquet"
 
@@ -132,11 +128,11 @@ def reference_frame(settings: Settings, champion: Champion) -> pl.DataFrame:
     cache = reference_cache_path(settings, champion.data_sha256)
     if cache.exists():
         return pl.read_parquet(cache)
-    path = training_set_path(settings)
-    meta_path = path.with_suffix(".json")
-    if not path.exists() or not meta_path.exists():
+    workdir = TrainingWorkdir.of(settings)
+    path = workdir.training_set
+    if not workdir.has_training_set():
         raise MonitoringError(f"no training set at {path}: the champion's training data cannot be found")
-    stored = json.loads(meta_path.read_text()).get("sha256")
+    stored = workdir.load_meta().get("sha256")
     if stored != champion.data_sha256:
         raise MonitoringError(
             f"the training set at {path} (sha256 {str(stored)[:12]}) is not the training data of champion "

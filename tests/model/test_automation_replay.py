@@ -18,7 +18,6 @@ noise). Small-world gate limits are widened as in tests/model/test_training_e2e.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ import dagster as dg
 import pytest
 
 from churn_assets.definitions import build_definitions
-from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
 from churn_assets.defs.keys import (
     CHAMPION,
@@ -39,6 +37,7 @@ from churn_assets.defs.keys import (
 )
 from churn_assets.defs.sensors import metadata_of
 from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.orchestration import QUIET_CONSOLE, register_weeks
 from churn_assets.settings import (
     AutomationSettings,
@@ -215,7 +214,7 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     perf = metadata_of(replay.instance, PERFORMANCE_REPORT, shadow_week)
     assert perf is not None and perf[0]["model_version"] == "2" and perf[0]["scored_now"] == 0, perf
     # New labels are counted since the CHAMPION's training set (v2's), recorded per version.
-    trained_on = json.loads(training_paths(replay.settings.training_dir)["trained_on"].read_text())
+    trained_on = TrainingWorkdir.of(replay.settings).load_trained_on()
     assert set(trained_on) == {"1", "2"}
     status = metadata_of(replay.instance, LABEL_STATUS, second["rollout"][0].tags["churnops/week"])
     assert status is not None

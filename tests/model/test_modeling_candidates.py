@@ -70,7 +70,7 @@ def test_lightgbm_training_options_reach_the_booster_but_not_the_logged_params(s
 def test_the_pipeline_refit_follows_the_quantized_gradients_settings(
     splits, quantized, min_rows, expected
 ) -> None:
-    from churn_assets.modeling.stages import fit_tuned_lightgbm
+    from churn_assets.modeling.candidate_stage import fit_tuned_lightgbm
     from churn_assets.settings import ModelingSettings
 
     cfg = ModelingSettings(lightgbm_quantized_gradients=quantized, lightgbm_quantized_min_rows=min_rows)
@@ -81,12 +81,12 @@ def test_the_pipeline_refit_follows_the_quantized_gradients_settings(
 def test_a_quantized_fit_lightgbm_rejects_is_redone_with_exact_gradients(splits, caplog, monkeypatch) -> None:
     import lightgbm as lgb
 
-    from churn_assets.modeling import stages
+    from churn_assets.modeling import candidate_stage
     from churn_assets.settings import ModelingSettings
 
     # LightGBM 4.x can fail a quantized fit ("Check failed: (best_split_info.left_count) > (0)", seen on
     # the Telco table); here the real fit is made to fail that way whenever it is quantized.
-    real_fit = stages.fit_candidate
+    real_fit = candidate_stage.fit_candidate
     attempts: list[bool] = []
 
     def fit_or_fail_quantized(spec, *args, **kwargs):
@@ -96,9 +96,9 @@ def test_a_quantized_fit_lightgbm_rejects_is_redone_with_exact_gradients(splits,
             raise lgb.basic.LightGBMError("Check failed: (best_split_info.left_count) > (0)")
         return real_fit(spec, *args, **kwargs)
 
-    monkeypatch.setattr(stages, "fit_candidate", fit_or_fail_quantized)
+    monkeypatch.setattr(candidate_stage, "fit_candidate", fit_or_fail_quantized)
     cfg = ModelingSettings(lightgbm_quantized_gradients=True, lightgbm_quantized_min_rows=1)
-    fitted = stages.fit_tuned_lightgbm({"n_estimators": 30, "imbalance": "none"}, splits, cfg)
+    fitted = candidate_stage.fit_tuned_lightgbm({"n_estimators": 30, "imbalance": "none"}, splits, cfg)
     assert attempts == [True, False]
     assert "use_quantized_grad" not in fitted.model.booster_.params
     assert fitted.val_auc > 0.7
@@ -133,7 +133,7 @@ def test_quantized_training_is_kept_off_row_and_column_sampling(params, safe) ->
 def test_a_tuned_fit_that_bags_rows_uses_exact_gradients(splits, caplog) -> None:
     import logging
 
-    from churn_assets.modeling.stages import fit_tuned_lightgbm
+    from churn_assets.modeling.candidate_stage import fit_tuned_lightgbm
     from churn_assets.settings import ModelingSettings
 
     cfg = ModelingSettings(lightgbm_quantized_gradients=True, lightgbm_quantized_min_rows=1)

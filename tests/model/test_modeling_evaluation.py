@@ -9,20 +9,30 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, f1_score, precision_score, recall_score, roc_auc_score
 
 from churn_assets.modeling.candidates import fit_candidate, lightgbm_spec
+from churn_assets.modeling.challenger_stage import measure_fairness, measure_stress_slices
 from churn_assets.modeling.evaluation import (
     binary_metrics,
     calibrate,
-    check_gates,
     choose_threshold,
     fairness_report,
     proba_and_response,
     reliability_curve,
     response,
     shap_summary,
-    stress_slices,
+)
+from churn_assets.modeling.gates import (
+    AucFloor,
+    CalibrationMeasure,
+    ChallengerMeasurements,
+    Rates,
+    ShapMeasure,
+    ThresholdMeasure,
+    TrainTestGap,
+    gate_results,
 )
 from churn_assets.modeling.plots import calibration_plot, roc_plot, shap_bar_plot
 from churn_assets.modeling.splits import assign_stratified, build_splits
+from churn_assets.settings import ModelingSettings
 from tests.modeling_helpers import synthetic_churn
 
 RNG = np.random.default_rng(0)
@@ -129,15 +139,40 @@ def test_fairness_stress_and_gates(lgbm_and_splits, tmp_path) -> None:
     strict = fairness_report(splits.y_test, p, 0.3, splits.X_test[["segment"]], max_disparity=-1)
     assert not strict.passed
 
-    stress = stress_slices(splits.y_test, p, 0.3, splits.X_test, ["tenure"], ["monthly_charges"])
-    assert set(stress) == {"new_customers", "top_revenue_decile"}
-    assert stress["top_revenue_decile"]["n"] == pytest.approx(len(p) / 10, abs=3)
+    # The challenger step's slice rules: first tenure column at or below its 10th percentile (no
+    # tenure_days here), revenue in its top decile.
+    cfg = ModelingSettings(gate_min_auc=0.7, gate_max_auc_gap=0.08, gate_max_disparity=0.5)
+    stress = measure_stress_slices(splits.y_test, p, 0.3, splits.X_test, cfg)
+    assert set(stress) == {"new_customers", "high_value"}
+    assert stress["high_value"].rows == pytest.approx(len(p) / 10, abs=3)
+    tenure = splits.X_test["tenure"].to_numpy()
+    assert stress["new_customers"].rows == int((tenure <= np.quantile(tenure, 0.1)).sum())
+    fairness, full = measure_fairness(splits.y_test, p, 0.3, splits.X_test, cfg)
+    assert fairness.columns == ["segment"] and full is not None
+    assert fairness.max_disparity == pytest.approx(report.max_disparity)
 
-    gates = check_gates(test_auc=0.8, train_auc=0.95, fairness=report, min_auc=0.7, max_auc_gap=0.08)
-    assert {g.name: g.passed for g in gates} == {
-        "min_test_auc": True,
-        "max_auc_gap": False,
-        "max_fairness_disparity": report.passed,
+    # The production gates over these measurements: AUC floor passes, a 0.15 train-test gap fails.
+    rates = Rates(recall=0.6, precision=0.5, f1=0.55)
+    measurements = ChallengerMeasurements(
+        auc_floor=AucFloor(test_auc=0.8),
+        train_test_gap=TrainTestGap(train_auc=0.95, test_auc=0.8, gap=0.15),
+        calibration=CalibrationMeasure(
+            "none", {"none": 0.1}, 0.1, 0.2, 0.01, reliability_curve(splits.y_test, p)
+        ),
+        threshold=ThresholdMeasure("max F1", 0.3, rates, rates, test_positive_rate=0.3),
+        shap=ShapMeasure(method="not applicable"),
+        fairness=fairness,
+        stress_slices=stress,
+    )
+    gates = {g.name: g.passed for g in gate_results(measurements, cfg)}
+    assert gates == {
+        "auc_floor": True,
+        "train_test_gap": False,
+        "calibration": True,
+        "threshold": True,
+        "shap": True,
+        "fairness": report.passed,
+        "stress_slices": min(s.auc or 1.0 for s in stress.values()) >= cfg.gate_min_slice_auc,
     }
     for plot in (
         roc_plot(splits.y_test, p, tmp_path / "roc.png"),

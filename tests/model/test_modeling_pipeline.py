@@ -6,10 +6,12 @@ import mlflow
 import pandas as pd
 import pytest
 
-from churn_assets.modeling.pipeline import train_and_register, train_from_frame
+from churn_assets.modeling.candidate_stage import run_candidates, run_retraining_candidates
+from churn_assets.modeling.challenger_stage import evaluate_challenger
+from churn_assets.modeling.gates import GATES
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.splits import assign_by_period, build_splits
-from churn_assets.modeling.stages import GATES, retrain_challenger
+from churn_assets.modeling.train_table import train_and_register, train_from_frame
 from tests.modeling_helpers import modeling_settings, synthetic_churn
 
 
@@ -71,7 +73,9 @@ def test_retrain_refits_with_the_champions_hyperparameters_without_tuning(tmp_pa
     assert champion_params == first.tuning["best_params"]  # search-space form, incl. n_estimators
 
     newer = build_splits(*synthetic_churn(2000, seed=6)[:2], assign_by_period(period), kind="time")
-    stage, challenger = retrain_challenger(newer, settings, "b" * 64, tmp_path / "retrain", baselines=())
+    # What the training/candidates asset runs, then the challenger step.
+    stage = run_retraining_candidates(newer, settings, "b" * 64, tmp_path / "retrain", baselines=())
+    challenger = evaluate_challenger(stage, newer, settings, "b" * 64, tmp_path / "retrain-challenger")
     assert stage.tuning["study"] is None and stage.tuning["run_now"] == 0  # no Optuna study ran
     assert stage.lightgbm_params == champion_params
     assert stage.params["n_estimators"] == champion_params["n_estimators"]
@@ -81,7 +85,7 @@ def test_retrain_refits_with_the_champions_hyperparameters_without_tuning(tmp_pa
     retune = settings.model_copy(
         update={"modeling": settings.modeling.model_copy(update={"retune_on_retrain": True})}
     )
-    stage, _ = retrain_challenger(newer, retune, "b" * 64, tmp_path / "retune", baselines=())
+    stage = run_retraining_candidates(newer, retune, "b" * 64, tmp_path / "retune", baselines=())
     assert stage.tuning["study"] == "churn-lightgbm-bbbbbbbb" and stage.tuning["run_now"] == 3
 
 
@@ -90,8 +94,6 @@ def test_candidates_compared_on_an_eval_sample_winner_scored_in_full(tmp_path) -
     winner's saved scores cover the full val and test splits and a sample of train (train_index)."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
-
-    from churn_assets.modeling.stages import evaluate_challenger, run_candidates
 
     X, y, period = synthetic_churn(3000, seed=5)
     splits = build_splits(X, y, assign_by_period(period))
@@ -115,9 +117,9 @@ def test_candidates_compared_on_an_eval_sample_winner_scored_in_full(tmp_path) -
         scores["proba_train"], best.predict_proba(splits.X_train.iloc[index])[:, 1], rtol=1e-9
     )
     challenger = evaluate_challenger(stage, splits, settings, "b" * 64, tmp_path / "challenger")
-    gap = challenger.measurements["train_test_gap"]
-    assert gap["test_auc"] == pytest.approx(challenger.test_metrics["auc"])
-    assert 0.5 < gap["train_auc"] <= 1.0
+    gap = challenger.measurements.train_test_gap
+    assert gap.test_auc == pytest.approx(challenger.test_metrics["auc"])
+    assert gap.train_auc is not None and 0.5 < gap.train_auc <= 1.0
     # The test AUC is over the FULL test split (the calibrated model ranks like its saved scores).
     full = roc_auc_score(splits.y_test, scores["proba_test"])
     assert challenger.test_metrics["auc"] == pytest.approx(full, abs=0.01)

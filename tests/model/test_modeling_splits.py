@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.modeling.pipeline import train_from_frame
 from churn_assets.modeling.splits import (
     TrainingDataError,
     assign_by_period,
@@ -14,6 +13,7 @@ from churn_assets.modeling.splits import (
     assign_stratified,
     build_splits,
 )
+from churn_assets.modeling.train_table import train_from_frame
 from tests.modeling_helpers import modeling_settings, synthetic_churn
 
 

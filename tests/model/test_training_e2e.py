@@ -15,13 +15,14 @@ import json
 import dagster as dg
 import pytest
 
-from churn_assets.defs.assets.training import challenger, champion, training_paths
+from churn_assets.defs.assets.training import challenger, champion
 from churn_assets.defs.keys import CHALLENGER, CHAMPION
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.training_checks import gate_checks
+from churn_assets.modeling.gates import GATES
 from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.modeling.stages import GATES
 from churn_assets.modeling.tracking import configure
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.orchestration import run_training
 from churn_assets.settings import ModelingSettings, Settings
 from tests.pipeline_helpers import run, simulate, small_settings
@@ -85,7 +86,7 @@ def test_training_set_metadata_has_boundaries_counts_and_rates(world) -> None:
         assert int(meta[f"{split}_rows"]) > 1_000  # type: ignore[call-overload]
         assert 0.02 < float(meta[f"{split}_positive_rate"]) < 0.3  # type: ignore[arg-type]
     assert meta["leakage_feature_timestamps_after_as_of"] == 0
-    stored = json.loads(training_paths(settings.training_dir)["training_set_meta"].read_text())
+    stored = TrainingWorkdir.of(settings).load_meta()
     assert meta["data_sha256"] == stored["sha256"]
 
 

@@ -35,6 +35,7 @@ from churn_assets.modeling.training_set import (
     read_split,
     write_training_set,
 )
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import ModelingSettings, Settings, SimulationSettings
 from churn_assets.storage.warehouse import Warehouse
 from churn_assets.timeline import Timeline
@@ -338,4 +339,4 @@ def test_training_set_asset_fails_on_one_class_and_leaves_the_registry_untouched
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "single class" in str(failure.step_failure_data.error)
     assert _state_dirs(settings.home) == []  # no MLflow / Optuna / registry state was created
-    assert not (settings.training_dir / "training_set.parquet").exists()
+    assert not TrainingWorkdir.of(settings).training_set.exists()

@@ -6,7 +6,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from churn_assets.serving.app import openapi_spec
+from churn_assets.serving.openapi import openapi_spec
 from tests.serving.conftest import Service
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]

@@ -5,7 +5,6 @@ Thin wrappers over ``churn_assets.automation`` (``production``, ``rollout_checks
 """
 
 import datetime as dt
-import json
 from typing import Any
 
 import dagster as dg
@@ -16,7 +15,6 @@ from churn_assets.automation.production import (
     score_snapshot,
     snapshot_features,
 )
-from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.keys import (
     BATCH_SCORES,
     CHAMPION,
@@ -33,6 +31,7 @@ from churn_assets.defs.keys import (
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import weekly_partitions
 from churn_assets.defs.resources import WarehouseResource
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import Settings
 from churn_assets.timeline import Timeline
 
@@ -131,21 +130,17 @@ def production_label_status(
     from churn_assets.modeling.registry import CHAMPION as CHAMPION_ALIAS
     from churn_assets.modeling.registry import ModelRegistry
 
-    paths = training_paths(settings.training_dir)
-    meta_path = paths["training_set_meta"]
+    workdir = TrainingWorkdir.of(settings)
     since, source = None, "none"
     # Since the CHAMPION's training set: a retraining that kept the champion does not reset the count.
     champion = ModelRegistry(settings).aliases().get(CHAMPION_ALIAS)
-    trained_on = json.loads(paths["trained_on"].read_text()) if paths["trained_on"].exists() else {}
+    trained_on = workdir.load_trained_on()
     if champion is not None and trained_on.get(champion):
         since = dt.date.fromisoformat(str(trained_on[champion])[:10])
         source = f"champion v{champion}'s training set"
-    elif meta_path.exists():  # no record for the champion (trained before trained_on.json): last training set
+    elif workdir.training_set_meta.exists():  # no promotion step recorded the champion: last training set
         source = "the last training set"
-        newest = json.loads(meta_path.read_text()).get("newest_labelled_as_of")
-        if newest is None:  # a training set from before the rolling mode: newest test snapshot
-            splits = json.loads(meta_path.read_text()).get("splits", {})
-            newest = max((s.get("last_as_of") or "" for s in splits.values()), default="") or None
+        newest = workdir.load_meta().get("newest_labelled_as_of")
         since = dt.date.fromisoformat(str(newest)[:10]) if newest else None
     with warehouse.warehouse().connect() as con:
         status = label_status(
@@ -258,7 +253,7 @@ def rollout_start(
     from churn_assets.automation.rollout_start import start_rollout
     from churn_assets.serving.rollout import RolloutStore
 
-    decision = json.loads(training_paths(settings.training_dir)["champion"].read_text())
+    decision = TrainingWorkdir.of(settings).load_decision()
     trigger = context.run.tags.get("churnops/trigger", "manual")
     started = start_rollout(RolloutStore(settings), decision, trigger)
     state, action = started.state, started.action

@@ -3,8 +3,8 @@ model store and built into a bento offline. Thin wrapper over ``churn_assets.ser
 
 import dagster as dg
 
-from churn_assets.defs.assets.training import training_paths
 from churn_assets.defs.keys import CHAMPION, CHAMPION_BENTO, SERVING_GROUP
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.serving.bento_build import build_bento, kept_bento
 from churn_assets.settings import Settings
 
@@ -48,4 +48,4 @@ def _kept_bento(context: dg.AssetExecutionContext, settings: Settings) -> str | 
     selection = context.run.asset_selection
     asset_layer = context.job_def.asset_layer
     decided = CHAMPION in (selection if selection is not None else asset_layer.selected_asset_keys)
-    return kept_bento(decided, training_paths(settings.training_dir)["champion"], settings)
+    return kept_bento(decided, TrainingWorkdir.of(settings).champion, settings)

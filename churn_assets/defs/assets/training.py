@@ -1,15 +1,13 @@
 """Training assets: training set -> candidates -> challenger (gated) -> champion.
 
-Thin wrappers over ``churn_assets.modeling`` (``training_set``, ``stages``, ``registry``). Each asset
-writes its result under ``<home>/training/`` and the next one reads it from there, so every step can
+Thin wrappers over ``churn_assets.modeling`` (``training_set``, ``candidate_stage``,
+``challenger_stage``, ``registry``). Each asset writes its result to the training work folder
+(``modeling.workdir.TrainingWorkdir``) and the next one reads it from there, so every step can
 be re-materialized on its own. The seven gates are blocking asset checks on ``training/challenger``
 (``defs/training_checks.py``): one failure stops ``training/champion``.
 """
 
-import json
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
 
@@ -23,59 +21,14 @@ from churn_assets.defs.keys import (
 )
 from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.defs.resources import WarehouseResource
-from churn_assets.modeling.names import SPLITS, SplitName
 from churn_assets.modeling.paths import tracking_uri
+from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import Settings
 from churn_assets.timeline import Timeline
 
 # The modeling library (scikit-learn, LightGBM, MLflow, Optuna, matplotlib) is imported inside the
 # asset bodies: every run the daemon launches is a subprocess that loads this code location, and most
 # runs (weekly production, rollout steps) never train (docs/automation.md, "Where the time goes").
-if TYPE_CHECKING:
-    from churn_assets.modeling.splits import Splits
-
-
-def training_paths(workdir: Path) -> dict[str, Path]:
-    """Files the training assets hand to each other (under ``<home>/training``)."""
-    return {
-        "training_set": workdir / "training_set.parquet",
-        "training_set_meta": workdir / "training_set.json",
-        "candidates": workdir / "candidates" / "candidates.json",
-        "challenger": workdir / "challenger" / "challenger.json",
-        "champion": workdir / "champion.json",
-        # registry version -> newest labelled as-of of the training set it was trained on (label status
-        # counts new labels since the CHAMPION's training, not since the last, possibly kept, retraining)
-        "trained_on": workdir / "trained_on.json",
-    }
-
-
-def load_training_meta(workdir: Path) -> dict[str, Any]:
-    return dict(json.loads(training_paths(workdir)["training_set_meta"].read_text()))
-
-
-def load_splits(
-    workdir: Path, splits: Sequence[SplitName] = SPLITS, with_train_features: bool = True
-) -> "tuple[Splits, dict[str, Any]]":
-    """The stored training set, read split by split as float32 / category frames (``read_split``) and
-    validated (``TrainingDataError`` names bad inputs). Splits not in ``splits`` — and the train
-    features when ``with_train_features`` is false — are read as labels only (``X`` without columns):
-    each step reads just what it needs."""
-    from churn_assets.modeling.splits import splits_from_parts
-    from churn_assets.modeling.training_set import read_split
-
-    meta = load_training_meta(workdir)
-    path = training_paths(workdir)["training_set"]
-    parts = {
-        name: read_split(
-            path,
-            name,
-            meta["features"],
-            meta["categories"],
-            with_features=name in splits and (name != "train" or with_train_features),
-        )
-        for name in SPLITS
-    }
-    return splits_from_parts(parts, meta["features"], kind="time"), meta
 
 
 class _MlflowLinks:
@@ -133,20 +86,15 @@ def training_set(
     warehouse: WarehouseResource,
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
-    from churn_assets.modeling.training_set import (
-        build_training_table,
-        check_training_set,
-        write_training_set,
-    )
+    from churn_assets.modeling.training_set import build_training_table, check_training_set
 
     with warehouse.warehouse().connect() as con:
         con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
         frame, meta = build_training_table(con, Timeline.from_settings(settings.simulation), settings)
     check_training_set(meta)  # fail here on bad input, before anything is written
-    paths = training_paths(settings.training_dir)
-    write_training_set(frame, paths["training_set"])
+    workdir = TrainingWorkdir.of(settings)
+    workdir.write_training_set(frame, meta)
     del frame
-    paths["training_set_meta"].write_text(json.dumps(meta, indent=1, default=str))
     rows = [
         {"split": name, **{k: _fmt(v) for k, v in s.items() if k != "periods_present"}}
         for name, s in meta["splits"].items()
@@ -178,7 +126,7 @@ def training_set(
             ),
             "leakage_feature_timestamps_after_as_of": meta["leakage_feature_timestamps_after_as_of"],
             "cancelled_before_as_of": meta["cancelled_before_as_of"],
-            "path": dg.MetadataValue.path(str(paths["training_set"])),
+            "path": dg.MetadataValue.path(str(workdir.training_set)),
         }
     )
 
@@ -197,23 +145,14 @@ def training_set(
 def candidates(
     context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
-    from churn_assets.modeling.registry import ModelRegistry
-    from churn_assets.modeling.stages import run_candidates
+    from churn_assets.modeling.candidate_stage import run_retraining_candidates
 
-    splits, meta = load_splits(settings.training_dir)
-    paths = training_paths(settings.training_dir)
-    study = f"{settings.modeling.study_name}-{meta['sha256'][:8]}"
-    # Retraining: the champion's LightGBM hyperparameters by default (retune_on_retrain re-runs Optuna).
-    fixed = None if settings.modeling.retune_on_retrain else ModelRegistry(settings).lightgbm_params()
-    stage = run_candidates(
-        splits,
-        settings,
-        paths["candidates"].parent,
-        study_name=study,
-        fixed_params=fixed,
-        progress=context.log.info,
+    workdir = TrainingWorkdir.of(settings)
+    splits, meta = workdir.load_splits()
+    stage = run_retraining_candidates(
+        splits, settings, meta["sha256"], workdir.candidates_dir, progress=context.log.info
     )
-    stage.to_json(paths["candidates"])
+    stage.to_json(workdir.candidates)
     links = _MlflowLinks(settings)
     table = [
         {
@@ -235,7 +174,7 @@ def candidates(
             "experiments": dg.MetadataValue.md(markdown_table(table)),
             "best": stage.best,
             "lightgbm_hyperparameters": "the champion's (no re-tuning)"
-            if fixed is not None
+            if "fixed_params" in t
             else "tuned (Optuna)",
             "best_val_auc": float(stage.val_auc),
             "optuna": dg.MetadataValue.json(
@@ -278,20 +217,17 @@ def candidates(
 def challenger(
     context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
+    from churn_assets.modeling.candidate_stage import CandidateStage
+    from churn_assets.modeling.challenger_stage import decide_promotion, evaluate_challenger
+    from churn_assets.modeling.gates import gate_results
     from churn_assets.modeling.registry import ModelRegistry
-    from churn_assets.modeling.stages import (
-        CandidateStage,
-        decide_promotion,
-        evaluate_challenger,
-        gate_results,
-    )
 
     # The saved scores stand in for predictions: train labels only, val + test features.
-    splits, meta = load_splits(settings.training_dir, ("val", "test"))
-    paths = training_paths(settings.training_dir)
-    stage = CandidateStage.from_json(paths["candidates"])
-    result = evaluate_challenger(stage, splits, settings, meta["sha256"], paths["challenger"].parent)
-    result.to_json(paths["challenger"])
+    workdir = TrainingWorkdir.of(settings)
+    splits, meta = workdir.load_splits(("val", "test"))
+    stage = CandidateStage.from_json(workdir.candidates)
+    result = evaluate_challenger(stage, splits, settings, meta["sha256"], workdir.challenger_dir)
+    result.to_json(workdir.challenger)
     gates = gate_results(result.measurements, settings.modeling)
     failed = [g.name for g in gates if not g.passed]
     if failed:
@@ -311,11 +247,11 @@ def challenger(
             "calibration": result.calibration,
             "test_auc": float(result.test_metrics["auc"]),
             "train_auc": float(result.train_auc),
-            "threshold": float(m["threshold"]["value"]),
-            "test_recall": float(m["threshold"]["test"]["recall"]),
-            "test_precision": float(m["threshold"]["test"]["precision"]),
-            "test_f1": float(m["threshold"]["test"]["f1"]),
-            "test_brier": float(m["calibration"]["test_brier"]),
+            "threshold": float(m.threshold.value),
+            "test_recall": float(m.threshold.test.recall),
+            "test_precision": float(m.threshold.test.precision),
+            "test_f1": float(m.threshold.test.f1),
+            "test_brier": float(m.calibration.test_brier),
             "gates": dg.MetadataValue.md(
                 markdown_table(
                     [
@@ -348,12 +284,12 @@ def challenger(
     ),
 )
 def champion(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+    from churn_assets.modeling.challenger_stage import ChallengerStage, decide_promotion
     from churn_assets.modeling.registry import ModelRegistry
-    from churn_assets.modeling.stages import ChallengerStage, decide_promotion
 
-    splits, _ = load_splits(settings.training_dir, ("test",))
-    paths = training_paths(settings.training_dir)
-    result = ChallengerStage.from_json(paths["challenger"])
+    workdir = TrainingWorkdir.of(settings)
+    splits, _ = workdir.load_splits(("test",))
+    result = ChallengerStage.from_json(workdir.challenger)
     decision = decide_promotion(settings, result, splits.X_test, splits.y_test)
     record = {
         "outcome": decision.outcome,
@@ -365,12 +301,8 @@ def champion(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Setti
         "champion_auc": decision.champion_auc,
         "mode": settings.modeling.promotion_mode,
     }
-    paths["champion"].write_text(json.dumps(record, indent=1))
-    trained_on = json.loads(paths["trained_on"].read_text()) if paths["trained_on"].exists() else {}
-    trained_on[str(decision.challenger)] = load_training_meta(settings.training_dir).get(
-        "newest_labelled_as_of"
-    )
-    paths["trained_on"].write_text(json.dumps(trained_on, indent=1))
+    workdir.write_decision(record)
+    workdir.record_trained_on(str(decision.challenger))
     context.log.info(f"promotion decision: {decision.outcome} ({decision.reason})")
     registry = ModelRegistry(settings)
     links = _MlflowLinks(settings)

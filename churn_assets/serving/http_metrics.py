@@ -1,0 +1,75 @@
+"""Prometheus metrics of the HTTP fast path.
+
+Created through ``metrics_module`` — ``bentoml.metrics`` inside the service (they then appear on
+BentoML's ``/metrics``, multiprocess-safe), ``prometheus_client`` elsewhere — once per module and
+process (:func:`metrics_for`): a second app in the same process reuses them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 5.0)
+
+
+class Metrics:
+    def __init__(self, module: Any) -> None:
+        self.latency = module.Histogram(
+            "churn_request_seconds",
+            "Request latency by endpoint, model version and variant.",
+            ["endpoint", "model_version", "variant"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.predictions = module.Counter(
+            "churn_predictions",
+            "Scored customers by model version and variant.",
+            ["model_version", "variant"],
+        )
+        self.errors = module.Counter(
+            "churn_errors", "Error responses by endpoint and status.", ["endpoint", "status"]
+        )
+        self.item_errors = module.Counter(
+            "churn_item_errors", "Per-item errors (e.g. unknown customer).", ["reason"]
+        )
+        self.timeouts = module.Counter(
+            "churn_timeouts",
+            "Requests answered 504, by endpoint and the stage their work was in at the deadline.",
+            ["endpoint", "stage"],
+        )
+        self.work_stopped = module.Counter(
+            "churn_timed_out_work_stopped",
+            "Work of timed-out requests that stopped in its thread before this stage (nothing returned or "
+            "logged).",
+            ["endpoint", "stage"],
+        )
+        self.rate_limited = module.Counter(
+            "churn_rate_limited", "Requests rejected by the per-customer limit."
+        )
+        self.breaker = (
+            module.Gauge(
+                "churn_breaker_state",
+                "Feature-store circuit breaker: 0 closed, 1 half-open, 2 open.",
+                multiprocess_mode="max",
+            )
+            if _accepts_multiprocess(module)
+            else module.Gauge(
+                "churn_breaker_state", "Feature-store circuit breaker: 0 closed, 1 half-open, 2 open."
+            )
+        )
+
+
+_METRICS: dict[str, Metrics] = {}
+
+
+def _accepts_multiprocess(module: Any) -> bool:
+    return getattr(module, "__name__", "") == "bentoml.metrics"
+
+
+def metrics_for(module: Any = None) -> Metrics:
+    """The :class:`Metrics` registered with ``module`` (default ``prometheus_client``)."""
+    if module is None:
+        import prometheus_client as module
+    key = getattr(module, "__name__", str(id(module)))
+    if key not in _METRICS:
+        _METRICS[key] = Metrics(module)
+    return _METRICS[key]

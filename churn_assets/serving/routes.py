@@ -1,0 +1,286 @@
+"""The endpoints of the HTTP fast path: ``POST /predict``, ``POST /predict_features``, ``GET /rollout``,
+``GET /ready`` (see ``serving.app`` for the errors they answer with).
+
+:class:`FastPath` holds what every handler needs (settings, the worker's runtime, the metrics): request
+guards (API key, body and batch limits, per-customer rate limit), the deadline around the work
+(:meth:`FastPath.in_thread`), the error mapping (:meth:`FastPath.endpoint`) and the handlers.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from churn_assets.serving.http_metrics import Metrics
+from churn_assets.serving.resilience import (
+    BREAKER_STATE_CODE,
+    Deadline,
+    FeatureStoreUnavailable,
+    RequestTimedOut,
+)
+from churn_assets.serving.runtime import Runtime
+from churn_assets.serving.schemas import PredictFeaturesRequest, PredictRequest
+from churn_assets.settings import ServingSettings
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger(__name__)
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None, background: Any = None
+) -> Response:
+    return Response(
+        orjson.dumps(payload), status, headers=headers, media_type="application/json", background=background
+    )
+
+
+def validation_error(exc: ValidationError) -> Response:
+    """422 naming the field, the rule and the message of every validation error."""
+    detail = [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "rule": e["type"], "message": e["msg"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    return json_response({"error": "invalid request", "detail": detail}, 422)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def deadline_of(request: Request) -> Deadline:
+    deadline: Deadline = request.state.deadline
+    return deadline
+
+
+class FastPath:
+    """The fast-path endpoints over ``runtime()`` (the worker's :class:`Runtime`, None until loaded)."""
+
+    def __init__(self, cfg: ServingSettings, runtime: Callable[[], Runtime | None], metrics: Metrics) -> None:
+        self.cfg, self.runtime, self.metrics = cfg, runtime, metrics
+
+    # -- guards ----------------------------------------------------------------------------------
+    def current(self) -> Runtime:
+        rt = self.runtime()
+        if rt is None:
+            raise HttpError(503, "model not loaded yet")
+        return rt
+
+    async def body_of(self, request: Request) -> bytes:
+        limit = self.cfg.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise HttpError(413, f"body of {length} bytes exceeds the limit of {limit}")
+        deadline = deadline_of(request)
+        deadline.enter("read_body")
+        try:
+            with anyio.fail_after(deadline.remaining()):
+                body = await request.body()
+        except TimeoutError:
+            raise RequestTimedOut("read_body", deadline.seconds) from None
+        if len(body) > limit:
+            raise HttpError(413, f"body of {len(body)} bytes exceeds the limit of {limit}")
+        return body
+
+    def check_key(self, request: Request) -> None:
+        if self.cfg.api_key is not None and request.headers.get("x-api-key") != self.cfg.api_key:
+            raise HttpError(401, "missing or wrong x-api-key header")
+
+    def check_batch(self, n: int, what: str) -> None:
+        if n > self.cfg.max_batch_size:
+            raise HttpError(413, f"{n} {what} exceed max_batch_size {self.cfg.max_batch_size}")
+
+    def limit(self, rt: Runtime, ids: list[int]) -> None:
+        for cid in dict.fromkeys(ids):
+            retry = rt.rate_limit.hit(cid)
+            if retry is not None:
+                self.metrics.rate_limited.inc()
+                raise HttpError(
+                    429,
+                    f"customer {cid}: rate limit {self.cfg.rate_limit} exceeded",
+                    {"Retry-After": str(int(retry + 0.999))},
+                )
+
+    # -- deadline and error mapping ------------------------------------------------------------------
+    async def in_thread(self, name: str, deadline: Deadline, work: Callable[[], T]) -> T:
+        """``work()`` in the thread pool, waited for until ``deadline``.
+
+        At the deadline the thread is abandoned (it cannot be killed) and :class:`RequestTimedOut` raised;
+        the work stops at its next stage boundary (``Deadline.enter``) and, not having committed, logs
+        nothing. If it had already committed (it is writing the prediction log), its answer is awaited.
+        """
+        done: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(work())
+            except RequestTimedOut as exc:
+                self.metrics.work_stopped.labels(name, exc.stage).inc()
+                log.info("%s: timed-out work stopped before stage %s", name, exc.stage)
+                done.set_exception(exc)
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        with anyio.move_on_after(deadline.remaining()):
+            await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+        if not done.done():
+            if deadline.expire():
+                raise RequestTimedOut(deadline.stage, deadline.seconds)
+            await anyio.to_thread.run_sync(done.result)  # committed: only the log write is left
+        return done.result()
+
+    def endpoint(self, name: str, handler: Handler) -> Handler:
+        """``handler`` with a deadline, its errors mapped to responses, and latency / error metrics."""
+
+        @functools.wraps(handler)
+        async def wrapped(request: Request) -> Response:
+            metrics = self.metrics
+            start = time.perf_counter()
+            request.state.deadline = Deadline(self.cfg.request_timeout_seconds)
+            try:
+                response = await handler(request)
+            except HttpError as exc:
+                response = json_response({"error": exc.message}, exc.status, exc.headers)
+            except ValidationError as exc:
+                response = validation_error(exc)
+            except RequestTimedOut as exc:
+                metrics.timeouts.labels(name, exc.stage).inc()
+                log.warning("%s: %s", name, exc)
+                response = json_response({"error": str(exc), "stage": exc.stage}, 504)
+            if response.status_code >= 400:
+                metrics.errors.labels(name, str(response.status_code)).inc()
+            version = response.headers.get("x-model-version", "none")
+            variant = response.headers.get("x-variant", "none")
+            metrics.latency.labels(name, version, variant).observe(time.perf_counter() - start)
+            return response
+
+        return wrapped
+
+    def respond(self, rt: Runtime, items: list[dict[str, Any]], shadow: list[Any]) -> Response:
+        variants = {i["variant"] for i in items if "variant" in i}
+        versions = {i["model_version"] for i in items if "model_version" in i}
+        for i in items:
+            if "variant" in i:
+                self.metrics.predictions.labels(i["model_version"], i["variant"]).inc()
+        task = BackgroundTask(run_in_threadpool, rt.score_shadow, shadow) if shadow else None
+        headers = {
+            "x-model-version": ",".join(sorted(versions)) or "none",
+            "x-variant": ",".join(sorted(variants)) or "none",
+        }
+        return json_response({"predictions": items}, headers=headers, background=task)
+
+    # -- handlers ------------------------------------------------------------------------------------
+    async def parse(
+        self, request: Request, model: type[M], count: Callable[[M], int], what: str
+    ) -> tuple[M, Runtime]:
+        """The validated body of an authorised request within the batch limit, and the runtime."""
+        self.check_key(request)
+        req = model.model_validate_json(await self.body_of(request))
+        self.check_batch(count(req), what)
+        return req, self.current()
+
+    async def predict(self, request: Request) -> Response:
+        req, rt = await self.parse(request, PredictRequest, lambda r: len(r.customer_ids), "customer ids")
+        deadline = deadline_of(request)
+
+        def work() -> Response:
+            deadline.enter("rate_limit")
+            self.limit(rt, req.customer_ids)
+            deadline.enter("feature_store")
+            try:
+                feats = rt.features_for(req.customer_ids)
+            except FeatureStoreUnavailable as exc:
+                self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 2))
+                raise HttpError(
+                    503,
+                    f"{exc}; id-only predictions are unavailable, POST /predict_features still works",
+                    {"Retry-After": str(int(self.cfg.breaker_reset_seconds))},
+                ) from exc
+            self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
+            rows: list[dict[str, Any] | None] = []
+            errors = {}
+            for i, cid in enumerate(req.customer_ids):
+                values = feats.get(cid)
+                if not values:
+                    rows.append(None)
+                    errors[i] = f"unknown customer_id {cid}: no features in the online store"
+                    self.metrics.item_errors.labels("unknown_customer").inc()
+                else:
+                    rows.append(values)
+            items, shadow = rt.predict_rows(req.customer_ids, rows, req.explain, errors, deadline)
+            return self.respond(rt, items, shadow)
+
+        return await self.in_thread("predict", deadline, work)
+
+    async def predict_features(self, request: Request) -> Response:
+        req, rt = await self.parse(request, PredictFeaturesRequest, lambda r: len(r.rows), "rows")
+        dumped = [r.model_dump() for r in req.rows]
+        required = rt.model_for(rt.state().stable_version).features
+        missing = sorted({f for f in required if f not in req.rows[0].model_fields_set})
+        if missing:
+            raise HttpError(
+                422,
+                f"rows.0: feature(s) {missing[:5]}{'...' if len(missing) > 5 else ''} are required by the model (null allowed)",
+            )
+
+        deadline = deadline_of(request)
+
+        def work() -> Response:
+            ids = [r.pop("customer_id") for r in dumped]
+            deadline.enter("rate_limit")
+            self.limit(rt, [i for i in ids if i is not None])
+            items, shadow = rt.predict_rows(ids, dumped, req.explain, deadline=deadline)
+            return self.respond(rt, items, shadow)
+
+        return await self.in_thread("predict_features", deadline, work)
+
+    async def ready(self, request: Request) -> Response:
+        rt = self.runtime()
+        if rt is None:
+            return json_response({"ready": False, "reason": "model not loaded"}, 503)
+        ok, reason = await run_in_threadpool(rt.ready)
+        self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
+        return json_response({"ready": ok, "reason": reason, "models": sorted(rt.models)}, 200 if ok else 503)
+
+    async def rollout(self, request: Request) -> Response:
+        self.check_key(request)
+        rt = self.current()
+        state = rt.state()
+        return json_response(
+            {
+                "phase": state.phase,
+                "stable_version": state.stable_version,
+                "candidate_version": state.candidate_version,
+                "loaded_versions": sorted(rt.models),
+                "breaker": rt.breaker.state,
+            }
+        )
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/predict", self.endpoint("predict", self.predict), methods=["POST"]),
+            Route(
+                "/predict_features",
+                self.endpoint("predict_features", self.predict_features),
+                methods=["POST"],
+            ),
+            Route("/ready", self.ready, methods=["GET"]),
+            Route("/rollout", self.endpoint("rollout", self.rollout), methods=["GET"]),
+        ]

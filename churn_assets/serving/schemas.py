@@ -1,0 +1,80 @@
+"""Request and response models of the HTTP fast path (pydantic): validation and the OpenAPI schemas.
+
+``FeatureRow`` is generated from the feature declarations (``feature_store.definitions``): one optional
+field per feature, typed by its dtype, unknown fields rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import create_model as create_pydantic_model
+
+from churn_assets.feature_store.definitions import all_features
+
+INT64_MAX = 2**63 - 1
+CustomerId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+Int64 = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+
+
+class PredictRequest(BaseModel):
+    """Customer ids scored with features from the online store."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_ids: list[Int64] = Field(
+        min_length=1, description="Customer ids, 64-bit integers (per-item errors for unknown)."
+    )
+    explain: StrictBool = Field(False, description="Return the top-3 SHAP reasons per customer.")
+
+
+_PY_TYPES: dict[str, Any] = {"int64": Int64, "float64": Int64 | StrictFloat, "string": StrictStr}
+FeatureRow: type[BaseModel] = create_pydantic_model(  # type: ignore[call-overload]
+    "FeatureRow",
+    __config__=ConfigDict(extra="forbid"),
+    customer_id=(CustomerId | None, Field(None, description="Optional: logged, rate limited, routed.")),
+    **{f.name: (_PY_TYPES[f.dtype] | None, Field(None, description=f.description)) for f in all_features()},
+)
+
+
+class PredictFeaturesRequest(BaseModel):
+    """Explicit feature rows (validated against the feature declarations); no feature store involved."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: list[FeatureRow] = Field(min_length=1)  # type: ignore[valid-type]
+    explain: StrictBool = False
+
+
+class Reason(BaseModel):
+    feature: str
+    contribution: float = Field(description="SHAP contribution (log-odds).")
+
+
+class Prediction(BaseModel):
+    """One scored customer (or feature row)."""
+
+    customer_id: int | None
+    probability: float = Field(ge=0, le=1, description="Churn probability.")
+    label: int = Field(description="1 when probability >= threshold.")
+    threshold: float
+    model_name: str
+    model_version: str
+    variant: str = Field(description="champion or canary.")
+    reasons: list[Reason] | None = Field(None, description="Top SHAP reasons when `explain` was asked.")
+
+
+class ItemError(BaseModel):
+    """An item that could not be scored (e.g. unknown customer id); the rest of the batch is."""
+
+    customer_id: int | None
+    error: str
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction | ItemError] = Field(description="One item per requested id/row, in order.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="What went wrong, naming the field and rule where there is one.")
+    detail: list[dict[str, str]] | None = Field(None, description="422: field, rule, message per error.")
+    stage: str | None = Field(None, description="504: what the request was doing at the deadline.")
