@@ -73,19 +73,17 @@ def run_pipeline(
     if not week_keys:
         raise ValueError("no landed weeks to process: run `churnops simulate` first")
     register_weeks(instance, week_keys)
-    defs = definitions or load_definitions()
-    job = defs.resolve_job_def(MAIN_JOB)
     ordered = sorted(week_keys)
-    return job.execute_in_process(
-        instance=instance,
+    return _execute_job(
+        instance,
+        MAIN_JOB,
+        definitions=definitions,
         resources=resources,
         raise_on_error=raise_on_error,
-        run_config=QUIET_CONSOLE,
-        run_id=listened_run_id(instance, on_event),
+        on_event=on_event,
         tags={
             "dagster/asset_partition_range_start": ordered[0],
             "dagster/asset_partition_range_end": ordered[-1],
-            "churnops/trigger": "cli",
         },
     )
 
@@ -100,15 +98,37 @@ def run_training(
 ) -> dg.ExecuteInProcessResult:
     """Run the ``training`` job (training set -> candidates -> challenger + gates -> champion) as one run;
     ``on_event`` as in :func:`run_pipeline`."""
-    defs = definitions or load_definitions()
-    job = defs.resolve_job_def(TRAINING_JOB)
+    return _execute_job(
+        instance,
+        TRAINING_JOB,
+        definitions=definitions,
+        resources=resources,
+        raise_on_error=raise_on_error,
+        on_event=on_event,
+        tags={},
+    )
+
+
+def _execute_job(
+    instance: dg.DagsterInstance,
+    job_name: str,
+    *,
+    definitions: dg.Definitions | None,
+    resources: Mapping[str, object] | None,
+    raise_on_error: bool,
+    on_event: EventListener | None,
+    tags: Mapping[str, str],
+) -> dg.ExecuteInProcessResult:
+    """Run ``job_name`` of ``definitions`` (default: the code location) in this process, quietly, tagged
+    as a CLI run plus ``tags``; ``on_event`` as in :func:`run_pipeline`."""
+    job = (definitions or load_definitions()).resolve_job_def(job_name)
     return job.execute_in_process(
         instance=instance,
         resources=resources,
         raise_on_error=raise_on_error,
         run_config=QUIET_CONSOLE,
         run_id=listened_run_id(instance, on_event),
-        tags={"churnops/trigger": "cli"},
+        tags={**tags, "churnops/trigger": "cli"},
     )
 
 
