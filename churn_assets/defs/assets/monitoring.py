@@ -12,9 +12,11 @@ Thin wrappers over ``churn_assets.monitoring.weekly``. Sensors read the metadata
 """
 
 import datetime as dt
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import dagster as dg
+import duckdb
 
 from churn_assets.defs.keys import (
     BATCH_SCORES,
@@ -30,6 +32,20 @@ from churn_assets.defs.partitions import weekly_partitions
 from churn_assets.defs.resources import WarehouseResource
 from churn_assets.settings import Settings
 from churn_assets.timeline import Timeline
+
+T = TypeVar("T")
+
+
+def _for_week(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    settings: Settings,
+    compute: Callable[[Settings, duckdb.DuckDBPyConnection, Timeline, dt.date], T],
+) -> tuple[dt.date, T]:
+    """The partition's week and ``compute`` of it over a warehouse connection (monitoring.weekly)."""
+    week = dt.date.fromisoformat(context.partition_key)
+    with warehouse.warehouse().connect() as con:
+        return week, compute(settings, con, Timeline.from_settings(settings.simulation), week)
 
 
 def _skipped(week: dt.date) -> dict[str, Any]:
@@ -59,9 +75,7 @@ def drift_report(
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import drift_week
 
-    week = dt.date.fromisoformat(context.partition_key)
-    with warehouse.warehouse().connect() as con:
-        result = drift_week(settings, con, Timeline.from_settings(settings.simulation), week)
+    week, result = _for_week(context, warehouse, settings, drift_week)
     if result is None:
         return dg.MaterializeResult(
             metadata={"n_drifted_features": 0, "drifted_features": dg.MetadataValue.json([]),
@@ -125,9 +139,7 @@ def performance_report(
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import performance_week
 
-    week = dt.date.fromisoformat(context.partition_key)
-    with warehouse.warehouse().connect() as con:
-        result = performance_week(settings, con, Timeline.from_settings(settings.simulation), week)
+    week, result = _for_week(context, warehouse, settings, performance_week)
     if result is None:
         return dg.MaterializeResult(metadata={"labelled_rows": 0, "below_threshold": False, **_skipped(week)})
     meta = result.metadata()
