@@ -18,6 +18,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import polars as pl
+import redis
 
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS
 from churn_assets.feature_store.online import OnlineStore
@@ -25,6 +26,7 @@ from churn_assets.modeling.evaluation import GateResult
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.tracking import configure, log_candidate_run
 from churn_assets.modeling.training_set import categorical_features, feature_names
+from churn_assets.serving.bento_build import MANIFEST
 from churn_assets.settings import ModelingSettings, ServingSettings, Settings
 from tests.feature_helpers import random_group_frame
 
@@ -88,6 +90,27 @@ def register_models(settings: Settings, n: int = 600) -> tuple[str, str]:
 def fill_online_store(store: OnlineStore, customer_ids: Sequence[int]) -> None:
     for i, group in enumerate(FEATURE_GROUPS):
         store.write(group.name, random_group_frame(group, customer_ids, [AS_OF], seed=i), now=AS_OF)
+
+
+def backup_manifest() -> bytes | None:
+    """The bento's serving manifest as it is now (None: there is none), for :func:`remove_scratch_state`."""
+    return MANIFEST.read_bytes() if MANIFEST.exists() else None
+
+
+def remove_scratch_state(
+    manifest_backup: bytes | None, store: OnlineStore, redis_url: str, prefix: str
+) -> None:
+    """Undo a scratch serving setup: the serving manifest put back as ``manifest_backup`` was (removed
+    when it was None), ``store`` cleared and closed, and every Redis key under ``{prefix}:`` deleted."""
+    if manifest_backup is not None:
+        MANIFEST.write_bytes(manifest_backup)
+    else:
+        MANIFEST.unlink(missing_ok=True)
+    store.clear()
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(key)
+    store.close()
 
 
 def redis_port(redis_url: str) -> int:

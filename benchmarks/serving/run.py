@@ -37,14 +37,20 @@ from typing import Any
 
 import httpx
 import numpy as np
-import redis
 
 from benchmarks.tools import WRK_HOW, require_redis, require_tool, venv_tool
 from churn_assets.feature_store.online import RedisOnlineStore
-from churn_assets.serving.bento_build import MANIFEST, bentoml_env, write_manifest
+from churn_assets.serving.bento_build import bentoml_env, write_manifest
 from churn_assets.serving.rollout import RolloutStore
 from churn_assets.settings import Settings
-from tests.serving_helpers import AS_OF, fill_online_store, register_models, serving_settings
+from tests.serving_helpers import (
+    AS_OF,
+    backup_manifest,
+    fill_online_store,
+    register_models,
+    remove_scratch_state,
+    serving_settings,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = Settings().feature_store.redis_url
@@ -183,7 +189,7 @@ def main() -> None:
     prefix = f"churnops-bench:{uuid.uuid4().hex[:10]}"
     settings = serving_settings(home, redis_url=REDIS_URL, redis_key_prefix=f"{prefix}:serving")
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "workers": args.workers, "steps": {}}
-    backup = MANIFEST.read_bytes() if MANIFEST.exists() else None
+    backup = backup_manifest()
     store = RedisOnlineStore(REDIS_URL, f"{prefix}:fs")
     try:
         _, champion = register_models(settings)
@@ -239,15 +245,7 @@ def main() -> None:
         for name in ("full_cache_1h", "full_no_cache"):
             results["steps"][name]["peak_vs_bare"] = results["steps"][name]["peak"]["rps"] / bare
     finally:
-        if backup is not None:
-            MANIFEST.write_bytes(backup)
-        else:
-            MANIFEST.unlink(missing_ok=True)
-        store.clear()
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(match=f"{prefix}:*"):
-            client.delete(key)
-        store.close()
+        remove_scratch_state(backup, store, REDIS_URL, prefix)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))

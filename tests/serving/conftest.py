@@ -14,18 +14,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from churn_assets.feature_store.online import RedisOnlineStore
-from churn_assets.serving.bento_build import BENTO_DIR, bentoml_env, sync_rollout, write_manifest
+from churn_assets.serving.bento_build import bentoml_env, sync_rollout, write_manifest
 from churn_assets.serving.rollout import RolloutStore
 from churn_assets.settings import Settings
 from tests.serving_helpers import (
     TcpProxy,
+    backup_manifest,
     fill_online_store,
     proxied_redis_url,
     redis_port,
     register_models,
+    remove_scratch_state,
     serving_settings,
 )
 
@@ -124,8 +125,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
     RolloutStore(settings).set_stable(previous)
     state = sync_rollout(settings)
     assert (state.phase, state.candidate_version) == ("shadow", champion)
-    manifest = BENTO_DIR / "serving_models.json"
-    backup = manifest.read_bytes() if manifest.exists() else None
+    backup = backup_manifest()
     write_manifest(settings, state)
     port = free_port()
     process = start_service(settings, overrides, port)
@@ -146,13 +146,5 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
         yield svc
     finally:
         stop_service(svc.process)  # the current one (a test may restart the service)
-        if backup is not None:
-            manifest.write_bytes(backup)
-        else:
-            manifest.unlink(missing_ok=True)
-        store.clear()
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(match=f"{prefix}:*"):
-            client.delete(key)
-        store.close()
+        remove_scratch_state(backup, store, redis_url, prefix)
         os.environ.pop("BENTOML_HOME", None)
