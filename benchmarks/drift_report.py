@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from benchmarks.pit_retrieval import BENCH_DIR, child, peak_rss_mb
+from benchmarks.peak_rss import peak_rss_mb
+from benchmarks.pit_retrieval import BENCH_DIR, child
 from benchmarks.tools import require_bench_venv_python
 from churn_assets.monitoring.drift import detect_drift, profile_reference
 from churn_assets.settings import MonitoringSettings

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from evidently import Report
 from evidently.presets import DataDriftPreset
+from peak_rss import peak_rss_mb  # the sibling benchmarks/peak_rss.py: this runs as a file
 
 # Tests whose value is a p-value (drift when below the threshold); the others are distances.
 P_VALUE_METHODS = {
@@ -32,13 +32,6 @@ P_VALUE_METHODS = {
     "anderson",
     "cramer_von_mises",
 }
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

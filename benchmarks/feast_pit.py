@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import resource
 import tempfile
 import time
 import warnings
@@ -23,6 +22,7 @@ import pandas as pd
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.repo_config import RepoConfig
 from feast.types import Float64, Int64, String
+from peak_rss import peak_rss_mb  # the sibling benchmarks/peak_rss.py: this runs as a file
 
 FEAST_TYPES = {"int64": Int64, "float64": Float64, "string": String}
 
@@ -62,14 +62,6 @@ def feature_store(data: Path, store_type: str, repo: Path) -> tuple[FeatureStore
         refs += [f"{group['name']}:{name}" for name, _ in group["features"]]
     store.apply([customer, *views])
     return store, refs
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.peak_rss import peak_rss_mb
 from benchmarks.tools import require_bench_venv_python
 from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup
 from churn_assets.feature_store.offline import OfflineStore
@@ -135,14 +135,6 @@ def build(data: Path, customers: int, snapshots: int, entity_rows: int, seed: in
     entity_path = data / f"entity_{entity_rows}.parquet"
     if not entity_path.exists():
         pq.write_table(entity_table(customers, entity_rows, times, seed + 100), entity_path)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(run: Callable[[], Any], repeats: int) -> tuple[dict[str, Any], Any]:
