@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from churn_assets.defs.resources import build_resources
-from churn_assets.orchestration import run_pipeline
+from churn_assets.orchestration import run_pipeline, run_training
 from churn_assets.settings import FeatureStoreSettings, Settings, SimulationSettings
 from churn_assets.simulation import World
 
@@ -30,3 +30,15 @@ def simulate(settings: Settings) -> list[str]:
 
 def run(settings: Settings, weeks: list[str], instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return run_pipeline(instance, weeks, resources=build_resources(settings))
+
+
+def simulated_instance(settings: Settings) -> dg.DagsterInstance:
+    """A fresh in-memory instance on which ``settings``' world was simulated and run through the main job."""
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(settings, simulate(settings), instance).success
+    return instance
+
+
+def train(settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """The ``training`` job on ``instance`` with the resources of ``settings`` (failures are returned)."""
+    return run_training(instance, resources=build_resources(settings))

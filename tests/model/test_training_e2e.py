@@ -23,9 +23,8 @@ from churn_assets.modeling.gates import GATES
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.tracking import configure
 from churn_assets.modeling.workdir import TrainingWorkdir
-from churn_assets.orchestration import run_training
 from churn_assets.settings import ModelingSettings, Settings
-from tests.pipeline_helpers import run, simulate, small_settings
+from tests.pipeline_helpers import simulated_instance, small_settings, train
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -44,10 +43,6 @@ def _with_modeling(settings: Settings, **overrides: object) -> Settings:
     return settings.model_copy(update={"modeling": modeling})
 
 
-def _resources(settings: Settings) -> dict[str, object]:
-    return build_resources(settings)
-
-
 def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, object]:
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
     return {k: v.value for k, v in event.materialization.metadata.items()}
@@ -56,9 +51,8 @@ def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     settings = _with_modeling(small_settings(tmp_path_factory.mktemp("train"), customers=1_500, months=18))
-    instance = dg.DagsterInstance.ephemeral()
-    assert run(settings, simulate(settings), instance).success
-    first = run_training(instance, resources=_resources(settings))
+    instance = simulated_instance(settings)
+    first = train(settings, instance)
     return settings, instance, first
 
 
@@ -148,7 +142,7 @@ def test_first_run_promotes_when_there_is_no_champion(world) -> None:
 def second(world):
     settings, instance, _ = world
     # Same data, same settings, the (finished) Optuna study resumes: the same models again, no AUC gain.
-    return settings, run_training(instance, resources=_resources(settings))
+    return settings, train(settings, instance)
 
 
 def test_second_run_without_a_better_model_keeps_the_champion(second) -> None:
@@ -173,7 +167,7 @@ def test_a_failing_gate_blocks_the_champion_step(world, second) -> None:
     result = dg.materialize(
         [challenger, champion, *gate_checks],
         instance=instance,
-        resources=_resources(strict),
+        resources=build_resources(strict),
         raise_on_error=False,
     )
     assert not result.success

@@ -18,11 +18,9 @@ import pytest
 from mlflow.entities import Run
 
 from churn_assets.defs.assets.training import CANDIDATES, CHALLENGER, CHAMPION
-from churn_assets.defs.resources import build_resources
 from churn_assets.modeling.tracking import configure, list_runs
-from churn_assets.orchestration import run_training
 from churn_assets.settings import ModelingSettings, Settings
-from tests.pipeline_helpers import run, simulate, small_settings
+from tests.pipeline_helpers import simulated_instance, small_settings, train
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -56,10 +54,6 @@ def _with_modeling(settings: Settings, **overrides: object) -> Settings:
     return settings.model_copy(update={"modeling": modeling})
 
 
-def _resources(settings: Settings) -> dict[str, object]:
-    return build_resources(settings)
-
-
 def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, dg.MetadataValue]:
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
     return dict(event.materialization.metadata)
@@ -73,9 +67,8 @@ def _runs(settings: Settings) -> list[Run]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     settings = _with_modeling(small_settings(tmp_path_factory.mktemp("mlflow"), customers=600, months=8))
-    instance = dg.DagsterInstance.ephemeral()
-    assert run(settings, simulate(settings), instance).success
-    first = run_training(instance, resources=_resources(settings))
+    instance = simulated_instance(settings)
+    first = train(settings, instance)
     assert first.success
     return settings, instance, first
 
@@ -147,7 +140,7 @@ def test_every_logged_model_has_a_signature_and_an_input_example(world) -> None:
 def test_a_failing_run_ends_its_parent_run_failed(world) -> None:
     settings, instance, _ = world
     strict = _with_modeling(settings, gate_min_auc=0.999)
-    failed = run_training(instance, resources=_resources(strict))
+    failed = train(strict, instance)
     assert not failed.success
     [parent] = [r for r in _runs(strict) if r.data.tags.get("dagster_run_id") == failed.run_id]
     assert parent.info.status == "FAILED"
