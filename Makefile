@@ -19,7 +19,7 @@ CHROMIUM      ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help install services demo test test-fast lint format typecheck contracts ui mlflow-ui bench bench-tools clean
+.PHONY: help install audit services demo test test-fast lint format typecheck contracts ui mlflow-ui bench bench-tools clean
 
 ## help: list these targets with one line each
 help:
@@ -31,6 +31,9 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	@# The venv's own tooling as `python -m venv` seeds it is old (Python 3.11: pip 23.2, setuptools 65.5,
+	@# both with published advisories); these floors are their fixed releases, --upgrade takes the newest.
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --upgrade "pip>=25.3" "setuptools>=78.1.1"
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e ".[dev]"
 	$(BIN)/python -m compileall -q churn_assets data_contracts bento benchmarks >/dev/null
 	$(BIN)/python -m pip check
@@ -38,6 +41,10 @@ $(STAMP): pyproject.toml
 
 ## install: create .venv with the package and its dev extra (uv; re-runs when pyproject.toml changes)
 install: $(STAMP)
+
+## audit: known vulnerabilities of every package installed in .venv (pip-audit, PyPI's advisory data; network)
+audit: install
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
 ## services: start Redis and PostgreSQL unless they answer, install Debian's chromium if missing (root)
 services:
