@@ -82,7 +82,8 @@ class ContractSettings(BaseModel):
         "(simulation.start_date - simulation.initial_tenure_years).",
     )
     latest_plausible_date: dt.date = Field(
-        dt.date(2100, 1, 1), description="Every date column must be on or before this date (rule date_in_range)."
+        dt.date(2100, 1, 1),
+        description="Every date column must be on or before this date (rule date_in_range).",
     )
     tables_never_empty: list[str] = Field(
         default=["usage", "engagement", "billing"],

@@ -28,7 +28,7 @@ import polars as pl
 
 from churn_assets.ingestion.landing import UnreadableFile, discover, read_chunks
 from churn_assets.settings import Settings
-from data_contracts.raw_tables import RAW_TABLES
+from data_contracts.raw_tables import RAW_TABLES, polars_schema
 from data_contracts.validation import DateBounds, StreamValidator, ValidationResult
 
 FILE_COLUMN = "<file>"
@@ -194,8 +194,10 @@ def validate_file(
     start = validator.rows_seen
     summary = _Summary(options.sample_rows)
     rows = rejected = 0
+    columns: list[str] = []
     try:
         for chunk in read_chunks(path, options.chunk_rows):
+            columns = columns or chunk.columns
             weeks = pl.repeat(week, chunk.height, eager=True, dtype=pl.Date) if week else None
             offset = validator.rows_seen
             result = validator.validate(chunk, landing_weeks=weeks)
@@ -213,12 +215,42 @@ def validate_file(
     report.rows, report.rejected = rows, rejected
     report.violations = summary.violations()
     if rows == 0:
+        _structure_of_empty_file(report, columns)
         message = f"{path}: header only, 0 rows"
         if table in options.tables_never_empty:
             report._file_violation("file_has_rows", message + f" (a week of {table} always has rows)")
         else:
             report.warnings.append(message + " (a quiet week, or a failed export?)")
     return report
+
+
+def _structure_of_empty_file(report: FileReport, columns: list[str]) -> None:
+    """A header-only file has no rows to reject: its wrong columns are reported with 0 rows."""
+    schema = polars_schema(report.table)
+    for name in schema:
+        if name not in columns:
+            report.violations.append(
+                {
+                    "column_name": name,
+                    "rule": "column_present",
+                    "rows": 0,
+                    "example": "<missing>",
+                    "samples": [],
+                }
+            )
+            report.structural = True
+    for name in columns:
+        if name not in schema:
+            report.violations.append(
+                {
+                    "column_name": name,
+                    "rule": "no_unexpected_columns",
+                    "rows": 0,
+                    "example": "<unexpected>",
+                    "samples": [],
+                }
+            )
+            report.structural = True
 
 
 def check_file(
