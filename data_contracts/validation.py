@@ -233,8 +233,8 @@ def validate_batch(
             bad = cast.filter(wrong_week)
             rule = "week_start_matches_landing_week"
             rejected.append(_rejections(table, bad, "week_start", rule, bad["week_start"]))
-    rejected.extend(_implausible_dates(table, cast, schema, bounds))
     candidates = cast.filter(~pl.col(ROW_INDEX).is_in(_indexes(rejected)))
+    rejected.extend(_implausible_dates(table, candidates, schema, bounds))
 
     structural = False
     if candidates.height:

@@ -100,10 +100,11 @@ class _FileRows:
             )
 
     def quarantine(self, table: str, report: FileReport) -> pl.DataFrame:
-        """Rows to quarantine: the rejected rows, or one entry per file-level violation."""
+        """Rows to quarantine: the rejected rows, or, when no row carries the violations (an
+        unreadable or header-only file), one entry per violation with a null row index."""
         if self.rejected and report.readable:
             return pl.concat(self.rejected).select(list(QUARANTINE_SCHEMA))
-        entries = [v for v in report.violations if v["column_name"] == "<file>"]
+        entries = report.violations
         return pl.DataFrame(
             {
                 "table_name": [table] * len(entries),

@@ -1,0 +1,142 @@
+"""Peak memory and time of ``churnops contracts check`` on a large CSV, good and bad.
+
+Generates, under a temporary folder (deleted afterwards unless ``--keep``), an ``accounts.csv`` of
+about ``--mb`` megabytes in three variants and checks each with ``/usr/bin/time -v``:
+
+* ``good``: distinct valid rows (every row passes);
+* ``repeated``: one valid row repeated (every row after the first breaks ``field_uniqueness``);
+* ``broken``: distinct rows that each break several rules (category, range, plausible date).
+
+Prints one JSON document: per variant the file size, rows, exit code, peak RSS (MB) and seconds,
+plus the 1-minute load average before and after. Run::
+
+    .venv/bin/python -m benchmarks.contract_memory            # 200 MB files
+    .venv/bin/python -m benchmarks.contract_memory --mb 20    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from benchmarks.tools import require_tool, venv_tool
+from data_contracts.categories import (
+    ACQUISITION_CHANNELS,
+    AGE_BANDS,
+    CONTRACT_TYPES,
+    PAYMENT_METHODS,
+    PLAN_TYPES,
+    REGIONS,
+    SEGMENTS,
+)
+
+BLOCK_ROWS = 500_000
+
+
+def _block(start: int, n: int, variant: str, rng: np.random.Generator) -> pl.DataFrame:
+    def pick(values: tuple[str, ...]) -> np.ndarray:
+        return np.asarray(values)[rng.integers(0, len(values), n)]
+
+    ids = np.arange(start + 1, start + n + 1) if variant != "repeated" else np.ones(n, dtype=np.int64)
+    frame = pl.DataFrame(
+        {
+            "week_start": ["2024-01-01"] * n,
+            "customer_id": ids,
+            "signup_date": (np.datetime64("2015-01-01") + rng.integers(0, 3000, n)).astype(str),
+            "plan_type": pick(PLAN_TYPES),
+            "contract_type": pick(CONTRACT_TYPES),
+            "payment_method": pick(PAYMENT_METHODS),
+            "acquisition_channel": pick(ACQUISITION_CHANNELS),
+            "region": pick(REGIONS),
+            "segment": pick(SEGMENTS),
+            "age_band": pick(AGE_BANDS),
+            "num_lines": rng.integers(1, 6, n),
+            "monthly_revenue": np.round(rng.uniform(10, 300, n), 2),
+            "paperless_billing": rng.random(n) < 0.5,
+        }
+    )
+    if variant == "repeated":
+        frame = pl.concat([frame.head(1)] * n)
+    if variant == "broken":
+        frame = frame.with_columns(
+            pl.lit("gold").alias("plan_type"),
+            pl.lit(0).alias("num_lines"),
+            pl.lit("1900-01-01").alias("signup_date"),
+        )
+    return frame
+
+
+def generate(path: Path, mb: int, variant: str, seed: int = 7) -> int:
+    """Write an accounts CSV of at least ``mb`` MB (10^6 bytes); returns its row count."""
+    rng = np.random.default_rng(seed)
+    rows = 0
+    with path.open("wb") as out:
+        while out.tell() < mb * 1_000_000:
+            n = min(BLOCK_ROWS, max((mb * 1_000_000 - out.tell()) // 100, 1_000))
+            _block(rows, n, variant, rng).write_csv(out, include_header=rows == 0)
+            rows += n
+    return rows
+
+
+def measure(folder: Path, extra: list[str]) -> dict[str, object]:
+    time = require_tool("time", "apt-get install time (GNU time, for /usr/bin/time -v)")
+    cmd = [time, "-v", str(venv_tool("churnops")), "contracts", "check", str(folder), "--json", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    stats = done.stderr
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stats).group(1))  # type: ignore[union-attr]
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", stats).group(1)  # type: ignore[union-attr]
+    seconds = sum(float(p) * 60**i for i, p in enumerate(reversed(wall.split(":"))))
+    report = json.loads(done.stdout)
+    return {
+        "exit_code": done.returncode,
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "seconds": round(seconds, 2),
+        "rejected": sum(r["rejected"] for r in report),
+        "violations": [(v["column_name"], v["rule"], v["rows"]) for r in report for v in r["violations"]],
+        "command": " ".join(cmd[2:]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mb", type=int, default=200, help="Size of each generated CSV in MB (default 200).")
+    parser.add_argument("--variants", nargs="+", default=["good", "repeated", "broken"])
+    parser.add_argument("--chunk-rows", type=int, default=None, help="Passed to contracts check.")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="Where to write the files (default: a temp dir)."
+    )
+    parser.add_argument("--keep", action="store_true", help="Keep the generated files.")
+    args = parser.parse_args()
+    extra = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
+    base = Path(tempfile.mkdtemp(prefix="contract_memory_", dir=args.dir))
+    results: dict[str, object] = {"load_average_before": os.getloadavg()[0], "mb": args.mb}
+    try:
+        for variant in args.variants:
+            folder = base / variant
+            folder.mkdir()
+            path = folder / "accounts.csv"
+            rows = generate(path, args.mb, variant)
+            outcome = measure(folder, extra)
+            outcome.update(file_mb=round(path.stat().st_size / 1e6, 1), rows=rows)
+            results[variant] = outcome
+            path.unlink()
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    results["load_average_after"] = os.getloadavg()[0]
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
