@@ -121,7 +121,7 @@ def _samples(
     wanted = result.rejected.join(keys, on=["column_name", "rule"], how="semi")
     for (column, rule), group in wanted.group_by("column_name", "rule", maintain_order=True):
         n = room.get((str(column), str(rule)), 0)
-        rows = group.unique("row_index", keep="first", maintain_order=True).head(n)
+        rows = group.unique("row_index", keep="first").sort("row_index").head(n)  # the first rows
         originals = chunk[(rows["row_index"] - offset).to_list()].to_dicts()
         out[(str(column), str(rule))] = [
             {

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from churn_assets.cli import app
 from churn_assets.ingestion.ingest import BatchRejected, ingest_partitions
-from churn_assets.storage.warehouse import Warehouse, query_pl, quarantine_rows
+from churn_assets.storage.warehouse import Warehouse, quarantine_rows, query_pl
 from tests.contract_samples import WEEK, good_frame
 
 KEY = WEEK.isoformat()
