@@ -11,7 +11,8 @@ pseudo-column ``<file>``:
 * ``file_readable(<reason>)``: the file cannot be read as a table; reasons ``empty`` (0 bytes),
   ``encoding`` (a CSV that is not UTF-8, with the offset and line of the first bad byte),
   ``malformed_csv`` (unterminated quote, too many fields...), ``not_parquet`` (no Parquet magic
-  bytes: not Parquet, or truncated), ``corrupt_parquet`` (damaged pages), ``file_type``;
+  bytes: not Parquet, or truncated), ``corrupt_parquet`` (damaged pages), ``not_a_file``
+  (a folder named like a file), ``os_error`` (e.g. no permission);
 * ``file_has_rows``: a header-only file of a table in ``tables_never_empty`` (for the other
   tables a header-only file is a warning, not a violation).
 """

@@ -115,12 +115,17 @@ def read_chunks(path: Path, chunk_rows: int = 100_000) -> Iterator[pl.DataFrame]
         raise UnreadableFile(
             path, "file_type", f"unsupported file type {path.suffix!r}; use .parquet or .csv"
         )
-    if path.stat().st_size == 0:
-        raise UnreadableFile(path, "empty", "the file has 0 bytes (no header, no rows)")
-    if path.suffix == ".csv":
-        _check_utf8(path)
-    else:
-        _check_parquet(path)
+    try:
+        if not path.is_file():
+            raise UnreadableFile(path, "not_a_file", "not a regular file")
+        if path.stat().st_size == 0:
+            raise UnreadableFile(path, "empty", "the file has 0 bytes (no header, no rows)")
+        if path.suffix == ".csv":
+            _check_utf8(path)
+        else:
+            _check_parquet(path)
+    except OSError as err:
+        raise UnreadableFile(path, "os_error", _first_line(err)) from err
     reason = "malformed_csv" if path.suffix == ".csv" else "corrupt_parquet"
     scan = _scan(path)
     try:

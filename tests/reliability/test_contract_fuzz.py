@@ -28,6 +28,7 @@ from churn_assets.storage.warehouse import Warehouse, quarantine_rows, query_pl
 from tests.contract_samples import WEEK, good_frame
 
 KEY = WEEK.isoformat()
+DIRECTORY = b"<a directory>"  # a case content meaning: create a folder where the file should be
 CHURNOPS = Path(sys.executable).parent / "churnops"
 
 
@@ -261,6 +262,9 @@ CASES = [
     ),
     # --- files that cannot be used at all --------------------------------------------------------
     _file_case("empty_csv", "accounts", ".csv", lambda: b"", "file_readable(empty)"),
+    _file_case(
+        "directory_named_like_a_file", "billing", ".csv", lambda: DIRECTORY, "file_readable(not_a_file)"
+    ),
     _file_case("empty_parquet", "accounts", ".parquet", lambda: b"", "file_readable(empty)"),
     _file_case(
         "latin1_csv",
@@ -355,7 +359,11 @@ CASES = [
 def _write(folder: Path, case: Case) -> Path:
     path = folder / case.table / f"{KEY}{case.suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(case.content())
+    content = case.content()
+    if content == DIRECTORY:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
     return path
 
 
