@@ -1,17 +1,20 @@
 """Peak memory and time of ``churnops contracts check`` on a large CSV, good and bad.
 
-Generates, under a temporary folder (deleted afterwards unless ``--keep``), an ``accounts.csv`` of
-about ``--mb`` megabytes in three variants and checks each with ``/usr/bin/time -v``:
+Generates, under a temporary folder (deleted afterwards unless ``--keep``), a landing file
+``accounts/2024-01-01.csv`` of ``--mb`` megabytes in three variants and checks each with
+``/usr/bin/time -v`` (with ``--ingest``, also ingests it into a fresh warehouse, as the raw asset
+does):
 
 * ``good``: distinct valid rows (every row passes);
 * ``repeated``: one valid row repeated (every row after the first breaks ``field_uniqueness``);
 * ``broken``: distinct rows that each break several rules (category, range, plausible date).
 
-Prints one JSON document: per variant the file size, rows, exit code, peak RSS (MB) and seconds,
-plus the 1-minute load average before and after. Run::
+Prints one JSON document: per variant the file size, rows, and for the check (and the ingestion)
+the exit code, peak RSS (MB) and seconds, plus the 1-minute load average before and after. Run::
 
     .venv/bin/python -m benchmarks.contract_memory            # 200 MB files
     .venv/bin/python -m benchmarks.contract_memory --mb 20    # a quick look
+    .venv/bin/python -m benchmarks.contract_memory --ingest   # and the ingestion of each file
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,6 +44,7 @@ from data_contracts.categories import (
 )
 
 BLOCK_ROWS = 500_000
+WEEK = "2024-01-01"  # the landing week of the generated files
 
 
 def _block(start: int, n: int, variant: str, rng: np.random.Generator) -> pl.DataFrame:
@@ -49,7 +54,7 @@ def _block(start: int, n: int, variant: str, rng: np.random.Generator) -> pl.Dat
     ids = np.arange(start + 1, start + n + 1) if variant != "repeated" else np.ones(n, dtype=np.int64)
     frame = pl.DataFrame(
         {
-            "week_start": ["2024-01-01"] * n,
+            "week_start": [WEEK] * n,
             "customer_id": ids,
             "signup_date": (np.datetime64("2015-01-01") + rng.integers(0, 3000, n)).astype(str),
             "plan_type": pick(PLAN_TYPES),
@@ -65,7 +70,7 @@ def _block(start: int, n: int, variant: str, rng: np.random.Generator) -> pl.Dat
         }
     )
     if variant == "repeated":
-        frame = pl.concat([frame.head(1)] * n)
+        frame = frame.head(1).select(pl.all().repeat_by(n).explode())
     if variant == "broken":
         frame = frame.with_columns(
             pl.lit("gold").alias("plan_type"),
@@ -87,23 +92,51 @@ def generate(path: Path, mb: int, variant: str, seed: int = 7) -> int:
     return rows
 
 
-def measure(folder: Path, extra: list[str]) -> dict[str, object]:
+def _time_v(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run ``cmd`` under ``/usr/bin/time -v``: the process, its peak RSS (MB) and wall seconds."""
     time = require_tool("time", "apt-get install time (GNU time, for /usr/bin/time -v)")
-    cmd = [time, "-v", str(venv_tool("churnops")), "contracts", "check", str(folder), "--json", *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run([time, "-v", *cmd], capture_output=True, text=True, check=False)
     stats = done.stderr
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stats).group(1))  # type: ignore[union-attr]
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", stats).group(1)  # type: ignore[union-attr]
     seconds = sum(float(p) * 60**i for i, p in enumerate(reversed(wall.split(":"))))
+    return done, round(peak_kb / 1024, 1), round(seconds, 2)
+
+
+def measure_check(folder: Path, extra: list[str]) -> dict[str, object]:
+    cmd = [str(venv_tool("churnops")), "contracts", "check", str(folder), "--json", *extra]
+    done, peak, seconds = _time_v(cmd)
     report = json.loads(done.stdout)
     return {
         "exit_code": done.returncode,
-        "peak_rss_mb": round(peak_kb / 1024, 1),
-        "seconds": round(seconds, 2),
+        "peak_rss_mb": peak,
+        "seconds": seconds,
         "rejected": sum(r["rejected"] for r in report),
         "violations": [(v["column_name"], v["rule"], v["rows"]) for r in report for v in r["violations"]],
-        "command": " ".join(cmd[2:]),
+        "command": "/usr/bin/time -v " + " ".join(cmd),
     }
+
+
+def measure_ingest(folder: Path) -> dict[str, object]:
+    """Ingest the week into a fresh warehouse in a child process (as the raw asset does)."""
+    cmd = [sys.executable, "-m", "benchmarks.contract_memory", "--ingest-landing", str(folder)]
+    done, peak, seconds = _time_v(cmd)
+    if done.returncode != 0:
+        raise SystemExit(f"ingestion failed: {done.stderr[-2000:]}")
+    return {"peak_rss_mb": peak, "seconds": seconds, **json.loads(done.stdout.splitlines()[-1])}
+
+
+def _ingest(landing: Path) -> None:
+    from churn_assets.ingestion.ingest import ingest_partitions
+    from churn_assets.storage.warehouse import Warehouse
+
+    with Warehouse(landing / "warehouse.duckdb").connect() as con:
+        report = ingest_partitions(con, landing, "accounts", [WEEK])
+    print(
+        json.dumps(
+            {"rows_in": report.rows_in, "stored": report.rows_accepted, "quarantined": report.rows_rejected}
+        )
+    )
 
 
 def main() -> None:
@@ -114,23 +147,32 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["good", "repeated", "broken"])
     parser.add_argument("--chunk-rows", type=int, default=None, help="Passed to contracts check.")
     parser.add_argument(
+        "--ingest", action="store_true", help="Also time ingesting each file (raw asset path)."
+    )
+    parser.add_argument(
         "--dir", type=Path, default=None, help="Where to write the files (default: a temp dir)."
     )
     parser.add_argument("--keep", action="store_true", help="Keep the generated files.")
+    parser.add_argument("--ingest-landing", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ingest_landing is not None:
+        _ingest(args.ingest_landing)
+        return
     extra = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
     base = Path(tempfile.mkdtemp(prefix="contract_memory_", dir=args.dir))
     results: dict[str, object] = {"load_average_before": os.getloadavg()[0], "mb": args.mb}
     try:
         for variant in args.variants:
             folder = base / variant
-            folder.mkdir()
-            path = folder / "accounts.csv"
+            path = folder / "accounts" / f"{WEEK}.csv"
+            path.parent.mkdir(parents=True)
             rows = generate(path, args.mb, variant)
-            outcome = measure(folder, extra)
-            outcome.update(file_mb=round(path.stat().st_size / 1e6, 1), rows=rows)
+            outcome = {"file_mb": round(path.stat().st_size / 1e6, 1), "rows": rows}
+            outcome["check"] = measure_check(folder, extra)
+            if args.ingest:
+                outcome["ingest"] = measure_ingest(folder)
             results[variant] = outcome
-            path.unlink()
+            shutil.rmtree(folder)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

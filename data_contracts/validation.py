@@ -167,13 +167,16 @@ def _cast_to_contract(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, li
 
 
 def _row_json(frame: pl.DataFrame) -> pl.DataFrame:
-    """The original rows, serialized, keyed by row index."""
-    rows = frame.drop(ROW_INDEX).to_dicts()
+    """The original rows, serialized as JSON objects, keyed by row index."""
+    values = frame.drop(ROW_INDEX)
+    try:
+        encoded = values.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    except pl.exceptions.PolarsError:  # a type polars cannot encode (e.g. binary): per row
+        encoded = pl.Series(
+            [orjson.dumps(r, default=str).decode() for r in values.to_dicts()], dtype=pl.String
+        )
     return pl.DataFrame(
-        {
-            "row_index": frame[ROW_INDEX],
-            "row_json": [orjson.dumps(r, default=str).decode() for r in rows],
-        },
+        {"row_index": frame[ROW_INDEX], "row_json": encoded},
         schema={"row_index": pl.Int64, "row_json": pl.String},
     )
 
