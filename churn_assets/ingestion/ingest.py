@@ -21,7 +21,6 @@ import polars as pl
 from churn_assets.ingestion.contract_files import ContractOptions, FileReport, validate_file
 from churn_assets.ingestion.landing import find_file
 from churn_assets.storage.warehouse import record_rejections, replace_partitions, stored_keys
-from data_contracts.raw_tables import polars_schema
 from data_contracts.validation import REJECTION_SCHEMA, StreamValidator, ValidationResult
 
 QUARANTINE_SCHEMA = {**REJECTION_SCHEMA, "week_start": pl.Date, "source_file": pl.String}
@@ -99,13 +98,13 @@ class _FileRows:
                 )
             )
 
-    def quarantine(self, table: str, report: FileReport) -> pl.DataFrame:
+    def quarantine(self, table: str, report: FileReport) -> list[pl.DataFrame]:
         """Rows to quarantine: the rejected rows, or, when no row carries the violations (an
         unreadable or header-only file), one entry per violation with a null row index."""
         if self.rejected and report.readable:
-            return pl.concat(self.rejected).select(list(QUARANTINE_SCHEMA))
+            return [part.select(list(QUARANTINE_SCHEMA)) for part in self.rejected]
         entries = report.violations
-        return pl.DataFrame(
+        frame = pl.DataFrame(
             {
                 "table_name": [table] * len(entries),
                 "row_index": [None] * len(entries),
@@ -118,6 +117,7 @@ class _FileRows:
             },
             schema={**QUARANTINE_SCHEMA, "week_start": pl.String},
         ).with_columns(pl.col("week_start").str.to_date())
+        return [frame]
 
 
 def _empty_quarantine() -> pl.DataFrame:
@@ -168,29 +168,29 @@ def ingest_partitions(
             rows = _FileRows(path, week)
             outcome = validate_file(path, table, week, validator, options, on_chunk=rows.add)
             quarantine = rows.quarantine(table, outcome)
-            report.absorb(outcome, quarantine, options.sample_rows)
+            report.absorb(outcome, quarantine[0] if quarantine else _empty_quarantine(), options.sample_rows)
             if outcome.usable:
                 good_weeks.append(week)
                 accepted.extend(rows.accepted)
-                rejected.append(quarantine)
+                rejected.extend(quarantine)
                 rows_in += outcome.rows or 0
                 rows_rejected += outcome.rejected
             else:
                 bad_weeks.append(week)
-                bad_rejected.append(quarantine)
+                bad_rejected.extend(quarantine)
                 report.broken_files.append(f"{path}: " + "; ".join(outcome.describe()))
+            rows.accepted, rows.rejected = [], []
         if bad_weeks:
-            record_rejections(con, table, bad_weeks, pl.concat(bad_rejected))
+            record_rejections(con, table, bad_weeks, bad_rejected)
         if good_weeks:
-            good_rejected = pl.concat(rejected) if rejected else _empty_quarantine()
             share = rows_rejected / rows_in if rows_in else 0.0
             if max_reject_share is not None and share > max_reject_share:
-                record_rejections(con, table, good_weeks, good_rejected)
+                record_rejections(con, table, good_weeks, rejected)
                 report.kept_previous.extend(good_weeks)
             else:
-                stored = pl.concat(accepted) if accepted else None
-                replace_partitions(con, table, good_weeks, _or_empty(stored, table), good_rejected)
-                report.rows_accepted += stored.height if stored is not None else 0
+                replace_partitions(con, table, good_weeks, accepted, rejected)
+                report.rows_accepted += sum(part.height for part in accepted)
+            accepted, rejected = [], []
         if progress is not None:
             progress(min(start + chunk_weeks, len(ordered)), len(ordered))
     if report.broken_files:
@@ -201,7 +201,3 @@ def ingest_partitions(
             report,
         )
     return report
-
-
-def _or_empty(frame: pl.DataFrame | None, table: str) -> pl.DataFrame:
-    return frame if frame is not None else pl.DataFrame(schema=polars_schema(table))
