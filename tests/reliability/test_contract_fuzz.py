@@ -11,6 +11,7 @@ traceback.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -48,8 +49,6 @@ def _set(frame: pl.DataFrame, column: str, row: int, value: object) -> pl.DataFr
 
 
 def _parquet(frame: pl.DataFrame) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
     return buffer.getvalue()
@@ -491,3 +490,30 @@ def test_the_real_command_prints_one_json_document_and_no_traceback(tmp_path: Pa
     assert human.returncode == 1 and "Traceback" not in human.stderr + human.stdout
     for file in paths:
         assert file in human.stdout
+
+
+VALID_VARIANTS = {
+    "utf8_bom": ("accounts", ".csv", lambda: b"\xef\xbb\xbf" + good_accounts_csv.encode()),
+    "crlf": ("accounts", ".csv", lambda: good_accounts_csv.replace("\n", "\r\n").encode()),
+    "whole_floats_in_int_parquet": (
+        "accounts",
+        ".parquet",
+        lambda: _parquet(acc_pq.with_columns(pl.col("num_lines").cast(pl.Float64))),
+    ),
+    "padded_numbers": ("usage", ".csv", lambda: _csv(_set(use, "calls", 0, " 12 ")).encode()),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))
+def test_valid_variants_are_accepted_whole(tmp_path: Path, variant: str) -> None:
+    """What is not malformed stays accepted: a BOM, CRLF line ends, 2.0 for 2, padded numbers."""
+    table, suffix, content = VALID_VARIANTS[variant]
+    case = Case(variant, table, suffix, content, "", "", 3, 3)
+    path = _write(tmp_path / "landing", case)
+    result = CliRunner().invoke(app, ["contracts", "check", str(tmp_path / "landing"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["violations"] == []
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+    with warehouse.connect() as con:
+        report = ingest_partitions(con, tmp_path / "landing", table, [KEY])
+    assert (report.rows_in, report.rows_rejected, _stored(warehouse, table)) == (3, 0, 3), path
