@@ -42,6 +42,8 @@ def contracts_check(
     with json_output(as_json):
         import dataclasses
 
+        from rich.markup import escape
+
         from churn_assets.ingestion.contract_files import ContractOptions, check_folder
         from churn_assets.settings import get_settings
 
@@ -61,21 +63,26 @@ def contracts_check(
             for r in reports:
                 if not r.readable:
                     status = "[red]unreadable"
-                elif r.violations:
+                elif r.violations and r.rejected:
                     status = f"[red]{r.rejected:,} of {r.rows:,} rows rejected"
+                elif r.violations:
+                    status = "[red]the file breaks the contract"
                 else:
                     status = "[green]ok"
                 rows = f"{r.rows:,} rows" if r.rows is not None else "rows unknown"
-                console.print(f"{r.file} ({r.table}, {rows}): {status}", soft_wrap=True, highlight=False)
+                console.print(
+                    f"{escape(r.file)} ({r.table}, {rows}): {status}", soft_wrap=True, highlight=False
+                )
                 for v in r.violations:
                     console.print(
-                        f"  [red]✗[/red] table [bold]{r.table}[/bold] column [bold]{v['column_name']}[/bold] "
-                        f"rule [bold]{v['rule']}[/bold]: {v['rows']:,} row(s), e.g. {v['example']!s:.120}",
+                        f"  [red]✗[/red] table [bold]{r.table}[/bold] column [bold]{escape(str(v['column_name']))}[/bold] "
+                        f"rule [bold]{escape(str(v['rule']))}[/bold]: {v['rows']:,} row(s), "
+                        f"e.g. {escape(str(v['example'])[:120])}",
                         soft_wrap=True,
                         highlight=False,
                     )
                 for w in r.warnings:
-                    console.print(f"  [yellow]warning[/yellow]: {w}", soft_wrap=True, highlight=False)
+                    console.print(f"  [yellow]warning[/yellow]: {escape(w)}", soft_wrap=True, highlight=False)
         console.print(f"{len(reports)} file(s), {len(failed)} with violations")
     if as_json:
         emit_json([r.as_dict() for r in reports])
