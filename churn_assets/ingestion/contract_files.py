@@ -82,9 +82,12 @@ class FileReport:
         return any(v["rule"] == rule for v in self.violations)
 
     def describe(self) -> list[str]:
+        """One line per violation naming table, column and rule (and the reason of a file-level one)."""
         return [
             f"{self.table}.{v['column_name']}: rule {v['rule']} broken by {v['rows']} row(s) "
             f"(e.g. {_short(v['example'])})"
+            if v["rows"]
+            else f"{self.table}.{v['column_name']}: rule {v['rule']} ({_short(v['example'], 160)})"
             for v in self.violations
         ]
 
