@@ -231,7 +231,8 @@ def validate_batch(
 
     cast, rejected = _cast_to_contract(table, indexed)
     if landing_weeks is not None:
-        wrong_week = cast["week_start"].ne_missing(landing_weeks.cast(pl.Date))
+        # a null week_start is left to the not_nullable rule
+        wrong_week = cast["week_start"].ne(landing_weeks.cast(pl.Date)).fill_null(False)
         if wrong_week.any():
             bad = cast.filter(wrong_week)
             rule = "week_start_matches_landing_week"

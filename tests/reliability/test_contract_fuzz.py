@@ -239,6 +239,16 @@ CASES = [
         3,
         2,
     ),
+    Case(
+        "blank_line_in_the_middle",
+        "usage",
+        ".csv",
+        lambda: _csv(use).replace("\n", "\n\n", 2).replace("\n\n", "\n", 1).encode(),
+        "customer_id",
+        "not_nullable",
+        4,
+        3,
+    ),
     # --- the file's structure: no row can be kept ----------------------------------------------
     _row_case("missing_column", "usage", "sms", "column_present", use.drop("sms"), None),
     _row_case(
@@ -501,12 +511,20 @@ VALID_VARIANTS = {
         lambda: _parquet(acc_pq.with_columns(pl.col("num_lines").cast(pl.Float64))),
     ),
     "padded_numbers": ("usage", ".csv", lambda: _csv(_set(use, "calls", 0, " 12 ")).encode()),
+    "utc_timestamps_parquet": (
+        "support_tickets",
+        ".parquet",
+        lambda: _parquet(
+            good_frame("support_tickets").with_columns(pl.col("opened_at").dt.replace_time_zone("UTC"))
+        ),
+    ),
 }
 
 
 @pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))
 def test_valid_variants_are_accepted_whole(tmp_path: Path, variant: str) -> None:
-    """What is not malformed stays accepted: a BOM, CRLF line ends, 2.0 for 2, padded numbers."""
+    """What is not malformed stays accepted: a BOM, CRLF line ends, 2.0 for 2, padded numbers,
+    timezone-aware timestamps (converted to UTC)."""
     table, suffix, content = VALID_VARIANTS[variant]
     case = Case(variant, table, suffix, content, "", "", 3, 3)
     path = _write(tmp_path / "landing", case)
