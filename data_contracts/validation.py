@@ -205,8 +205,9 @@ def validate_batch(
     serve chunked validation (:class:`StreamValidator`): keys of earlier chunks of the same batch
     (a repeat breaks the uniqueness rule as it would in one batch) and the batch row number of
     this chunk's first row. ``keep_originals=False`` leaves ``row_json`` empty (a check that
-    only reports needs no copy of every rejected row). Accepted rows come back cast to the contract dtypes, in their original
-    order; rejected rows are described in ``ValidationResult.rejected``.
+    only reports needs no copy of every rejected row). Accepted rows come back cast to the
+    contract dtypes, in their original order; rejected rows are described in
+    ``ValidationResult.rejected``.
     """
     if table not in RAW_CONTRACTS:
         raise KeyError(f"no contract for table {table!r}; known: {', '.join(RAW_CONTRACTS)}")
@@ -321,7 +322,9 @@ class StreamValidator:
         self._seen = list(seen)
 
     def validate(self, frame: pl.DataFrame, landing_weeks: pl.Series | None = None) -> ValidationResult:
-        seen = pl.concat(self._seen) if len(self._seen) > 1 else (self._seen[0] if self._seen else None)
+        seen = (
+            pl.concat(self._seen).unique() if len(self._seen) > 1 else (self._seen[0] if self._seen else None)
+        )
         if seen is not None:
             self._seen = [seen]
         result = validate_batch(
