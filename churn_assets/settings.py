@@ -61,8 +61,34 @@ class FeatureStoreSettings(BaseModel):
 
 
 class ContractSettings(BaseModel):
+    """How raw files are validated against the data contracts (see docs/data_contracts.md)."""
+
     max_quarantine_share: float = Field(
         0.01, ge=0, le=1, description="A raw partition with more rejected rows than this blocks features."
+    )
+    chunk_rows: int = Field(
+        100_000,
+        gt=0,
+        description="Rows read and validated at a time: bounds the memory of a check or an ingestion "
+        "whatever the file size.",
+    )
+    sample_rows_per_rule: int = Field(
+        5, ge=0, description="Rejected rows reported per (column, rule) by `churnops contracts check`."
+    )
+    earliest_plausible_date: dt.date | None = Field(
+        None,
+        description="Every date column must be on or after this date (rule date_in_range). None = "
+        "January 1 of the year of the simulated world's oldest possible signup "
+        "(simulation.start_date - simulation.initial_tenure_years).",
+    )
+    latest_plausible_date: dt.date = Field(
+        dt.date(2100, 1, 1),
+        description="Every date column must be on or before this date (rule date_in_range).",
+    )
+    tables_never_empty: list[str] = Field(
+        default=["usage", "engagement", "billing"],
+        description="Raw tables whose weekly file must have rows (rule file_has_rows, an error); a "
+        "header-only file of another table is a warning (a quiet week can be real).",
     )
 
 
@@ -475,6 +501,15 @@ class Settings(BaseSettings):
             self.simulation = self.simulation.model_copy(update={"n_customers": SCALES[self.scale]})
         self.home = self.home.expanduser().resolve()
         return self
+
+    @property
+    def contract_date_bounds(self) -> tuple[dt.date, dt.date]:
+        """Inclusive plausible range of every raw date column (``contracts.*_plausible_date``)."""
+        earliest = self.contracts.earliest_plausible_date
+        if earliest is None:
+            span = dt.timedelta(days=int(self.simulation.initial_tenure_years * 365.25) + 1)
+            earliest = dt.date((self.simulation.start_date - span).year, 1, 1)
+        return earliest, self.contracts.latest_plausible_date
 
     # Derived paths: one place decides the layout of the state folder.
     @property

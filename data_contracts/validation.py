@@ -5,17 +5,24 @@ rule it broke, so that it can be stored in quarantine and reported. The steps ar
 
 1. structure: missing columns reject the whole batch (rule ``column_present``); unexpected
    columns reject it too (``no_unexpected_columns``, the contracts are strict);
-2. types: each column is cast to the contract's dtype; a value that cannot be cast rejects its
-   row (rule ``dtype(<Type>)``);
-3. the pandera contract (ranges, categories, nullability, cross-column rules, key uniqueness
+2. types: each column is cast to the contract's dtype; a value that cannot be cast, or that
+   the cast would change (``1.5`` into an integer column, a time of day into a date column, an
+   integer beyond 2**53 into a float column), rejects its row (rule ``dtype(<Type>)``);
+3. plausibility: every date and datetime column lies within the plausible range of the world
+   (rule ``date_in_range(<earliest>..<latest>)``, :class:`DateBounds`);
+4. the pandera contract (ranges, categories, nullability, cross-column rules, key uniqueness
    within the batch — the first occurrence of a key is kept, later ones are rejected);
-4. keys already stored in earlier partitions (rule ``key_not_already_stored``), when the caller
+5. keys already stored in earlier partitions (rule ``key_not_already_stored``), when the caller
    passes them.
+
+A large input is validated in chunks by :class:`StreamValidator`, which carries the keys seen in
+earlier chunks forward, so that chunked results equal the results of one big batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 
 import orjson
 import pandera.errors
@@ -36,6 +43,18 @@ REJECTION_SCHEMA = {
 
 
 @dataclass(frozen=True)
+class DateBounds:
+    """The plausible range of every date and datetime column (inclusive bounds)."""
+
+    earliest: dt.date = dt.date(2000, 1, 1)
+    latest: dt.date = dt.date(2100, 1, 1)
+
+    @property
+    def rule(self) -> str:
+        return f"date_in_range({self.earliest}..{self.latest})"
+
+
+@dataclass(frozen=True)
 class ValidationResult:
     """Outcome of validating one batch of a raw table."""
 
@@ -44,6 +63,8 @@ class ValidationResult:
     rejected: pl.DataFrame  # REJECTION_SCHEMA, one row per (row, rule) failure
     rows_in: int
     structural: bool = False  # the batch's shape broke the contract: every row rejected
+    # Key columns of the rows that reached the pandera contract (for uniqueness across chunks).
+    candidate_keys: pl.DataFrame | None = field(default=None, repr=False)
 
     @property
     def rejected_rows(self) -> int:
@@ -111,8 +132,20 @@ def _cast_column(column: pl.Series, dtype: pl.DataType) -> pl.Series:
     return text.cast(dtype, strict=False)
 
 
+def _lossy(column: pl.Series, cast: pl.Series) -> pl.Series:
+    """Rows whose value the cast lost or changed (``True`` = broken)."""
+    broken = cast.is_null() & column.is_not_null()
+    if column.dtype == pl.String:
+        return broken  # text is parsed: a value that does not parse is null
+    try:
+        back = cast.cast(column.dtype, strict=False)
+    except pl.exceptions.PolarsError:
+        return broken | column.is_not_null()
+    return broken | back.ne_missing(column).fill_null(True)
+
+
 def _cast_to_contract(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Cast every column to its contract dtype; rows whose value does not cast are rejected."""
+    """Cast every column to its contract dtype; rows whose value does not cast losslessly are rejected."""
     schema = polars_schema(table)
     casts, rejected = [], []
     for name, dtype in schema.items():
@@ -120,8 +153,12 @@ def _cast_to_contract(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, li
         if column.dtype == dtype:
             casts.append(column)
             continue
-        cast = _cast_column(column, dtype)
-        broken = cast.is_null() & column.is_not_null()
+        try:
+            cast = _cast_column(column, dtype)
+        except pl.exceptions.PolarsError:  # no cast at all (e.g. a list column): every value is broken
+            cast = pl.Series(name, [None] * column.len(), dtype=dtype)
+        broken = _lossy(column, cast)
+        cast = pl.select(pl.when(broken).then(None).otherwise(cast)).to_series().alias(name)
         if broken.any():
             bad = frame.filter(broken)
             rejected.append(_rejections(table, bad, name, f"dtype({dtype})", bad[name]))
@@ -130,13 +167,16 @@ def _cast_to_contract(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, li
 
 
 def _row_json(frame: pl.DataFrame) -> pl.DataFrame:
-    """The original rows, serialized, keyed by row index."""
-    rows = frame.drop(ROW_INDEX).to_dicts()
+    """The original rows, serialized as JSON objects, keyed by row index."""
+    values = frame.drop(ROW_INDEX)
+    try:
+        encoded = values.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    except pl.exceptions.PolarsError:  # a type polars cannot encode (e.g. binary): per row
+        encoded = pl.Series(
+            [orjson.dumps(r, default=str).decode() for r in values.to_dicts()], dtype=pl.String
+        )
     return pl.DataFrame(
-        {
-            "row_index": frame[ROW_INDEX],
-            "row_json": [orjson.dumps(r, default=str).decode() for r in rows],
-        },
+        {"row_index": frame[ROW_INDEX], "row_json": encoded},
         schema={"row_index": pl.Int64, "row_json": pl.String},
     )
 
@@ -151,19 +191,32 @@ def validate_batch(
     *,
     stored_keys: pl.DataFrame | None = None,
     landing_weeks: pl.Series | None = None,
+    date_bounds: DateBounds | None = None,
+    seen_keys: pl.DataFrame | None = None,
+    row_offset: int = 0,
+    keep_originals: bool = True,
 ) -> ValidationResult:
     """Validate ``frame`` against the contract of ``table``.
 
     ``stored_keys`` holds the key columns of rows already stored outside this batch's partitions;
     a row repeating one of them is rejected. ``landing_weeks`` (one date per row) is the week of
-    the file each row came from; a row whose ``week_start`` differs is rejected. Accepted rows come back cast to the contract dtypes,
-    in their original order; rejected rows are described in ``ValidationResult.rejected``.
+    the file each row came from; a row whose ``week_start`` differs is rejected. ``date_bounds``
+    is the plausible date range (default :class:`DateBounds`). ``seen_keys`` and ``row_offset``
+    serve chunked validation (:class:`StreamValidator`): keys of earlier chunks of the same batch
+    (a repeat breaks the uniqueness rule as it would in one batch) and the batch row number of
+    this chunk's first row. ``keep_originals=False`` leaves ``row_json`` empty (a check that
+    only reports needs no copy of every rejected row). Accepted rows come back cast to the
+    contract dtypes, in their original order; rejected rows are described in
+    ``ValidationResult.rejected``.
     """
     if table not in RAW_CONTRACTS:
         raise KeyError(f"no contract for table {table!r}; known: {', '.join(RAW_CONTRACTS)}")
     contract, keys = RAW_CONTRACTS[table]
     schema = polars_schema(table)
-    indexed = frame.with_row_index(ROW_INDEX).with_columns(pl.col(ROW_INDEX).cast(pl.Int64))
+    bounds = date_bounds or DateBounds()
+    indexed = frame.with_row_index(ROW_INDEX, offset=row_offset).with_columns(
+        pl.col(ROW_INDEX).cast(pl.Int64)
+    )
     rejected: list[pl.DataFrame] = []
 
     missing = [c for c in schema if c not in frame.columns]
@@ -173,16 +226,20 @@ def validate_batch(
             rejected.append(_whole_batch(table, indexed, col, "column_present", "<missing>"))
         for col in extra:
             rejected.append(_whole_batch(table, indexed, col, "no_unexpected_columns", "<unexpected>"))
-        return _finish(table, frame, indexed, indexed.clear(), rejected, structural=True)
+        return _finish(
+            table, frame, indexed, indexed.clear(), rejected, structural=True, originals=keep_originals
+        )
 
     cast, rejected = _cast_to_contract(table, indexed)
     if landing_weeks is not None:
-        wrong_week = cast["week_start"].ne_missing(landing_weeks.cast(pl.Date))
+        # a null week_start is left to the not_nullable rule
+        wrong_week = cast["week_start"].ne(landing_weeks.cast(pl.Date)).fill_null(False)
         if wrong_week.any():
             bad = cast.filter(wrong_week)
             rule = "week_start_matches_landing_week"
             rejected.append(_rejections(table, bad, "week_start", rule, bad["week_start"]))
     candidates = cast.filter(~pl.col(ROW_INDEX).is_in(_indexes(rejected)))
+    rejected.extend(_implausible_dates(table, candidates, schema, bounds))
 
     structural = False
     if candidates.height:
@@ -192,6 +249,15 @@ def validate_batch(
             parts, structural = _from_failure_cases(table, candidates, err.failure_cases, keys)
             rejected.extend(parts)
 
+    if seen_keys is not None and seen_keys.height and candidates.height:
+        repeat = candidates.join(
+            seen_keys.select(keys).unique(), on=list(keys), how="semi", nulls_equal=False
+        )
+        if repeat.height:
+            rule = "field_uniqueness" if len(keys) == 1 else "multiple_fields_uniqueness"
+            cases = repeat.select(pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="|"))
+            rejected.append(_rejections(table, repeat, "|".join(keys), rule, cases[:, 0]))
+
     if stored_keys is not None and stored_keys.height:
         clash = candidates.join(stored_keys.select(keys).unique(), on=list(keys), how="semi")
         if clash.height:
@@ -199,7 +265,82 @@ def validate_batch(
             rejected.append(_rejections(table, clash, "|".join(keys), "key_not_already_stored", cases[:, 0]))
 
     accepted = candidates.filter(~pl.col(ROW_INDEX).is_in(_indexes(rejected)))
-    return _finish(table, frame, indexed, accepted, rejected, structural=structural)
+    return _finish(
+        table,
+        frame,
+        indexed,
+        accepted,
+        rejected,
+        structural=structural,
+        candidate_keys=candidates.select(keys),
+        originals=keep_originals,
+    )
+
+
+def _implausible_dates(
+    table: str, frame: pl.DataFrame, schema: dict[str, pl.DataType], bounds: DateBounds
+) -> list[pl.DataFrame]:
+    out = []
+    for name, dtype in schema.items():
+        if dtype != pl.Date and not isinstance(dtype, pl.Datetime):
+            continue
+        day = pl.col(name).cast(pl.Date)
+        bad = frame.filter((day < bounds.earliest) | (day > bounds.latest))
+        if bad.height:
+            out.append(_rejections(table, bad, name, bounds.rule, bad[name]))
+    return out
+
+
+class StreamValidator:
+    """Validates one logical batch of ``table`` chunk by chunk, with the results of one big batch.
+
+    Keys accepted into the contract in earlier chunks are carried forward, so a key repeated across
+    chunks is rejected with the same uniqueness rule, and row indexes count across chunks.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        stored_keys: pl.DataFrame | None = None,
+        date_bounds: DateBounds | None = None,
+        keep_originals: bool = True,
+    ) -> None:
+        self.table = table
+        self.stored_keys = stored_keys
+        self.date_bounds = date_bounds
+        self.keep_originals = keep_originals
+        self.rows_seen = 0
+        self._seen: list[pl.DataFrame] = []
+
+    def mark(self) -> tuple[int, list[pl.DataFrame]]:
+        """A restore point (see :meth:`restore`): forget the chunks of a file that turned out unreadable."""
+        return self.rows_seen, list(self._seen)
+
+    def restore(self, mark: tuple[int, list[pl.DataFrame]]) -> None:
+        self.rows_seen, seen = mark
+        self._seen = list(seen)
+
+    def validate(self, frame: pl.DataFrame, landing_weeks: pl.Series | None = None) -> ValidationResult:
+        seen = (
+            pl.concat(self._seen).unique() if len(self._seen) > 1 else (self._seen[0] if self._seen else None)
+        )
+        if seen is not None:
+            self._seen = [seen]
+        result = validate_batch(
+            self.table,
+            frame,
+            stored_keys=self.stored_keys,
+            landing_weeks=landing_weeks,
+            date_bounds=self.date_bounds,
+            seen_keys=seen,
+            row_offset=self.rows_seen,
+            keep_originals=self.keep_originals,
+        )
+        self.rows_seen += frame.height
+        if result.candidate_keys is not None and result.candidate_keys.height:
+            self._seen.append(result.candidate_keys)
+        return result
 
 
 def _indexes(parts: list[pl.DataFrame]) -> pl.Series:
@@ -258,11 +399,17 @@ def _finish(
     rejected: list[pl.DataFrame],
     *,
     structural: bool = False,
+    candidate_keys: pl.DataFrame | None = None,
+    originals: bool = True,
 ) -> ValidationResult:
     if rejected:
         failures = pl.concat(rejected, how="vertical_relaxed").unique(maintain_order=True)
-        originals = _row_json(indexed.filter(pl.col(ROW_INDEX).is_in(failures["row_index"])))
-        failures = failures.join(originals, on="row_index", how="left").select(list(REJECTION_SCHEMA))
+        if originals:
+            rows = _row_json(indexed.filter(pl.col(ROW_INDEX).is_in(failures["row_index"])))
+            failures = failures.join(rows, on="row_index", how="left")
+        else:
+            failures = failures.with_columns(row_json=pl.lit(None, dtype=pl.String))
+        failures = failures.select(list(REJECTION_SCHEMA))
     else:
         failures = pl.DataFrame(schema=REJECTION_SCHEMA)
     return ValidationResult(
@@ -271,4 +418,5 @@ def _finish(
         rejected=failures.cast(REJECTION_SCHEMA),  # type: ignore[arg-type]
         rows_in=frame.height,
         structural=structural,
+        candidate_keys=candidate_keys,
     )

@@ -21,14 +21,38 @@ def contracts_check(
         ),
     ],
     as_json: JsonOpt = False,
+    chunk_rows: Annotated[
+        int | None,
+        typer.Option(min=1, help="Rows validated at a time (default: setting contracts.chunk_rows)."),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Example rows reported per (column, rule) (default: contracts.sample_rows_per_rule)."
+        ),
+    ] = None,
 ) -> None:
-    """Validate raw files against the contracts; exit 1 on any violation (the report is printed either way)."""
+    """Validate raw files against the contracts; exit 1 on any violation (the report is printed either way).
+
+    An unreadable file (empty, not UTF-8, malformed CSV, not Parquet) is a violation of rule
+    file_readable(<reason>) on the pseudo-column <file>; the other files are still checked.
+    """
     if not folder.is_dir():
         fail(f"FOLDER: {folder} is not a folder")
     with json_output(as_json):
-        from churn_assets.ingestion.contract_files import check_folder
+        import dataclasses
 
-        reports = check_folder(folder)
+        from rich.markup import escape
+
+        from churn_assets.ingestion.contract_files import ContractOptions, check_folder
+        from churn_assets.settings import get_settings
+
+        options = ContractOptions.from_settings(get_settings())
+        if chunk_rows is not None:
+            options = dataclasses.replace(options, chunk_rows=chunk_rows)
+        if samples is not None:
+            options = dataclasses.replace(options, sample_rows=samples)
+        reports = check_folder(folder, options)
         if not reports:
             fail(
                 f"FOLDER: no raw files found under {folder} (expected <table>/<week>.parquet or <table>.csv)"
@@ -37,17 +61,28 @@ def contracts_check(
         console = human(as_json)
         if not as_json:
             for r in reports:
-                status = (
-                    "[green]ok" if not r.violations else f"[red]{r.rejected:,} of {r.rows:,} rows rejected"
+                if not r.readable:
+                    status = "[red]unreadable"
+                elif r.violations and r.rejected:
+                    status = f"[red]{r.rejected:,} of {r.rows:,} rows rejected"
+                elif r.violations:
+                    status = "[red]the file breaks the contract"
+                else:
+                    status = "[green]ok"
+                rows = f"{r.rows:,} rows" if r.rows is not None else "rows unknown"
+                console.print(
+                    f"{escape(r.file)} ({r.table}, {rows}): {status}", soft_wrap=True, highlight=False
                 )
-                console.print(f"{r.file} ({r.table}, {r.rows:,} rows): {status}")
                 for v in r.violations:
                     console.print(
-                        f"  [red]✗[/red] table [bold]{r.table}[/bold] column [bold]{v['column_name']}[/bold] "
-                        f"rule [bold]{v['rule']}[/bold]: {v['rows']:,} row(s), e.g. {v['example']!s:.60}",
+                        f"  [red]✗[/red] table [bold]{r.table}[/bold] column [bold]{escape(str(v['column_name']))}[/bold] "
+                        f"rule [bold]{escape(str(v['rule']))}[/bold]: {v['rows']:,} row(s), "
+                        f"e.g. {escape(str(v['example'])[:120])}",
                         soft_wrap=True,
                         highlight=False,
                     )
+                for w in r.warnings:
+                    console.print(f"  [yellow]warning[/yellow]: {escape(w)}", soft_wrap=True, highlight=False)
         console.print(f"{len(reports)} file(s), {len(failed)} with violations")
     if as_json:
         emit_json([r.as_dict() for r in reports])

@@ -9,6 +9,7 @@ from churn_assets.defs.resources import WarehouseResource
 from churn_assets.ingestion.contract_check import check_stored_partitions
 from churn_assets.settings import Settings
 from data_contracts.raw_tables import RAW_CONTRACTS, RAW_TABLES
+from data_contracts.validation import DateBounds
 
 
 def _build_contract_check(table: str) -> dg.AssetChecksDefinition:
@@ -32,7 +33,11 @@ def _build_contract_check(table: str) -> dg.AssetChecksDefinition:
         max_share = settings.contracts.max_quarantine_share
         with warehouse.warehouse().connect(read_only=True) as con:
             result = check_stored_partitions(
-                con, table, context.partition_keys, max_quarantine_share=max_share
+                con,
+                table,
+                context.partition_keys,
+                max_quarantine_share=max_share,
+                date_bounds=DateBounds(*settings.contract_date_bounds),
             )
         return dg.AssetCheckResult(
             passed=result.passed,

@@ -16,7 +16,7 @@ import polars as pl
 
 from churn_assets.storage.warehouse import quarantine_rows, query_pl
 from data_contracts.raw_tables import RAW_CONTRACTS, polars_schema
-from data_contracts.validation import validate_batch
+from data_contracts.validation import DateBounds, validate_batch
 
 
 @dataclass
@@ -62,6 +62,7 @@ def check_stored_partitions(
     max_quarantine_share: float,
     chunk_weeks: int = 13,
     sample_size: int = 5,
+    date_bounds: DateBounds | None = None,
 ) -> ContractCheckResult:
     if table not in RAW_CONTRACTS:
         raise KeyError(f"no contract for table {table!r}")
@@ -75,7 +76,7 @@ def check_stored_partitions(
         )
         result.stored_rows += stored.height
         if stored.height:
-            outcome = validate_batch(table, stored)
+            outcome = validate_batch(table, stored, date_bounds=date_bounds, keep_originals=False)
             result.stored_violations.extend(outcome.describe())
     rejected = quarantine_rows(con, table, ordered)
     if rejected.height:

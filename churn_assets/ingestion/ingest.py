@@ -1,8 +1,16 @@
-"""Landing files -> contract -> raw tables (accepted rows) + quarantine (rejected rows)."""
+"""Landing files -> contract -> raw tables (accepted rows) + quarantine (rejected rows).
+
+Each landing file is read and validated in chunks (:func:`~churn_assets.ingestion.contract_files.validate_file`).
+A file whose rows can be judged one by one has its good rows stored and its bad rows quarantined.
+A file that cannot be used at all — unreadable (rule ``file_readable(<reason>)``), breaking the
+contract's columns (``column_present``, ``no_unexpected_columns``) or header-only for a table that
+always has rows (``file_has_rows``) — leaves its week's stored partition as it was, is recorded in
+the quarantine (every row, or one entry with the pseudo-column ``<file>`` when there are no rows),
+and the other weeks are still ingested; :class:`BatchRejected` then names every such file.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +18,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from churn_assets.ingestion.landing import find_file, read_file
+from churn_assets.ingestion.contract_files import ContractOptions, FileReport, validate_file
+from churn_assets.ingestion.landing import find_file
 from churn_assets.storage.warehouse import record_rejections, replace_partitions, stored_keys
-from data_contracts.validation import ValidationResult, validate_batch
+from data_contracts.validation import REJECTION_SCHEMA, StreamValidator, ValidationResult
+
+QUARANTINE_SCHEMA = {**REJECTION_SCHEMA, "week_start": pl.Date, "source_file": pl.String}
 
 
 class MissingLandingFile(FileNotFoundError):
@@ -20,7 +31,11 @@ class MissingLandingFile(FileNotFoundError):
 
 
 class BatchRejected(ValueError):
-    """A landing file's structure breaks the contract; the stored partition was left as it was."""
+    """Landing files that cannot be used at all; their stored partitions were left as they were."""
+
+    def __init__(self, message: str, report: IngestReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -35,20 +50,24 @@ class IngestReport:
     violations: list[dict[str, object]] = field(default_factory=list)
     sample_rejections: list[dict[str, object]] = field(default_factory=list)
     kept_previous: list[str] = field(default_factory=list)  # weeks too broken to replace
+    broken_files: list[str] = field(default_factory=list)  # files that could not be used at all
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def quarantine_share(self) -> float:
         return self.rows_rejected / self.rows_in if self.rows_in else 0.0
 
-    def absorb(self, result: ValidationResult, sample_size: int = 5) -> None:
-        self.rows_in += result.rows_in
-        self.rows_accepted += result.accepted.height
-        self.rows_rejected += result.rejected_rows
-        for row in result.violations().iter_rows(named=True):
-            self._add_violation(row)
+    def absorb(self, file: FileReport, rejected: pl.DataFrame, sample_size: int = 5) -> None:
+        self.rows_in += file.rows or 0
+        self.rows_rejected += file.rejected
+        self.warnings.extend(file.warnings)
+        for row in file.violations:
+            self._add_violation(
+                {k: row[k] for k in ("column_name", "rule", "rows", "example")}  # no samples: see below
+            )
         room = sample_size - len(self.sample_rejections)
-        if room > 0 and result.rejected.height:
-            sample = result.rejected.head(room).select("column_name", "rule", "failure_case", "row_json")
+        if room > 0 and rejected.height:
+            sample = rejected.head(room).select("column_name", "rule", "failure_case", "row_json")
             self.sample_rejections.extend(sample.to_dicts())
 
     def _add_violation(self, row: dict[str, object]) -> None:
@@ -59,39 +78,50 @@ class IngestReport:
         self.violations.append(dict(row))
 
 
-@dataclass(frozen=True)
-class _Batch:
-    """Rows of several landing files, with where each row came from."""
+class _FileRows:
+    """Collects the accepted rows and the quarantine rows of one file, chunk by chunk."""
 
-    frame: pl.DataFrame
-    landing_weeks: pl.Series  # week of the file each row came from
-    sources: pl.Series  # file path of each row
-    row_in_file: pl.Series  # 0-based row number inside its file
+    def __init__(self, path: Path, week: str) -> None:
+        self.path, self.week = path, week
+        self.accepted: list[pl.DataFrame] = []
+        self.rejected: list[pl.DataFrame] = []
 
-
-def _read_weeks(landing_dir: Path, table: str, weeks: Sequence[str]) -> _Batch:
-    frames: list[pl.DataFrame] = []
-    landing_weeks: list[pl.Series] = []
-    sources: list[str] = []
-    rows: list[int] = []
-    for week in weeks:
-        path = find_file(landing_dir, table, week)
-        if path is None:
-            raise MissingLandingFile(
-                f"raw table {table!r}: no landing file for week {week} under {landing_dir / table} "
-                "(run `churnops simulate` or drop the file there)"
+    def add(self, result: ValidationResult, file_start: int) -> None:
+        if result.accepted.height:
+            self.accepted.append(result.accepted)
+        if result.rejected.height:
+            self.rejected.append(
+                result.rejected.with_columns(
+                    pl.col("row_index") - file_start,
+                    week_start=pl.lit(self.week).str.to_date(),
+                    source_file=pl.lit(str(self.path)),
+                )
             )
-        frame = read_file(path)
-        frames.append(frame)
-        landing_weeks.append(pl.repeat(dt.date.fromisoformat(week), frame.height, eager=True))
-        sources.extend([str(path)] * frame.height)
-        rows.extend(range(frame.height))
-    return _Batch(
-        frame=pl.concat(frames, how="diagonal_relaxed"),
-        landing_weeks=pl.concat(landing_weeks),
-        sources=pl.Series(sources, dtype=pl.String),
-        row_in_file=pl.Series(rows, dtype=pl.Int64),
-    )
+
+    def quarantine(self, table: str, report: FileReport) -> list[pl.DataFrame]:
+        """Rows to quarantine: the rejected rows, or, when no row carries the violations (an
+        unreadable or header-only file), one entry per violation with a null row index."""
+        if self.rejected and report.readable:
+            return [part.select(list(QUARANTINE_SCHEMA)) for part in self.rejected]
+        entries = report.violations
+        frame = pl.DataFrame(
+            {
+                "table_name": [table] * len(entries),
+                "row_index": [None] * len(entries),
+                "column_name": [v["column_name"] for v in entries],
+                "rule": [v["rule"] for v in entries],
+                "failure_case": [str(v["example"]) for v in entries],
+                "row_json": [None] * len(entries),
+                "week_start": [self.week] * len(entries),
+                "source_file": [str(self.path)] * len(entries),
+            },
+            schema={**QUARANTINE_SCHEMA, "week_start": pl.String},
+        ).with_columns(pl.col("week_start").str.to_date())
+        return [frame]
+
+
+def _empty_quarantine() -> pl.DataFrame:
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
 
 def ingest_partitions(
@@ -102,42 +132,72 @@ def ingest_partitions(
     *,
     chunk_weeks: int = 13,
     max_reject_share: float | None = None,
+    options: ContractOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Validate the landing files of ``weeks`` and replace those partitions of ``raw.{table}``.
 
-    Works in chunks of ``chunk_weeks`` partitions to bound memory; each chunk is one transaction.
-    When a chunk rejects more than ``max_reject_share`` of its rows, its stored partitions are
-    kept as they were (only the quarantine is updated): the contract check then fails and blocks
-    the features, and the last good data stays in place.
+    Works in chunks of ``chunk_weeks`` partitions (each file itself read in chunks of
+    ``options.chunk_rows`` rows); each chunk is one transaction. When a chunk's usable files
+    reject more than ``max_reject_share`` of their rows, its stored partitions are kept as they
+    were (only the quarantine is updated): the contract check then fails and blocks the features,
+    and the last good data stays in place. Files that cannot be used at all keep their week's
+    stored partition too; after every week was processed, :class:`BatchRejected` names them.
     """
+    options = options or ContractOptions()
     report = IngestReport(table=table, weeks=list(weeks))
     ordered = sorted(weeks)
     for start in range(0, len(ordered), chunk_weeks):
         chunk = ordered[start : start + chunk_weeks]
-        batch = _read_weeks(landing_dir, table, chunk)
-        keys = stored_keys(con, table, excluding_weeks=chunk)
-        result = validate_batch(table, batch.frame, stored_keys=keys, landing_weeks=batch.landing_weeks)
-        where = result.rejected["row_index"]
-        rejected = result.rejected.with_columns(
-            week_start=batch.landing_weeks.gather(where),
-            source_file=batch.sources.gather(where),
-            row_index=batch.row_in_file.gather(where),
+        validator = StreamValidator(
+            table, stored_keys=stored_keys(con, table, excluding_weeks=chunk), date_bounds=options.date_bounds
         )
-        report.absorb(result)
-        if result.structural:
-            # Nothing usable: keep the stored partitions, record why in the quarantine, stop.
-            record_rejections(con, table, chunk, rejected)
-            raise BatchRejected(
-                f"raw table {table!r}, weeks {chunk[0]}..{chunk[-1]}: the landing files break the "
-                f"contract's structure, stored data left untouched: " + "; ".join(result.describe())
-            )
-        share = result.rejected_rows / result.rows_in if result.rows_in else 0.0
-        if max_reject_share is not None and share > max_reject_share:
-            record_rejections(con, table, chunk, rejected)
-            report.kept_previous.extend(chunk)
-        else:
-            replace_partitions(con, table, chunk, result.accepted, rejected)
+        good_weeks: list[str] = []
+        accepted: list[pl.DataFrame] = []
+        rejected: list[pl.DataFrame] = []
+        bad_weeks: list[str] = []
+        bad_rejected: list[pl.DataFrame] = []
+        rows_in = rows_rejected = 0
+        for week in chunk:
+            path = find_file(landing_dir, table, week)
+            if path is None:
+                raise MissingLandingFile(
+                    f"raw table {table!r}: no landing file for week {week} under {landing_dir / table} "
+                    "(run `churnops simulate` or drop the file there)"
+                )
+            rows = _FileRows(path, week)
+            outcome = validate_file(path, table, week, validator, options, on_chunk=rows.add)
+            quarantine = rows.quarantine(table, outcome)
+            report.absorb(outcome, quarantine[0] if quarantine else _empty_quarantine(), options.sample_rows)
+            if outcome.usable:
+                good_weeks.append(week)
+                accepted.extend(rows.accepted)
+                rejected.extend(quarantine)
+                rows_in += outcome.rows or 0
+                rows_rejected += outcome.rejected
+            else:
+                bad_weeks.append(week)
+                bad_rejected.extend(quarantine)
+                report.broken_files.append(f"{path}: " + "; ".join(outcome.describe()))
+            rows.accepted, rows.rejected = [], []
+        if bad_weeks:
+            record_rejections(con, table, bad_weeks, bad_rejected)
+        if good_weeks:
+            share = rows_rejected / rows_in if rows_in else 0.0
+            if max_reject_share is not None and share > max_reject_share:
+                record_rejections(con, table, good_weeks, rejected)
+                report.kept_previous.extend(good_weeks)
+            else:
+                replace_partitions(con, table, good_weeks, accepted, rejected)
+                report.rows_accepted += sum(part.height for part in accepted)
+            accepted, rejected = [], []
         if progress is not None:
             progress(min(start + chunk_weeks, len(ordered)), len(ordered))
+    if report.broken_files:
+        raise BatchRejected(
+            f"raw table {table!r}: {len(report.broken_files)} landing file(s) cannot be used, their stored "
+            "partitions were left untouched and the rejection is in quarantine.rejected_rows: "
+            + " | ".join(report.broken_files),
+            report,
+        )
     return report

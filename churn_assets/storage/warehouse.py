@@ -115,18 +115,21 @@ def replace_partitions(
     con: duckdb.DuckDBPyConnection,
     table: str,
     weeks: Sequence[str],
-    accepted: pl.DataFrame | None,
-    rejected: pl.DataFrame,
+    accepted: pl.DataFrame | Sequence[pl.DataFrame] | None,
+    rejected: pl.DataFrame | Sequence[pl.DataFrame],
 ) -> None:
     """Atomically replace the rows (and the quarantine entries) of ``weeks`` in ``table``.
 
-    ``accepted=None`` leaves the raw rows alone and replaces only the quarantine entries.
+    ``accepted=None`` leaves the raw rows alone and replaces only the quarantine entries. Either
+    may be a list of frames (the chunks of a validation), inserted one by one: no concatenated copy.
     """
+    accepted_parts = [accepted] if isinstance(accepted, pl.DataFrame) else accepted
+    rejected_parts = [rejected] if isinstance(rejected, pl.DataFrame) else rejected
     cols = list(polars_schema(table))
     col_sql = ", ".join(f'"{c}"' for c in cols)
     con.execute("BEGIN TRANSACTION")
     try:
-        if accepted is not None:
+        if accepted_parts is not None:
             con.execute(
                 f"DELETE FROM raw.{table} WHERE week_start IN (SELECT unnest($1::DATE[]))", [list(weeks)]
             )
@@ -135,15 +138,17 @@ def replace_partitions(
             "AND week_start IN (SELECT unnest($2::DATE[]))",
             [table, list(weeks)],
         )
-        if accepted is not None and accepted.height:
-            batch = accepted.select(cols).to_arrow()  # noqa: F841 - read by DuckDB's replacement scan
-            con.execute(f"INSERT INTO raw.{table} ({col_sql}) SELECT {col_sql} FROM batch")
-        if rejected.height:
-            quarantine = rejected.to_arrow()  # noqa: F841
-            con.execute(
-                "INSERT INTO quarantine.rejected_rows BY NAME SELECT *, now()::TIMESTAMP AS rejected_at "
-                "FROM quarantine"
-            )
+        for part in accepted_parts or []:
+            if part.height:
+                batch = part.select(cols).to_arrow()  # noqa: F841 - read by DuckDB's replacement scan
+                con.execute(f"INSERT INTO raw.{table} ({col_sql}) SELECT {col_sql} FROM batch")
+        for part in rejected_parts:
+            if part.height:
+                quarantine = part.to_arrow()  # noqa: F841
+                con.execute(
+                    "INSERT INTO quarantine.rejected_rows BY NAME SELECT *, now()::TIMESTAMP AS rejected_at "
+                    "FROM quarantine"
+                )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -151,7 +156,10 @@ def replace_partitions(
 
 
 def record_rejections(
-    con: duckdb.DuckDBPyConnection, table: str, weeks: Sequence[str], rejected: pl.DataFrame
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    weeks: Sequence[str],
+    rejected: pl.DataFrame | Sequence[pl.DataFrame],
 ) -> None:
     """Replace the quarantine entries of ``weeks`` without touching the raw table."""
     replace_partitions(con, table, weeks, None, rejected)

@@ -7,8 +7,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from data_contracts.raw_tables import RAW_TABLES
-from data_contracts.validation import validate_batch
+from data_contracts.raw_tables import RAW_TABLES, polars_schema
+from data_contracts.validation import DateBounds, StreamValidator, validate_batch
 from tests.contract_samples import WEEK, good_frame
 
 
@@ -158,3 +158,84 @@ def test_rejected_rows_keep_the_original_values() -> None:
     result = validate_batch("accounts", frame)
     row = result.rejected.row(0, named=True)
     assert '"plan_type":"gold"' in row["row_json"] and '"customer_id":2' in row["row_json"]
+
+
+def _mixed_usage(n: int = 40) -> pl.DataFrame:
+    """Usage rows with repeated keys far apart, bad values and a bad date, for chunking tests."""
+    ids = list(range(1, n + 1))
+    ids[17], ids[31], ids[38] = 3, 3, 20  # repeats of earlier keys, across chunk boundaries
+    return pl.DataFrame(
+        {
+            "week_start": [WEEK] * n,
+            "customer_id": ids,
+            "calls": [(-1 if i % 9 == 4 else i % 5) for i in range(n)],
+            "call_minutes": [float(i % 5) * 2.5 for i in range(n)],
+            "data_gb": [(9_999.0 if i == 11 else 1.0) for i in range(n)],
+            "sms": [i % 3 for i in range(n)],
+        }
+    ).cast(polars_schema("usage"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 16])
+def test_chunked_validation_equals_one_batch(chunk: int) -> None:
+    frame = _mixed_usage()
+    whole = validate_batch("usage", frame)
+    stream = StreamValidator("usage")
+    parts = [stream.validate(frame.slice(start, chunk)) for start in range(0, frame.height, chunk)]
+    accepted = pl.concat([p.accepted for p in parts])
+    rejected = pl.concat([p.rejected for p in parts])
+    assert accepted.equals(whole.accepted)
+    key = ["row_index", "column_name", "rule"]
+    assert rejected.select(key).unique().sort(key).equals(whole.rejected.select(key).unique().sort(key))
+    assert sum(p.rejected_rows for p in parts) == whole.rejected_rows > 0
+    assert "multiple_fields_uniqueness" in set(whole.rejected["rule"])
+
+
+@pytest.mark.parametrize(
+    ("values", "rejected"), [([1.5, 2.5, 4.5], [0, 1, 2]), ([1.0, 2.0, 4.5], [2]), ([1.0, 2.0, 4.0], [])]
+)
+def test_a_lossy_cast_is_a_violation(values: list[float], rejected: list[int]) -> None:
+    """A float that is not a whole number does not become an integer by truncation."""
+    frame = good_frame("accounts").with_columns(pl.Series("num_lines", values))
+    result = validate_batch("accounts", frame)
+    assert sorted(result.rejected["row_index"].to_list()) == rejected
+    assert set(result.rejected["rule"]) <= {"dtype(Int64)"}
+    assert set(result.rejected["column_name"]) <= {"num_lines"}
+    assert result.accepted["num_lines"].to_list() == [
+        int(v) for i, v in enumerate(values) if i not in rejected
+    ]
+    assert result.accepted.schema == good_frame("accounts").schema
+
+
+def test_implausible_dates_are_rejected_with_the_configured_bounds() -> None:
+    frame = good_frame("accounts").with_columns(
+        pl.Series("signup_date", [dt.date(1900, 1, 1), dt.date(2010, 12, 31), dt.date(2011, 1, 1)])
+    )
+    bounds = DateBounds(dt.date(2011, 1, 1), dt.date(2100, 1, 1))
+    result = validate_batch("accounts", frame, date_bounds=bounds)
+    assert result.rejected.select("row_index", "column_name", "rule").rows() == [
+        (0, "signup_date", "date_in_range(2011-01-01..2100-01-01)"),
+        (1, "signup_date", "date_in_range(2011-01-01..2100-01-01)"),
+    ]
+
+
+def test_default_date_bounds_admit_every_simulated_signup() -> None:
+    """The derived earliest date lies before the oldest signup the simulator can draw."""
+    from churn_assets.settings import Settings, SimulationSettings
+    from churn_assets.simulation import World
+
+    for sim in (
+        SimulationSettings(n_customers=400),
+        SimulationSettings(n_customers=400, initial_tenure_years=30),
+    ):
+        earliest, latest = Settings(simulation=sim).contract_date_bounds
+        world = World.create(sim)
+        _, tables = world.step()
+        accounts = pl.from_arrow(tables["accounts"])
+        assert isinstance(accounts, pl.DataFrame)
+        oldest = sim.start_date - dt.timedelta(days=int(sim.initial_tenure_years * 365.25))
+        assert earliest <= oldest < sim.start_date < latest
+        assert (
+            validate_batch("accounts", accounts, date_bounds=DateBounds(earliest, latest)).rejected.height
+            == 0
+        )

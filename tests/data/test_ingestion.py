@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from pathlib import Path
 
 import polars as pl
@@ -10,9 +12,12 @@ from typer.testing import CliRunner
 
 from churn_assets.cli import app
 from churn_assets.ingestion.contract_check import check_stored_partitions
+from churn_assets.ingestion.contract_files import ContractOptions, FileReport, check_file
 from churn_assets.ingestion.ingest import BatchRejected, MissingLandingFile, ingest_partitions
 from churn_assets.ingestion.landing import landing_path
+from churn_assets.settings import ContractSettings, Settings
 from churn_assets.storage.warehouse import Warehouse, quarantine_rows
+from data_contracts.validation import DateBounds
 from tests.contract_samples import WEEK, good_frame
 
 KEY = WEEK.isoformat()
@@ -152,3 +157,101 @@ def test_a_mostly_broken_file_keeps_the_previous_partition(tmp_path: Path, wareh
     assert report.kept_previous == [KEY] and report.rows_rejected == 3
     assert _stored(warehouse, "usage").select(good.columns).equals(good)
     assert quarantined.height == 3
+
+
+def _mixed_accounts_csv(path: Path, n: int = 60) -> None:
+    """Accounts rows with keys repeated across chunks, bad categories, lossy numbers and bad dates."""
+    base = good_frame("accounts")
+    rows = pl.concat(
+        [base.with_columns(pl.lit(i + 1, dtype=pl.Int64).alias("customer_id")) for i in range(n // 3)]
+    )
+    rows = pl.concat([rows, rows.head(n - rows.height)]).head(n).cast(pl.String)
+    ids, plans, lines, signups = (
+        rows[c].to_list() for c in ("customer_id", "plan_type", "num_lines", "signup_date")
+    )
+    for i in range(0, n, 7):
+        ids[i] = "2"  # a repeat of an early key
+    for i in range(3, n, 11):
+        plans[i] = "gold"
+    for i in range(5, n, 13):
+        lines[i] = "1.5"
+    signups[n - 1] = "1900-01-01"
+    rows.with_columns(
+        pl.Series("customer_id", ids),
+        pl.Series("plan_type", plans),
+        pl.Series("num_lines", lines),
+        pl.Series("signup_date", signups),
+    ).write_csv(path)
+
+
+def _summary(report: FileReport) -> list[tuple[object, ...]]:
+    return sorted((v["column_name"], v["rule"], v["rows"]) for v in report.violations)
+
+
+def test_a_file_checked_in_small_chunks_gives_the_same_report(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.csv"
+    _mixed_accounts_csv(path)
+    whole = check_file(path, "accounts", options=ContractOptions(chunk_rows=1_000_000, sample_rows=2))
+    chunked = check_file(path, "accounts", options=ContractOptions(chunk_rows=7, sample_rows=2))
+    assert _summary(chunked) == _summary(whole)
+    assert (chunked.rows, chunked.rejected) == (whole.rows, whole.rejected) == (60, whole.rejected)
+    rules = {v["rule"] for v in whole.violations}
+    assert {"field_uniqueness", "dtype(Int64)", "date_in_range(2000-01-01..2100-01-01)"} <= rules
+    for v in chunked.violations:  # at most N samples per rule, each naming its row in the file
+        samples = v["samples"]
+        assert isinstance(samples, list) and 1 <= len(samples) <= 2
+        assert all('"customer_id"' in s["row_json"] for s in samples)
+    assert [s["samples"] for s in chunked.violations] == [s["samples"] for s in whole.violations]
+
+
+def test_ingestion_in_small_chunks_stores_and_quarantines_the_same_rows(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    (landing / "accounts").mkdir(parents=True)
+    _mixed_accounts_csv(landing / "accounts" / f"{KEY}.csv")
+    outcomes = []
+    for name, rows in (("whole", 1_000_000), ("chunked", 7)):
+        warehouse = Warehouse(tmp_path / f"{name}.duckdb")
+        with warehouse.connect() as con:
+            report = ingest_partitions(
+                con, landing, "accounts", [KEY], options=ContractOptions(chunk_rows=rows)
+            )
+            quarantined = quarantine_rows(con, "accounts").select(
+                "row_index", "column_name", "rule", "row_json"
+            )
+        assert report.rows_accepted + quarantined["row_index"].n_unique() == report.rows_in == 60
+        outcomes.append((_stored(warehouse, "accounts"), quarantined.sort(pl.all())))
+    (stored_a, quarantine_a), (stored_b, quarantine_b) = outcomes
+    assert stored_a.equals(stored_b) and quarantine_a.equals(quarantine_b)
+
+
+def test_a_header_only_file_is_an_error_for_usage_and_a_warning_for_accounts(tmp_path: Path) -> None:
+    """A week without usage means a failed export; a week without signups can be real (small worlds)."""
+    folder = tmp_path / "drop"
+    for table in ("usage", "accounts"):
+        (folder / table).mkdir(parents=True)
+        good_frame(table).clear().write_csv(folder / table / f"{KEY}.csv")
+    result = CliRunner().invoke(app, ["contracts", "check", str(folder), "--json"])
+    assert result.exit_code == 1
+    by_table = {r["table"]: r for r in json.loads(result.stdout)}
+    assert [(v["column_name"], v["rule"]) for v in by_table["usage"]["violations"]] == [
+        ("<file>", "file_has_rows")
+    ]
+    assert by_table["accounts"]["violations"] == [] and "header only" in by_table["accounts"]["warnings"][0]
+
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+    with warehouse.connect() as con:
+        report = ingest_partitions(con, folder, "accounts", [KEY])
+        with pytest.raises(BatchRejected, match=r"usage/2024-01-01.csv: usage.<file>: rule file_has_rows"):
+            ingest_partitions(con, folder, "usage", [KEY])
+    assert report.rows_in == 0 and report.warnings and not report.broken_files
+
+
+def test_default_options_follow_the_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path,
+        contracts=ContractSettings(chunk_rows=123, sample_rows_per_rule=2, tables_never_empty=["billing"]),
+    )
+    options = ContractOptions.from_settings(settings)
+    assert (options.chunk_rows, options.sample_rows, options.tables_never_empty) == (123, 2, ("billing",))
+    assert options.date_bounds == DateBounds(*settings.contract_date_bounds)
+    assert options.date_bounds.earliest == dt.date(2011, 1, 1)  # 2023-10-02 minus 12 years of tenure

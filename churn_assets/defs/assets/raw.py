@@ -6,6 +6,7 @@ from churn_assets.defs.keys import LANDING_GROUP, RAW_GROUP, landing_asset_key, 
 from churn_assets.defs.metadata import contract_table_schema, markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
 from churn_assets.defs.resources import WarehouseResource
+from churn_assets.ingestion.contract_files import ContractOptions
 from churn_assets.ingestion.ingest import ingest_partitions
 from churn_assets.settings import Settings
 from data_contracts.raw_tables import RAW_CONTRACTS, RAW_TABLES
@@ -53,12 +54,15 @@ def _build_raw_asset(table: str) -> dg.AssetsDefinition:
                 table,
                 weeks,
                 max_reject_share=settings.contracts.max_quarantine_share,
+                options=ContractOptions.from_settings(settings),
             )
         if report.kept_previous:
             context.log.error(
                 f"raw.{table}: weeks {', '.join(report.kept_previous)} rejected too many rows; "
                 "their previously stored rows were kept and the contract check will fail"
             )
+        for warning in report.warnings:
+            context.log.warning(f"raw.{table}: {warning}")
         if report.rows_rejected:
             context.log.warning(
                 f"raw.{table}: {report.rows_rejected:,} of {report.rows_in:,} rows quarantined "
@@ -73,6 +77,7 @@ def _build_raw_asset(table: str) -> dg.AssetsDefinition:
                 "weeks": f"{weeks[0]} .. {weeks[-1]} ({len(weeks)})" if weeks else "none",
                 "violations": dg.MetadataValue.md(markdown_table(report.violations) or "none"),
                 "weeks_kept_previous": ", ".join(report.kept_previous) or "none",
+                "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in report.warnings) or "none"),
             }
         )
 
