@@ -196,7 +196,16 @@ def test_train_table_leaves_the_production_champion_alone(cli, tmp_path, monkeyp
     csv = _small_table(tmp_path / "My Shop churn.csv")
 
     result = cli(
-        "train-table", csv, "--target", "churned", "--positive", "yes", "--trials", 2, "--budget-seconds", 20,
+        "train-table",
+        csv,
+        "--target",
+        "churned",
+        "--positive",
+        "yes",
+        "--trials",
+        2,
+        "--budget-seconds",
+        20,
         "--json",
     )
     assert result.exit_code == 0, result.output + str(result.exception)
@@ -205,13 +214,41 @@ def test_train_table_leaves_the_production_champion_alone(cli, tmp_path, monkeyp
     assert summary["model_name"] == "my-shop-churn"
     assert production.aliases()["champion"] == champion
     own = ModelRegistry(settings, name="my-shop-churn")
-    assert [v.version for v in own.versions()] == [summary["model_version"]]
+    assert [str(v.version) for v in own.versions()] == [summary["model_version"]]
     assert summary["promotion"] in {"promoted", "kept"}
     if summary["promotion"] == "promoted":
         assert own.aliases()["champion"] == summary["model_version"]
     audit = json.loads(cli("audit", "--model-name", "my-shop-churn", "--json").stdout)
-    assert [e["action"] for e in audit][0] == "register"
+    assert audit[0]["action"] == "register"
     assert all(e["model"] == "my-shop-churn" for e in audit)
+    assert len(ModelRegistry(settings).read_audit()) == 2  # production: its register + promoted only
+
+    # Another table (other columns) under the same model name: its champion cannot be scored on the new
+    # holdout, so the AUCs are not compared and the champion stays.
+    other = pd.read_csv(csv).rename(columns={f"f{i}": f"g{i}" for i in range(10)})
+    other.to_csv(tmp_path / "other.csv", index=False)
+    result = cli(
+        "train-table",
+        tmp_path / "other.csv",
+        "--target",
+        "churned",
+        "--positive",
+        "yes",
+        "--trials",
+        2,
+        "--budget-seconds",
+        20,
+        "--model-name",
+        "my-shop-churn",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output + str(result.exception)
+    second = json.loads(result.stdout)
+    if summary["promotion"] == "promoted":
+        assert second["promotion"] == "kept" and "not compared" in second["promotion_reason"]
+        assert "f0" in second["promotion_reason"]
+        assert own.aliases()["champion"] == summary["model_version"]
+    assert production.aliases()["champion"] == champion
 
 
 def test_train_table_under_the_production_name_is_refused_naming_the_features(cli, tmp_path) -> None:
@@ -221,7 +258,13 @@ def test_train_table_under_the_production_name_is_refused_naming_the_features(cl
     before = [v.version for v in production.versions()]
     csv = _small_table(tmp_path / "shop.csv", n=200)
     result = cli(
-        "train-table", csv, "--target", "churned", "--positive", "yes", "--model-name",
+        "train-table",
+        csv,
+        "--target",
+        "churned",
+        "--positive",
+        "yes",
+        "--model-name",
         settings.modeling.registered_model_name,
     )
     assert result.exit_code == 2
