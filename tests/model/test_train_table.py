@@ -102,6 +102,7 @@ def test_telco_end_to_end_through_the_cli(cli) -> None:
     assert result.exit_code == 0, result.output + str(result.exception)
     summary = json.loads(result.stdout)  # --json: the whole stdout is one JSON document
     assert summary["split"]["kind"] == "stratified"
+    assert summary["model_name"] == "telco-customer-churn"  # its own registered model, named after the file
     assert summary["model_version"] == "1" and summary["semver"] == "1.0.0"
     assert set(summary["baselines"]) == {
         "logistic_regression",
@@ -117,9 +118,10 @@ def test_telco_end_to_end_through_the_cli(cli) -> None:
     runs = json.loads(cli("experiments", "--json").stdout)
     assert {r["model"] for r in runs} >= {"lightgbm", "logistic_regression", "mlp"}
     assert all(r["auc"] is not None for r in runs)
-    audit = json.loads(cli("audit", "--json").stdout)
+    audit = json.loads(cli("audit", "--model-name", "telco-customer-churn", "--json").stdout)
     assert audit[0]["action"] == "register"
     assert audit[-1]["action"] in {"promoted", "kept"}
+    assert json.loads(cli("audit", "--json").stdout) == []  # the production model saw nothing
 
 
 def test_id_like_columns_are_dropped_but_not_lookalikes() -> None:
