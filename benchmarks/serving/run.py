@@ -53,7 +53,7 @@ from tests.serving_helpers import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_URL = Settings().feature_store.redis_url
+REDIS_URL = Settings().feature_store.redis_url.get_secret_value()
 N_CUSTOMERS = 10_000
 
 
