@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_core import to_jsonable_python
@@ -42,12 +42,15 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
+    masked = url  # edited in place: urlunsplit would rewrite e.g. sqlite:////abs/path
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
         user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}{':***' if colon else ''}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc, query=_SECRET_QUERY.sub(r"\1***", parts.query)))
+        masked = masked.replace(parts.netloc, f"{user}{':***' if colon else ''}@{host}", 1)
+    if parts.query:
+        head, _, query = masked.partition("?")
+        masked = head + "?" + _SECRET_QUERY.sub(r"\1***", query)
+    return masked
 
 
 class SecretUrl(SecretStr):
