@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.duration <= 0 or args.bucket_seconds <= 0:
         ap.error("--rate, --duration and --bucket-seconds must be positive")
     venv_tool("bentoml")
-    redis_url = Settings().feature_store.redis_url
+    redis_url = Settings().feature_store.redis_url.get_secret_value()
     require_redis(redis_url)
     bucket_label = "minute" if args.bucket_seconds == 60 else f"{args.bucket_seconds:g}s"
 

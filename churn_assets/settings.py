@@ -6,21 +6,59 @@ environment variables prefixed ``CHURNOPS_`` (nested fields use ``__``, e.g.
 embedded defaults that run everything on one machine: DuckDB, SQLite, local MLflow.
 
 No other module reads ``os.environ``; call :func:`get_settings` instead.
+
+Secrets: ``serving.api_key`` is a :class:`~pydantic.SecretStr`, and every URL that may carry a password
+(``postgres_url``, both ``redis_url``, ``modeling.tracking_uri`` / ``optuna_storage`` / ``audit_url``) a
+:class:`SecretUrl`. Their ``str()`` / ``repr()`` hide the secret (a URL shows with its password as
+``***``, :func:`mask_url`), a JSON dump of the settings shows ``**********``; only the code that
+connects or compares calls ``.get_secret_value()``. :func:`settings_env` (the environment of a child
+process) is the one place that writes them out in clear.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SCALES: dict[str, int] = {"tiny": 2_000, "small": 20_000, "full": 500_000}
+
+_SECRET_QUERY = re.compile(r"(?i)\b((?:password|passwd|pwd|token|secret|api_?key)=)[^&;]*")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user info and any ``password=`` / ``token=`` / ``secret=`` /
+    ``api_key=`` query value replaced by ``***`` (``redis://:s3cret@h:6379/0`` → ``redis://:***@h:6379/0``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    masked = url  # edited in place: urlunsplit would rewrite e.g. sqlite:////abs/path
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user, colon, _password = userinfo.partition(":")
+        masked = masked.replace(parts.netloc, f"{user}{':***' if colon else ''}@{host}", 1)
+    if parts.query:
+        head, _, query = masked.partition("?")
+        masked = head + "?" + _SECRET_QUERY.sub(r"\1***", query)
+    return masked
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry a password: shown with the password masked (:func:`mask_url`) by ``str()``
+    and ``repr()``; ``get_secret_value()`` is the URL itself, for the code that connects."""
+
+    def _display(self) -> str:
+        return mask_url(self.get_secret_value())
 
 
 class SimulationSettings(BaseModel):
@@ -55,7 +93,10 @@ class SimulationSettings(BaseModel):
 
 class FeatureStoreSettings(BaseModel):
     online_backend: Literal["sqlite", "redis"] = "sqlite"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: SecretUrl = Field(
+        SecretUrl("redis://127.0.0.1:6379/0"),
+        description="Redis of the online store (backend redis); may carry a password (shown masked).",
+    )
     redis_key_prefix: str = "churnops:fs"
     redis_batch_size: Annotated[int, Field(gt=0, description="Customers per Redis write pipeline.")] = 5_000
 
@@ -115,10 +156,12 @@ class ModelingSettings(BaseModel):
         default=300.0, gt=0, description="Optuna wall-clock budget per tuning call."
     )
     study_name: str = "churn-lightgbm"
-    optuna_storage: str | None = Field(
-        default=None, description="RDB URL; None = SQLite file under home/optuna."
+    optuna_storage: SecretUrl | None = Field(
+        default=None, description="RDB URL (may carry a password); None = SQLite file under home/optuna."
     )
-    tracking_uri: str | None = Field(default=None, description="MLflow URI; None = SQLite under home/mlflow.")
+    tracking_uri: SecretUrl | None = Field(
+        default=None, description="MLflow URI (may carry a password); None = SQLite under home/mlflow."
+    )
     experiment_name: str = "churnops"
     registered_model_name: str = "churn-model"
     mlflow_ui_url: str = Field(
@@ -126,7 +169,9 @@ class ModelingSettings(BaseModel):
         pattern=r"^https?://[^\s/]+(/\S*)?$",
         description="Base URL of the MLflow UI (`make mlflow-ui`) the Dagster metadata links to.",
     )
-    audit_url: str | None = Field(default=None, description="Audit log SQLAlchemy URL; None = home/registry.")
+    audit_url: SecretUrl | None = Field(
+        default=None, description="Audit log SQLAlchemy URL (may carry a password); None = home/registry."
+    )
     promotion_mode: Literal["auto", "manual"] = "auto"
     min_auc_gain: float = Field(
         default=0.02,
@@ -387,7 +432,10 @@ class ServingSettings(BaseModel):
         description="Rate-limit counters in Redis (shared by workers) or per process; auto = Redis when the "
         "online store is Redis.",
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for rate limits and rollout.")
+    redis_url: SecretUrl = Field(
+        SecretUrl("redis://127.0.0.1:6379/0"),
+        description="Redis for rate limits and rollout; may carry a password (shown masked).",
+    )
     redis_key_prefix: str = Field("churnops:serving", description="Prefix of every serving Redis key.")
     breaker_error_rate: float = Field(
         0.05, gt=0, le=1, description="Breaker opens when feature-store errors exceed this share."
@@ -401,8 +449,10 @@ class ServingSettings(BaseModel):
     request_timeout_seconds: float = Field(5.0, gt=0, description="A request running longer gets 504.")
     max_batch_size: int = Field(1000, gt=0, description="Customers or rows per request (more: 413).")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Request bodies larger than this get 413.")
-    api_key: str | None = Field(
-        None, description="When set, predict and admin endpoints need header `x-api-key` with this value."
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, predict and admin endpoints need header `x-api-key` with this value "
+        "(a secret: never shown, logged or dumped).",
     )
     previous_retention_days: int = Field(
         14, ge=0, description="The previous champion stays in the BentoML store this many days."
@@ -493,7 +543,10 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field(
         "4GB", description="DuckDB buffer limit of the warehouse (it spills to disk beyond it)."
     )
-    postgres_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    postgres_url: SecretUrl = Field(
+        SecretUrl("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+        description="PostgreSQL server of the tests and benchmarks that need one; may carry a password.",
+    )
 
     @model_validator(mode="after")
     def _apply_scale(self) -> Settings:
@@ -574,11 +627,23 @@ class Settings(BaseSettings):
         return self.serving.prediction_log_dir or self.home / "prediction_log"
 
 
+def _revealed(value: Any) -> Any:
+    """A python-mode settings dump with every secret replaced by its value."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(v) for v in value]
+    return value
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """``CHURNOPS_*`` variables that reproduce ``settings`` in another process: one per top-level field
-    (nested sections as JSON), unset fields (None) left out."""
+    (nested sections as JSON), unset fields (None) left out. Secrets are written in clear (the child
+    needs them): the result is an environment to hand to a process, never something to print."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json").items():
+    for name, value in to_jsonable_python(_revealed(settings.model_dump())).items():
         if value is None:
             continue
         env[f"CHURNOPS_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)

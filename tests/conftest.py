@@ -15,7 +15,7 @@ from churn_assets.settings import Settings
 def redis_url() -> str:
     import redis
 
-    url = Settings().feature_store.redis_url
+    url = Settings().feature_store.redis_url.get_secret_value()
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:  # pragma: no cover - depends on the machine
@@ -29,7 +29,7 @@ def postgres_url() -> str:
 
     # The default names psycopg2 (SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; dagster-postgres
     # needs psycopg2).
-    url = Settings().postgres_url
+    url = Settings().postgres_url.get_secret_value()
     try:
         with sa.create_engine(url).connect() as c:
             c.execute(sa.text("select 1"))

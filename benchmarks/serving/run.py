@@ -86,7 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     require_tool("wrk", WRK_HOW)
     venv_tool("bentoml")
-    redis_url = Settings().feature_store.redis_url
+    redis_url = Settings().feature_store.redis_url.get_secret_value()
     require_redis(redis_url)
 
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "workers": args.workers, "steps": {}}

@@ -34,6 +34,14 @@ SHOWN_PARAMS = {
     "imbalance",
     "calibration",
 }
+ModelNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-name",
+        help="Registered model (default: the production model, settings modeling.registered_model_name).",
+        show_default=False,
+    ),
+]
 AUDIT_METRICS = ("auc", "challenger_auc", "champion_auc", "rolled_back_auc", "restored_auc")
 
 
@@ -58,9 +66,19 @@ def train_table_cmd(
         float | None, typer.Option("--budget-seconds", help="Optuna wall-clock budget (default: settings).")
     ] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Optuna trials (default: settings).")] = None,
+    model_name: Annotated[
+        str | None,
+        typer.Option(
+            "--model-name",
+            help="Registered model of this table (default: the file's name, e.g. my-shop-churn). The "
+            "production model's name is refused unless every feature is in the feature store.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Profile a CSV, infer its contract, tune + compare candidates, calibrate, evaluate, register."""
+    """Profile a CSV, infer its contract, tune + compare candidates, calibrate, evaluate, register
+    (as a registered model of its own, promoted against that model's earlier versions only)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     tasks: dict[str, TaskID] = {}
@@ -74,6 +92,7 @@ def train_table_cmd(
         progress.update(tasks[task], completed=done, total=total)
 
     with json_output(as_json):
+        from churn_assets.modeling.registry import RegistryError
         from churn_assets.modeling.splits import TrainingDataError
         from churn_assets.modeling.train_table import train_table
         from churn_assets.settings import get_settings
@@ -90,8 +109,9 @@ def train_table_cmd(
                     budget_seconds=budget_seconds,
                     trials=trials,
                     progress=on_progress,
+                    model_name=model_name,
                 )
-        except TrainingDataError as exc:
+        except (TrainingDataError, RegistryError) as exc:
             fail(str(exc))
         _print_training(result, human(as_json))
     if as_json:
@@ -135,7 +155,7 @@ def _print_training(result: dict[str, Any], out: Console) -> None:
         f"Brier {m['brier']:.3f}"
     )
     out.print(
-        f"registered churn-model version {result['model_version']} ({result['semver']}): "
+        f"registered {result['model_name']} version {result['model_version']} ({result['semver']}): "
         f"{result['promotion']} — {result['promotion_reason']}"
     )
 
@@ -174,6 +194,7 @@ def promote_cmd(
     by: Annotated[
         str | None, typer.Option("--by", help="Name of the approver (recorded in the audit log).")
     ] = None,
+    model_name: ModelNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Manual-mode promotion: approve the challenger waiting for sign-off."""
@@ -184,7 +205,7 @@ def promote_cmd(
         from churn_assets.settings import get_settings
 
         try:
-            decision = ModelRegistry(get_settings()).approve(by=by)
+            decision = ModelRegistry(get_settings(), name=model_name).approve(by=by)
         except RegistryError as exc:
             fail(str(exc), 1)
         human(as_json).print(
@@ -199,6 +220,7 @@ def rollback_cmd(
     reason: Annotated[
         str, typer.Option("--reason", help="Why (recorded in the audit log).")
     ] = "manual rollback",
+    model_name: ModelNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make the previous champion the champion again (the current one becomes `previous`)."""
@@ -207,7 +229,7 @@ def rollback_cmd(
         from churn_assets.settings import get_settings
 
         try:
-            decision = ModelRegistry(get_settings()).rollback(by=by, reason=reason)
+            decision = ModelRegistry(get_settings(), name=model_name).rollback(by=by, reason=reason)
         except RegistryError as exc:
             fail(str(exc), 1)
         human(as_json).print(f"champion rolled back: {decision.champion_before} → {decision.champion_after}")
@@ -219,6 +241,7 @@ def audit_cmd(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Only the last N entries.", show_default=False)
     ] = None,
+    model_name: ModelNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The append-only registry audit log: what, when, why, who, metric values."""
@@ -228,11 +251,12 @@ def audit_cmd(
         from churn_assets.settings import get_settings
 
         settings = get_settings()
-        entries = AuditLog(audit_url(settings)).read(settings.modeling.registered_model_name, limit)
+        name = model_name or settings.modeling.registered_model_name
+        entries = AuditLog(audit_url(settings)).read(name, limit)
     if as_json:
         emit_json([e.__dict__ for e in entries])
         return
-    table = Table(title="Registry audit log")
+    table = Table(title=f"Registry audit log: {name}")
     for col in ("at (UTC)", "action", "version", "champion", "who", "why", "metrics"):
         table.add_column(col)
     for e in entries:

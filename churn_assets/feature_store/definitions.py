@@ -8,6 +8,7 @@ the values lives in :mod:`churn_assets.feature_store.transforms`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -163,6 +164,12 @@ def feature_group(name: str) -> FeatureGroup:
 
 def all_features() -> list[Feature]:
     return [f for g in FEATURE_GROUPS for f in g.features]
+
+
+def unknown_features(names: Sequence[str]) -> list[str]:
+    """The names among ``names`` that are not declared features of the store (in their order)."""
+    known = {f.name for f in all_features()}
+    return [n for n in names if n not in known]
 
 
 def resolve(refs: list[str] | None = None) -> dict[str, list[str]]:

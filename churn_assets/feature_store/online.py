@@ -387,7 +387,7 @@ def make_online_store(settings: Settings, *, read_timeout_seconds: float | None 
     fs = settings.feature_store
     if fs.online_backend == "redis":
         return RedisOnlineStore(
-            fs.redis_url,
+            fs.redis_url.get_secret_value(),
             fs.redis_key_prefix,
             batch_size=fs.redis_batch_size,
             socket_timeout=read_timeout_seconds,

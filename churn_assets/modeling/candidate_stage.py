@@ -411,9 +411,11 @@ def run_retraining_candidates(
     *,
     baselines: Sequence[str] | None = None,
     progress: Progress = quiet,
+    model_name: str | None = None,
 ) -> CandidateStage:
     """The candidate step of a (re)training on the training set with hash ``data_hash`` — what the
-    ``training/candidates`` asset runs.
+    ``training/candidates`` asset runs (on the production model; ``model_name``: another registered
+    model's champion).
 
     With ``settings.modeling.retune_on_retrain`` false (default) and a LightGBM champion, LightGBM is
     refitted with the champion's hyperparameters (registry tag ``lightgbm_params``; ``tuning`` then
@@ -421,7 +423,9 @@ def run_retraining_candidates(
     retuning asked for) the Optuna study ``<study_name>-<data_hash[:8]>`` runs.
     """
     cfg = settings.modeling
-    fixed = None if cfg.retune_on_retrain else ModelRegistry(settings).lightgbm_params(CHAMPION)
+    fixed = (
+        None if cfg.retune_on_retrain else ModelRegistry(settings, name=model_name).lightgbm_params(CHAMPION)
+    )
     progress(
         "retraining with the champion's LightGBM parameters (no re-tuning)"
         if fixed is not None

@@ -4,7 +4,8 @@
 its threshold, measure it on test for every gate (``gates.ChallengerMeasurements``: calibration,
 threshold, SHAP, fairness, stress slices), log the final MLflow run and register the version (alias
 ``challenger``) → :class:`ChallengerStage`. :func:`decide_promotion` — the promotion rule against the
-champion on the same holdout, with the gates re-evaluated under the current limits.
+champion on the same holdout, with the gates re-evaluated under the current limits. Both work on the
+production model unless given another registered model's name (``model_name``: a bring-your-own table).
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ from churn_assets.modeling.gates import (
     as_float,
     gate_results,
 )
-from churn_assets.modeling.registry import LIGHTGBM_PARAMS_TAG, ModelRegistry, PromotionDecision
+from churn_assets.modeling.registry import (
+    LIGHTGBM_PARAMS_TAG,
+    HoldoutMismatch,
+    ModelRegistry,
+    PromotionDecision,
+    check_registrable,
+    holdout_sha256,
+)
 from churn_assets.modeling.splits import Splits
 from churn_assets.modeling.stage_json import JsonStage, clean_json
 from churn_assets.modeling.tracking import configure, log_candidate_run
@@ -253,6 +261,7 @@ def evaluate_challenger(
     data_hash: str,
     workdir: Path,
     actor: str = "dagster",
+    model_name: str | None = None,
 ) -> ChallengerStage:
     """Calibrate + threshold the best candidate, evaluate it on test, log the final MLflow run and
     register it as a new version of the registered model (alias ``challenger``).
@@ -260,8 +269,11 @@ def evaluate_challenger(
     Works on the best model's saved scores (:meth:`CandidateStage.load_scores`): calibration maps them
     to the final probabilities, so nothing is predicted again except one validation pass to fit a
     chosen calibrator through the model, and SHAP on a test sample. ``splits.X_train`` is not used
-    (it may be a labels-only part)."""
+    (it may be a labels-only part). ``model_name``: the registered model (None = the production one);
+    the version is tagged ``eval_sha256``, the fingerprint of the test holdout its metrics come from."""
     cfg = settings.modeling
+    registry = ModelRegistry(settings, name=model_name)
+    check_registrable(settings, registry.name, splits.features)
     workdir.mkdir(parents=True, exist_ok=True)
     raw = candidates.load_model()
     s = _calibrated_scores(candidates, raw, splits, cfg)
@@ -315,12 +327,10 @@ def evaluate_challenger(
         tags={"role": "final", "data_sha256": data_hash},
         input_example=splits.X_test,
     )
-    extra = (
-        {LIGHTGBM_PARAMS_TAG: json.dumps(clean_json(candidates.lightgbm_params))}
-        if candidates.best == "lightgbm"
-        else {}
-    )
-    registered = ModelRegistry(settings).register(
+    extra = {"eval_sha256": holdout_sha256(splits.X_test, splits.y_test)}
+    if candidates.best == "lightgbm":
+        extra[LIGHTGBM_PARAMS_TAG] = json.dumps(clean_json(candidates.lightgbm_params))
+    registered = registry.register(
         logged,
         splits.features,
         data_hash,
@@ -352,14 +362,26 @@ def decide_promotion(
     y_test: pd.Series,
     actor: str = "dagster",
 ) -> PromotionDecision:
-    """Score the champion on the same test holdout and apply the promotion rule (audit-logged).
+    """Score the champion of the challenger's registered model on the same test holdout and apply the
+    promotion rule (audit-logged).
 
     Gates are re-evaluated with the current limits; with no champion yet, a challenger that passes
-    every gate is promoted (``manual`` mode: marked pending instead).
+    every gate is promoted (``manual`` mode: marked pending instead). A champion that cannot score the
+    holdout (other features: evaluated on other data) is not compared and stays.
     """
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(settings, name=challenger.model_name)
     gates = gate_results(challenger.measurements, settings.modeling)
-    champion_auc = registry.holdout_auc("champion", X_test, y_test)
+    not_compared = None
+    try:
+        champion_auc = registry.holdout_auc("champion", X_test, y_test)
+    except HoldoutMismatch as exc:
+        champion_auc, not_compared = None, str(exc)
     return registry.consider(
-        challenger.version, float(challenger.test_metrics["auc"]), champion_auc, gates, actor=actor
+        challenger.version,
+        float(challenger.test_metrics["auc"]),
+        champion_auc,
+        gates,
+        actor=actor,
+        not_compared=not_compared,
+        eval_sha256=holdout_sha256(X_test, y_test),
     )

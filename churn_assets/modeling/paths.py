@@ -1,5 +1,8 @@
 """Where modeling state lives: one function per store, all derived from :class:`Settings`.
 
+The functions return the URLs in clear (they carry any password, for the code that connects):
+show them only through :func:`churn_assets.settings.mask_url`.
+
 Defaults keep everything in the state folder (``settings.home``):
 
 * ``home/optuna/optuna.db`` — Optuna studies (SQLite RDB storage);
@@ -23,12 +26,14 @@ def _sqlite_url(path: Path) -> str:
 
 def optuna_storage_url(settings: Settings) -> str:
     """RDB URL of the Optuna storage."""
-    return settings.modeling.optuna_storage or _sqlite_url(settings.optuna_dir / "optuna.db")
+    url = settings.modeling.optuna_storage
+    return url.get_secret_value() if url else _sqlite_url(settings.optuna_dir / "optuna.db")
 
 
 def tracking_uri(settings: Settings) -> str:
     """MLflow tracking (and registry) URI."""
-    return settings.modeling.tracking_uri or _sqlite_url(settings.mlflow_dir / "mlflow.db")
+    url = settings.modeling.tracking_uri
+    return url.get_secret_value() if url else _sqlite_url(settings.mlflow_dir / "mlflow.db")
 
 
 def artifact_location(settings: Settings) -> str:
@@ -50,4 +55,5 @@ def mlflow_ui_options(settings: Settings) -> list[str]:
 
 def audit_url(settings: Settings) -> str:
     """SQLAlchemy URL of the promotion audit log."""
-    return settings.modeling.audit_url or _sqlite_url(settings.registry_dir / "audit.db")
+    url = settings.modeling.audit_url
+    return url.get_secret_value() if url else _sqlite_url(settings.registry_dir / "audit.db")

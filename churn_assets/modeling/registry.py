@@ -1,9 +1,19 @@
 """The MLflow model registry of churnops: versions, tags, aliases, promotion, approval, rollback.
 
-Registered model ``settings.modeling.registered_model_name`` (``churn-model``). Every version carries
-tags: ``semver`` (major.minor.patch), ``artifact_sha256`` (the model file), ``data_sha256`` (the
-training-data snapshot), ``features`` (JSON list — the feature → model dependency), ``flavor``,
+One :class:`ModelRegistry` handles one registered model. The PRODUCTION model is
+``settings.modeling.registered_model_name`` (``churn-model``): the Dagster training graph registers
+there and serving deploys its champion. Any other name is a model of its own, e.g. the one
+``churnops train-table`` registers for a bring-your-own table (named after the file, or
+``--model-name``); its versions, aliases and audit entries never touch the production model's.
+
+Every version carries tags: ``semver`` (major.minor.patch), ``artifact_sha256`` (the model file),
+``data_sha256`` (the training-data snapshot), ``eval_sha256`` (the holdout its metrics were measured
+on, :func:`holdout_sha256`), ``features`` (JSON list — the feature → model dependency), ``flavor``,
 ``gates_passed`` and ``metric.<name>`` for each metric.
+
+The production model serves from the online feature store, so a version whose features are not all
+declared in the feature store (``feature_store.definitions``) is refused under the production name
+(:func:`check_registrable`, a :class:`RegistryError` naming the features).
 
 Semantic version: the first version is 1.0.0; a version whose feature list differs from the latest
 one bumps MAJOR (consumers must supply other features); the same features with a new artifact bump
@@ -14,25 +24,32 @@ Aliases: ``challenger`` — the latest registered candidate; ``champion`` — th
 
 Promotion (:meth:`ModelRegistry.consider`): with no champion, a challenger that passes every gate is
 promoted. Otherwise it is promoted only if every gate passed AND its AUC on the SAME holdout beats
-the champion's by MORE than ``min_auc_gain``; else the champion stays. In ``manual`` mode a promotable
-challenger is marked ``promotion=pending`` and waits for :meth:`ModelRegistry.approve`, which records
-the approver. :meth:`ModelRegistry.rollback` swaps ``champion`` and ``previous``: the rolled-back model
-becomes ``previous`` (and is tagged ``rolled_back``), so a second rollback undoes the first. Every
-decision — including "kept" — is appended to the audit log (``audit.py``).
+the champion's by MORE than ``min_auc_gain``; else the champion stays. The champion's AUC is always
+measured by scoring it on the challenger's holdout (:meth:`ModelRegistry.holdout_auc`); a champion
+that cannot score that holdout (its features are not columns of it: it was evaluated on other data)
+is not compared — the challenger is kept, never promoted on a figure measured elsewhere. In
+``manual`` mode a promotable challenger is marked ``promotion=pending`` and waits for
+:meth:`ModelRegistry.approve`, which records the approver. :meth:`ModelRegistry.rollback` swaps
+``champion`` and ``previous``: the rolled-back model becomes ``previous`` (and is tagged
+``rolled_back``), so a second rollback undoes the first. Every decision — including "kept" — is
+appended to the audit log (``audit.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
+from churn_assets.feature_store.definitions import all_features, unknown_features
 from churn_assets.modeling.audit import AuditEntry, AuditLog
 from churn_assets.modeling.evaluation import GateResult
 from churn_assets.modeling.paths import audit_url
@@ -45,6 +62,35 @@ LIGHTGBM_PARAMS_TAG = "lightgbm_params"  # search-space params of a LightGBM ver
 
 class RegistryError(RuntimeError):
     """A registry operation is not possible (e.g. nothing to approve or roll back to)."""
+
+
+class HoldoutMismatch(RegistryError):
+    """The champion cannot be scored on the challenger's holdout: their AUCs are not comparable."""
+
+
+def check_registrable(settings: Settings, name: str, features: Sequence[str]) -> None:
+    """Refuse (:class:`RegistryError`) features the feature store lacks under the production name."""
+    if name != settings.modeling.registered_model_name:
+        return
+    unknown = unknown_features(features)
+    if not unknown:
+        return
+    shown = ", ".join(unknown[:12]) + (f", … ({len(unknown)} in all)" if len(unknown) > 12 else "")
+    raise RegistryError(
+        f"refusing to register a version under {name!r}, the production model: serving reads its features "
+        f"from the feature store, which has no feature(s) {shown} (it declares {len(all_features())} "
+        "features: churnops features list). Register this model under its own name "
+        "(churnops train-table --model-name NAME; the default is the file's name)."
+    )
+
+
+def holdout_sha256(X: pd.DataFrame, y: Any) -> str:
+    """Fingerprint of an evaluation holdout: its column names, feature values and labels (row order
+    matters, the index does not)."""
+    digest = hashlib.sha256(json.dumps([str(c) for c in X.columns]).encode())
+    digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    digest.update(np.asarray(y).astype("int64").tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -103,11 +149,13 @@ def next_semver(latest: str | None, same_features: bool, same_artifact: bool) ->
 class ModelRegistry:
     """Registry operations for one registered model, with every decision appended to the audit log."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        """The registered model ``name``; None = the production model
+        (``settings.modeling.registered_model_name``)."""
         self.settings = settings
         self.tracking = configure(settings)
         self.client = self.tracking.client
-        self.name = settings.modeling.registered_model_name
+        self.name = name or settings.modeling.registered_model_name
         self.audit = AuditLog(audit_url(settings))
 
     # -- reading -------------------------------------------------------------------------------
@@ -136,18 +184,30 @@ class ModelRegistry:
     def tags(self, version: str) -> dict[str, str]:
         return dict(self.client.get_model_version(self.name, version).tags)
 
-    def holdout_auc(self, alias: str, X: Any, y: Any) -> float | None:
-        """AUC of the model behind ``alias`` on the given holdout; None when there is no such alias.
+    @property
+    def is_production(self) -> bool:
+        return self.name == self.settings.modeling.registered_model_name
 
-        A model that cannot score the holdout (its feature list is not available in ``X``) falls back
-        to its recorded test AUC tag ``metric.auc`` — noted in the audit as the champion AUC used.
+    def holdout_auc(self, alias: str, X: pd.DataFrame, y: Any) -> float | None:
+        """AUC of the model behind ``alias`` scored on the given holdout; None when there is no such alias.
+
+        Raises :class:`HoldoutMismatch` when the model cannot score the holdout (some of its features
+        are not columns of ``X``): it was evaluated on other data, and a recorded AUC from there is
+        never compared with one measured here.
         """
         mv = self.version_by_alias(alias)
         if mv is None:
             return None
         features = json.loads(mv.tags.get("features", "[]"))
-        if features and not set(features) <= set(X.columns):
-            return float(mv.tags.get("metric.auc", "nan"))
+        missing = [f for f in features if f not in X.columns]
+        if missing:
+            shown = ", ".join(missing[:8]) + (f", … ({len(missing)} in all)" if len(missing) > 8 else "")
+            raise HoldoutMismatch(
+                f"{alias} version {mv.version} of {self.name!r} cannot be scored on this holdout: its "
+                f"feature(s) {shown} are not in it (the {alias} was evaluated on other data, "
+                f"eval_sha256 {mv.tags.get('eval_sha256', 'unknown')[:12]}); AUCs measured on different "
+                "data are not compared"
+            )
         model = load_model(str(mv.source), mv.tags.get("flavor", "sklearn"))
         p = np.asarray(model.predict_proba(X[features] if features else X))[:, 1]
         return float(roc_auc_score(np.asarray(y).astype(int), p))
@@ -175,7 +235,9 @@ class ModelRegistry:
         extra_tags: Mapping[str, str] | None = None,
     ) -> RegisteredVersion:
         """Register a logged model as a new version, tag it (plus ``extra_tags``), and point
-        ``challenger`` at it."""
+        ``challenger`` at it. Under the production name, features the feature store lacks are refused
+        (:func:`check_registrable`)."""
+        check_registrable(self.settings, self.name, features)
         existing = self.versions()
         latest = existing[-1] if existing else None
         semver = next_semver(
@@ -227,20 +289,31 @@ class ModelRegistry:
         champion_auc: float | None,
         gates: Sequence[GateResult],
         actor: str = "system",
+        not_compared: str | None = None,
+        eval_sha256: str | None = None,
     ) -> PromotionDecision:
-        """Apply the promotion rule to ``version`` (AUCs measured on the same holdout) and log it."""
+        """Apply the promotion rule to ``version`` (AUCs measured on the same holdout) and log it.
+
+        ``not_compared``: why the champion could not be measured on the challenger's holdout
+        (:class:`HoldoutMismatch`); with a champion present the challenger is then kept, whatever its
+        AUC. ``eval_sha256``: the holdout's fingerprint, recorded with the decision's numbers.
+        """
         champion = self.aliases().get(CHAMPION)
         if champion == version:
             raise RegistryError(f"version {version} already is the champion")
-        if champion is None:
+        if champion is None or not_compared is not None:
             champion_auc = None
         elif champion_auc is None:
             raise RegistryError(f"champion {champion} exists: pass its AUC on the same holdout (holdout_auc)")
-        promote, reason = decide(challenger_auc, champion_auc, gates, self.settings.modeling.min_auc_gain)
+        if champion is not None and not_compared is not None:
+            promote, reason = False, f"not compared with the champion: {not_compared}; champion stays"
+        else:
+            promote, reason = decide(challenger_auc, champion_auc, gates, self.settings.modeling.min_auc_gain)
         numbers = {
             "challenger_auc": challenger_auc,
             "champion_auc": champion_auc,
             "min_auc_gain": self.settings.modeling.min_auc_gain,
+            **({"eval_sha256": eval_sha256} if eval_sha256 else {}),
             **{f"gate.{g.name}": g.value for g in gates},
         }
         if promote and self.settings.modeling.promotion_mode == "manual":

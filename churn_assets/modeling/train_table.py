@@ -6,6 +6,12 @@ runs the Dagster training graph's steps — ``candidate_stage.run_candidates`` �
 :class:`~churn_assets.modeling.splits.Splits`: same candidates, same seven gates, same registration.
 Model selection is on VALIDATION AUC; the test split is only reported, never used to choose.
 
+A table's model is a registered model of its own (:func:`table_model_name`: the file's name, or
+``--model-name``), never the production model that serving deploys: its promotion compares it only
+with earlier versions of the same table's model. Registering under the production name is refused
+unless every feature is one of the feature store's (``registry.check_registrable``), before anything
+is tuned.
+
 Cleaning rules for real, dirty data (each recorded in :attr:`CleanTable.actions`):
 
 * strings are stripped; blank strings become missing (e.g. Telco ``TotalCharges == " "``);
@@ -36,7 +42,7 @@ from churn_assets.modeling.candidate_stage import CandidateStage, run_candidates
 from churn_assets.modeling.candidates import BASELINES
 from churn_assets.modeling.challenger_stage import ChallengerStage, decide_promotion, evaluate_challenger
 from churn_assets.modeling.gates import gate_results
-from churn_assets.modeling.registry import PromotionDecision
+from churn_assets.modeling.registry import PromotionDecision, check_registrable
 from churn_assets.modeling.splits import (
     Splits,
     TrainingDataError,
@@ -58,6 +64,7 @@ def no_progress(_task: str, _done: int, _total: int) -> None:
 class TrainingReport:
     """Everything a training run decided and measured (JSON-friendly via :meth:`summary`)."""
 
+    model_name: str
     best_model: str
     test_auc: float
     val_auc: dict[str, float]
@@ -84,6 +91,7 @@ class TrainingReport:
     def summary(self) -> dict[str, Any]:
         baselines = {k: v for k, v in self.candidate_test_auc.items() if k != "lightgbm"}
         return {
+            "model_name": self.model_name,
             "test_auc": self.test_auc,
             "best_model": self.best_model,
             "baselines": baselines,
@@ -120,14 +128,19 @@ def train_and_register(
     study_name: str | None = None,
     progress: Progress = no_progress,
     actor: str = "system",
+    model_name: str | None = None,
 ) -> TrainingReport:
     """Run the whole training pipeline on ``splits`` and register the chosen model (see module doc).
 
     The Dagster training graph's steps in one call: :func:`~.candidate_stage.run_candidates` →
     :func:`~.challenger_stage.evaluate_challenger` (seven gate measurements, final run, registration)
-    → :func:`~.challenger_stage.decide_promotion`, with the step files in a temporary folder. ``n_trials`` / ``timeout_seconds`` override the settings' study budget.
+    → :func:`~.challenger_stage.decide_promotion`, with the step files in a temporary folder.
+    ``n_trials`` / ``timeout_seconds`` override the settings' study budget. ``model_name``: the
+    registered model (None = the production model, which accepts feature-store features only: checked
+    here, before anything is tuned).
     """
     cfg = settings.modeling
+    check_registrable(settings, model_name or cfg.registered_model_name, splits.features)
     budget = {
         "n_trials": n_trials or cfg.n_trials,
         "timeout_seconds": cfg.timeout_seconds if timeout_seconds is None else timeout_seconds,
@@ -146,7 +159,7 @@ def train_and_register(
         progress(steps[0], 1, 1)
         progress(steps[1], 0, 1)
         challenger = evaluate_challenger(
-            stage, splits, run_settings, data_hash, Path(tmp) / "challenger", actor
+            stage, splits, run_settings, data_hash, Path(tmp) / "challenger", actor, model_name=model_name
         )
         progress(steps[1], 1, 1)
         progress(steps[2], 0, 1)
@@ -162,6 +175,7 @@ def report(
     m = challenger.measurements
     final_run = f"final:{challenger.best}+{challenger.calibration}"
     return TrainingReport(
+        model_name=challenger.model_name,
         best_model=challenger.best,
         test_auc=float(challenger.test_metrics["auc"]),
         val_auc=dict(stage.val_aucs),
@@ -365,6 +379,17 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def table_model_name(path: str | Path) -> str:
+    """The registered model of a table: its file name without extension, lower case, every run of other
+    characters than letters and digits turned into one ``-`` (``My Shop churn.csv`` → ``my-shop-churn``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", Path(path).stem.lower()).strip("-")
+    if not slug:
+        raise TrainingDataError(
+            f"cannot name a model after {Path(path).name!r} (no letters or digits): pass --model-name NAME"
+        )
+    return slug
+
+
 def train_table(
     path: str | Path,
     target: str,
@@ -375,12 +400,17 @@ def train_table(
     budget_seconds: float | None = None,
     trials: int | None = None,
     progress: Progress = no_progress,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
-    """Profile, clean, split, tune + compare candidates, calibrate, evaluate and register a CSV.
+    """Profile, clean, split, tune + compare candidates, calibrate, evaluate and register a CSV as a
+    version of its own registered model (``model_name``, default :func:`table_model_name`).
 
     Returns the :meth:`TrainingReport.summary` dict (``test_auc``, ``best_model``, ``baselines``,
     ``model_version``, …) plus ``profile``, ``contract`` (YAML), ``cleaning``, ``split``.
     """
+    name = model_name if model_name is not None else table_model_name(path)
+    if not name.strip():
+        raise TrainingDataError("--model-name must not be blank")
     df = read_table(path)
     profile = profile_table(df, target, positive, str(path))
     table = clean_table(df, target, positive, id_col, time_col)
@@ -400,6 +430,7 @@ def train_table(
         timeout_seconds=budget_seconds,
         study_name=f"{cfg.study_name}-{Path(path).stem}-{file_sha256(path)[:8]}",
         progress=progress,
+        model_name=name,
     )
     return {
         **report.summary(),

@@ -2,6 +2,8 @@
 
 * :func:`sync_rollout` — align the rollout state with the registry: first deployment sets the champion
   stable; a new champion (promoted by the registry) starts a rollout in ``shadow`` from the old stable.
+  A champion with features the feature store does not declare is refused (the service could not read
+  them), before the rollout state changes.
 * :func:`export_version` — copy a registered version's MLflow model into the BentoML model store
   (``settings.bentoml_home``) as ``<registered name>:v<version>`` with ``serving.json`` (features, threshold,
   flavor, semver) beside it.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from churn_assets.feature_store.definitions import unknown_features
 from churn_assets.serving.rollout import RolloutState, RolloutStore
 from churn_assets.settings import Settings, child_env
 
@@ -63,9 +66,18 @@ def sync_rollout(settings: Settings, by: str = "champion_bento") -> RolloutState
     """Make the rollout state follow the registry's champion (see module docstring)."""
     from churn_assets.modeling.registry import CHAMPION, ModelRegistry
 
-    champion = ModelRegistry(settings).aliases().get(CHAMPION)
-    if champion is None:
+    registry = ModelRegistry(settings)
+    champion_version = registry.version_by_alias(CHAMPION)
+    if champion_version is None:
         raise BentoBuildError("the registry has no champion: run `churnops train` first")
+    champion = str(champion_version.version)
+    unknown = unknown_features(json.loads(champion_version.tags.get("features", "[]")))
+    if unknown:
+        raise BentoBuildError(
+            f"champion v{champion} of {registry.name!r} uses feature(s) the feature store does not have "
+            f"({', '.join(unknown[:12])}): the service could not score it; nothing deployed. Roll the "
+            "registry back (`churnops rollback`)."
+        )
     store = RolloutStore(settings)
     state = store.load()
     if state.stable_version is None:

@@ -102,7 +102,11 @@ class CustomerRateLimit:
             cfg.rate_limit_storage == "auto" and settings.feature_store.online_backend == "redis"
         )
         storage: Storage = (
-            RedisStorage(cfg.redis_url, key_prefix=f"{cfg.redis_key_prefix}:ratelimit", socket_timeout=1.0)
+            RedisStorage(
+                cfg.redis_url.get_secret_value(),
+                key_prefix=f"{cfg.redis_key_prefix}:ratelimit",
+                socket_timeout=1.0,
+            )
             if use_redis
             else MemoryStorage()
         )

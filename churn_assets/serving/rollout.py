@@ -117,7 +117,9 @@ class RolloutStore:
         if self._redis is None:
             import redis
 
-            self._redis = redis.Redis.from_url(self.settings.serving.redis_url, socket_timeout=2)
+            self._redis = redis.Redis.from_url(
+                self.settings.serving.redis_url.get_secret_value(), socket_timeout=2
+            )
         return self._redis
 
     def load(self) -> RolloutState:

@@ -100,7 +100,8 @@ class FastPath:
         return body
 
     def check_key(self, request: Request) -> None:
-        if self.cfg.api_key is not None and request.headers.get("x-api-key") != self.cfg.api_key:
+        key = self.cfg.api_key
+        if key is not None and request.headers.get("x-api-key") != key.get_secret_value():
             raise HttpError(401, "missing or wrong x-api-key header")
 
     def check_batch(self, n: int, what: str) -> None:

@@ -14,6 +14,9 @@ from churn_assets.modeling.splits import assign_by_period, build_splits
 from churn_assets.modeling.train_table import train_and_register, train_from_frame
 from tests.modeling_helpers import modeling_settings, synthetic_churn
 
+# The synthetic features are not the feature store's: the production model name would refuse them.
+NAME = "synthetic-churn"
+
 
 @pytest.mark.e2e
 def test_train_register_promote_then_retrain_is_kept(tmp_path) -> None:
@@ -24,7 +27,12 @@ def test_train_register_promote_then_retrain_is_kept(tmp_path) -> None:
     settings = modeling_settings(
         tmp_path / "home", n_trials=3, gate_max_disparity=0.5, gate_max_calibration_error=0.15
     )
-    kwargs = {"baselines": ("logistic_regression",), "timeout_seconds": 60, "context": context}
+    kwargs = {
+        "baselines": ("logistic_regression",),
+        "timeout_seconds": 60,
+        "context": context,
+        "model_name": NAME,
+    }
 
     first = train_from_frame(X, y, assign_by_period(period), settings, data_hash="a" * 64, **kwargs)
     assert first.semver == "1.0.0" and first.promotion == "promoted", first.promotion_reason
@@ -48,7 +56,7 @@ def test_train_register_promote_then_retrain_is_kept(tmp_path) -> None:
     # Same data, same (already finished) study: an equal model cannot beat the champion by > 0.02.
     second = train_from_frame(X, y, assign_by_period(period), settings, data_hash="a" * 64, **kwargs)
     assert second.promotion == "kept" and "not > 0.02" in second.promotion_reason
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(settings, name=NAME)
     assert registry.aliases() == {"champion": first.model_version, "challenger": second.model_version}
     assert registry.read_audit()[-1].metrics["champion_auc"] == pytest.approx(first.test_auc, abs=0.02)
 
@@ -66,16 +74,20 @@ def test_retrain_refits_with_the_champions_hyperparameters_without_tuning(tmp_pa
     }
     settings = modeling_settings(tmp_path / "home", n_trials=3, timeout_seconds=60, **loose)
     splits = build_splits(X, y, assign_by_period(period), kind="time")
-    first = train_and_register(splits, settings, data_hash="a" * 64, baselines=())
+    first = train_and_register(splits, settings, data_hash="a" * 64, baselines=(), model_name=NAME)
     assert first.promotion == "promoted", first.promotion_reason
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(settings, name=NAME)
     champion_params = registry.lightgbm_params("champion")
     assert champion_params == first.tuning["best_params"]  # search-space form, incl. n_estimators
 
     newer = build_splits(*synthetic_churn(2000, seed=6)[:2], assign_by_period(period), kind="time")
     # What the training/candidates asset runs, then the challenger step.
-    stage = run_retraining_candidates(newer, settings, "b" * 64, tmp_path / "retrain", baselines=())
-    challenger = evaluate_challenger(stage, newer, settings, "b" * 64, tmp_path / "retrain-challenger")
+    stage = run_retraining_candidates(
+        newer, settings, "b" * 64, tmp_path / "retrain", baselines=(), model_name=NAME
+    )
+    challenger = evaluate_challenger(
+        stage, newer, settings, "b" * 64, tmp_path / "retrain-challenger", model_name=NAME
+    )
     assert stage.tuning["study"] is None and stage.tuning["run_now"] == 0  # no Optuna study ran
     assert stage.lightgbm_params == champion_params
     assert stage.params["n_estimators"] == champion_params["n_estimators"]
@@ -85,7 +97,9 @@ def test_retrain_refits_with_the_champions_hyperparameters_without_tuning(tmp_pa
     retune = settings.model_copy(
         update={"modeling": settings.modeling.model_copy(update={"retune_on_retrain": True})}
     )
-    stage = run_retraining_candidates(newer, retune, "b" * 64, tmp_path / "retune", baselines=())
+    stage = run_retraining_candidates(
+        newer, retune, "b" * 64, tmp_path / "retune", baselines=(), model_name=NAME
+    )
     assert stage.tuning["study"] == "churn-lightgbm-bbbbbbbb" and stage.tuning["run_now"] == 3
 
 
@@ -116,7 +130,9 @@ def test_candidates_compared_on_an_eval_sample_winner_scored_in_full(tmp_path) -
     np.testing.assert_allclose(
         scores["proba_train"], best.predict_proba(splits.X_train.iloc[index])[:, 1], rtol=1e-9
     )
-    challenger = evaluate_challenger(stage, splits, settings, "b" * 64, tmp_path / "challenger")
+    challenger = evaluate_challenger(
+        stage, splits, settings, "b" * 64, tmp_path / "challenger", model_name=NAME
+    )
     gap = challenger.measurements.train_test_gap
     assert gap.test_auc == pytest.approx(challenger.test_metrics["auc"])
     assert gap.train_auc is not None and 0.5 < gap.train_auc <= 1.0

@@ -12,8 +12,15 @@ import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
 from churn_assets.modeling.evaluation import GateResult
-from churn_assets.modeling.registry import ModelRegistry, RegistryError, decide
+from churn_assets.modeling.registry import (
+    HoldoutMismatch,
+    ModelRegistry,
+    RegistryError,
+    decide,
+    holdout_sha256,
+)
 from churn_assets.modeling.tracking import LoggedRun, configure, log_candidate_run
+from churn_assets.modeling.training_set import feature_names
 from tests.modeling_helpers import modeling_settings
 
 PASS = [GateResult("min_test_auc", 0.8, 0.7, True)]
@@ -41,10 +48,9 @@ def logged(home) -> dict[str, LoggedRun]:
 
 
 def _registry(home, **modeling) -> ModelRegistry:
-    """A registry on the shared tracking DB but with its own registered model name."""
-    return ModelRegistry(
-        modeling_settings(home, registered_model_name=f"churn-model-t{next(_names)}", **modeling)
-    )
+    """A registry on the shared tracking DB with a registered model of its own (not the production
+    one: x1, x2 are not feature-store features)."""
+    return ModelRegistry(modeling_settings(home, **modeling), name=f"churn-model-t{next(_names)}")
 
 
 def _register(reg: ModelRegistry, run: LoggedRun, features=("x1", "x2"), auc: float = 0.8, gates=PASS):
@@ -172,3 +178,45 @@ def test_audit_log_is_append_only(home, logged) -> None:
     with reg.audit.engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
         conn.exec_driver_sql("DELETE FROM registry_audit")
     assert len(reg.read_audit()) == 1
+
+
+def test_production_name_refuses_features_the_feature_store_lacks(home, logged) -> None:
+    settings = modeling_settings(home, registered_model_name=f"churn-model-prod{next(_names)}")
+    production = ModelRegistry(settings)
+    assert production.is_production
+    with pytest.raises(RegistryError, match=r"production model.*no feature\(s\) x1, x2"):
+        _register(production, logged["a"])
+    assert production.versions() == [] and production.read_audit() == []
+    names = feature_names()[:2]  # the feature store's own features are accepted
+    assert _register(production, logged["a"], features=names).semver == "1.0.0"
+    own = ModelRegistry(settings, name=f"table-{next(_names)}")
+    assert not own.is_production and _register(own, logged["a"]).semver == "1.0.0"
+    assert [int(v.version) for v in production.versions()] == [1]
+
+
+def test_a_champion_evaluated_on_other_data_is_not_compared(home, logged) -> None:
+    reg = _registry(home)
+    v1 = _register(reg, logged["a"], auc=0.60)
+    reg.consider(v1.version, 0.60, None, PASS)
+    other = pd.DataFrame({"f0": [0.1, 0.9, 0.3, 0.7], "f1": [1.0, 0.0, 1.0, 0.0]})
+    labels = pd.Series([0, 1, 0, 1])
+    with pytest.raises(HoldoutMismatch, match=r"feature\(s\) x1, x2 are not in it"):
+        reg.holdout_auc("champion", other, labels)
+    v2 = _register(reg, logged["b"], auc=0.95)
+    fingerprint = holdout_sha256(other, labels)
+    decision = reg.consider(
+        v2.version, 0.95, None, PASS, not_compared="champion scored elsewhere", eval_sha256=fingerprint
+    )
+    assert decision.outcome == "kept" and decision.reason.startswith("not compared with the champion")
+    assert reg.aliases()["champion"] == v1.version
+    assert reg.read_audit()[-1].metrics["eval_sha256"] == fingerprint
+
+
+def test_holdout_fingerprint_follows_the_data_not_the_index() -> None:
+    X = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": pd.Categorical(["x", "y", "x"])})
+    y = pd.Series([0, 1, 0])
+    same = holdout_sha256(X.set_axis([7, 8, 9]), y.set_axis([7, 8, 9]))
+    assert holdout_sha256(X, y) == same and len(same) == 64
+    assert holdout_sha256(X, pd.Series([1, 1, 0])) != same
+    assert holdout_sha256(X.assign(a=[1.0, 2.0, 4.0]), y) != same
+    assert holdout_sha256(X.rename(columns={"a": "c"}), y) != same

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import typer
+from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from churn_assets.cli.modeling import register
+from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.splits import TrainingDataError, assign_by_time_share
+from churn_assets.modeling.tracking import configure, list_runs, log_candidate_run
 from churn_assets.modeling.train_table import clean_table, infer_contract, profile_table, read_table
-from churn_assets.settings import get_settings
+from churn_assets.modeling.training_set import feature_names
+from churn_assets.settings import Settings, get_settings
 from tests.modeling_helpers import TELCO_CSV
 
 
@@ -97,6 +102,7 @@ def test_telco_end_to_end_through_the_cli(cli) -> None:
     assert result.exit_code == 0, result.output + str(result.exception)
     summary = json.loads(result.stdout)  # --json: the whole stdout is one JSON document
     assert summary["split"]["kind"] == "stratified"
+    assert summary["model_name"] == "telco-customer-churn"  # its own registered model, named after the file
     assert summary["model_version"] == "1" and summary["semver"] == "1.0.0"
     assert set(summary["baselines"]) == {
         "logistic_regression",
@@ -112,9 +118,10 @@ def test_telco_end_to_end_through_the_cli(cli) -> None:
     runs = json.loads(cli("experiments", "--json").stdout)
     assert {r["model"] for r in runs} >= {"lightgbm", "logistic_regression", "mlp"}
     assert all(r["auc"] is not None for r in runs)
-    audit = json.loads(cli("audit", "--json").stdout)
+    audit = json.loads(cli("audit", "--model-name", "telco-customer-churn", "--json").stdout)
     assert audit[0]["action"] == "register"
     assert audit[-1]["action"] in {"promoted", "kept"}
+    assert json.loads(cli("audit", "--json").stdout) == []  # the production model saw nothing
 
 
 def test_id_like_columns_are_dropped_but_not_lookalikes() -> None:
@@ -149,3 +156,121 @@ def test_time_column_is_not_a_feature_and_drives_a_time_split() -> None:
     months = pd.to_numeric(table.time)
     assert months[assignment == "train"].max() < months[assignment == "val"].min()
     assert months[assignment == "val"].max() < months[assignment == "test"].min()
+
+
+def _small_table(path, n: int = 1500, seed: int = 3):
+    """A bring-your-own CSV with 10 numeric features f0..f9 (none of them in the feature store)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 10))
+    logit = X[:, :8] @ np.linspace(1.0, 0.6, 8) - 1.0
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))
+    frame = pd.DataFrame(X.round(4), columns=[f"f{i}" for i in range(10)])
+    frame["churned"] = np.where(y, "yes", "no")
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _production_champion(settings: Settings, auc: float = 0.6) -> str:
+    """A champion of the production model on feature-store features, with a modest recorded AUC."""
+    names = feature_names()[:3]
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(200, 3)), columns=names)
+    y = (X.iloc[:, 0] + rng.normal(size=200) > 0).astype(int)
+    model = LogisticRegression().fit(X, y)
+    metrics = {"auc": auc, "threshold": 0.5}
+    logged = log_candidate_run(configure(settings), "production", model, "sklearn", {}, metrics)
+    registry = ModelRegistry(settings)
+    version = registry.register(logged, names, "d" * 64, metrics, [])
+    assert registry.consider(version.version, auc, None, []).promoted
+    return version.version
+
+
+def test_train_table_leaves_the_production_champion_alone(cli, tmp_path, monkeypatch) -> None:
+    """A table trained beside a production champion gets its own registered model; the production
+    model's versions and aliases stay exactly as they were. (The calibration gate is loosened so that
+    the small table passes every gate: it would then beat the champion's recorded AUC by far.)"""
+    monkeypatch.setenv("CHURNOPS_MODELING__GATE_MAX_CALIBRATION_ERROR", "0.5")
+    get_settings.cache_clear()
+    settings = get_settings()
+    champion = _production_champion(settings)
+    production = ModelRegistry(settings)
+    before = (production.aliases(), [v.version for v in production.versions()])
+    csv = _small_table(tmp_path / "My Shop churn.csv")
+
+    result = cli(
+        "train-table",
+        csv,
+        "--target",
+        "churned",
+        "--positive",
+        "yes",
+        "--trials",
+        2,
+        "--budget-seconds",
+        20,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output + str(result.exception)
+    summary = json.loads(result.stdout)
+    assert (production.aliases(), [v.version for v in production.versions()]) == before
+    assert summary["model_name"] == "my-shop-churn"
+    assert production.aliases()["champion"] == champion
+    own = ModelRegistry(settings, name="my-shop-churn")
+    assert [str(v.version) for v in own.versions()] == [summary["model_version"]]
+    assert summary["promotion"] in {"promoted", "kept"}
+    if summary["promotion"] == "promoted":
+        assert own.aliases()["champion"] == summary["model_version"]
+    audit = json.loads(cli("audit", "--model-name", "my-shop-churn", "--json").stdout)
+    assert audit[0]["action"] == "register"
+    assert all(e["model"] == "my-shop-churn" for e in audit)
+    assert len(ModelRegistry(settings).read_audit()) == 2  # production: its register + promoted only
+
+    # Another table (other columns) under the same model name: its champion cannot be scored on the new
+    # holdout, so the AUCs are not compared and the champion stays.
+    other = pd.read_csv(csv).rename(columns={f"f{i}": f"g{i}" for i in range(10)})
+    other.to_csv(tmp_path / "other.csv", index=False)
+    result = cli(
+        "train-table",
+        tmp_path / "other.csv",
+        "--target",
+        "churned",
+        "--positive",
+        "yes",
+        "--trials",
+        2,
+        "--budget-seconds",
+        20,
+        "--model-name",
+        "my-shop-churn",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output + str(result.exception)
+    second = json.loads(result.stdout)
+    if summary["promotion"] == "promoted":
+        assert second["promotion"] == "kept" and "not compared" in second["promotion_reason"]
+        assert "f0" in second["promotion_reason"]
+        assert own.aliases()["champion"] == summary["model_version"]
+    assert production.aliases()["champion"] == champion
+
+
+def test_train_table_under_the_production_name_is_refused_naming_the_features(cli, tmp_path) -> None:
+    settings = get_settings()
+    _production_champion(settings)
+    production = ModelRegistry(settings)
+    before = [v.version for v in production.versions()]
+    csv = _small_table(tmp_path / "shop.csv", n=200)
+    result = cli(
+        "train-table",
+        csv,
+        "--target",
+        "churned",
+        "--positive",
+        "yes",
+        "--model-name",
+        settings.modeling.registered_model_name,
+    )
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert "churn-model" in message and "f0, f1" in message and "feature store" in message
+    assert [v.version for v in production.versions()] == before
+    assert not (settings.mlflow_dir / "mlflow.db").exists() or len(list_runs(settings)) == 1

@@ -44,7 +44,7 @@ def test_tracking_registry_and_audit_on_postgres(tmp_path, pg_database: str) -> 
     # artifacts go to the explicit artifact root under the state folder, not the cwd
     assert (tmp_path / "home" / "mlflow" / "artifacts").is_dir()
 
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(settings, name="pg-model")  # x1, x2: not feature-store features
     gates = [GateResult("min_test_auc", 0.9, 0.7, True)]
     v1 = registry.register(logged, ["x1", "x2"], "d" * 64, {"auc": 0.90}, gates)
     assert registry.consider(v1.version, 0.90, None, gates).promoted

@@ -133,3 +133,30 @@ def test_kept_champion_without_a_bento_still_builds(tmp_path: Path) -> None:
     assert kept_bento(True, decision, settings) is None  # no decision recorded
     decision.write_text('{"outcome": "kept"}')
     assert kept_bento(True, decision, settings) is None  # nothing built yet
+
+
+def test_a_champion_with_features_the_store_lacks_is_not_deployed(tmp_path: Path) -> None:
+    """A production champion on foreign features (a registry written before registration refused them,
+    or edited by hand) stops the build with the features named; the rollout state stays as it was."""
+    import json
+
+    from sklearn.linear_model import LogisticRegression
+
+    from churn_assets.modeling.tracking import configure, log_candidate_run
+    from churn_assets.serving.bento_build import BentoBuildError, sync_rollout
+
+    settings = serving_settings(tmp_path)
+    _previous, champion = register_models(settings, n=200)
+    assert sync_rollout(settings).stable_version == champion
+    before = RolloutStore(settings).load()
+    frame = feature_frame(range(1, 101))
+    foreign = LogisticRegression().fit(frame[["tenure_days"]].set_axis(["f0"], axis=1), [0, 1] * 50)
+    logged = log_candidate_run(configure(settings), "byo", foreign, "sklearn", {}, {"auc": 0.9})
+    registry = ModelRegistry(settings)
+    mv = registry.client.create_model_version(
+        registry.name, logged.model_uri, run_id=logged.run_id, tags={"features": json.dumps(["f0"])}
+    )
+    registry.client.set_registered_model_alias(registry.name, "champion", str(mv.version))
+    with pytest.raises(BentoBuildError, match=r"champion v\d+ of 'churn-model' uses feature\(s\).*\(f0\)"):
+        sync_rollout(settings)
+    assert RolloutStore(settings).load() == before

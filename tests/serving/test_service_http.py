@@ -125,7 +125,7 @@ def _features_of(service: Service, cid: int) -> dict[str, object]:
     from churn_assets.feature_store.online import RedisOnlineStore
     from tests.serving_helpers import AS_OF
 
-    store = RedisOnlineStore(service.settings.serving.redis_url, f"{service.prefix}:fs")
+    store = RedisOnlineStore(service.settings.serving.redis_url.get_secret_value(), f"{service.prefix}:fs")
     try:
         return store.read([cid], now=AS_OF).customers[0].values
     finally:

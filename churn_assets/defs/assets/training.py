@@ -23,7 +23,7 @@ from churn_assets.defs.metadata import markdown_table, png_markdown
 from churn_assets.defs.resources import WarehouseResource
 from churn_assets.modeling.paths import tracking_uri
 from churn_assets.modeling.workdir import TrainingWorkdir
-from churn_assets.settings import Settings
+from churn_assets.settings import Settings, mask_url
 from churn_assets.timeline import Timeline
 
 # The modeling library (scikit-learn, LightGBM, MLflow, Optuna, matplotlib) is imported inside the
@@ -195,7 +195,7 @@ def candidates(
                     for r in stage.table
                 }
             ),
-            "tracking_uri": tracking_uri(settings).split("@")[-1],
+            "tracking_uri": mask_url(tracking_uri(settings)),
             **links.parent_run(),
             "mlflow_best_run": links.run(stage.run_ids[stage.best]),
             "best_roc": png_markdown(stage.plots[stage.best], f"ROC (test) of {stage.best}"),
