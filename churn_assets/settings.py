@@ -545,7 +545,7 @@ class AlertSettings(BaseModel):
         "another value for a proxy or a Slack-compatible server (ends with /).",
     )
     webserver_base_url: str = Field(
-        "http://127.0.0.1:3001",
+        "http://127.0.0.1:3000",
         pattern=r"^https?://[^\s/]+(/\S*)?$",
         description="Base URL of the Dagster UI (`make ui`): an alert links `{this}/runs/{run_id}`.",
     )
