@@ -126,7 +126,7 @@ bench-tools:
 
 ## container: build the platform image (deploy/Dockerfile) and the serving image (the newest bento) with docker, podman or buildah
 container: install
-	$(BIN)/churnops deploy images $(if $(CONTAINER_BUILDER),--builder $(CONTAINER_BUILDER)) $(foreach i,$(CONTAINER_IMAGES),--image $(i))
+	$(BIN)/churnops deploy images $(if $(CONTAINER_BUILDER),--builder $(CONTAINER_BUILDER)) $(foreach i,$(CONTAINER_IMAGES),--image $(i)) $(if $(CONTAINER_BASE_IMAGE),--base-image $(CONTAINER_BASE_IMAGE))
 
 ## clean: delete all local state (.churnops/); keeps .venv
 clean:

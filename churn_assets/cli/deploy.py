@@ -41,7 +41,8 @@ def check_cmd(
         fail(
             f"{len(differing)} file(s) under {folder} differ from the settings' render: "
             + ", ".join(differing)
-            + f" (re-render with `churnops deploy render --out {folder}`)"
+            + f" (re-render with `churnops deploy render --out {folder}`)",
+            code=1,
         )
     out.print(f"{folder}: every rendered file equals the settings' render")
 
@@ -55,6 +56,10 @@ def images_cmd(
         list[str] | None,
         typer.Option("--image", help="platform and/or serving (default: both)."),
     ] = None,
+    base_image: Annotated[
+        str | None,
+        typer.Option("--base-image", help="Base of the platform image (BASE_IMAGE of deploy/Dockerfile)."),
+    ] = None,
 ) -> None:
     """Build the platform image (deploy/Dockerfile) and the serving image (the newest bento, containerized)."""
     from churn_assets.deployment.images import IMAGES, ContainerBuildError, find_builder, plan, run_builds
@@ -63,7 +68,7 @@ def images_cmd(
     settings = get_settings()
     try:
         chosen = find_builder(builder)
-        builds = plan(settings, chosen, image or IMAGES)
+        builds = plan(settings, chosen, image or IMAGES, base_image)
         for build in builds:
             err.print(f"building the {build.name} image {build.image} with {chosen}", highlight=False)
         run_builds(settings, builds)

@@ -64,9 +64,10 @@ def find_builder(
     )
 
 
-def platform_command(builder: str, image: str) -> list[str]:
-    """Build ``deploy/Dockerfile`` from the repository root as ``image``."""
-    return [builder, "build", "-f", str(DOCKERFILE), "-t", image, "."]
+def platform_command(builder: str, image: str, base_image: str | None = None) -> list[str]:
+    """Build ``deploy/Dockerfile`` from the repository root as ``image`` (on ``base_image`` if given)."""
+    base = ["--build-arg", f"BASE_IMAGE={base_image}"] if base_image else []
+    return [builder, "build", "-f", str(DOCKERFILE), *base, "-t", image, "."]
 
 
 def serving_command(builder: str, bento_tag: str, image: str) -> list[str]:
@@ -82,15 +83,18 @@ class ImageBuild:
     command: list[str]
 
 
-def plan(settings: Settings, builder: str, images: Sequence[str] = IMAGES) -> list[ImageBuild]:
-    """The builds ``make container`` runs, in order; the serving image needs a built bento."""
+def plan(
+    settings: Settings, builder: str, images: Sequence[str] = IMAGES, base_image: str | None = None
+) -> list[ImageBuild]:
+    """The builds ``make container`` runs, in order; the serving image needs a built bento.
+    ``base_image`` replaces the platform image's base (``BASE_IMAGE`` of deploy/Dockerfile)."""
     from churn_assets.serving.bento_build import latest_bento
 
     builds = []
     for name in images:
         if name == "platform":
             image = settings.deployment.image
-            builds.append(ImageBuild(name, image, platform_command(builder, image)))
+            builds.append(ImageBuild(name, image, platform_command(builder, image, base_image)))
         elif name == "serving":
             tag = latest_bento(settings)
             if tag is None:

@@ -70,6 +70,15 @@ def test_plan_builds_the_dockerfile_and_needs_a_bento_for_serving(tmp_path: Path
         "reg.example/churnops:7",
         ".",
     ]
+    (based,) = plan(settings, "buildah", ["platform"], base_image="localhost/base:1")
+    assert based.command[:6] == [
+        "buildah",
+        "build",
+        "-f",
+        "deploy/Dockerfile",
+        "--build-arg",
+        "BASE_IMAGE=localhost/base:1",
+    ]
     with pytest.raises(ContainerBuildError, match=r"no bento under .*churnops bento-build"):
         plan(settings, "podman")
     with pytest.raises(ContainerBuildError, match="'gpu' is not one of platform, serving"):
