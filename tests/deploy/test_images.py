@@ -91,3 +91,21 @@ def test_cli_names_the_missing_builder(tmp_path: Path) -> None:
     proc = subprocess.run([churnops, "deploy", "images"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert "needs a container builder: docker (with a running daemon), podman or buildah" in proc.stderr
+
+
+def test_dockerfile_installs_the_kubernetes_extra_of_the_pinned_dagster_release() -> None:
+    """The platform image runs the chart's K8sRunLauncher and the Dask workers: the `kubernetes` extra it
+    installs must exist, pin dagster-k8s to the same library release as dagster-postgres, and bring dask."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    dockerfile = (ROOT / DOCKERFILE).read_text()
+    assert 'pip install -e ".[kubernetes]"' in dockerfile
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extra = {Requirement(r).name: Requirement(r) for r in project["optional-dependencies"]["kubernetes"]}
+    runtime = {Requirement(r).name: Requirement(r) for r in project["dependencies"]}
+    assert str(extra["dagster-k8s"].specifier) == str(runtime["dagster-postgres"].specifier)
+    assert "distributed" in extra["dask"].extras
+    # the image's user is the serving image's `bentoml` user (UID 1034): both write the shared volume
+    assert "useradd -m -u 1034 -g 1034 churnops" in dockerfile and "USER 1034" in dockerfile
