@@ -19,7 +19,7 @@ CHROMIUM      ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help install audit services demo test test-fast lint format typecheck contracts ui mlflow-ui bench bench-tools clean
+.PHONY: help install audit services demo test test-fast lint format typecheck contracts ui mlflow-ui bench bench-tools container clean
 
 ## help: list these targets with one line each
 help:
@@ -130,6 +130,10 @@ bench-tools:
 		echo "installing wrk with apt-get"; \
 		$(APT_GET) update -qq >/dev/null && $(APT_GET) install -y -qq wrk >/dev/null; }
 	@command -v wrk >/dev/null || { echo "wrk is still missing after apt-get" >&2; exit 1; }
+
+## container: build the platform image (deploy/Dockerfile) and the serving image (the newest bento) with docker, podman or buildah
+container: install
+	$(BIN)/churnops deploy images $(if $(CONTAINER_BUILDER),--builder $(CONTAINER_BUILDER)) $(foreach i,$(CONTAINER_IMAGES),--image $(i)) $(if $(CONTAINER_BASE_IMAGE),--base-image $(CONTAINER_BASE_IMAGE))
 
 ## clean: delete all local state (.churnops/); keeps .venv
 clean:

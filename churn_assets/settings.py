@@ -522,6 +522,111 @@ class MonitoringSettings(BaseModel):
     seed: int = 7
 
 
+class DeploymentSettings(BaseModel):
+    """The Kubernetes deployment that ``churnops deploy render`` writes under ``deploy/`` (docs/scale_out.md).
+
+    The serving figures default to the spec's scaling section (2-20 instances, 60 % CPU, 75 % memory);
+    every rendered manifest takes its figures from here, so the committed manifests and these settings
+    cannot drift apart (tests/deploy checks it).
+    """
+
+    namespace: str = Field(
+        "churnops",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Kubernetes namespace of every part.",
+    )
+    image: str = Field(
+        "churnops:0.1.0",
+        description="The platform image (deploy/Dockerfile, `make container`): the Dagster code location, "
+        "daemon, webserver, run pods, the MLflow server and the Dask scheduler and workers.",
+    )
+    serving_image: str = Field(
+        "churn_service:latest",
+        description="The serving image: the built bento containerized (`make container`).",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of every churnops container."
+    )
+    serving_min_replicas: int = Field(2, ge=1, description="HPA minReplicas of the serving Deployment.")
+    serving_max_replicas: int = Field(20, ge=1, description="HPA maxReplicas of the serving Deployment.")
+    serving_target_cpu_percent: int = Field(
+        60, ge=1, le=100, description="HPA target: average CPU utilization (% of the CPU request)."
+    )
+    serving_target_memory_percent: int = Field(
+        75, ge=1, le=100, description="HPA target: average memory utilization (% of the memory request)."
+    )
+    serving_cpu_request: str = Field("1", description="CPU request of a serving pod (the HPA's 100 %).")
+    serving_cpu_limit: str = Field("2", description="CPU limit of a serving pod.")
+    serving_memory: str = Field(
+        "2Gi", description="Memory request and limit of a serving pod (the HPA's 100 % of memory)."
+    )
+    serving_pdb_min_available: int = Field(
+        1, ge=1, description="PodDisruptionBudget: serving pods kept through voluntary disruptions."
+    )
+    readiness_period_seconds: int = Field(5, ge=1, description="Readiness probe (/readyz) period.")
+    readiness_failure_threshold: int = Field(
+        3, ge=1, description="Failed /readyz probes in a row before the pod leaves the Service."
+    )
+    liveness_period_seconds: int = Field(10, ge=1, description="Liveness probe (/livez) period.")
+    liveness_failure_threshold: int = Field(
+        3, ge=1, description="Failed /livez probes in a row before the kubelet restarts the container."
+    )
+    probe_timeout_seconds: int = Field(2, ge=1, description="Timeout of each readiness / liveness probe.")
+    startup_timeout_seconds: int = Field(
+        180,
+        ge=10,
+        description="A serving pod may take this long to answer /livez (loading the models) before the "
+        "liveness probe applies (startup probe: period 5 s x this / 5 failures).",
+    )
+    termination_grace_seconds: int = Field(
+        30, ge=1, description="Grace period of a stopping serving pod (it flushes its prediction log)."
+    )
+    run_cpu: str = Field("2", description="CPU request of a Dagster run pod (K8sRunLauncher).")
+    run_memory: str = Field(
+        "16Gi",
+        description="Memory request and limit of a Dagster run pod: the in-process engine holds a whole "
+        "stage (a full-scale training run peaks near 7.2 GB, docs/benchmarks.md).",
+    )
+    dask_workers_min: int = Field(1, ge=0, description="DaskAutoscaler minimum of Dask workers.")
+    dask_workers_max: int = Field(10, ge=1, description="DaskAutoscaler maximum of Dask workers.")
+    dask_worker_cpu: str = Field("1", description="CPU request and limit of a Dask worker pod.")
+    dask_worker_memory: str = Field(
+        "4Gi", description="Memory request and limit of a Dask worker pod (its --memory-limit too)."
+    )
+    storage_class: str | None = Field(
+        None, description="StorageClass of the volume claims; None = the cluster's default class."
+    )
+    data_volume_size: str = Field(
+        "100Gi",
+        description="The shared ReadWriteMany volume holding CHURNOPS_HOME (landing, warehouse, training, "
+        "BentoML store, prediction log) for run pods, the code location and serving.",
+    )
+    postgres_volume_size: str = Field("20Gi", description="PostgreSQL data volume.")
+    mlflow_artifacts_volume_size: str = Field("50Gi", description="MLflow artifact store volume.")
+    redis_volume_size: str = Field("5Gi", description="Redis append-only-file volume.")
+    redis_image: str = Field("redis:7.4", description="Image of the Redis StatefulSet.")
+    postgres_image: str = Field("postgres:16", description="Image of the PostgreSQL StatefulSet.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentSettings:
+        if self.serving_min_replicas > self.serving_max_replicas:
+            raise ValueError(
+                f"deployment.serving_min_replicas ({self.serving_min_replicas}) must be at most "
+                f"deployment.serving_max_replicas ({self.serving_max_replicas})"
+            )
+        if self.serving_pdb_min_available >= self.serving_min_replicas:
+            raise ValueError(
+                f"deployment.serving_pdb_min_available ({self.serving_pdb_min_available}) must be below "
+                f"deployment.serving_min_replicas ({self.serving_min_replicas}), or no pod could ever be evicted"
+            )
+        if self.dask_workers_min > self.dask_workers_max:
+            raise ValueError(
+                f"deployment.dask_workers_min ({self.dask_workers_min}) must be at most "
+                f"deployment.dask_workers_max ({self.dask_workers_max})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Root settings. ``home`` holds every piece of local state (git-ignored)."""
 
@@ -540,6 +645,7 @@ class Settings(BaseSettings):
     automation: AutomationSettings = AutomationSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    deployment: DeploymentSettings = DeploymentSettings()
     duckdb_memory_limit: str = Field(
         "4GB", description="DuckDB buffer limit of the warehouse (it spills to disk beyond it)."
     )
