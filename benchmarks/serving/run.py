@@ -55,6 +55,7 @@ from tests.serving_helpers import (
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = Settings().feature_store.redis_url
 N_CUSTOMERS = 10_000
+API_KEY = uuid.uuid4().hex  # the service started here needs it (serving.require_api_key)
 
 
 def loadavg() -> str:
@@ -109,7 +110,7 @@ def wrk(url: str, seconds: int, env: dict[str, str]) -> dict[str, Any]:
             str(Path(__file__).with_name("post.lua")),
             url,
         ],
-        env={**os.environ, **env},
+        env={**os.environ, "API_KEY": API_KEY, **env},
         capture_output=True,
         text=True,
         check=True,
@@ -143,7 +144,8 @@ async def fixed_rate(url: str, rate: int, seconds: int, ids: int) -> dict[str, A
             nonlocal errors
             body = json.dumps({"customer_ids": [random.randint(1, ids)]}).encode()
             try:
-                async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
+                headers = {"content-type": "application/json", "x-api-key": API_KEY}
+                async with session.post(url, data=body, headers=headers) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -204,6 +206,7 @@ def main() -> None:
             "CHURNOPS_SERVING__REDIS_KEY_PREFIX": f"{prefix}:serving",
             "CHURNOPS_SERVING__AS_OF": AS_OF.date().isoformat(),
             "CHURNOPS_SERVING__WORKERS": str(args.workers),
+            "CHURNOPS_SERVING__API_KEY": API_KEY,
         }
         row = json.dumps({"row": [0.5] * 45})
         configs = [

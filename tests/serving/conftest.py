@@ -36,6 +36,8 @@ BIN = Path(sys.executable).parent
 BENTOML = BIN / "bentoml"
 CHURNOPS = BIN / "churnops"
 N_CUSTOMERS = 600
+HEADER_TIMEOUT = 2.0
+KEEP_ALIVE_TIMEOUT = 3.0
 
 
 def free_port() -> int:
@@ -116,6 +118,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
         "CHURNOPS_SERVING__MAX_BATCH_SIZE": "100",
         "CHURNOPS_SERVING__PREDICTION_LOG_FLUSH_SECONDS": "0.5",
         "CHURNOPS_SERVING__API_KEY": api_key,
+        # Short connection timeouts, so the tests of slow clients take seconds (defaults: 10 s and 5 s).
+        "CHURNOPS_SERVING__HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        "CHURNOPS_SERVING__KEEP_ALIVE_TIMEOUT_SECONDS": str(KEEP_ALIVE_TIMEOUT),
     }
     settings = serving_settings(home, redis_key_prefix=f"{prefix}:serving", redis_url=redis_url)
     previous, champion = register_models(settings)
