@@ -31,19 +31,19 @@ from churn_assets.serving.http_metrics import metrics_for
 from churn_assets.serving.openapi import SWAGGER_HTML, merged_spec, openapi_spec, swagger_assets
 from churn_assets.serving.routes import FastPath, json_response
 from churn_assets.serving.runtime import Runtime
-from churn_assets.settings import Settings
+from churn_assets.settings import ServingSettings, Settings
 
 
-def _doc_routes(base_spec: Callable[[], dict[str, Any]] | None, require_api_key: bool) -> list[BaseRoute]:
+def _doc_routes(base_spec: Callable[[], dict[str, Any]] | None, cfg: ServingSettings) -> list[BaseRoute]:
     """``/openapi.json``; ``/docs`` (Swagger UI) when its static files are installed; ``/docs.json``
     (``base_spec()`` plus the fast-path endpoints) when there is a base spec."""
-    spec = openapi_spec(require_api_key)
+    spec = openapi_spec(cfg)
 
     async def openapi(request: Request) -> Response:
         return json_response(spec)
 
     async def docs_json(request: Request) -> Response:
-        return json_response(merged_spec(base_spec() if base_spec is not None else None, require_api_key))
+        return json_response(merged_spec(base_spec() if base_spec is not None else None, cfg))
 
     async def docs(request: Request) -> Response:
         return Response(SWAGGER_HTML, media_type="text/html")
@@ -82,6 +82,6 @@ def build_app(
     """
     fast_path = FastPath(settings.serving, runtime, metrics_for(metrics_module))
     return Starlette(
-        routes=fast_path.routes() + _doc_routes(base_spec, settings.serving.require_api_key),
+        routes=fast_path.routes() + _doc_routes(base_spec, settings.serving),
         exception_handlers={StarletteHTTPException: _http_error},
     )

@@ -16,15 +16,18 @@ from churn_assets.serving.schemas import (
     PredictResponse,
     RolloutResponse,
 )
+from churn_assets.settings import ServingSettings
 
 
-def openapi_spec(require_api_key: bool = True) -> dict[str, Any]:
-    """OpenAPI 3.1 of the fast-path endpoints, from the pydantic models.
+def openapi_spec(cfg: ServingSettings | None = None) -> dict[str, Any]:
+    """OpenAPI 3.1 of the fast-path endpoints, from the pydantic models and the serving settings ``cfg``.
 
     It declares what the service enforces: ``/rollout`` always needs the ``x-api-key`` header; ``/predict``
-    and ``/predict_features`` need it when ``require_api_key`` (``serving.require_api_key``), else they
-    declare no security and no 401 answer.
+    and ``/predict_features`` need it when ``serving.require_api_key``, else they declare no security and no
+    401 answer; ``customer_ids`` and ``rows`` have at most ``serving.max_batch_size`` items.
     """
+    cfg = cfg or ServingSettings()
+    require_api_key = cfg.require_api_key
     defs: dict[str, Any] = {}
 
     def schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -76,14 +79,17 @@ def openapi_spec(require_api_key: bool = True) -> dict[str, Any]:
             },
         }
     }
+    paths = {
+        "/predict": post(PredictRequest, "Score customers by id (features from the online store)"),
+        "/predict_features": post(PredictFeaturesRequest, "Score explicit feature rows"),
+        "/rollout": rollout,
+    }
+    for model, field in [("PredictRequest", "customer_ids"), ("PredictFeaturesRequest", "rows")]:
+        defs[model]["properties"][field]["maxItems"] = cfg.max_batch_size
     return {
         "openapi": "3.1.0",
         "info": {"title": "churnops serving", "version": "1"},
-        "paths": {
-            "/predict": post(PredictRequest, "Score customers by id (features from the online store)"),
-            "/predict_features": post(PredictFeaturesRequest, "Score explicit feature rows"),
-            "/rollout": rollout,
-        },
+        "paths": paths,
         "components": {
             "schemas": defs,
             "securitySchemes": {
@@ -110,9 +116,9 @@ ERRORS = {
 }
 
 
-def merged_spec(base: dict[str, Any] | None, require_api_key: bool = True) -> dict[str, Any]:
+def merged_spec(base: dict[str, Any] | None, cfg: ServingSettings | None = None) -> dict[str, Any]:
     """``base`` (BentoML's spec: infra endpoints) with the fast-path endpoints and schemas added."""
-    ours = openapi_spec(require_api_key)
+    ours = openapi_spec(cfg)
     if not base:
         return ours
     merged = {**base, "openapi": ours["openapi"]}

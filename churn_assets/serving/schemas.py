@@ -10,14 +10,34 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from pydantic import create_model as create_pydantic_model
 
 from churn_assets.feature_store.definitions import all_features
 
 INT64_MAX = 2**63 - 1
-CustomerId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
-Int64 = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+
+
+def _integral_float_to_int(value: Any) -> Any:
+    """JSON Schema's ``integer`` is any number with no fractional part: ``3.0`` is one (what a client
+    sends when its numbers are doubles); ``3.5``, ``"3"`` and ``true`` still fail the strict int check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_AS_INT = BeforeValidator(_integral_float_to_int)
+CustomerId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX), _AS_INT]
+Int64 = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX), _AS_INT]
 FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # JSON ints accepted (as floats); no NaN/inf
 
 

@@ -37,6 +37,7 @@ BENTOML = BIN / "bentoml"
 CHURNOPS = BIN / "churnops"
 N_CUSTOMERS = 600
 HEADER_TIMEOUT = 2.0
+MAX_BATCH_SIZE = 100
 KEEP_ALIVE_TIMEOUT = 3.0
 
 
@@ -115,7 +116,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
         "CHURNOPS_SERVING__AS_OF": "2025-06-02",
         "CHURNOPS_SERVING__BREAKER_MIN_CALLS": "5",
         "CHURNOPS_SERVING__BREAKER_RESET_SECONDS": "2",
-        "CHURNOPS_SERVING__MAX_BATCH_SIZE": "100",
+        "CHURNOPS_SERVING__MAX_BATCH_SIZE": str(MAX_BATCH_SIZE),
         "CHURNOPS_SERVING__PREDICTION_LOG_FLUSH_SECONDS": "0.5",
         "CHURNOPS_SERVING__API_KEY": api_key,
         # Short connection timeouts, so the tests of slow clients take seconds (defaults: 10 s and 5 s).
