@@ -177,3 +177,14 @@ def test_a_slow_client_on_one_connection_does_not_delay_the_next_request(service
             start = time.monotonic()
             r = client.post("/predict", json={"customer_ids": [6]})
         assert r.status_code == 200 and time.monotonic() - start < 2
+
+
+def test_integral_floats_are_integers_as_json_schema_says(service: Service) -> None:
+    """``7.0`` is a JSON Schema ``integer`` (what clients whose numbers are doubles send); ``7.5`` is not."""
+    with service.client() as client:
+        whole = client.post("/predict", json={"customer_ids": [7.0]})
+        fraction = client.post("/predict", json={"customer_ids": [7.5]})
+        as_string = client.post("/predict", json={"customer_ids": ["7"]})
+    assert whole.status_code == 200 and whole.json()["predictions"][0]["customer_id"] == 7, whole.text
+    assert [d["field"] for d in fraction.json()["detail"]] == ["customer_ids.0"]
+    assert (fraction.status_code, as_string.status_code) == (422, 422)
