@@ -99,6 +99,23 @@ def stop_service(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def side_by_side_env(service: Service, name: str) -> dict[str, str]:
+    """Environment overrides for another service next to ``service``: the same state (models, registry,
+    rollout, prediction log: symlinks into its home), but its own BentoML home. ``bentoml serve`` empties
+    ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts, which would wipe ``service``'s metrics."""
+    home = service.settings.home.parent / f"{service.settings.home.name}-{name}"
+    bentoml_home = home / "bentoml"
+    if not home.exists():
+        bentoml_home.mkdir(parents=True)
+        for entry in service.settings.home.iterdir():
+            if entry.name != "bentoml" and entry.is_dir():
+                (home / entry.name).symlink_to(entry)
+        for entry in service.settings.bentoml_home.iterdir():
+            if entry.name not in ("prometheus_multiproc_dir", "tmp"):
+                (bentoml_home / entry.name).symlink_to(entry)
+    return {"CHURNOPS_HOME": str(home), "BENTOML_HOME": str(bentoml_home)}
+
+
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("service")

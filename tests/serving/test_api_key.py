@@ -13,14 +13,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.conftest import BENTOML, CHURNOPS, REPO, Service, free_port, stop_service, wait_ready
+from tests.serving.conftest import (
+    BENTOML,
+    CHURNOPS,
+    REPO,
+    Service,
+    free_port,
+    side_by_side_env,
+    stop_service,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(180)]
 
 
-def _env_without_key(service: Service, **extra: str) -> dict[str, str]:
+def _env_without_key(service: Service, name: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in service.env.items() if k != "CHURNOPS_SERVING__API_KEY"}
-    return {**env, **extra}
+    return {**env, **side_by_side_env(service, name), **extra}
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -33,7 +42,9 @@ def generated_key_service(service: Service) -> Iterator[tuple[str, str]]:
     """``churnops serve`` with no key configured: (url, the key it printed)."""
     port = free_port()
     log = service.settings.home / f"churnops-serve-nokey-{port}.log"
-    proc = _start([str(CHURNOPS), "serve", "--port", str(port)], _env_without_key(service), log)
+    proc = _start(
+        [str(CHURNOPS), "serve", "--port", str(port)], _env_without_key(service, "generated-key"), log
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, log)
@@ -49,7 +60,7 @@ def public_service(service: Service) -> Iterator[str]:
     """``bentoml serve`` with no key and ``serving.require_api_key=false``."""
     port = free_port()
     log = service.settings.home / f"service-public-{port}.log"
-    env = _env_without_key(service, CHURNOPS_SERVING__REQUIRE_API_KEY="false")
+    env = _env_without_key(service, "public", CHURNOPS_SERVING__REQUIRE_API_KEY="false")
     proc = _start([str(BENTOML), "serve", "bento.service:ChurnService", "--port", str(port)], env, log)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -104,7 +115,7 @@ def test_a_key_is_never_accepted_by_a_service_without_one_when_predictions_need_
     port = free_port()
     log = service.settings.home / f"service-nokey-{port}.log"
     args = [str(BENTOML), "serve", "bento.service:ChurnService", "--port", str(port)]
-    proc = _start(args, _env_without_key(service), log)
+    proc = _start(args, _env_without_key(service, "no-key"), log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, log)
