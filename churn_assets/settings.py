@@ -451,8 +451,23 @@ class ServingSettings(BaseModel):
     max_body_bytes: int = Field(1_000_000, gt=0, description="Request bodies larger than this get 413.")
     api_key: SecretStr | None = Field(
         None,
-        description="When set, predict and admin endpoints need header `x-api-key` with this value "
-        "(a secret: never shown, logged or dumped).",
+        description="The key clients send in header `x-api-key` (compared in constant time). `/rollout` "
+        "(admin) always needs it and answers 403 while none is set; `churnops serve` generates and prints "
+        "one when none is set and `require_api_key` is true. A secret: never shown, logged or dumped.",
+    )
+    require_api_key: bool = Field(
+        True,
+        description="`/predict` and `/predict_features` need the key too (default); false makes them "
+        "public (the OpenAPI document then declares no security for them).",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection whose request line and headers are not complete this long after it "
+        "opened (or after its previous response) is closed, with 408 when part of a request arrived.",
+    )
+    keep_alive_timeout_seconds: float = Field(
+        5.0, gt=0, description="An idle keep-alive connection is closed after this long."
     )
     previous_retention_days: int = Field(
         14, ge=0, description="The previous champion stays in the BentoML store this many days."

@@ -9,6 +9,7 @@ guards (API key, body and batch limits, per-customer rate limit), the deadline a
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger(__name__)
+AUTH_CHALLENGE = {"WWW-Authenticate": 'ApiKey header="x-api-key"'}
 
 
 def json_response(
@@ -99,10 +101,28 @@ class FastPath:
             raise HttpError(413, f"body of {len(body)} bytes exceeds the limit of {limit}")
         return body
 
-    def check_key(self, request: Request) -> None:
+    def check_key(self, request: Request, admin: bool = False) -> None:
+        """``x-api-key`` against ``serving.api_key`` (constant time). Admin endpoints always need it and
+        are disabled (403) without a configured key; predict endpoints need it when ``require_api_key``."""
         key = self.cfg.api_key
-        if key is not None and request.headers.get("x-api-key") != key.get_secret_value():
-            raise HttpError(401, "missing or wrong x-api-key header")
+        if key is None and admin:
+            raise HttpError(403, "admin endpoint disabled: serving.api_key is not set")
+        if not admin and not self.cfg.require_api_key:
+            return
+        sent = request.headers.get("x-api-key", "").encode("latin-1")  # as Starlette decoded it
+        if key is None or not hmac.compare_digest(sent, key.get_secret_value().encode()):
+            why = "" if key is not None else " (serving.api_key is not set: no key is accepted)"
+            raise HttpError(401, f"missing or wrong x-api-key header{why}", AUTH_CHALLENGE)
+
+    def check_content_type(self, request: Request) -> None:
+        """Bodies are JSON: any other (or no) media type gets 415."""
+        sent = request.headers.get("content-type", "")
+        if sent.partition(";")[0].strip().lower() != "application/json":
+            raise HttpError(
+                415,
+                f"content-type {sent or '(none)'!r} is not supported: send application/json",
+                {"Accept-Post": "application/json"},
+            )
 
     def check_batch(self, n: int, what: str) -> None:
         if n > self.cfg.max_batch_size:
@@ -193,6 +213,7 @@ class FastPath:
     ) -> tuple[M, Runtime]:
         """The validated body of an authorised request within the batch limit, and the runtime."""
         self.check_key(request)
+        self.check_content_type(request)
         req = model.model_validate_json(await self.body_of(request))
         self.check_batch(count(req), what)
         return req, self.current()
@@ -261,7 +282,7 @@ class FastPath:
         return json_response({"ready": ok, "reason": reason, "models": sorted(rt.models)}, 200 if ok else 503)
 
     async def rollout(self, request: Request) -> Response:
-        self.check_key(request)
+        self.check_key(request, admin=True)
         rt = self.current()
         state = rt.state()
         return json_response(

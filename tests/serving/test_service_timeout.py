@@ -24,6 +24,7 @@ class SlowService:
     url: str
     proxy: TcpProxy
     settings: Settings  # its prediction log
+    api_key: str
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def slow_service(service: Service, redis_url: str) -> Iterator[SlowService]:
     proxy.start()
     port = free_port()
     log_dir = service.settings.home / f"prediction-log-{port}"
-    env = {k: v for k, v in service.env.items() if k != "CHURNOPS_SERVING__API_KEY"}  # no key: optional
+    env = dict(service.env)  # the same API key
     env |= {
         "CHURNOPS_FEATURE_STORE__REDIS_URL": proxied_redis_url(redis_url, proxy),
         "CHURNOPS_SERVING__REQUEST_TIMEOUT_SECONDS": "1",
@@ -46,7 +47,7 @@ def slow_service(service: Service, redis_url: str) -> Iterator[SlowService]:
         settings = service.settings.model_copy(
             update={"serving": service.settings.serving.model_copy(update={"prediction_log_dir": log_dir})}
         )
-        yield SlowService(f"http://127.0.0.1:{port}", proxy, settings)
+        yield SlowService(f"http://127.0.0.1:{port}", proxy, settings, service.api_key)
     finally:
         stop_service(process)
         proxy.stop()
@@ -63,8 +64,9 @@ def _logged(slow: SlowService) -> dict[int, int]:
 def test_slow_feature_store_gets_504_at_the_deadline_the_work_stops_and_the_service_stays_healthy(
     slow_service: SlowService,
 ) -> None:
-    with httpx.Client(base_url=slow_service.url, timeout=10) as client:
-        assert client.post("/predict", json={"customer_ids": [5]}).status_code == 200  # no API key set
+    headers = {"x-api-key": slow_service.api_key}
+    with httpx.Client(base_url=slow_service.url, timeout=10, headers=headers) as client:
+        assert client.post("/predict", json={"customer_ids": [5]}).status_code == 200
         slow_service.proxy.delay = 2.5
         start = time.monotonic()
         timed_out = client.post("/predict", json={"customer_ids": [6]})
