@@ -47,7 +47,8 @@ class RateBreaker:
     ``window_seconds`` exceeds ``error_rate`` (with at least ``min_calls`` calls in the window); it
     half-opens after ``reset_seconds`` and closes on the next success (pybreaker's state machine).
 
-    While it is not closed, ONE trial call at a time reaches the store; concurrent calls fail at once (a
+    Store calls run concurrently (outside the breaker's lock). While it is not closed, ONE trial call at a
+    time reaches the store; concurrent calls fail at once (a
     frozen store then costs one timed-out call per ``reset_seconds``, not one per request). Failures raise
     ``error`` (a :class:`StoreUnavailable`) naming ``name``; every state change is logged once.
     """
@@ -109,7 +110,11 @@ class RateBreaker:
                     raise self.error(f"{self.name} circuit is open (a trial call is under way)")
                 self._trial = trial = True
         try:
-            result = self.breaker.call(self._noted, func, *args)
+            # Not ``breaker.call``: that holds the breaker's lock for the whole call, so concurrent store
+            # calls would queue behind one another (behind every timeout of a frozen store). ``calling()``
+            # takes the lock only to check and change the state.
+            with self.breaker.calling():
+                result = self._noted(func, *args)
         except pybreaker.CircuitBreakerError as exc:
             raise self.error(f"{self.name} circuit is open: {exc}") from None
         except Exception as exc:

@@ -12,9 +12,10 @@ State location (``settings.serving.rollout_backend``):
 * ``file`` (default): JSON at ``home/serving/rollout.json``, replaced atomically; readers re-read it when
   its modification time (ns) changes.
 * ``redis``: the JSON string at key ``{serving.redis_key_prefix}:rollout``; readers re-read it at most
-  every ``serving.rollout_refresh_seconds``. The service reads it through a circuit breaker over a
-  fail-fast client; when Redis is unavailable it keeps routing by the last state it read (logged once when
-  the state goes stale and once when it is fresh again).
+  every ``serving.rollout_refresh_seconds``. The service reads it once at start, then re-reads it in a
+  background thread (a request never waits for Redis), through a circuit breaker over a fail-fast client;
+  when Redis is unavailable it keeps routing by the last state it read (logged once when the state goes
+  stale and once when it is fresh again).
 
 Routing (:func:`route`) is a deterministic hash of ``customer_id`` (SplitMix64 finaliser) into 10,000
 buckets: the same customer always gets the same variant within a phase, and raising the share only moves
@@ -28,6 +29,7 @@ import datetime as dt
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,8 @@ class RolloutStore:
         self._checked_at = 0.0
         self.stale = False  # the service routes by a state it could not refresh
         self._failed: str | None = None  # the last failed refresh
+        self._lock = threading.Lock()
+        self._refreshing = False
 
     # -- storage ----------------------------------------------------------------------------------
     def _client(self) -> Any:
@@ -163,6 +167,22 @@ class RolloutStore:
         self._cached, self._failed = state, None
         return state
 
+    def _refresh_in_background(self, now: float) -> None:
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing, self._checked_at = True, now
+
+        def run() -> None:
+            try:
+                self._refresh(time.monotonic())
+            except Exception as exc:  # pragma: no cover - _refresh keeps the cached state on failures
+                log.warning("rollout state refresh failed: %s", exc)
+            finally:
+                self._refreshing = False
+
+        threading.Thread(target=run, name="rollout-refresh", daemon=True).start()
+
     def load(self) -> RolloutState:
         """The current state (``phase="none"`` with no versions when nothing was stored yet)."""
         if self.backend == "redis":
@@ -181,9 +201,13 @@ class RolloutStore:
         if self.backend == "redis":
             now = time.monotonic()
             due = now - self._checked_at >= self.settings.serving.rollout_refresh_seconds
-            if self._cached is None and not due and self._failed is not None:
-                raise RolloutError(f"rollout state unavailable: {self._failed}")
-            if self._cached is None or due:
+            if self._cached is None:
+                if not due and self._failed is not None:
+                    raise RolloutError(f"rollout state unavailable: {self._failed}")
+                return self._refresh(now)
+            if due and self.breaker is not None:
+                self._refresh_in_background(now)
+            elif due:
                 return self._refresh(now)
             return self._cached
         try:
