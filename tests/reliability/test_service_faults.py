@@ -40,7 +40,7 @@ def test_redis_outage_under_load_gives_fast_503s_never_a_500_and_recovers(
 ) -> None:
     server = deployment.redis
     log_start = deployment.log_size()
-    load = Load(deployment.url, deployment.feature_row).start()
+    load = Load(deployment.url, deployment.feature_row, rate=40, threads=4).start()
     try:
         time.sleep(HEALTHY_SECONDS)
         t_fault = time.monotonic()
@@ -70,7 +70,12 @@ def test_redis_outage_under_load_gives_fast_503s_never_a_500_and_recovers(
     assert statuses <= {200, 503}, (
         f"statuses {sorted(statuses)}: {[o.body for o in outcomes if o.status not in (200, 503)][:3]}"
     )
-    assert all(o.status == 200 for o in outcomes if o.start < t_fault), "not healthy before the fault"
+    before = [
+        (o.endpoint, round(o.start - t_fault, 3), o.body[:200])
+        for o in outcomes
+        if o.end < t_fault and o.status != 200
+    ]
+    assert not before, f"not healthy before the fault: {before}"
 
     # /predict_features does not need Redis: 200 throughout, never held up beyond one bounded call.
     features = window("predict_features", 0.0)
@@ -83,7 +88,12 @@ def test_redis_outage_under_load_gives_fast_503s_never_a_500_and_recovers(
     # /predict during the outage: 503 naming the store, with Retry-After; no hang; once the breakers are
     # open the 503s come at once.
     outage = window("predict", t_fault, t_back)
-    assert all(o.status == 503 for o in window("predict", t_fault + 1.0, t_back))
+    answered = [
+        (round(o.start - t_fault, 3), round(o.seconds, 3), o.body[:200])
+        for o in window("predict", t_fault + 1.0, t_back)
+        if o.status != 503
+    ]
+    assert not answered, f"/predict answered during the outage: {answered}"
     assert all("feature store" in o.body for o in outage if o.status == 503)
     slow = [
         (round(o.start - t_fault, 2), round(o.seconds, 3), o.body[:150]) for o in outage if o.seconds >= 1.0
