@@ -11,6 +11,7 @@ own :class:`RateBreaker` over a fail-fast client (short connect and read timeout
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -47,9 +48,11 @@ class RateBreaker:
     ``window_seconds`` exceeds ``error_rate`` (with at least ``min_calls`` calls in the window); it
     half-opens after ``reset_seconds`` and closes on the next success (pybreaker's state machine).
 
-    Store calls run concurrently (outside the breaker's lock). While it is not closed, ONE trial call at a
-    time reaches the store; concurrent calls fail at once (a
-    frozen store then costs one timed-out call per ``reset_seconds``, not one per request). Failures raise
+    Store calls run concurrently (outside the breaker's lock). While it is not closed, requests never wait
+    for the store: with a ``probe`` (a cheap call to the store) every call is refused at once and a timer
+    thread runs the probe ``reset_seconds`` after each opening, its success closing the breaker (so the
+    breaker closes within about ``reset_seconds`` of the store's return, with or without traffic); without one, ONE
+    call at a time is let through as the trial and concurrent calls are refused at once. Failures raise
     ``error`` (a :class:`StoreUnavailable`) naming ``name``; every state change is logged once.
     """
 
@@ -61,9 +64,12 @@ class RateBreaker:
         reset_seconds: float,
         name: str = "feature store",
         error: type[StoreUnavailable] = FeatureStoreUnavailable,
+        probe: Callable[[], object] | None = None,
     ) -> None:
         self.error_rate, self.window, self.min_calls = error_rate, window_seconds, min_calls
-        self.name, self.error = name, error
+        self.name, self.error, self.probe = name, error, probe
+        self.reset_seconds = reset_seconds
+        self._opens = 0  # times opened: a probe knows whether its failure already scheduled the next one
         self._calls: collections.deque[tuple[float, bool]] = collections.deque()
         self._failures = 0
         self._lock = threading.Lock()
@@ -102,9 +108,15 @@ class RateBreaker:
             raise
 
     def call(self, func: Callable[..., T], *args: Any) -> T:
-        """``func(*args)`` through the breaker; raises ``error`` when it is open or the call fails."""
-        trial = False
+        """``func(*args)`` through the breaker; raises ``error`` when it is open or the call fails.
+
+        While the breaker is not closed, a breaker with a ``probe`` refuses every call at once (a timer probes
+        the store ``reset_seconds`` after each opening); without one, one call at a time is the trial.
+        """
+        trial = called = False
         if self.state != "closed":
+            if self.probe is not None:
+                raise self.error(f"{self.name} circuit is open (last error: {self.last_error})")
             with self._lock:
                 if self._trial:
                     raise self.error(f"{self.name} circuit is open (a trial call is under way)")
@@ -114,8 +126,11 @@ class RateBreaker:
             # calls would queue behind one another (behind every timeout of a frozen store). ``calling()``
             # takes the lock only to check and change the state.
             with self.breaker.calling():
+                called = True
                 result = self._noted(func, *args)
         except pybreaker.CircuitBreakerError as exc:
+            if called:  # the trial itself failed (pybreaker re-opened the circuit)
+                raise self.error(f"{self.name} failed (trial call): {self.last_error}") from None
             raise self.error(f"{self.name} circuit is open: {exc}") from None
         except Exception as exc:
             if self.state == "closed" and self._record(False):
@@ -128,6 +143,30 @@ class RateBreaker:
         if self.state == "closed":
             self._record(True)
         return result
+
+    def _schedule_probe(self, delay: float) -> None:
+        """Probe the store in ``delay`` seconds (the breaker just opened), in a daemon timer thread."""
+        if self.probe is None:
+            return
+        timer = threading.Timer(delay, self._run_probe, args=(self._opens,))
+        timer.daemon = True
+        timer.start()
+
+    def _run_probe(self, opens: int) -> None:
+        with self._lock:
+            if self._trial:
+                return
+            self._trial = True
+        try:
+            with self.breaker.calling():  # half-opens; success closes, failure re-opens (and reschedules)
+                self._noted(self.probe)  # type: ignore[arg-type]
+        except Exception:
+            pass
+        finally:
+            with self._lock:
+                self._trial = False
+        if self.state != "closed" and self._opens == opens:  # too early for pybreaker's clock: again
+            self._schedule_probe(0.05)
 
 
 class _Listener(pybreaker.CircuitBreakerListener):
@@ -145,11 +184,18 @@ class _Listener(pybreaker.CircuitBreakerListener):
             owner.clear()
             log.warning("%s circuit breaker closed (%s -> closed): the store answers again", owner.name, old)
         elif new_state.name == "open":
+            owner._opens += 1
+            owner._schedule_probe(owner.reset_seconds)
             log.warning(
                 "%s circuit breaker opened (%s -> open), last error: %s", owner.name, old, owner.last_error
             )
         else:
             log.info("%s circuit breaker half-open: one trial call goes through", owner.name)
+
+
+def _ping(storage: RedisStorage) -> None:
+    if not storage.check():  # limits returns False on any Redis error
+        raise ConnectionError("rate limit store: PING failed")
 
 
 class CustomerRateLimit:
@@ -189,6 +235,7 @@ class CustomerRateLimit:
                 cfg.breaker_reset_seconds,
                 name="rate limit store",
                 error=RateLimitUnavailable,
+                probe=functools.partial(_ping, storage),
             )
 
     def _hit(self, limiter: MovingWindowRateLimiter, key: str) -> float | None:

@@ -90,11 +90,12 @@ class Runtime:
             cfg.breaker_min_calls,
             cfg.breaker_reset_seconds,
         )
-        self.rollout = RolloutStore(
-            settings, RateBreaker(*breaker_args, name="rollout state store", error=StoreUnavailable)
-        )
+        rollout_breaker = RateBreaker(*breaker_args, name="rollout state store", error=StoreUnavailable)
+        self.rollout = RolloutStore(settings, rollout_breaker)
+        rollout_breaker.probe = self.rollout.load
         self.rate_limit = CustomerRateLimit(settings)
-        self.breaker = RateBreaker(*breaker_args)
+        # Open: requests get 503 at once; a timer re-reads one id every breaker_reset_seconds to close it.
+        self.breaker = RateBreaker(*breaker_args, probe=lambda: self._read_store([0]))
         self._state_unreadable = False
         self.cache: cachetools.TTLCache[int, dict[str, Any]] | None = (
             cachetools.TTLCache(cfg.feature_cache_size, cfg.feature_cache_ttl_seconds)

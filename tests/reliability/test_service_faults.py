@@ -48,6 +48,7 @@ def test_redis_outage_under_load_gives_fast_503s_never_a_500_and_recovers(
         time.sleep(OUTAGE_SECONDS - 1.0)
         during = _metrics(deployment.url)
         time.sleep(1.0)
+        t_return = time.monotonic()
         server.start() if fault == "stopped" else server.thaw()
         t_back = time.monotonic()
         time.sleep(AFTER_SECONDS)
@@ -91,7 +92,7 @@ def test_redis_outage_under_load_gives_fast_503s_never_a_500_and_recovers(
     answered = [
         (round(o.start - t_fault, 3), round(o.seconds, 3), o.body[:200])
         for o in window("predict", t_fault + 1.0, t_back)
-        if o.status != 503
+        if o.status != 503 and o.end < t_return
     ]
     assert not answered, f"/predict answered during the outage: {answered}"
     assert all("feature store" in o.body for o in outage if o.status == 503)
@@ -103,7 +104,10 @@ def test_redis_outage_under_load_gives_fast_503s_never_a_500_and_recovers(
     fast = [o for o in settled if "circuit is open" in o.body]
     assert len(fast) >= 0.8 * len(settled) > 0, "the breaker did not open on /predict traffic"
     p95 = percentile([o.seconds for o in fast], 0.95)
-    assert p95 <= OPEN_503_SECONDS, f"503 with the breaker open: p95 {p95 * 1000:.1f} ms"
+    late_503 = [
+        (round(o.start - t_fault, 3), round(o.seconds, 3)) for o in fast if o.seconds > OPEN_503_SECONDS
+    ]
+    assert p95 <= OPEN_503_SECONDS, f"503 with the breaker open: p95 {p95 * 1000:.1f} ms; slow: {late_503}"
     assert "churn_breaker_state 2.0" in during
     assert "churn_rate_limit_degraded 1.0" in during
 
