@@ -190,7 +190,7 @@ class _Listener(pybreaker.CircuitBreakerListener):
                 "%s circuit breaker opened (%s -> open), last error: %s", owner.name, old, owner.last_error
             )
         else:
-            log.info("%s circuit breaker half-open: one trial call goes through", owner.name)
+            log.info("%s circuit breaker half-open: trying the store again", owner.name)
 
 
 def _ping(storage: RedisStorage) -> None:
