@@ -171,19 +171,6 @@ class Runtime:
         return True, "ok"
 
     # -- scoring ----------------------------------------------------------------------------------
-    def predict_rows(
-        self,
-        ids: Sequence[int | None],
-        rows: Sequence[Mapping[str, Any] | None],
-        explain: bool,
-        errors: Mapping[int, str] | None = None,
-        deadline: Deadline | None = None,
-    ) -> tuple[list[dict[str, Any]], list[tuple[ScoringModel, int | None, Mapping[str, Any]]]]:
-        """:meth:`score_rows` then :meth:`log`: the response items and the shadow work, logged."""
-        scoring = self.score_rows(ids, rows, explain, errors, deadline)
-        self.log(scoring, deadline)
-        return scoring.items, scoring.shadow
-
     def log(self, scoring: Scoring, deadline: Deadline | None = None) -> None:
         """The point of no return of a request: commit ``deadline`` (raises
         :class:`~churn_assets.serving.resilience.RequestTimedOut` when it has passed or the client went away:
