@@ -21,6 +21,7 @@ from churn_assets.feature_store.online import RedisOnlineStore
 from churn_assets.serving.bento_build import write_manifest
 from churn_assets.serving.rollout import RolloutStore
 from churn_assets.settings import Settings
+from tests.reliability.load import API_KEY
 from tests.serving.conftest import N_CUSTOMERS, free_port, start_service, stop_service, wait_ready
 from tests.serving_helpers import (
     AS_OF,
@@ -145,6 +146,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "CHURNOPS_SERVING__ROLLOUT_BACKEND": "redis",
             "CHURNOPS_SERVING__AS_OF": AS_OF.date().isoformat(),
             "CHURNOPS_SERVING__WORKERS": "2",
+            "CHURNOPS_SERVING__API_KEY": API_KEY,
             "CHURNOPS_SERVING__FEATURE_CACHE_TTL_SECONDS": "0",  # every /predict reads the store
             "CHURNOPS_SERVING__PREDICTION_LOG_FLUSH_SECONDS": "0.5",
         }

@@ -7,12 +7,15 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from tests.serving.conftest import N_CUSTOMERS
+
+API_KEY = uuid.uuid4().hex  # the fault-test service's serving.api_key; the load sends it as x-api-key
 
 
 @dataclass
@@ -56,7 +59,8 @@ class Load:
         rng = random.Random(seed)
         limits = httpx.Limits(max_keepalive_connections=1 if self.keepalive else 0)
         interval = self.threads / self.rate
-        with httpx.Client(base_url=self.url, timeout=self.timeout, limits=limits) as client:
+        headers = {"x-api-key": API_KEY}
+        with httpx.Client(base_url=self.url, timeout=self.timeout, limits=limits, headers=headers) as client:
             k = seed
             while not self._stop.is_set():
                 k += 1

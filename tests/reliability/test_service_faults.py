@@ -182,7 +182,9 @@ def test_a_killed_worker_costs_at_most_its_in_flight_requests_and_the_log_equals
         (round(o.start - kill_sent, 3), round(o.seconds, 3), o.status, o.error or o.body[:100])
         for o in failed
     ]
-    assert len(failed) <= in_flight, f"{len(failed)} failed > {in_flight} in flight at the kill: {described}"
+    assert len(failed) <= in_flight, (
+        f"{len(failed)} failed > {in_flight} in flight at the kill, e.g. {described[:10]}"
+    )
     replaced = time.monotonic() + 20
     while len(_worker_pids(deployment)) < 2 and time.monotonic() < replaced:
         time.sleep(0.2)

@@ -100,7 +100,8 @@ def test_a_client_gone_before_its_answer_stops_the_work_and_nothing_is_logged(
 ) -> None:
     """The client disconnects while the feature read is held back; the read then returns within the deadline,
     but the work stops before scoring: the prediction the client never got is not in the log."""
-    with httpx.Client(base_url=slow_service.url, timeout=10) as client:
+    headers = {"x-api-key": slow_service.api_key}
+    with httpx.Client(base_url=slow_service.url, timeout=10, headers=headers) as client:
         assert client.post("/predict", json={"customer_ids": [7]}).status_code == 200
         slow_service.proxy.delay = 0.6  # answers in ~0.6 s, inside the 1 s deadline
         with pytest.raises(httpx.TimeoutException):
