@@ -46,7 +46,12 @@ def _week(week: dt.date, scores: np.ndarray, labels: np.ndarray | None) -> WeekP
     )
     if labels is not None:
         real = realised_metrics(labels, scores, THRESHOLD)
-        row.auc, row.recall, row.precision, row.f1 = real["auc"], real["recall"], real["precision"], real["f1"]
+        row.auc, row.recall, row.precision, row.f1 = (
+            real["auc"],
+            real["recall"],
+            real["precision"],
+            real["f1"],
+        )
         row.positives = int(labels.sum())
     return row
 

@@ -24,15 +24,19 @@ def status_cmd(as_json: JsonOpt = False) -> None:
 
 
 metrics_app = typer.Typer(
-    help="Model-quality gauges for Prometheus (docs/monitoring.md, \"Prometheus and Grafana\").",
+    help='Model-quality gauges for Prometheus (docs/monitoring.md, "Prometheus and Grafana").',
     no_args_is_help=True,
 )
 
 
 @metrics_app.command("serve")
 def metrics_serve_cmd(
-    host: Annotated[str | None, typer.Option("--host", help="Address (default: monitoring.metrics_host).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: monitoring.metrics_port).")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address (default: monitoring.metrics_host).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default: monitoring.metrics_port).")
+    ] = None,
 ) -> None:
     """Serve the quality gauges the weekly monitoring step writes (AUC, estimated AUC, drifted features) on
     /metrics, read afresh on every scrape; runs until interrupted."""
@@ -42,7 +46,9 @@ def metrics_serve_cmd(
     settings = get_settings()
     server, _thread = serve(settings, host, port)
     address, bound = server.server_address[:2]
-    err.print(f"serving {settings.monitoring_metrics_path} on http://{address}:{bound}/metrics", highlight=False)
+    err.print(
+        f"serving {settings.monitoring_metrics_path} on http://{address}:{bound}/metrics", highlight=False
+    )
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -59,7 +59,9 @@ def test_the_realised_auc_is_absent_until_a_week_is_labelled(tmp_path: Path) -> 
 
     settings = Settings(home=tmp_path)
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
-        history.save_performance(con, WeekPerformance("2025-01-06", "2025-01-13", "1", 10, 0.8, 0.5, 0.5, 0.5))
+        history.save_performance(
+            con, WeekPerformance("2025-01-06", "2025-01-13", "1", 10, 0.8, 0.5, 0.5, 0.5)
+        )
         path = write_quality_metrics(settings, con)
     assert path is not None
     names = {name for name, _ in _samples(path.read_text())}

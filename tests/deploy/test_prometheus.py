@@ -70,7 +70,9 @@ def test_promtool_unit_tests_pass() -> None:
 
 
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
-    cases = [c for t in yaml.safe_load((PROM / "tests.yml").read_text())["tests"] for c in t["alert_rule_test"]]
+    cases = [
+        c for t in yaml.safe_load((PROM / "tests.yml").read_text())["tests"] for c in t["alert_rule_test"]
+    ]
     for name in alerts():
         mine = [c for c in cases if c["alertname"] == name]
         assert any(c.get("exp_alerts") for c in mine), f"{name}: no case where it fires"
@@ -94,7 +96,10 @@ def test_latency_slos_are_histogram_bucket_bounds() -> None:
 
 def test_scrape_targets_are_the_default_addresses() -> None:
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
-    targets = {j["job_name"]: [t for s in j["static_configs"] for t in s["targets"]] for j in config["scrape_configs"]}
+    targets = {
+        j["job_name"]: [t for s in j["static_configs"] for t in s["targets"]]
+        for j in config["scrape_configs"]
+    }
     assert targets == {
         "churn-service": [f"{SERVING.host}:{SERVING.port}"],
         "churn-monitoring": [f"{MONITORING.metrics_host}:{MONITORING.metrics_port}"],
@@ -103,7 +108,9 @@ def test_scrape_targets_are_the_default_addresses() -> None:
 
 
 def test_dashboard_panels_query_the_provisioned_datasource() -> None:
-    [source] = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "churnops.yml").read_text())["datasources"]
+    [source] = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "churnops.yml").read_text())[
+        "datasources"
+    ]
     provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "churnops.yml").read_text())
     assert provider["providers"][0]["type"] == "file"
     dashboard = json.loads((GRAFANA / "dashboards" / "churnops.json").read_text())

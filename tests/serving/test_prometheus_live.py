@@ -105,7 +105,9 @@ def exporter(tmp_path: Path, service: Service) -> Iterator[str]:
 def prometheus(tmp_path: Path, service: Service, exporter: str) -> Iterator[str]:
     """Prometheus scraping the service and the exporter every second; its API base URL."""
     if not Path(PROMETHEUS).exists():
-        pytest.fail(f"{PROMETHEUS} is missing: `make services` installs Debian's prometheus package (apt-get)")
+        pytest.fail(
+            f"{PROMETHEUS} is missing: `make services` installs Debian's prometheus package (apt-get)"
+        )
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(DEPLOY / "prometheus" / "rules.yml")]
@@ -163,7 +165,9 @@ def _dashboard_queries() -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
 
 
-def test_every_dashboard_query_returns_data_from_the_scraped_service(service: Service, prometheus: str) -> None:
+def test_every_dashboard_query_returns_data_from_the_scraped_service(
+    service: Service, prometheus: str
+) -> None:
     store = RolloutStore(service.settings)
     before = store.load()
     state = store.load()
@@ -184,7 +188,9 @@ def test_every_dashboard_query_returns_data_from_the_scraped_service(service: Se
             return [r for r in result if math.isfinite(float(r["value"][1]))]
 
         _until(f"panel {title!r}: a finite value for {query}", finite)
-    share = _get(f"{prometheus}/query", query=f"sum by (variant) (rate(churn_predictions_total[{RATE_INTERVAL}]))")
+    share = _get(
+        f"{prometheus}/query", query=f"sum by (variant) (rate(churn_predictions_total[{RATE_INTERVAL}]))"
+    )
     assert {"champion", "canary"} <= {r["metric"]["variant"] for r in share["data"]["result"]}
 
     def rules() -> list[dict[str, Any]]:
