@@ -442,9 +442,33 @@ class ServingSettings(BaseModel):
     )
     breaker_window_seconds: float = Field(30.0, gt=0, description="Sliding window of the error share.")
     breaker_min_calls: int = Field(20, ge=1, description="Calls in the window before the share counts.")
-    breaker_reset_seconds: float = Field(30.0, gt=0, description="Open breaker half-opens after this.")
+    breaker_reset_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="An open breaker half-opens after this and lets one trial call through (its success "
+        "closes it): the service notices a returned store within about this long.",
+    )
     feature_store_timeout_seconds: float = Field(
         0.5, gt=0, description="A feature-store read slower than this counts as a failure."
+    )
+    redis_timeout_seconds: float = Field(
+        0.2,
+        gt=0,
+        description="Socket read timeout of the request path's rate-limit and rollout-state Redis commands "
+        "(a slower answer counts as a failure of that store).",
+    )
+    redis_connect_timeout_seconds: float = Field(
+        0.2,
+        gt=0,
+        description="Socket connect timeout of every Redis client on the request path (features, rate limit, "
+        "rollout state). Request-path clients never retry a timed-out command and retry a broken "
+        "connection once, at once.",
+    )
+    rate_limit_on_store_failure: Literal["open", "closed"] = Field(
+        "open",
+        description="When the rate limiter's shared Redis is unavailable: `open` counts each customer in an "
+        "in-process moving window per worker (the limit then holds per worker, not across workers); "
+        "`closed` answers 503 to every rate-limited request.",
     )
     request_timeout_seconds: float = Field(5.0, gt=0, description="A request running longer gets 504.")
     max_batch_size: int = Field(1000, gt=0, description="Customers or rows per request (more: 413).")

@@ -48,6 +48,18 @@ class Metrics:
         self.rate_limited = module.Counter(
             "churn_rate_limited", "Requests rejected by the per-customer limit."
         )
+        self.disconnects = module.Counter(
+            "churn_client_disconnects",
+            "Requests whose client went away before their work committed (nothing returned or logged), by "
+            "endpoint and stage.",
+            ["endpoint", "stage"],
+        )
+        self.rate_limit_degraded = _gauge(
+            module,
+            "churn_rate_limit_degraded",
+            "1 while the rate limiter's shared store is unavailable (fallback per "
+            "serving.rate_limit_on_store_failure), else 0.",
+        )
         self.breaker = (
             module.Gauge(
                 "churn_breaker_state",
@@ -62,6 +74,13 @@ class Metrics:
 
 
 _METRICS: dict[str, Metrics] = {}
+
+
+def _gauge(module: Any, name: str, doc: str) -> Any:
+    """A gauge that, across the service's worker processes, reports the maximum of the workers' values."""
+    if _accepts_multiprocess(module):
+        return module.Gauge(name, doc, multiprocess_mode="max")
+    return module.Gauge(name, doc)
 
 
 def _accepts_multiprocess(module: Any) -> bool:
