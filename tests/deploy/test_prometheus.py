@@ -36,6 +36,7 @@ THRESHOLDS: dict[str, tuple[str, float]] = {
     "ChurnLatencyP99High": (">", SERVING.slo_latency_p99_ms / 1000),
     "ChurnBreakerOpen": ("==", 2),  # churn_breaker_state: 2 = open
     "ChurnRateLimitRejections": (">", 0),
+    "ChurnRateLimiterDegraded": ("==", 1),
     "ChurnModelAUCBelowThreshold": ("<", MONITORING.auc_threshold),
     "ChurnModelEstimatedAUCBelowThreshold": ("<", MONITORING.auc_threshold),
     "ChurnFeatureDrift": (">=", AUTOMATION.retrain_min_drifted_features),
