@@ -513,6 +513,19 @@ class ServingSettings(BaseModel):
     as_of: dt.date | None = Field(
         None, description="Simulated clock of online reads; None = newest snapshot in the offline store."
     )
+    slo_error_rate: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="SLO: share of predict requests answered 5xx at most this (Prometheus alert "
+        "ChurnErrorRateHigh, deploy/prometheus/rules.yml).",
+    )
+    slo_latency_p95_ms: float = Field(
+        45.0, gt=0, description="SLO: P95 predict latency at most this (alert ChurnLatencyP95High)."
+    )
+    slo_latency_p99_ms: float = Field(
+        120.0, gt=0, description="SLO: P99 predict latency at most this (alert ChurnLatencyP99High)."
+    )
 
 
 class MonitoringSettings(BaseModel):
@@ -557,6 +570,12 @@ class MonitoringSettings(BaseModel):
     )
     decay_warning: float = Field(
         0.02, ge=0, description="Trend: an AUC drop from the baseline of more than this is 'decay'."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address `churnops metrics serve` (the model-quality exporter) binds."
+    )
+    metrics_port: int = Field(
+        9188, gt=0, lt=65536, description="Port of `churnops metrics serve` (Prometheus scrapes /metrics)."
     )
     seed: int = 7
 
@@ -754,6 +773,11 @@ class Settings(BaseSettings):
     @property
     def monitoring_dir(self) -> Path:
         return self.home / "monitoring"
+
+    @property
+    def monitoring_metrics_path(self) -> Path:
+        """Model-quality gauges in the Prometheus text format, written by the weekly monitoring step."""
+        return self.monitoring_dir / "metrics.prom"
 
     @property
     def dagster_home(self) -> Path:

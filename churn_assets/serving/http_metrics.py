@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 5.0)
+# The latency SLOs (``serving.slo_latency_p95_ms`` 45 ms, ``slo_latency_p99_ms`` 120 ms) are bucket bounds, so
+# the Prometheus alerts on histogram_quantile compare at an exact boundary, not inside an interpolated
+# bucket (tests/deploy/test_prometheus.py checks it).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.045, 0.08, 0.12, 0.16, 0.32, 0.64, 1.28, 5.0)
 
 
 class Metrics:
