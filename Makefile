@@ -1,6 +1,7 @@
 # churnops — two commands are all the set-up a user needs: `make demo` and `make test`.
 # `make help` lists the targets. Steps that need root (or sudo) and apt-get: `services` when Redis or
-# PostgreSQL is stopped or /usr/bin/chromium is missing, and `bench-tools` when wrk is missing.
+# PostgreSQL is stopped or /usr/bin/chromium or /usr/bin/promtool is missing, and `bench-tools` when wrk is
+# missing.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,11 +16,12 @@ PG_HOST       ?= 127.0.0.1
 PG_PORT       ?= 5432
 SERVICE_WAIT  ?= 30
 CHROMIUM      ?= /usr/bin/chromium
+PROMTOOL      ?= /usr/bin/promtool
 # Root runs the system steps itself; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help install audit services demo test test-fast lint format typecheck contracts ui mlflow-ui bench bench-tools clean
+.PHONY: help install audit services demo test test-fast lint format typecheck contracts ui mlflow-ui bench bench-tools container clean
 
 ## help: list these targets with one line each
 help:
@@ -46,7 +48,7 @@ install: $(STAMP)
 audit: install
 	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
-## services: start Redis and PostgreSQL unless they answer, install Debian's chromium if missing (root)
+## services: start Redis and PostgreSQL unless they answer, install Debian's chromium and prometheus if missing (root)
 services:
 	@if ! redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG; then \
 		echo "starting redis on port $(REDIS_PORT)"; \
@@ -74,6 +76,15 @@ services:
 		$(APT_GET) update -qq >/dev/null && $(APT_GET) install -y -qq chromium >/dev/null \
 		|| { echo "apt-get could not install chromium" >&2; exit 1; }; \
 		test -x $(CHROMIUM) || { echo "chromium installed, but $(CHROMIUM) is missing" >&2; exit 1; }; \
+	fi
+	@# The Prometheus tests (tests/deploy/test_prometheus.py, tests/serving/test_prometheus_live.py) run Debian's
+	@# promtool and prometheus binaries against deploy/prometheus; the test starts its own Prometheus on a free
+	@# port (where systemd runs, the package also enables a system prometheus service on :9090, unused here).
+	@if [ ! -x $(PROMTOOL) ]; then \
+		echo "installing prometheus with apt-get (for the Prometheus tests)"; \
+		$(APT_GET) update -qq >/dev/null && $(APT_GET) install -y -qq prometheus >/dev/null \
+		|| { echo "apt-get could not install prometheus" >&2; exit 1; }; \
+		test -x $(PROMTOOL) || { echo "prometheus installed, but $(PROMTOOL) is missing" >&2; exit 1; }; \
 	fi
 
 ## demo: history -> main job -> champion v1 -> bento -> 16 production weeks run by the Dagster daemon; prints the weeks' table + status report
@@ -130,6 +141,10 @@ bench-tools:
 		echo "installing wrk with apt-get"; \
 		$(APT_GET) update -qq >/dev/null && $(APT_GET) install -y -qq wrk >/dev/null; }
 	@command -v wrk >/dev/null || { echo "wrk is still missing after apt-get" >&2; exit 1; }
+
+## container: build the platform image (deploy/Dockerfile) and the serving image (the newest bento) with docker, podman or buildah
+container: install
+	$(BIN)/churnops deploy images $(if $(CONTAINER_BUILDER),--builder $(CONTAINER_BUILDER)) $(foreach i,$(CONTAINER_IMAGES),--image $(i)) $(if $(CONTAINER_BASE_IMAGE),--base-image $(CONTAINER_BASE_IMAGE))
 
 ## clean: delete all local state (.churnops/); keeps .venv
 clean:

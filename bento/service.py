@@ -16,6 +16,7 @@ import bentoml
 
 from churn_assets.serving.app import build_app
 from churn_assets.serving.bento_build import load_exported
+from churn_assets.serving.http_server import install as install_http_timeouts
 from churn_assets.serving.runtime import Runtime
 from churn_assets.settings import get_settings
 
@@ -23,6 +24,8 @@ MANIFEST: dict[str, Any] = json.loads((Path(__file__).parent / "serving_models.j
 SETTINGS = get_settings()
 _RUNTIME: dict[str, Runtime] = {}
 log = logging.getLogger("churnops.serving")
+# uvicorn (started by BentoML after this import) closes connections that are slow to send their headers.
+install_http_timeouts(SETTINGS.serving.header_timeout_seconds, SETTINGS.serving.keep_alive_timeout_seconds)
 
 # /docs.json (the spec behind BentoML's docs page `/`) = BentoML's spec + the mounted endpoints.
 fast_app = build_app(
@@ -59,6 +62,11 @@ class ChurnService:
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
         log.info("churn_service loaded model versions %s", sorted(models))
+        if SETTINGS.serving.api_key is None:
+            log.warning(
+                "serving.api_key is not set: /rollout answers 403%s",
+                " and /predict, /predict_features 401" if SETTINGS.serving.require_api_key else "",
+            )
 
     def __is_ready__(self) -> bool:
         runtime = _RUNTIME.get("runtime")

@@ -443,17 +443,56 @@ class ServingSettings(BaseModel):
     )
     breaker_window_seconds: float = Field(30.0, gt=0, description="Sliding window of the error share.")
     breaker_min_calls: int = Field(20, ge=1, description="Calls in the window before the share counts.")
-    breaker_reset_seconds: float = Field(30.0, gt=0, description="Open breaker half-opens after this.")
+    breaker_reset_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="An open breaker half-opens after this and lets one trial call through (its success "
+        "closes it): the service notices a returned store within about this long.",
+    )
     feature_store_timeout_seconds: float = Field(
         0.5, gt=0, description="A feature-store read slower than this counts as a failure."
+    )
+    redis_timeout_seconds: float = Field(
+        0.2,
+        gt=0,
+        description="Socket read timeout of the request path's rate-limit and rollout-state Redis commands "
+        "(a slower answer counts as a failure of that store).",
+    )
+    redis_connect_timeout_seconds: float = Field(
+        0.2,
+        gt=0,
+        description="Socket connect timeout of every Redis client on the request path (features, rate limit, "
+        "rollout state). Request-path clients never retry a timed-out command and retry a broken "
+        "connection once, at once.",
+    )
+    rate_limit_on_store_failure: Literal["open", "closed"] = Field(
+        "open",
+        description="When the rate limiter's shared Redis is unavailable: `open` counts each customer in an "
+        "in-process moving window per worker (the limit then holds per worker, not across workers); "
+        "`closed` answers 503 to every rate-limited request.",
     )
     request_timeout_seconds: float = Field(5.0, gt=0, description="A request running longer gets 504.")
     max_batch_size: int = Field(1000, gt=0, description="Customers or rows per request (more: 413).")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Request bodies larger than this get 413.")
     api_key: SecretStr | None = Field(
         None,
-        description="When set, predict and admin endpoints need header `x-api-key` with this value "
-        "(a secret: never shown, logged or dumped).",
+        description="The key clients send in header `x-api-key` (compared in constant time). `/rollout` "
+        "(admin) always needs it and answers 403 while none is set; `churnops serve` generates and prints "
+        "one when none is set and `require_api_key` is true. A secret: never shown, logged or dumped.",
+    )
+    require_api_key: bool = Field(
+        True,
+        description="`/predict` and `/predict_features` need the key too (default); false makes them "
+        "public (the OpenAPI document then declares no security for them).",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection whose request line and headers are not complete this long after it "
+        "opened (or after its previous response) is closed, with 408 when part of a request arrived.",
+    )
+    keep_alive_timeout_seconds: float = Field(
+        5.0, gt=0, description="An idle keep-alive connection is closed after this long."
     )
     previous_retention_days: int = Field(
         14, ge=0, description="The previous champion stays in the BentoML store this many days."
@@ -474,6 +513,19 @@ class ServingSettings(BaseModel):
     explain_top_k: int = Field(3, ge=1, description="SHAP reasons returned when asked.")
     as_of: dt.date | None = Field(
         None, description="Simulated clock of online reads; None = newest snapshot in the offline store."
+    )
+    slo_error_rate: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="SLO: share of predict requests answered 5xx at most this (Prometheus alert "
+        "ChurnErrorRateHigh, deploy/prometheus/rules.yml).",
+    )
+    slo_latency_p95_ms: float = Field(
+        45.0, gt=0, description="SLO: P95 predict latency at most this (alert ChurnLatencyP95High)."
+    )
+    slo_latency_p99_ms: float = Field(
+        120.0, gt=0, description="SLO: P99 predict latency at most this (alert ChurnLatencyP99High)."
     )
 
 
@@ -519,6 +571,12 @@ class MonitoringSettings(BaseModel):
     )
     decay_warning: float = Field(
         0.02, ge=0, description="Trend: an AUC drop from the baseline of more than this is 'decay'."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address `churnops metrics serve` (the model-quality exporter) binds."
+    )
+    metrics_port: int = Field(
+        9188, gt=0, lt=65536, description="Port of `churnops metrics serve` (Prometheus scrapes /metrics)."
     )
     seed: int = 7
 
@@ -576,6 +634,111 @@ class AlertSettings(BaseModel):
         return value
 
 
+class DeploymentSettings(BaseModel):
+    """The Kubernetes deployment that ``churnops deploy render`` writes under ``deploy/`` (docs/scale_out.md).
+
+    The serving figures default to the spec's scaling section (2-20 instances, 60 % CPU, 75 % memory);
+    every rendered manifest takes its figures from here, so the committed manifests and these settings
+    cannot drift apart (tests/deploy checks it).
+    """
+
+    namespace: str = Field(
+        "churnops",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Kubernetes namespace of every part.",
+    )
+    image: str = Field(
+        "churnops:0.1.0",
+        description="The platform image (deploy/Dockerfile, `make container`): the Dagster code location, "
+        "daemon, webserver, run pods, the MLflow server and the Dask scheduler and workers.",
+    )
+    serving_image: str = Field(
+        "churn_service:latest",
+        description="The serving image: the built bento containerized (`make container`).",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of every churnops container."
+    )
+    serving_min_replicas: int = Field(2, ge=1, description="HPA minReplicas of the serving Deployment.")
+    serving_max_replicas: int = Field(20, ge=1, description="HPA maxReplicas of the serving Deployment.")
+    serving_target_cpu_percent: int = Field(
+        60, ge=1, le=100, description="HPA target: average CPU utilization (% of the CPU request)."
+    )
+    serving_target_memory_percent: int = Field(
+        75, ge=1, le=100, description="HPA target: average memory utilization (% of the memory request)."
+    )
+    serving_cpu_request: str = Field("1", description="CPU request of a serving pod (the HPA's 100 %).")
+    serving_cpu_limit: str = Field("2", description="CPU limit of a serving pod.")
+    serving_memory: str = Field(
+        "2Gi", description="Memory request and limit of a serving pod (the HPA's 100 % of memory)."
+    )
+    serving_pdb_min_available: int = Field(
+        1, ge=1, description="PodDisruptionBudget: serving pods kept through voluntary disruptions."
+    )
+    readiness_period_seconds: int = Field(5, ge=1, description="Readiness probe (/readyz) period.")
+    readiness_failure_threshold: int = Field(
+        3, ge=1, description="Failed /readyz probes in a row before the pod leaves the Service."
+    )
+    liveness_period_seconds: int = Field(10, ge=1, description="Liveness probe (/livez) period.")
+    liveness_failure_threshold: int = Field(
+        3, ge=1, description="Failed /livez probes in a row before the kubelet restarts the container."
+    )
+    probe_timeout_seconds: int = Field(2, ge=1, description="Timeout of each readiness / liveness probe.")
+    startup_timeout_seconds: int = Field(
+        180,
+        ge=10,
+        description="A serving pod may take this long to answer /livez (loading the models) before the "
+        "liveness probe applies (startup probe: period 5 s x this / 5 failures).",
+    )
+    termination_grace_seconds: int = Field(
+        30, ge=1, description="Grace period of a stopping serving pod (it flushes its prediction log)."
+    )
+    run_cpu: str = Field("2", description="CPU request of a Dagster run pod (K8sRunLauncher).")
+    run_memory: str = Field(
+        "16Gi",
+        description="Memory request and limit of a Dagster run pod: the in-process engine holds a whole "
+        "stage (a full-scale training run peaks near 7.2 GB, docs/benchmarks.md).",
+    )
+    dask_workers_min: int = Field(1, ge=0, description="DaskAutoscaler minimum of Dask workers.")
+    dask_workers_max: int = Field(10, ge=1, description="DaskAutoscaler maximum of Dask workers.")
+    dask_worker_cpu: str = Field("1", description="CPU request and limit of a Dask worker pod.")
+    dask_worker_memory: str = Field(
+        "4Gi", description="Memory request and limit of a Dask worker pod (its --memory-limit too)."
+    )
+    storage_class: str | None = Field(
+        None, description="StorageClass of the volume claims; None = the cluster's default class."
+    )
+    data_volume_size: str = Field(
+        "100Gi",
+        description="The shared ReadWriteMany volume holding CHURNOPS_HOME (landing, warehouse, training, "
+        "BentoML store, prediction log) for run pods, the code location and serving.",
+    )
+    postgres_volume_size: str = Field("20Gi", description="PostgreSQL data volume.")
+    mlflow_artifacts_volume_size: str = Field("50Gi", description="MLflow artifact store volume.")
+    redis_volume_size: str = Field("5Gi", description="Redis append-only-file volume.")
+    redis_image: str = Field("redis:7.4", description="Image of the Redis StatefulSet.")
+    postgres_image: str = Field("postgres:16", description="Image of the PostgreSQL StatefulSet.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentSettings:
+        if self.serving_min_replicas > self.serving_max_replicas:
+            raise ValueError(
+                f"deployment.serving_min_replicas ({self.serving_min_replicas}) must be at most "
+                f"deployment.serving_max_replicas ({self.serving_max_replicas})"
+            )
+        if self.serving_pdb_min_available >= self.serving_min_replicas:
+            raise ValueError(
+                f"deployment.serving_pdb_min_available ({self.serving_pdb_min_available}) must be below "
+                f"deployment.serving_min_replicas ({self.serving_min_replicas}), or no pod could ever be evicted"
+            )
+        if self.dask_workers_min > self.dask_workers_max:
+            raise ValueError(
+                f"deployment.dask_workers_min ({self.dask_workers_min}) must be at most "
+                f"deployment.dask_workers_max ({self.dask_workers_max})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Root settings. ``home`` holds every piece of local state (git-ignored)."""
 
@@ -595,6 +758,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
+    deployment: DeploymentSettings = DeploymentSettings()
     duckdb_memory_limit: str = Field(
         "4GB", description="DuckDB buffer limit of the warehouse (it spills to disk beyond it)."
     )
@@ -664,6 +828,11 @@ class Settings(BaseSettings):
     @property
     def monitoring_dir(self) -> Path:
         return self.home / "monitoring"
+
+    @property
+    def monitoring_metrics_path(self) -> Path:
+        """Model-quality gauges in the Prometheus text format, written by the weekly monitoring step."""
+        return self.monitoring_dir / "metrics.prom"
 
     @property
     def dagster_home(self) -> Path:

@@ -49,6 +49,7 @@ from tests.serving_helpers import (
 REPO = Path(__file__).resolve().parents[2]
 N_CUSTOMERS = 10_000
 CHURN_SERVICE = "bento.service:ChurnService"
+API_KEY = uuid.uuid4().hex  # the scratch service's serving.api_key; every client sends it as x-api-key
 
 
 def loadavg() -> str:
@@ -94,6 +95,7 @@ def scratch_service(
             "CHURNOPS_SERVING__REDIS_KEY_PREFIX": f"{prefix}:serving",
             "CHURNOPS_SERVING__AS_OF": AS_OF.date().isoformat(),
             "CHURNOPS_SERVING__WORKERS": str(workers),
+            "CHURNOPS_SERVING__API_KEY": API_KEY,
         }
         yield ScratchService(home, settings, env, champion)
     finally:
@@ -170,7 +172,7 @@ async def open_loop(
     scheduled = np.arange(n) / rate
     latency = np.full(n, np.nan)
     status = np.zeros(n, dtype=np.int16)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", "x-api-key": API_KEY}
     connector = aiohttp.TCPConnector(limit=256)
     pending: set[asyncio.Task[None]] = set()
     async with aiohttp.ClientSession(

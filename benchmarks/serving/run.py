@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.serving.harness import (
+    API_KEY,
     CHURN_SERVICE,
     N_CUSTOMERS,
     REPO,
@@ -56,7 +57,7 @@ def wrk(url: str, seconds: int, env: dict[str, str]) -> dict[str, Any]:
             str(Path(__file__).with_name("post.lua")),
             url,
         ],
-        env={**os.environ, **env},
+        env={**os.environ, "API_KEY": API_KEY, **env},
         capture_output=True,
         text=True,
         check=True,

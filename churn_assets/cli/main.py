@@ -15,6 +15,7 @@ from rich.text import Text
 
 from churn_assets.cli import modeling, monitoring, pipeline, serving
 from churn_assets.cli.contracts import contracts_app
+from churn_assets.cli.deploy import deploy_app
 from churn_assets.cli.features import features_app
 from churn_assets.cli.output import err
 
@@ -33,6 +34,7 @@ app.add_typer(features_app, name="features", rich_help_panel="Data")
 modeling.register(app)
 serving.register(app)
 monitoring.register(app)
+app.add_typer(deploy_app, name="deploy", rich_help_panel="Deployment")
 
 
 def main(argv: list[str] | None = None) -> None:

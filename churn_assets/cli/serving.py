@@ -8,18 +8,35 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from churn_assets.cli.output import JsonOpt, emit_json, err, fail, human, json_output
 
+if TYPE_CHECKING:
+    from churn_assets.settings import Settings
+
 rollout_app = typer.Typer(help="Gradual rollout: shadow -> canary 5/25/50 % -> full.", no_args_is_help=True)
 ByOpt = Annotated[str, typer.Option("--by", help="Who makes the change (recorded in the history).")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the history).")]
+
+
+def with_api_key(settings: Settings) -> Settings:
+    """``settings`` with a generated ``serving.api_key`` (printed on stderr) when predictions need a key
+    and none is configured; unchanged otherwise. The key reaches the service through its environment."""
+    if settings.serving.api_key is not None or not settings.serving.require_api_key:
+        return settings
+    key = secrets.token_urlsafe(32)
+    err.print(
+        f"serving.api_key is not set: generated one for this service (send header x-api-key: {key}); "
+        "set CHURNOPS_SERVING__API_KEY to choose it"
+    )
+    return settings.model_copy(update={"serving": settings.serving.model_copy(update={"api_key": key})})
 
 
 def serve_cmd(
@@ -38,7 +55,7 @@ def serve_cmd(
     )
     from churn_assets.settings import get_settings
 
-    settings = get_settings()
+    settings = with_api_key(get_settings())
     port = port or settings.serving.port
     bento = None if from_source else latest_bento(settings)
     if bento is None:

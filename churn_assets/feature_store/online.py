@@ -32,6 +32,8 @@ import orjson
 import polars as pl
 import pyarrow as pa
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from churn_assets.feature_store.definitions import (
     ENTITY,
@@ -338,11 +340,19 @@ class RedisOnlineStore(OnlineStore):
         *,
         batch_size: int = 5_000,
         socket_timeout: float | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.key_prefix = key_prefix
         self.batch_size = batch_size
-        self.client = redis.Redis.from_url(url, socket_timeout=socket_timeout)
+        self.client = redis.Redis.from_url(
+            url,
+            **(
+                fail_fast_redis_options(socket_timeout, connect_timeout)
+                if connect_timeout is not None
+                else {"socket_timeout": socket_timeout}
+            ),
+        )
         self._read_script = self.client.register_script(_READ_SCRIPT)
 
     def key(self, customer_id: int) -> str:
@@ -378,11 +388,29 @@ class RedisOnlineStore(OnlineStore):
         self.client.close()
 
 
-def make_online_store(settings: Settings, *, read_timeout_seconds: float | None = None) -> OnlineStore:
+def fail_fast_redis_options(timeout: float | None, connect_timeout: float | None) -> dict[str, Any]:
+    """``redis.Redis`` keyword arguments of a request-path client: socket read and connect timeouts, and no
+    waiting beyond them — a timed-out command is not retried, a broken connection (e.g. a pooled socket of a
+    restarted server) is retried once without backoff. redis-py's default retries a failed command 10 times
+    with exponential backoff, which turns an unreachable server into multi-second stalls."""
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    }
+
+
+def make_online_store(
+    settings: Settings,
+    *,
+    read_timeout_seconds: float | None = None,
+    connect_timeout_seconds: float | None = None,
+) -> OnlineStore:
     """The online store chosen by ``settings.feature_store.online_backend``.
 
     ``read_timeout_seconds`` bounds every Redis command (socket timeout; the serving path passes
-    ``serving.feature_store_timeout_seconds``); None waits as long as Redis takes.
+    ``serving.feature_store_timeout_seconds``); None waits as long as Redis takes. With
+    ``connect_timeout_seconds`` the client is a fail-fast one (:func:`fail_fast_redis_options`).
     """
     fs = settings.feature_store
     if fs.online_backend == "redis":
@@ -391,5 +419,6 @@ def make_online_store(settings: Settings, *, read_timeout_seconds: float | None 
             fs.redis_key_prefix,
             batch_size=fs.redis_batch_size,
             socket_timeout=read_timeout_seconds,
+            connect_timeout=connect_timeout_seconds,
         )
     return SQLiteOnlineStore(settings.online_sqlite_path)

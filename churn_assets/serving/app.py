@@ -2,9 +2,11 @@
 
 Endpoints (docs/serving.md): ``POST /predict``, ``POST /predict_features``, ``GET /rollout`` (admin),
 ``GET /ready`` (model loaded AND feature store answers), ``GET /openapi.json``. Request bodies are parsed and
-validated by pydantic (``model_validate_json``), responses serialised with orjson. Errors: 401 (API key),
-413 (body or batch too large), 422 (malformed JSON / types, naming the field and the rule), 429 (per-customer
-rate limit, with ``Retry-After``), 503 (feature store unavailable / breaker open, id-only requests), 504
+validated by pydantic (``model_validate_json``), responses serialised with orjson. Errors: 401 (API key,
+with ``WWW-Authenticate``), 403 (admin endpoint without a configured key), 404, 405 (with ``Allow``), 413
+(body or batch too large), 415 (not ``application/json``, with ``Accept-Post``), 422 (malformed JSON /
+types / non-finite numbers / missing features, naming the field and the rule), 429 (per-customer rate
+limit, with ``Retry-After``), 503 (feature store unavailable / breaker open, id-only requests), 504
 (request timeout).
 
 The parts: ``serving.schemas`` (request / response models), ``serving.routes`` (the endpoints),
@@ -29,18 +31,19 @@ from churn_assets.serving.http_metrics import metrics_for
 from churn_assets.serving.openapi import SWAGGER_HTML, merged_spec, openapi_spec, swagger_assets
 from churn_assets.serving.routes import FastPath, json_response
 from churn_assets.serving.runtime import Runtime
-from churn_assets.settings import Settings
+from churn_assets.settings import ServingSettings, Settings
 
 
-def _doc_routes(base_spec: Callable[[], dict[str, Any]] | None) -> list[BaseRoute]:
+def _doc_routes(base_spec: Callable[[], dict[str, Any]] | None, cfg: ServingSettings) -> list[BaseRoute]:
     """``/openapi.json``; ``/docs`` (Swagger UI) when its static files are installed; ``/docs.json``
     (``base_spec()`` plus the fast-path endpoints) when there is a base spec."""
+    spec = openapi_spec(cfg)
 
     async def openapi(request: Request) -> Response:
-        return json_response(openapi_spec())
+        return json_response(spec)
 
     async def docs_json(request: Request) -> Response:
-        return json_response(merged_spec(base_spec() if base_spec is not None else None))
+        return json_response(merged_spec(base_spec() if base_spec is not None else None, cfg))
 
     async def docs(request: Request) -> Response:
         return Response(SWAGGER_HTML, media_type="text/html")
@@ -58,8 +61,12 @@ def _doc_routes(base_spec: Callable[[], dict[str, Any]] | None) -> list[BaseRout
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (404, 405) as JSON, with the exception's headers (405: ``Allow``)."""
     status = getattr(exc, "status_code", 500)
-    return json_response({"error": str(getattr(exc, "detail", exc)), "path": request.url.path}, status)
+    headers = getattr(exc, "headers", None)
+    return json_response(
+        {"error": str(getattr(exc, "detail", exc)), "path": request.url.path}, status, headers
+    )
 
 
 def build_app(
@@ -75,6 +82,6 @@ def build_app(
     """
     fast_path = FastPath(settings.serving, runtime, metrics_for(metrics_module))
     return Starlette(
-        routes=fast_path.routes() + _doc_routes(base_spec),
+        routes=fast_path.routes() + _doc_routes(base_spec, settings.serving),
         exception_handlers={StarletteHTTPException: _http_error},
     )

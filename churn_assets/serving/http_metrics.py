@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 5.0)
+# The latency SLOs (``serving.slo_latency_p95_ms`` 45 ms, ``slo_latency_p99_ms`` 120 ms) are bucket bounds, so
+# the Prometheus alerts on histogram_quantile compare at an exact boundary, not inside an interpolated
+# bucket (tests/deploy/test_prometheus.py checks it).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.045, 0.08, 0.12, 0.16, 0.32, 0.64, 1.28, 5.0)
 
 
 class Metrics:
@@ -45,6 +48,18 @@ class Metrics:
         self.rate_limited = module.Counter(
             "churn_rate_limited", "Requests rejected by the per-customer limit."
         )
+        self.disconnects = module.Counter(
+            "churn_client_disconnects",
+            "Requests whose client went away before their work committed (nothing returned or logged), by "
+            "endpoint and stage.",
+            ["endpoint", "stage"],
+        )
+        self.rate_limit_degraded = _gauge(
+            module,
+            "churn_rate_limit_degraded",
+            "1 while the rate limiter's shared store is unavailable (fallback per "
+            "serving.rate_limit_on_store_failure), else 0.",
+        )
         self.breaker = (
             module.Gauge(
                 "churn_breaker_state",
@@ -59,6 +74,13 @@ class Metrics:
 
 
 _METRICS: dict[str, Metrics] = {}
+
+
+def _gauge(module: Any, name: str, doc: str) -> Any:
+    """A gauge that, across the service's worker processes, reports the maximum of the workers' values."""
+    if _accepts_multiprocess(module):
+        return module.Gauge(name, doc, multiprocess_mode="max")
+    return module.Gauge(name, doc)
 
 
 def _accepts_multiprocess(module: Any) -> bool:

@@ -14,11 +14,20 @@ from churn_assets.serving.schemas import (
     PredictFeaturesRequest,
     PredictRequest,
     PredictResponse,
+    RolloutResponse,
 )
+from churn_assets.settings import ServingSettings
 
 
-def openapi_spec() -> dict[str, Any]:
-    """OpenAPI 3.1 of the fast-path endpoints, from the pydantic models."""
+def openapi_spec(cfg: ServingSettings | None = None) -> dict[str, Any]:
+    """OpenAPI 3.1 of the fast-path endpoints, from the pydantic models and the serving settings ``cfg``.
+
+    It declares what the service enforces: ``/rollout`` always needs the ``x-api-key`` header; ``/predict``
+    and ``/predict_features`` need it when ``serving.require_api_key``, else they declare no security and no
+    401 answer; ``customer_ids`` and ``rows`` have at most ``serving.max_batch_size`` items.
+    """
+    cfg = cfg or ServingSettings()
+    require_api_key = cfg.require_api_key
     defs: dict[str, Any] = {}
 
     def schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -28,43 +37,59 @@ def openapi_spec() -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
     error_schema = schema(ErrorResponse)
-    errors = {
-        str(code): {"description": text, "content": {"application/json": {"schema": error_schema}}}
-        for code, text in [
-            (401, "missing or wrong x-api-key"),
-            (413, "body or batch too large"),
-            (422, "malformed JSON or types (names the field and rule)"),
-            (429, "per-customer rate limit (Retry-After)"),
-            (503, "feature store unavailable (breaker open)"),
-            (504, "request timeout"),
-        ]
-    }
-    ok = {
-        "200": {
-            "description": "per-customer predictions",
-            "content": {"application/json": {"schema": schema(PredictResponse)}},
+
+    def errors(*codes: int) -> dict[str, Any]:
+        return {
+            str(code): {
+                "description": ERRORS[code],
+                "content": {"application/json": {"schema": error_schema}},
+            }
+            for code in codes
         }
-    }
-    security: list[dict[str, list[str]]] = [{"ApiKey": []}]
+
+    def ok(model: type[BaseModel], description: str) -> dict[str, Any]:
+        return {
+            "200": {"description": description, "content": {"application/json": {"schema": schema(model)}}}
+        }
+
+    key: list[dict[str, list[str]]] = [{"ApiKey": []}]
+    predict_errors = (
+        (401, 413, 415, 422, 429, 503, 504) if require_api_key else (413, 415, 422, 429, 503, 504)
+    )
 
     def post(model: type[BaseModel], summary: str) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
                 "tags": ["churn"],
-                "security": security,
+                "security": key if require_api_key else [],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": schema(model)}}},
-                "responses": {**ok, **errors},
+                "responses": {**ok(PredictResponse, "per-customer predictions"), **errors(*predict_errors)},
             }
         }
 
+    rollout = {
+        "get": {
+            "summary": "Rollout phase, versions and breaker state (admin)",
+            "tags": ["admin"],
+            "security": key,
+            "responses": {
+                **ok(RolloutResponse, "the rollout as this worker sees it"),
+                **errors(401, 403, 503),
+            },
+        }
+    }
+    paths = {
+        "/predict": post(PredictRequest, "Score customers by id (features from the online store)"),
+        "/predict_features": post(PredictFeaturesRequest, "Score explicit feature rows"),
+        "/rollout": rollout,
+    }
+    for model, field in [("PredictRequest", "customer_ids"), ("PredictFeaturesRequest", "rows")]:
+        defs[model]["properties"][field]["maxItems"] = cfg.max_batch_size
     return {
         "openapi": "3.1.0",
         "info": {"title": "churnops serving", "version": "1"},
-        "paths": {
-            "/predict": post(PredictRequest, "Score customers by id (features from the online store)"),
-            "/predict_features": post(PredictFeaturesRequest, "Score explicit feature rows"),
-        },
+        "paths": paths,
         "components": {
             "schemas": defs,
             "securitySchemes": {
@@ -72,16 +97,28 @@ def openapi_spec() -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "header",
                     "name": "x-api-key",
-                    "description": "Needed only when `serving.api_key` is set.",
+                    "description": "Must equal the service's `serving.api_key`.",
                 }
             },
         },
     }
 
 
-def merged_spec(base: dict[str, Any] | None) -> dict[str, Any]:
+ERRORS = {
+    401: "missing or wrong x-api-key (WWW-Authenticate names the header)",
+    403: "admin endpoint disabled: the service has no serving.api_key",
+    413: "body or batch too large",
+    415: "content-type is not application/json (Accept-Post names it)",
+    422: "malformed JSON, wrong types, non-finite numbers or missing features (names the field and rule)",
+    429: "per-customer rate limit (Retry-After)",
+    503: "model not loaded yet, or feature store unavailable (breaker open)",
+    504: "request timeout",
+}
+
+
+def merged_spec(base: dict[str, Any] | None, cfg: ServingSettings | None = None) -> dict[str, Any]:
     """``base`` (BentoML's spec: infra endpoints) with the fast-path endpoints and schemas added."""
-    ours = openapi_spec()
+    ours = openapi_spec(cfg)
     if not base:
         return ours
     merged = {**base, "openapi": ours["openapi"]}

@@ -1,46 +1,82 @@
 """Resilience parts of the service, built on libraries: a TTL feature cache (``cachetools``), a per-customer
-rate limit (``limits`` moving window, Redis-backed when configured), a circuit breaker (``pybreaker``) that
-trips on an error RATE over a sliding window (pybreaker itself counts consecutive failures only), and the
-per-request :class:`Deadline` that bounds a request's work in the thread pool.
+rate limit (``limits`` moving window, Redis-backed when configured, with an in-process fallback), a circuit
+breaker (``pybreaker``) that trips on an error RATE over a sliding window (pybreaker itself counts consecutive
+failures only), and the per-request :class:`Deadline` that bounds a request's work in the thread pool.
+
+Every Redis use on the request path — feature reads, the rate limit, the rollout state — goes through its
+own :class:`RateBreaker` over a fail-fast client (short connect and read timeouts, no retried timeouts:
+``feature_store.online.fail_fast_redis_options``). Each breaker logs one line per state change.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pybreaker
 from limits import parse
-from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from churn_assets.feature_store.online import fail_fast_redis_options
 from churn_assets.settings import Settings
 
 T = TypeVar("T")
 BREAKER_STATE_CODE = {"closed": 0, "half-open": 1, "open": 2}
+log = logging.getLogger(__name__)
 
 
-class FeatureStoreUnavailable(RuntimeError):
+class StoreUnavailable(RuntimeError):
+    """A store behind a :class:`RateBreaker` is unavailable: its breaker is open or the call just failed."""
+
+
+class FeatureStoreUnavailable(StoreUnavailable):
     """The breaker is open (or the store just failed): id-only requests cannot be served."""
+
+
+class RateLimitUnavailable(StoreUnavailable):
+    """The rate limiter's shared store is unavailable and ``rate_limit_on_store_failure`` is ``closed``."""
 
 
 class RateBreaker:
     """A pybreaker ``CircuitBreaker`` that opens when the share of failed calls within the last
     ``window_seconds`` exceeds ``error_rate`` (with at least ``min_calls`` calls in the window); it
-    half-opens after ``reset_seconds`` and closes on the next success (pybreaker's state machine)."""
+    half-opens after ``reset_seconds`` and closes on the next success (pybreaker's state machine).
+
+    Store calls run concurrently (outside the breaker's lock). While it is not closed, requests never wait
+    for the store: with a ``probe`` (a cheap call to the store) every call is refused at once and a timer
+    thread runs the probe ``reset_seconds`` after each opening, its success closing the breaker (so the
+    breaker closes within about ``reset_seconds`` of the store's return, with or without traffic); without one, ONE
+    call at a time is let through as the trial and concurrent calls are refused at once. Failures raise
+    ``error`` (a :class:`StoreUnavailable`) naming ``name``; every state change is logged once.
+    """
 
     def __init__(
-        self, error_rate: float, window_seconds: float, min_calls: int, reset_seconds: float
+        self,
+        error_rate: float,
+        window_seconds: float,
+        min_calls: int,
+        reset_seconds: float,
+        name: str = "feature store",
+        error: type[StoreUnavailable] = FeatureStoreUnavailable,
+        probe: Callable[[], object] | None = None,
     ) -> None:
         self.error_rate, self.window, self.min_calls = error_rate, window_seconds, min_calls
+        self.name, self.error, self.probe = name, error, probe
+        self.reset_seconds = reset_seconds
+        self._opens = 0  # times opened: a probe knows whether its failure already scheduled the next one
         self._calls: collections.deque[tuple[float, bool]] = collections.deque()
         self._failures = 0
         self._lock = threading.Lock()
+        self._trial = False
+        self.last_error = ""
         self.breaker = pybreaker.CircuitBreaker(
-            fail_max=2**31, reset_timeout=reset_seconds, listeners=[_Reset(self)], name="feature_store"
+            fail_max=2**31, reset_timeout=reset_seconds, listeners=[_Listener(self)], name=name
         )
 
     @property
@@ -64,27 +100,102 @@ class RateBreaker:
             self._calls.clear()
             self._failures = 0
 
-    def call(self, func: Callable[..., T], *args: Any) -> T:
+    def _noted(self, func: Callable[..., T], *args: Any) -> T:
         try:
-            result = self.breaker.call(func, *args)
+            return func(*args)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def call(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` through the breaker; raises ``error`` when it is open or the call fails.
+
+        While the breaker is not closed, a breaker with a ``probe`` refuses every call at once (a timer probes
+        the store ``reset_seconds`` after each opening); without one, one call at a time is the trial.
+        """
+        trial = called = False
+        if self.state != "closed":
+            if self.probe is not None:
+                raise self.error(f"{self.name} circuit is open (last error: {self.last_error})")
+            with self._lock:
+                if self._trial:
+                    raise self.error(f"{self.name} circuit is open (a trial call is under way)")
+                self._trial = trial = True
+        try:
+            # Not ``breaker.call``: that holds the breaker's lock for the whole call, so concurrent store
+            # calls would queue behind one another (behind every timeout of a frozen store). ``calling()``
+            # takes the lock only to check and change the state.
+            with self.breaker.calling():
+                called = True
+                result = self._noted(func, *args)
         except pybreaker.CircuitBreakerError as exc:
-            raise FeatureStoreUnavailable(f"feature store circuit is {self.state}: {exc}") from exc
+            if called:  # the trial itself failed (pybreaker re-opened the circuit)
+                raise self.error(f"{self.name} failed (trial call): {self.last_error}") from None
+            raise self.error(f"{self.name} circuit is open: {exc}") from None
         except Exception as exc:
             if self.state == "closed" and self._record(False):
                 self.breaker.open()
-            raise FeatureStoreUnavailable(f"feature store failed: {type(exc).__name__}: {exc}") from exc
+            raise self.error(f"{self.name} failed: {self.last_error}") from exc
+        finally:
+            if trial:
+                with self._lock:
+                    self._trial = False
         if self.state == "closed":
             self._record(True)
         return result
 
+    def _schedule_probe(self, delay: float) -> None:
+        """Probe the store in ``delay`` seconds (the breaker just opened), in a daemon timer thread."""
+        if self.probe is None:
+            return
+        timer = threading.Timer(delay, self._run_probe, args=(self._opens,))
+        timer.daemon = True
+        timer.start()
 
-class _Reset(pybreaker.CircuitBreakerListener):
+    def _run_probe(self, opens: int) -> None:
+        with self._lock:
+            if self._trial:
+                return
+            self._trial = True
+        try:
+            with self.breaker.calling():  # half-opens; success closes, failure re-opens (and reschedules)
+                self._noted(self.probe)  # type: ignore[arg-type]
+        except Exception:
+            pass
+        finally:
+            with self._lock:
+                self._trial = False
+        if self.state != "closed" and self._opens == opens:  # too early for pybreaker's clock: again
+            self._schedule_probe(0.05)
+
+
+class _Listener(pybreaker.CircuitBreakerListener):
+    """Clears the window when the breaker closes; logs one line per state change."""
+
     def __init__(self, owner: RateBreaker) -> None:
         self.owner = owner
 
     def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        if new_state is not None and new_state.name == "closed":
-            self.owner.clear()
+        if new_state is None:
+            return
+        old = getattr(old_state, "name", "none")
+        owner = self.owner
+        if new_state.name == "closed":
+            owner.clear()
+            log.warning("%s circuit breaker closed (%s -> closed): the store answers again", owner.name, old)
+        elif new_state.name == "open":
+            owner._opens += 1
+            owner._schedule_probe(owner.reset_seconds)
+            log.warning(
+                "%s circuit breaker opened (%s -> open), last error: %s", owner.name, old, owner.last_error
+            )
+        else:
+            log.info("%s circuit breaker half-open: trying the store again", owner.name)
+
+
+def _ping(storage: RedisStorage) -> None:
+    if not storage.check():  # limits returns False on any Redis error
+        raise ConnectionError("rate limit store: PING failed")
 
 
 class CustomerRateLimit:
@@ -93,6 +204,11 @@ class CustomerRateLimit:
     The moving window keeps one timestamp per hit (a Redis list per customer, trimmed to the limit, via
     ``limits``' Lua scripts): at most ``N`` hits in ANY window of the period, also across a window boundary
     (a fixed window lets ``2N`` through there). Retry-After = when the oldest hit in the window expires.
+
+    With Redis, every hit goes through a :class:`RateBreaker` over a fail-fast client. When the store fails
+    (or its breaker is open) the limiter is *degraded*: per ``serving.rate_limit_on_store_failure`` it counts
+    in an in-process moving window (``open``, the default) or raises :class:`RateLimitUnavailable`
+    (``closed``). Entering and leaving the degraded state is logged once each.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -101,25 +217,68 @@ class CustomerRateLimit:
         use_redis = cfg.rate_limit_storage == "redis" or (
             cfg.rate_limit_storage == "auto" and settings.feature_store.online_backend == "redis"
         )
-        storage: Storage = (
-            RedisStorage(
-                cfg.redis_url.get_secret_value(),
-                key_prefix=f"{cfg.redis_key_prefix}:ratelimit",
-                socket_timeout=1.0,
-            )
-            if use_redis
-            else MemoryStorage()
-        )
         self.backend = "redis" if use_redis else "memory"
-        self.limiter = MovingWindowRateLimiter(storage)
+        self.on_failure = cfg.rate_limit_on_store_failure
+        self.local = MovingWindowRateLimiter(MemoryStorage())
+        self.limiter = self.local
+        self.breaker: RateBreaker | None = None
+        self.degraded = False
+        self._lock = threading.Lock()
+        if use_redis:
+            options = fail_fast_redis_options(cfg.redis_timeout_seconds, cfg.redis_connect_timeout_seconds)
+            storage = RedisStorage(
+                cfg.redis_url.get_secret_value(), key_prefix=f"{cfg.redis_key_prefix}:ratelimit", **options
+            )
+            self.limiter = MovingWindowRateLimiter(storage)
+            self.breaker = RateBreaker(
+                cfg.breaker_error_rate,
+                cfg.breaker_window_seconds,
+                cfg.breaker_min_calls,
+                cfg.breaker_reset_seconds,
+                name="rate limit store",
+                error=RateLimitUnavailable,
+                probe=functools.partial(_ping, storage),
+            )
+
+    def _hit(self, limiter: MovingWindowRateLimiter, key: str) -> float | None:
+        if limiter.hit(self.item, key):
+            return None
+        reset_at = limiter.get_window_stats(self.item, key).reset_time
+        return max(1.0, reset_at - time.time())
+
+    def _set_degraded(self, degraded: bool, reason: str = "") -> None:
+        with self._lock:
+            if degraded == self.degraded:
+                return
+            self.degraded = degraded
+        if degraded:
+            fallback = (
+                "counting per worker in memory (fail-open)"
+                if self.on_failure == "open"
+                else "answering 503 (fail-closed)"
+            )
+            log.warning("rate limiter degraded: shared store unavailable (%s); %s", reason, fallback)
+        else:
+            log.warning("rate limiter recovered: counting in the shared store again")
 
     def hit(self, customer_id: int) -> float | None:
-        """None when allowed, else seconds until the customer's oldest hit leaves the window (Retry-After)."""
+        """None when allowed, else seconds until the customer's oldest hit leaves the window (Retry-After).
+
+        Raises :class:`RateLimitUnavailable` when the shared store is down and the limiter fails closed.
+        """
         key = str(customer_id)
-        if self.limiter.hit(self.item, key):
-            return None
-        reset_at = self.limiter.get_window_stats(self.item, key).reset_time
-        return max(1.0, reset_at - time.time())
+        if self.breaker is None:
+            return self._hit(self.limiter, key)
+        try:
+            retry = self.breaker.call(self._hit, self.limiter, key)
+        except StoreUnavailable as exc:
+            self._set_degraded(True, str(exc))
+            if self.on_failure == "closed":
+                raise RateLimitUnavailable(f"rate limiter unavailable: {exc}") from None
+            return self._hit(self.local, key)
+        if self.degraded:
+            self._set_degraded(False)
+        return retry
 
 
 class RequestTimedOut(Exception):
@@ -174,3 +333,21 @@ class Deadline:
             if not self._committed:
                 self._expired = True
             return not self._committed
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the request's work committed: nothing of it is returned or logged."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"client disconnected (stage: {stage})")
+        self.stage = stage
+
+
+async def client_disconnected(receive: Callable[[], Awaitable[Any]]) -> bool:
+    """Wait on the ASGI ``receive`` channel of a request whose body was read: True once the client has
+    disconnected; False at once when the server cannot tell (it sent another kind of message)."""
+    try:
+        message = await receive()
+    except Exception:  # a server that cannot tell
+        return False
+    return isinstance(message, dict) and message.get("type") == "http.disconnect"

@@ -12,7 +12,10 @@ State location (``settings.serving.rollout_backend``):
 * ``file`` (default): JSON at ``home/serving/rollout.json``, replaced atomically; readers re-read it when
   its modification time (ns) changes.
 * ``redis``: the JSON string at key ``{serving.redis_key_prefix}:rollout``; readers re-read it at most
-  every ``serving.rollout_refresh_seconds``.
+  every ``serving.rollout_refresh_seconds``. The service reads it once at start, then re-reads it in a
+  background thread (a request never waits for Redis), through a circuit breaker over a fail-fast client;
+  when Redis is unavailable it keeps routing by the last state it read (logged once when the state goes
+  stale and once when it is fresh again).
 
 Routing (:func:`route`) is a deterministic hash of ``customer_id`` (SplitMix64 finaliser) into 10,000
 buckets: the same customer always gets the same variant within a phase, and raising the share only moves
@@ -23,16 +26,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from churn_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from churn_assets.serving.resilience import RateBreaker
+
+log = logging.getLogger(__name__)
 
 PHASES: tuple[str, ...] = ("none", "shadow", "canary_5", "canary_25", "canary_50", "full")
 CANDIDATE_SHARE: dict[str, float] = {
@@ -100,27 +110,80 @@ def route(customer_id: int, state: RolloutState) -> Literal["champion", "canary"
 
 
 class RolloutStore:
-    """Load and change the rollout state (file or Redis, see the module docstring)."""
+    """Load and change the rollout state (file or Redis, see the module docstring).
 
-    def __init__(self, settings: Settings) -> None:
+    ``breaker`` (the service's read path): Redis reads of :meth:`current` go through it, over a fail-fast
+    client (``serving.redis_timeout_seconds`` / ``redis_connect_timeout_seconds``, no retried timeouts).
+    """
+
+    def __init__(self, settings: Settings, breaker: RateBreaker | None = None) -> None:
         self.settings = settings
         self.backend = settings.serving.rollout_backend
         self.path: Path = settings.serving_dir / "rollout.json"
         self.key = f"{settings.serving.redis_key_prefix}:rollout"
+        self.breaker = breaker
         self._redis: Any = None
         self._cached: RolloutState | None = None
         self._cached_marker: Any = None
         self._checked_at = 0.0
+        self.stale = False  # the service routes by a state it could not refresh
+        self._failed: str | None = None  # the last failed refresh
+        self._lock = threading.Lock()
+        self._refreshing = False
 
     # -- storage ----------------------------------------------------------------------------------
     def _client(self) -> Any:
         if self._redis is None:
             import redis
 
-            self._redis = redis.Redis.from_url(
-                self.settings.serving.redis_url.get_secret_value(), socket_timeout=2
-            )
+            if self.breaker is not None:
+                from churn_assets.feature_store.online import fail_fast_redis_options
+
+                cfg = self.settings.serving
+                options = fail_fast_redis_options(
+                    cfg.redis_timeout_seconds, cfg.redis_connect_timeout_seconds
+                )
+                self._redis = redis.Redis.from_url(cfg.redis_url.get_secret_value(), **options)
+            else:
+                self._redis = redis.Redis.from_url(
+                    self.settings.serving.redis_url.get_secret_value(), socket_timeout=2
+                )
         return self._redis
+
+    def _refresh(self, now: float) -> RolloutState:
+        """Re-read the Redis state (through the breaker); on failure keep the last one read, if any."""
+        self._checked_at = now  # a failed read is retried after rollout_refresh_seconds, not per request
+        try:
+            state = self.breaker.call(self.load) if self.breaker is not None else self.load()
+        except Exception as exc:
+            self._failed = f"{type(exc).__name__}: {exc}"
+            if self._cached is None:
+                raise
+            if not self.stale:
+                self.stale = True
+                log.warning("rollout state unavailable (%s): routing by the last state read", exc)
+            return self._cached
+        if self.stale:
+            self.stale = False
+            log.warning("rollout state readable again")
+        self._cached, self._failed = state, None
+        return state
+
+    def _refresh_in_background(self, now: float) -> None:
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing, self._checked_at = True, now
+
+        def run() -> None:
+            try:
+                self._refresh(time.monotonic())
+            except Exception as exc:  # pragma: no cover - _refresh keeps the cached state on failures
+                log.warning("rollout state refresh failed: %s", exc)
+            finally:
+                self._refreshing = False
+
+        threading.Thread(target=run, name="rollout-refresh", daemon=True).start()
 
     def load(self) -> RolloutState:
         """The current state (``phase="none"`` with no versions when nothing was stored yet)."""
@@ -139,11 +202,15 @@ class RolloutStore:
         """
         if self.backend == "redis":
             now = time.monotonic()
-            if (
-                self._cached is None
-                or now - self._checked_at >= self.settings.serving.rollout_refresh_seconds
-            ):
-                self._cached, self._checked_at = self.load(), now
+            due = now - self._checked_at >= self.settings.serving.rollout_refresh_seconds
+            if self._cached is None:
+                if not due and self._failed is not None:
+                    raise RolloutError(f"rollout state unavailable: {self._failed}")
+                return self._refresh(now)
+            if due and self.breaker is not None:
+                self._refresh_in_background(now)
+            elif due:
+                return self._refresh(now)
             return self._cached
         try:
             marker: Any = self.path.stat().st_mtime_ns

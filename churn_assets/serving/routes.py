@@ -9,6 +9,7 @@ guards (API key, body and batch limits, per-customer rate limit), the deadline a
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,11 +29,14 @@ from starlette.routing import BaseRoute, Route
 from churn_assets.serving.http_metrics import Metrics
 from churn_assets.serving.resilience import (
     BREAKER_STATE_CODE,
+    ClientDisconnected,
     Deadline,
     FeatureStoreUnavailable,
+    RateLimitUnavailable,
     RequestTimedOut,
+    client_disconnected,
 )
-from churn_assets.serving.runtime import Runtime
+from churn_assets.serving.runtime import Runtime, Scoring
 from churn_assets.serving.schemas import PredictFeaturesRequest, PredictRequest
 from churn_assets.settings import ServingSettings
 
@@ -40,6 +44,7 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger(__name__)
+AUTH_CHALLENGE = {"WWW-Authenticate": 'ApiKey header="x-api-key"'}
 
 
 def json_response(
@@ -99,10 +104,28 @@ class FastPath:
             raise HttpError(413, f"body of {len(body)} bytes exceeds the limit of {limit}")
         return body
 
-    def check_key(self, request: Request) -> None:
+    def check_key(self, request: Request, admin: bool = False) -> None:
+        """``x-api-key`` against ``serving.api_key`` (constant time). Admin endpoints always need it and
+        are disabled (403) without a configured key; predict endpoints need it when ``require_api_key``."""
         key = self.cfg.api_key
-        if key is not None and request.headers.get("x-api-key") != key.get_secret_value():
-            raise HttpError(401, "missing or wrong x-api-key header")
+        if key is None and admin:
+            raise HttpError(403, "admin endpoint disabled: serving.api_key is not set")
+        if not admin and not self.cfg.require_api_key:
+            return
+        sent = request.headers.get("x-api-key", "").encode("latin-1")  # as Starlette decoded it
+        if key is None or not hmac.compare_digest(sent, key.get_secret_value().encode()):
+            why = "" if key is not None else " (serving.api_key is not set: no key is accepted)"
+            raise HttpError(401, f"missing or wrong x-api-key header{why}", AUTH_CHALLENGE)
+
+    def check_content_type(self, request: Request) -> None:
+        """Bodies are JSON: any other (or no) media type gets 415."""
+        sent = request.headers.get("content-type", "")
+        if sent.partition(";")[0].strip().lower() != "application/json":
+            raise HttpError(
+                415,
+                f"content-type {sent or '(none)'!r} is not supported: send application/json",
+                {"Accept-Post": "application/json"},
+            )
 
     def check_batch(self, n: int, what: str) -> None:
         if n > self.cfg.max_batch_size:
@@ -110,7 +133,12 @@ class FastPath:
 
     def limit(self, rt: Runtime, ids: list[int]) -> None:
         for cid in dict.fromkeys(ids):
-            retry = rt.rate_limit.hit(cid)
+            try:
+                retry = rt.rate_limit.hit(cid)
+            except RateLimitUnavailable as exc:  # rate_limit_on_store_failure = closed
+                raise HttpError(503, str(exc), {"Retry-After": self.retry_after()}) from None
+            finally:
+                self.metrics.rate_limit_degraded.set(int(rt.rate_limit.degraded))
             if retry is not None:
                 self.metrics.rate_limited.inc()
                 raise HttpError(
@@ -120,14 +148,22 @@ class FastPath:
                 )
 
     # -- deadline and error mapping ------------------------------------------------------------------
-    async def in_thread(self, name: str, deadline: Deadline, work: Callable[[], T]) -> T:
-        """``work()`` in the thread pool, waited for until ``deadline``.
+    def retry_after(self) -> str:
+        return str(max(1, int(self.cfg.breaker_reset_seconds + 0.999)))
 
-        At the deadline the thread is abandoned (it cannot be killed) and :class:`RequestTimedOut` raised;
-        the work stops at its next stage boundary (``Deadline.enter``) and, not having committed, logs
-        nothing. If it had already committed (it is writing the prediction log), its answer is awaited.
+    async def in_thread(
+        self, name: str, deadline: Deadline, work: Callable[[], T], request: Request | None = None
+    ) -> T:
+        """``work()`` in the thread pool, waited for until ``deadline`` or until ``request``'s client
+        disconnects.
+
+        Then the thread is abandoned (it cannot be killed) and :class:`RequestTimedOut` (or
+        :class:`ClientDisconnected`) raised; the work stops at its next stage boundary (``Deadline.enter``)
+        and, not having committed, logs nothing. If it had already committed (it is writing the prediction
+        log), its answer is awaited.
         """
         done: Future[T] = Future()
+        disconnected = False
 
         def run() -> None:
             try:
@@ -139,10 +175,24 @@ class FastPath:
             except BaseException as exc:
                 done.set_exception(exc)
 
-        with anyio.move_on_after(deadline.remaining()):
-            await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+        waiting = anyio.move_on_after(deadline.remaining())
+
+        async def watch(receive: Callable[[], Awaitable[Any]]) -> None:
+            nonlocal disconnected
+            if await client_disconnected(receive):
+                disconnected = True
+                waiting.cancel()
+
+        async with anyio.create_task_group() as watchers:
+            if request is not None:
+                watchers.start_soon(watch, request.receive)
+            with waiting:
+                await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            watchers.cancel_scope.cancel()
         if not done.done():
             if deadline.expire():
+                if disconnected:
+                    raise ClientDisconnected(deadline.stage)
                 raise RequestTimedOut(deadline.stage, deadline.seconds)
             await anyio.to_thread.run_sync(done.result)  # committed: only the log write is left
         return done.result()
@@ -165,6 +215,9 @@ class FastPath:
                 metrics.timeouts.labels(name, exc.stage).inc()
                 log.warning("%s: %s", name, exc)
                 response = json_response({"error": str(exc), "stage": exc.stage}, 504)
+            except ClientDisconnected as exc:  # nobody reads this answer; nothing was logged
+                metrics.disconnects.labels(name, exc.stage).inc()
+                response = json_response({"error": str(exc), "stage": exc.stage}, 499)
             if response.status_code >= 400:
                 metrics.errors.labels(name, str(response.status_code)).inc()
             version = response.headers.get("x-model-version", "none")
@@ -174,18 +227,23 @@ class FastPath:
 
         return wrapped
 
-    def respond(self, rt: Runtime, items: list[dict[str, Any]], shadow: list[Any]) -> Response:
+    def respond(self, rt: Runtime, scoring: Scoring, deadline: Deadline) -> Response:
+        """The response of a scored request, then its prediction-log write (``rt.log``): a failure on the
+        way to the response (serialisation, the deadline, a gone client) leaves the log untouched."""
+        items, shadow = scoring.items, scoring.shadow
         variants = {i["variant"] for i in items if "variant" in i}
         versions = {i["model_version"] for i in items if "model_version" in i}
-        for i in items:
-            if "variant" in i:
-                self.metrics.predictions.labels(i["model_version"], i["variant"]).inc()
         task = BackgroundTask(run_in_threadpool, rt.score_shadow, shadow) if shadow else None
         headers = {
             "x-model-version": ",".join(sorted(versions)) or "none",
             "x-variant": ",".join(sorted(variants)) or "none",
         }
-        return json_response({"predictions": items}, headers=headers, background=task)
+        response = json_response({"predictions": items}, headers=headers, background=task)
+        rt.log(scoring, deadline)
+        for i in items:
+            if "variant" in i:
+                self.metrics.predictions.labels(i["model_version"], i["variant"]).inc()
+        return response
 
     # -- handlers ------------------------------------------------------------------------------------
     async def parse(
@@ -193,6 +251,7 @@ class FastPath:
     ) -> tuple[M, Runtime]:
         """The validated body of an authorised request within the batch limit, and the runtime."""
         self.check_key(request)
+        self.check_content_type(request)
         req = model.model_validate_json(await self.body_of(request))
         self.check_batch(count(req), what)
         return req, self.current()
@@ -212,8 +271,8 @@ class FastPath:
                 raise HttpError(
                     503,
                     f"{exc}; id-only predictions are unavailable, POST /predict_features still works",
-                    {"Retry-After": str(int(self.cfg.breaker_reset_seconds))},
-                ) from exc
+                    {"Retry-After": self.retry_after()},
+                ) from None
             self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
             rows: list[dict[str, Any] | None] = []
             errors = {}
@@ -225,10 +284,10 @@ class FastPath:
                     self.metrics.item_errors.labels("unknown_customer").inc()
                 else:
                     rows.append(values)
-            items, shadow = rt.predict_rows(req.customer_ids, rows, req.explain, errors, deadline)
-            return self.respond(rt, items, shadow)
+            scoring = rt.score_rows(req.customer_ids, rows, req.explain, errors, deadline)
+            return self.respond(rt, scoring, deadline)
 
-        return await self.in_thread("predict", deadline, work)
+        return await self.in_thread("predict", deadline, work, request)
 
     async def predict_features(self, request: Request) -> Response:
         req, rt = await self.parse(request, PredictFeaturesRequest, lambda r: len(r.rows), "rows")
@@ -247,10 +306,10 @@ class FastPath:
             ids = [r.pop("customer_id") for r in dumped]
             deadline.enter("rate_limit")
             self.limit(rt, [i for i in ids if i is not None])
-            items, shadow = rt.predict_rows(ids, dumped, req.explain, deadline=deadline)
-            return self.respond(rt, items, shadow)
+            scoring = rt.score_rows(ids, dumped, req.explain, deadline=deadline)
+            return self.respond(rt, scoring, deadline)
 
-        return await self.in_thread("predict_features", deadline, work)
+        return await self.in_thread("predict_features", deadline, work, request)
 
     async def ready(self, request: Request) -> Response:
         rt = self.runtime()
@@ -261,7 +320,7 @@ class FastPath:
         return json_response({"ready": ok, "reason": reason, "models": sorted(rt.models)}, 200 if ok else 503)
 
     async def rollout(self, request: Request) -> Response:
-        self.check_key(request)
+        self.check_key(request, admin=True)
         rt = self.current()
         state = rt.state()
         return json_response(

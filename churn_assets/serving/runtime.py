@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cachetools
@@ -22,6 +23,7 @@ from churn_assets.serving.resilience import (
     Deadline,
     FeatureStoreUnavailable,
     RateBreaker,
+    StoreUnavailable,
 )
 from churn_assets.serving.rollout import RolloutState, RolloutStore, route
 from churn_assets.serving.scoring import ScoringModel, feature_hash
@@ -48,6 +50,17 @@ def serving_clock(settings: Settings) -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+@dataclass
+class Scoring:
+    """A scored request before it is logged: response ``items`` (scored or per-item errors), the ``shadow``
+    work (candidate model, customer id, row) to score after the response, and the prediction-log
+    ``records`` of the scored items."""
+
+    items: list[dict[str, Any]]
+    shadow: list[tuple[ScoringModel, int | None, Mapping[str, Any]]]
+    records: list[dict[str, Any]]
+
+
 class Runtime:
     """A worker's serving state; ``models`` maps registry version -> loaded model."""
 
@@ -66,17 +79,24 @@ class Runtime:
         self.models = dict(models)
         self.default_version = default_version
         self.store = store or make_online_store(
-            settings, read_timeout_seconds=cfg.feature_store_timeout_seconds
+            settings,
+            read_timeout_seconds=cfg.feature_store_timeout_seconds,
+            connect_timeout_seconds=cfg.redis_connect_timeout_seconds,
         )
         self.writer = writer or PredictionLogWriter(settings)
-        self.rollout = RolloutStore(settings)
-        self.rate_limit = CustomerRateLimit(settings)
-        self.breaker = RateBreaker(
+        breaker_args = (
             cfg.breaker_error_rate,
             cfg.breaker_window_seconds,
             cfg.breaker_min_calls,
             cfg.breaker_reset_seconds,
         )
+        rollout_breaker = RateBreaker(*breaker_args, name="rollout state store", error=StoreUnavailable)
+        self.rollout = RolloutStore(settings, rollout_breaker)
+        rollout_breaker.probe = self.rollout.load
+        self.rate_limit = CustomerRateLimit(settings)
+        # Open: requests get 503 at once; a timer re-reads one id every breaker_reset_seconds to close it.
+        self.breaker = RateBreaker(*breaker_args, probe=lambda: self._read_store([0]))
+        self._state_unreadable = False
         self.cache: cachetools.TTLCache[int, dict[str, Any]] | None = (
             cachetools.TTLCache(cfg.feature_cache_size, cfg.feature_cache_ttl_seconds)
             if cfg.feature_cache_ttl_seconds > 0
@@ -89,11 +109,19 @@ class Runtime:
 
     # -- versions ---------------------------------------------------------------------------------
     def state(self) -> RolloutState:
+        """The rollout state; when it cannot be read (and none was read before) the default version serves
+        all traffic (logged once, and once more when the state is readable again)."""
         try:
-            return self.rollout.current()
-        except Exception as exc:  # a broken state file must not take serving down
-            log.warning("rollout state unreadable (%s): serving the default version", exc)
+            state = self.rollout.current()
+        except Exception as exc:  # a broken state file or an unreachable Redis must not take serving down
+            if not self._state_unreadable:
+                self._state_unreadable = True
+                log.warning("rollout state unreadable (%s): serving the default version", exc)
             return RolloutState()
+        if self._state_unreadable:
+            self._state_unreadable = False
+            log.warning("rollout state readable again: phase %s", state.phase)
+        return state
 
     def model_for(self, version: str | None) -> ScoringModel:
         if version is not None and version in self.models:
@@ -143,19 +171,29 @@ class Runtime:
         return True, "ok"
 
     # -- scoring ----------------------------------------------------------------------------------
-    def predict_rows(
+    def log(self, scoring: Scoring, deadline: Deadline | None = None) -> None:
+        """The point of no return of a request: commit ``deadline`` (raises
+        :class:`~churn_assets.serving.resilience.RequestTimedOut` when it has passed or the client went away:
+        nothing is logged) and append the scored items to the prediction log.
+
+        Call it after everything that can still fail on the way to the response (serialisation included),
+        so that a prediction is logged exactly when it is returned.
+        """
+        if deadline is not None:
+            deadline.commit()
+        if scoring.records:
+            self.writer.append(scoring.records)
+
+    def score_rows(
         self,
         ids: Sequence[int | None],
         rows: Sequence[Mapping[str, Any] | None],
         explain: bool,
         errors: Mapping[int, str] | None = None,
         deadline: Deadline | None = None,
-    ) -> tuple[list[dict[str, Any]], list[tuple[ScoringModel, int, Mapping[str, Any]]]]:
-        """Score ``rows`` (None = per-item error in ``errors``); returns the response items and the shadow work.
-
-        Every scored item is appended to the prediction log — unless ``deadline`` passes first (then
-        :class:`~churn_assets.serving.resilience.RequestTimedOut` is raised and nothing is logged).
-        """
+    ) -> Scoring:
+        """Score ``rows`` (None = per-item error in ``errors``): the response items, the shadow work and the
+        prediction-log records, with no side effect (:meth:`log` writes the records)."""
         if deadline is not None:
             deadline.enter("scoring")
         start = time.perf_counter()
@@ -194,10 +232,6 @@ class Runtime:
             if done is None or row is None:
                 continue
             records.append(self._record(request_id, now, done, row, latency_ms))
-        if deadline is not None:
-            deadline.commit()
-        if records:
-            self.writer.append(records)
         shadow = []
         if state.phase == "shadow" and candidate is not None:
             shadow = [(candidate, i, rows[i]) for idx in groups.values() for i in idx]  # type: ignore[misc]
@@ -205,7 +239,7 @@ class Runtime:
             o if o is not None else {"customer_id": ids[i], "error": (errors or {}).get(i, "not scored")}
             for i, o in enumerate(out)
         ]
-        return items, [(m, ids[i], r) for m, i, r in shadow]  # type: ignore[misc]
+        return Scoring(items, [(m, ids[i], r) for m, i, r in shadow], records)  # type: ignore[misc]
 
     def _record(
         self,

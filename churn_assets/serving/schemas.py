@@ -1,21 +1,44 @@
 """Request and response models of the HTTP fast path (pydantic): validation and the OpenAPI schemas.
 
-``FeatureRow`` is generated from the feature declarations (``feature_store.definitions``): one optional
-field per feature, typed by its dtype, unknown fields rejected.
+``FeatureRow`` is generated from the feature declarations (``feature_store.definitions``): one required,
+nullable field per feature (the value or ``null``, never left out), typed by its dtype, floats finite (no
+NaN / Infinity), unknown fields rejected. The OpenAPI document is generated from these models, so a client
+generated from it sends exactly what the service accepts.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from pydantic import create_model as create_pydantic_model
 
 from churn_assets.feature_store.definitions import all_features
 
 INT64_MAX = 2**63 - 1
-CustomerId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
-Int64 = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+
+
+def _integral_float_to_int(value: Any) -> Any:
+    """JSON Schema's ``integer`` is any number with no fractional part: ``3.0`` is one (what a client
+    sends when its numbers are doubles); ``3.5``, ``"3"`` and ``true`` still fail the strict int check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_AS_INT = BeforeValidator(_integral_float_to_int)
+CustomerId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX), _AS_INT]
+Int64 = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX), _AS_INT]
+FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # JSON ints accepted (as floats); no NaN/inf
 
 
 class PredictRequest(BaseModel):
@@ -28,12 +51,15 @@ class PredictRequest(BaseModel):
     explain: StrictBool = Field(False, description="Return the top-3 SHAP reasons per customer.")
 
 
-_PY_TYPES: dict[str, Any] = {"int64": Int64, "float64": Int64 | StrictFloat, "string": StrictStr}
+_PY_TYPES: dict[str, Any] = {"int64": Int64, "float64": FiniteFloat, "string": StrictStr}
 FeatureRow: type[BaseModel] = create_pydantic_model(  # type: ignore[call-overload]
     "FeatureRow",
     __config__=ConfigDict(extra="forbid"),
     customer_id=(CustomerId | None, Field(None, description="Optional: logged, rate limited, routed.")),
-    **{f.name: (_PY_TYPES[f.dtype] | None, Field(None, description=f.description)) for f in all_features()},
+    **{
+        f.name: (_PY_TYPES[f.dtype] | None, Field(description=f"{f.description} (required; null = missing)"))
+        for f in all_features()
+    },
 )
 
 
@@ -78,3 +104,13 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="What went wrong, naming the field and rule where there is one.")
     detail: list[dict[str, str]] | None = Field(None, description="422: field, rule, message per error.")
     stage: str | None = Field(None, description="504: what the request was doing at the deadline.")
+
+
+class RolloutResponse(BaseModel):
+    """``GET /rollout``: the rollout as this worker sees it."""
+
+    phase: str
+    stable_version: str | None
+    candidate_version: str | None
+    loaded_versions: list[str]
+    breaker: str = Field(description="Feature-store breaker of this worker: closed, half-open or open.")

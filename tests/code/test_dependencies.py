@@ -25,7 +25,7 @@ RUNTIME_CODE = ("churn_assets", "bento", "data_contracts")
 TOOLS_AND_CONFIG = {
     # `make ui` runs `dagster dev`, which starts the `dagster-webserver` executable; tests/ui starts it too.
     "dagster-webserver": "tool: the Dagster UI server",
-    # docs/dagster_postgres.yaml (`storage: postgres`) makes Dagster load dagster_postgres by name.
+    # deploy/dagster/dagster_postgres.yaml (`storage: postgres`) makes Dagster load dagster_postgres by name.
     "dagster-postgres": "config: the PostgreSQL Dagster instance storage",
 }
 

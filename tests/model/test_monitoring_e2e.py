@@ -248,3 +248,19 @@ def test_week_predictions_read_the_log_and_score_only_the_rest(world, tmp_path) 
     rest = frame.filter(~pl.col("customer_id").is_in(ids))
     assert rest["model_version"].unique().to_list() == [champion.version]
     assert rest["variant"].unique().to_list() == ["champion"]
+
+
+def test_the_weekly_step_writes_the_quality_gauges_prometheus_scrapes(world) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings, _, _, _, later, _ = world
+    samples = {
+        s.name: (s.labels, s.value)
+        for family in text_string_to_metric_families(settings.monitoring_metrics_path.read_text())
+        for s in family.samples
+    }
+    perf, drift = later[PERFORMANCE_REPORT.to_user_string()], later[DRIFT_REPORT.to_user_string()]
+    version = {"model_version": perf["model_version"]}
+    assert samples["churn_model_auc"] == (version, pytest.approx(perf["auc"]))
+    assert samples["churn_model_estimated_auc"] == (version, pytest.approx(perf["estimated_auc"]))
+    assert samples["churn_drifted_features"] == (version, drift["n_drifted_features"])

@@ -14,7 +14,7 @@ from tests.pipeline_helpers import run, simulate, small_settings
 
 pytestmark = [pytest.mark.service, pytest.mark.e2e]
 
-DOCS_CONFIG = Path(__file__).resolve().parents[2] / "docs" / "dagster_postgres.yaml"
+DOCS_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "dagster" / "dagster_postgres.yaml"
 DATABASE = "churnops_dagster_test"
 
 

@@ -36,6 +36,9 @@ BIN = Path(sys.executable).parent
 BENTOML = BIN / "bentoml"
 CHURNOPS = BIN / "churnops"
 N_CUSTOMERS = 600
+HEADER_TIMEOUT = 2.0
+MAX_BATCH_SIZE = 100
+KEEP_ALIVE_TIMEOUT = 3.0
 
 
 def free_port() -> int:
@@ -96,6 +99,23 @@ def stop_service(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def side_by_side_env(service: Service, name: str) -> dict[str, str]:
+    """Environment overrides for another service next to ``service``: the same state (models, registry,
+    rollout, prediction log: symlinks into its home), but its own BentoML home. ``bentoml serve`` empties
+    ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts, which would wipe ``service``'s metrics."""
+    home = service.settings.home.parent / f"{service.settings.home.name}-{name}"
+    bentoml_home = home / "bentoml"
+    if not home.exists():
+        bentoml_home.mkdir(parents=True)
+        for entry in service.settings.home.iterdir():
+            if entry.name != "bentoml" and entry.is_dir():
+                (home / entry.name).symlink_to(entry)
+        for entry in service.settings.bentoml_home.iterdir():
+            if entry.name not in ("prometheus_multiproc_dir", "tmp"):
+                (bentoml_home / entry.name).symlink_to(entry)
+    return {"CHURNOPS_HOME": str(home), "BENTOML_HOME": str(bentoml_home)}
+
+
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("service")
@@ -113,9 +133,12 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
         "CHURNOPS_SERVING__AS_OF": "2025-06-02",
         "CHURNOPS_SERVING__BREAKER_MIN_CALLS": "5",
         "CHURNOPS_SERVING__BREAKER_RESET_SECONDS": "2",
-        "CHURNOPS_SERVING__MAX_BATCH_SIZE": "100",
+        "CHURNOPS_SERVING__MAX_BATCH_SIZE": str(MAX_BATCH_SIZE),
         "CHURNOPS_SERVING__PREDICTION_LOG_FLUSH_SECONDS": "0.5",
         "CHURNOPS_SERVING__API_KEY": api_key,
+        # Short connection timeouts, so the tests of slow clients take seconds (defaults: 10 s and 5 s).
+        "CHURNOPS_SERVING__HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        "CHURNOPS_SERVING__KEEP_ALIVE_TIMEOUT_SECONDS": str(KEEP_ALIVE_TIMEOUT),
     }
     settings = serving_settings(home, redis_key_prefix=f"{prefix}:serving", redis_url=redis_url)
     previous, champion = register_models(settings)

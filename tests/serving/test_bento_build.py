@@ -86,7 +86,8 @@ def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # 
     port = free_port()
     log_path = settings.logs_dir / "churnops-serve.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**bentoml_env(settings), "CHURNOPS_SERVING__AS_OF": "2025-06-02"}
+    key = "bento-build-test-key"
+    env = {**bentoml_env(settings), "CHURNOPS_SERVING__AS_OF": "2025-06-02", "CHURNOPS_SERVING__API_KEY": key}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [str(CHURNOPS), "serve", "--port", str(port)],
@@ -100,7 +101,8 @@ def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # 
         assert f"serving bento {bento_tag}" in log_path.read_text()
         row = feature_frame([1]).astype(object).iloc[0].to_dict()
         row = {k: (None if v != v else v) for k, v in row.items()}  # NaN -> null
-        r = httpx.post(f"http://127.0.0.1:{port}/predict_features", json={"rows": [row]}, timeout=10)
+        url = f"http://127.0.0.1:{port}/predict_features"
+        r = httpx.post(url, json={"rows": [row]}, headers={"x-api-key": key}, timeout=10)
         assert r.status_code == 200, r.text
         assert r.json()["predictions"][0]["model_version"] == champion
     finally:

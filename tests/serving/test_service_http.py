@@ -251,6 +251,11 @@ def test_api_key_guards_predict_and_admin_endpoints(service: Service, method: st
         right = bare.request(method, path, json=body, headers={"x-api-key": service.api_key})
     assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200), right.text
     assert "x-api-key" in missing.json()["error"] and "x-api-key" in wrong.json()["error"]
+    assert (
+        missing.headers["www-authenticate"]
+        == wrong.headers["www-authenticate"]
+        == 'ApiKey header="x-api-key"'
+    )
     if path == "/rollout":
         assert right.json()["stable_version"] == service.previous
     else:

@@ -24,6 +24,7 @@ class SlowService:
     url: str
     proxy: TcpProxy
     settings: Settings  # its prediction log
+    api_key: str
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def slow_service(service: Service, redis_url: str) -> Iterator[SlowService]:
     proxy.start()
     port = free_port()
     log_dir = service.settings.home / f"prediction-log-{port}"
-    env = {k: v for k, v in service.env.items() if k != "CHURNOPS_SERVING__API_KEY"}  # no key: optional
+    env = dict(service.env)  # the same API key
     env |= {
         "CHURNOPS_FEATURE_STORE__REDIS_URL": proxied_redis_url(redis_url, proxy),
         "CHURNOPS_SERVING__REQUEST_TIMEOUT_SECONDS": "1",
@@ -46,7 +47,7 @@ def slow_service(service: Service, redis_url: str) -> Iterator[SlowService]:
         settings = service.settings.model_copy(
             update={"serving": service.settings.serving.model_copy(update={"prediction_log_dir": log_dir})}
         )
-        yield SlowService(f"http://127.0.0.1:{port}", proxy, settings)
+        yield SlowService(f"http://127.0.0.1:{port}", proxy, settings, service.api_key)
     finally:
         stop_service(process)
         proxy.stop()
@@ -63,8 +64,9 @@ def _logged(slow: SlowService) -> dict[int, int]:
 def test_slow_feature_store_gets_504_at_the_deadline_the_work_stops_and_the_service_stays_healthy(
     slow_service: SlowService,
 ) -> None:
-    with httpx.Client(base_url=slow_service.url, timeout=10) as client:
-        assert client.post("/predict", json={"customer_ids": [5]}).status_code == 200  # no API key set
+    headers = {"x-api-key": slow_service.api_key}
+    with httpx.Client(base_url=slow_service.url, timeout=10, headers=headers) as client:
+        assert client.post("/predict", json={"customer_ids": [5]}).status_code == 200
         slow_service.proxy.delay = 2.5
         start = time.monotonic()
         timed_out = client.post("/predict", json={"customer_ids": [6]})
@@ -91,3 +93,27 @@ def test_slow_feature_store_gets_504_at_the_deadline_the_work_stops_and_the_serv
     while _logged(slow_service) != {5: 1, 6: 1} and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _logged(slow_service) == {5: 1, 6: 1}  # the timed-out request of customer 6 is not in the log
+
+
+def test_a_client_gone_before_its_answer_stops_the_work_and_nothing_is_logged(
+    slow_service: SlowService,
+) -> None:
+    """The client disconnects while the feature read is held back; the read then returns within the deadline,
+    but the work stops before scoring: the prediction the client never got is not in the log."""
+    headers = {"x-api-key": slow_service.api_key}
+    with httpx.Client(base_url=slow_service.url, timeout=10, headers=headers) as client:
+        assert client.post("/predict", json={"customer_ids": [7]}).status_code == 200
+        slow_service.proxy.delay = 0.6  # answers in ~0.6 s, inside the 1 s deadline
+        with pytest.raises(httpx.TimeoutException):
+            client.post("/predict", json={"customer_ids": [8]}, timeout=0.2)
+        time.sleep(1.0)  # the held read returns; the work would score and log customer 8 now
+        slow_service.proxy.delay = 0.0
+        metrics = client.get("/metrics").text
+    assert 'churn_client_disconnects_total{endpoint="predict",stage="feature_store"} 1.0' in metrics
+    assert 'churn_timed_out_work_stopped_total{endpoint="predict",stage="scoring"}' in metrics
+    deadline = time.monotonic() + 10
+    while 7 not in _logged(slow_service) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # one more flush period: a wrongly logged 8 would be flushed by now
+    logged = _logged(slow_service)
+    assert logged.get(7) == 1 and 8 not in logged

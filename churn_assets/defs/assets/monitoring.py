@@ -42,10 +42,18 @@ def _for_week(
     settings: Settings,
     compute: Callable[[Settings, duckdb.DuckDBPyConnection, Timeline, dt.date], T],
 ) -> tuple[dt.date, T]:
-    """The partition's week and ``compute`` of it over a warehouse connection (monitoring.weekly)."""
+    """The partition's week and ``compute`` of it over a warehouse connection (monitoring.weekly); then the
+    newest quality gauges are rewritten for Prometheus (monitoring.prometheus, docs/monitoring.md)."""
+    from churn_assets.monitoring.prometheus import write_quality_metrics
+
     week = dt.date.fromisoformat(context.partition_key)
     with warehouse.warehouse().connect() as con:
-        return week, compute(settings, con, Timeline.from_settings(settings.simulation), week)
+        result = compute(settings, con, Timeline.from_settings(settings.simulation), week)
+        if result is not None:
+            path = write_quality_metrics(settings, con)
+            if path is not None:
+                context.log.info(f"quality gauges for Prometheus written to {path}")
+        return week, result
 
 
 def _skipped(week: dt.date) -> dict[str, Any]:

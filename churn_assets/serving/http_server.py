@@ -1,0 +1,100 @@
+"""Connection timeouts of the service's HTTP server (uvicorn inside BentoML's workers).
+
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``) but has no time limit on reading a
+request's line and headers: a client that connects and sends nothing, or sends a header byte every few
+seconds, holds its connection (and a file descriptor) for as long as it likes. BentoML 1.4 builds the
+``uvicorn.Config`` itself (``_bentoml_impl.worker.service``) and exposes only ``--timeout-keep-alive``
+on ``bentoml serve``, no protocol option. uvicorn resolves its default HTTP protocol (``http="auto"``)
+through its registry ``uvicorn.config.HTTP_PROTOCOLS`` when the server starts, after the service module
+is imported: :func:`install` (called by ``bento/service.py``) points that entry at
+:class:`HeaderTimeoutProtocol`, uvicorn's own protocol (httptools, else h11) plus
+
+* a **header timeout**: a connection whose request line and headers are not complete
+  ``header_timeout`` seconds after it opened, or after the first byte of a following request, is closed
+  — with ``408 Request Timeout`` (``connection: close``) when part of a request had arrived, silently
+  when nothing had;
+* the **keep-alive timeout** from the settings (uvicorn's is an int from the command line).
+
+A slow body is bounded by the app itself (``serving.request_timeout_seconds``: 504, stage ``read_body``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn.config
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+log = logging.getLogger(__name__)
+
+_BODY_408 = b'{"error": "request line and headers not sent in time"}'
+REQUEST_TIMEOUT_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    + f"content-length: {len(_BODY_408)}\r\n".encode()
+    + b"connection: close\r\n\r\n"
+    + _BODY_408
+)
+
+
+class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with a header-read timeout and a configurable keep-alive timeout."""
+
+    header_timeout: float = 10.0
+    keep_alive_timeout: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.keep_alive_timeout is not None:
+            self.timeout_keep_alive = self.keep_alive_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._partial = False  # bytes of a request arrived while waiting for its headers
+
+    def _waiting_for_headers(self) -> bool:
+        """No request in progress: before the first one, or after the previous response."""
+        cycle = self.cycle
+        return cycle is None or bool(cycle.response_complete)
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = asyncio.get_running_loop().call_later(self.header_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._partial = False
+
+    def _expired(self) -> None:
+        self._header_timer = None
+        if not self._waiting_for_headers() or self.transport.is_closing():
+            return
+        if self._partial:
+            self.transport.write(REQUEST_TIMEOUT_408)
+        log.debug("closing %s: no complete request headers within %s s", self.client, self.header_timeout)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._waiting_for_headers():
+            self._partial = self._partial or bool(data)
+            self._arm()
+        else:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def install(header_timeout: float, keep_alive_timeout: float) -> None:
+    """Make uvicorn's default protocol (``http="auto"``, BentoML's choice) :class:`HeaderTimeoutProtocol`
+    with these timeouts. Call before the server starts (importing the service module is before)."""
+    HeaderTimeoutProtocol.header_timeout = header_timeout
+    HeaderTimeoutProtocol.keep_alive_timeout = keep_alive_timeout
+    uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:{HeaderTimeoutProtocol.__name__}"
