@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-
 from churn_assets.settings import AlertSettings
 
 AlertKind = Literal[
@@ -200,6 +198,8 @@ def post_json(
     channel: str = "webhook",
 ) -> Delivery:
     """POST ``payload`` as JSON; bounded retry on transport errors, 429 and 5xx. Never raises."""
+    import httpx  # imported when an alert is sent, not when the code location loads (~0.1 s)
+
     status: int | None = None
     error: str | None = None
     pause = backoff
@@ -342,6 +342,8 @@ def breaker_state(metrics_text: str) -> int | None:
 
 def read_breaker_state(service_url: str, timeout: float) -> tuple[int | None, str | None]:
     """GET ``{service_url}/metrics`` -> (breaker state or None, error or None). Never raises."""
+    import httpx
+
     try:
         response = httpx.get(f"{service_url.rstrip('/')}/metrics", timeout=timeout)
         response.raise_for_status()
