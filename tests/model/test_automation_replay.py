@@ -11,7 +11,7 @@ launched by ``new_week_sensor``; the drift report of the campaign week makes ``r
 retraining (tag ``churnops/trigger=drift``); the retraining promotes, rebuilds the bento and starts the
 rollout in shadow; the next week's review lets ``rollout_sensor`` advance it. The campaign week's run
 stays green while its WARN check ``no_material_drift`` fails, and ``week_alerts`` posts the drift alert
-(once) to a webhook receiver on a loopback port.
+(once) to a webhook receiver on a loopback port; so does a rollback step run at the end.
 
 ``min_auc_gain`` is set to -1 so that a challenger trained on (almost) the same labelled data gets
 promoted: this test is about the chain, not about model quality (a tiny world's AUC differences are
@@ -254,3 +254,19 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay, receiver: Rec
     assert status is not None
     assert status[0]["since_source"] == "champion v2's training set"
     assert status[0]["since"] == str(trained_on["2"])[:10], (status, trained_on)
+
+    # A rollback step (what the rollout sensor requests on a failed review) is alerted once, with its week.
+    week2 = second["rollout"][0].tags["churnops/week"]
+    config = {"action": "rollback", "week": week2, "reason": "candidate error rate above 0.1 %"}
+    rollback = replay.execute(
+        ROLLOUT_STEP_JOB,
+        dg.RunRequest(
+            run_config={"ops": {"rollout__step": {"config": config}}}, tags={"churnops/week": week2}
+        ),
+    )
+    assert rollback.success and store.load().phase == "none"
+    replay.alert_tick("week_alerts")
+    replay.alert_tick("week_alerts")
+    [post] = [p for p in receiver.posts if "Rollout rolled back" in p["text"]]
+    assert f"(week {week2})" in post["text"] and f"http://ui.example/runs/{rollback.run_id}" in post["text"]
+    assert "champion back to v1" in post["text"], post["text"]
