@@ -144,12 +144,12 @@ def run_failure_alert(week: str | None, run_id: str, job_name: str, error: str, 
 
 
 def breaker_alert(
-    week: str | None, run_id: str | None, service_url: str, opened: int, base_url: str
+    week: str | None, run_id: str | None, service_url: str, opening: str, base_url: str
 ) -> Alert:
-    """The service's feature-store breaker is open (the ``opened``-th time this sensor saw it open)."""
+    """The service's feature-store breaker is open (``opening``: which opening, ``BreakerCursor.key``)."""
     return _alert(
         "breaker_open",
-        f"breaker_open:{service_url}:{opened}",
+        f"breaker_open:{service_url}:{opening}",
         "Feature-store circuit breaker open",
         f"{service_url}/metrics reports churn_breaker_state 2 (open): the service answers with fallback "
         "scores until the feature store recovers",
@@ -355,23 +355,31 @@ def read_breaker_state(service_url: str, timeout: float) -> tuple[int | None, st
 
 @dataclass(frozen=True)
 class BreakerCursor:
-    """What the breaker sensor remembers between evaluations: the last state seen, opens seen so far."""
+    """What the breaker sensor remembers between evaluations: the last state seen, the openings seen so
+    far, and when this count started (``epoch``: a reset cursor starts a new count, so its first opening
+    gets a new alert key instead of the key of an opening alerted before the reset)."""
 
     state: int = 0
     opened: int = 0
+    epoch: str = ""
 
     def encode(self) -> str:
-        return f"{self.state}:{self.opened}"
+        return f"{self.state}:{self.opened}:{self.epoch}"
 
     @classmethod
     def decode(cls, text: str | None) -> BreakerCursor:
         try:
-            state, opened = (text or "0:0").split(":")
-            return cls(int(state), int(opened))
+            state, opened, epoch = (text or "").split(":", 2)
+            return cls(int(state), int(opened), epoch)
         except ValueError:
-            return cls()
+            return cls(epoch=dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%f"))
+
+    @property
+    def key(self) -> str:
+        """The alert key part of the newest opening."""
+        return f"{self.epoch}:{self.opened}"
 
     def observe(self, state: int) -> tuple[BreakerCursor, bool]:
         """The next cursor after seeing ``state``, and whether this is a new opening (alert)."""
         opening = state == 2 and self.state != 2
-        return BreakerCursor(state, self.opened + int(opening)), opening
+        return BreakerCursor(state, self.opened + int(opening), self.epoch), opening

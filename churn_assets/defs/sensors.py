@@ -377,7 +377,7 @@ def breaker_alerts(context: dg.SensorEvaluationContext, settings: dg.ResourcePar
         else []
     )
     alert = breaker_alert(
-        week, run_ids[0] if run_ids else None, cfg.service_url, cursor.opened, cfg.webserver_base_url
+        week, run_ids[0] if run_ids else None, cfg.service_url, cursor.key, cfg.webserver_base_url
     )
     return dg.SkipReason("; ".join(_send(context, sender, [alert])))
 

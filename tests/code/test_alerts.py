@@ -331,13 +331,16 @@ def test_breaker_alert_once_per_opening(
         for state in (0, 2, 2, 1, 0, 2, 2):  # closed, open (alert), still open, half-open, closed, open again
             gauge.set(state)
             cursor = tick(instance, settings, "breaker_alerts", cursor)
-        assert BreakerCursor.decode(cursor) == BreakerCursor(2, 2)
+        last = BreakerCursor.decode(cursor)
+        assert (last.state, last.opened) == (2, 2)
+        # A reset cursor (a new count) alerts the next opening again: its key is new.
+        assert tick(instance, settings, "breaker_alerts", None) != cursor
     finally:
         server.shutdown()
         thread.join(timeout=5)
     assert [p["blocks"][0]["text"]["text"] for p in receiver.posts] == [
         "churnops: Feature-store circuit breaker open"
-    ] * 2
+    ] * 3
     for post in receiver.posts:
         assert f"week {QUIET_WEEK}" in post["text"] and f"{BASE_URL}/runs/{run_id}" in post["text"]
         assert service in post["text"]
