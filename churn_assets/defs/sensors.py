@@ -267,7 +267,13 @@ def alert_sender(settings: Settings) -> AlertSender:
 
 
 def _week_of(run: dg.DagsterRun) -> str | None:
-    return run.tags.get("dagster/partition") or run.tags.get(WEEK_TAG)
+    """The run's week: its partition, its ``churnops/week`` tag, or the range of a multi-week run."""
+    start, end = (run.tags.get(f"dagster/asset_partition_range_{e}") for e in ("start", "end"))
+    return (
+        run.tags.get("dagster/partition")
+        or run.tags.get(WEEK_TAG)
+        or (f"{start}..{end}" if start and end else None)
+    )
 
 
 def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetCheckEvaluation]:

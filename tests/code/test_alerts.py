@@ -274,6 +274,11 @@ def test_each_alert_arrives_once_with_its_week_and_run_link(
     rollback_run = run_job([rolled_back_step], [], {WEEK_TAG: DRIFTED_WEEK}, instance)
     blocked_run = run_job([challenger], [auc_floor], {WEEK_TAG: QUIET_WEEK}, instance)
     failed_run = run_job([broken], [], {"dagster/partition": QUIET_WEEK}, instance)
+    range_tags = {
+        "dagster/asset_partition_range_start": DRIFTED_WEEK,
+        "dagster/asset_partition_range_end": QUIET_WEEK,
+    }
+    failed_range_run = run_job([broken], [], range_tags, instance)
     assert instance.get_run_by_id(blocked_run).status == dg.DagsterRunStatus.FAILURE
 
     next_success = tick(instance, settings, "week_alerts", success_cursor)
@@ -289,27 +294,29 @@ def test_each_alert_arrives_once_with_its_week_and_run_link(
         assert set(post) == {"text", "blocks"}  # Slack's incoming-webhook JSON
         context = " ".join(e["text"] for b in post["blocks"] if b["type"] == "context" for e in b["elements"])
         got.setdefault(post["blocks"][0]["text"]["text"], []).append((post["text"], context))
-    expected = {
-        "churnops: Material feature drift": (DRIFTED_WEEK, week_run),
-        "churnops: Champion AUC below threshold": (DRIFTED_WEEK, week_run),
-        "churnops: Estimated AUC below threshold": (DRIFTED_WEEK, week_run),
-        "churnops: Rollout rolled back": (DRIFTED_WEEK, rollback_run),
-        "churnops: Retraining blocked by promotion gates": (QUIET_WEEK, blocked_run),
-        "churnops: Run of job_under_test failed": (QUIET_WEEK, failed_run),
-    }
-    assert set(got) == set(expected)
-    for title, (week, run_id) in expected.items():
-        [(text, context)] = got[title]  # exactly once
+    failed = "churnops: Run of job_under_test failed"
+    expected = [
+        ("churnops: Material feature drift", DRIFTED_WEEK, week_run),
+        ("churnops: Champion AUC below threshold", DRIFTED_WEEK, week_run),
+        ("churnops: Estimated AUC below threshold", DRIFTED_WEEK, week_run),
+        ("churnops: Rollout rolled back", DRIFTED_WEEK, rollback_run),
+        ("churnops: Retraining blocked by promotion gates", QUIET_WEEK, blocked_run),
+        (failed, QUIET_WEEK, failed_run),
+        (failed, f"{DRIFTED_WEEK}..{QUIET_WEEK}", failed_range_run),  # a multi-week run: its range
+    ]
+    assert set(got) == {title for title, _, _ in expected}
+    for title, week, run_id in expected:
+        [(text, context)] = [(t, c) for t, c in got[title] if run_id in t]  # exactly once
         link = f"{BASE_URL}/runs/{run_id}"
         assert f"week {week}" in text and link in text
         assert f"*week* {week}" in context and f"<{link}|Dagster run {run_id[:8]}>" in context
     assert "auc_floor: test AUC 0.652 < 0.70" in got["churnops: Retraining blocked by promotion gates"][0][0]
-    assert "feature store unreachable" in got["churnops: Run of job_under_test failed"][0][0]
+    assert all("feature store unreachable" in text for text, _ in got[failed])
     assert (
         "3 drifted feature(s) >= 3: arpu, tenure_days, logins_7d"
         in got["churnops: Material feature drift"][0][0]
     )
-    assert len(receiver.posts) == receiver.requests == 6
+    assert len(receiver.posts) == receiver.requests == len(expected)
 
 
 def test_breaker_alert_once_per_opening(
