@@ -7,7 +7,8 @@ embedded defaults that run everything on one machine: DuckDB, SQLite, local MLfl
 
 No other module reads ``os.environ``; call :func:`get_settings` instead.
 
-Secrets: ``serving.api_key`` is a :class:`~pydantic.SecretStr`, and every URL that may carry a password
+Secrets: ``serving.api_key``, ``alerts.webhook_url`` (a Slack webhook's path is its secret) and
+``alerts.slack_token`` are :class:`~pydantic.SecretStr`, and every URL that may carry a password
 (``postgres_url``, both ``redis_url``, ``modeling.tracking_uri`` / ``optuna_storage`` / ``audit_url``) a
 :class:`SecretUrl`. Their ``str()`` / ``repr()`` hide the secret (a URL shows with its password as
 ``***``, :func:`mask_url`), a JSON dump of the settings shows ``**********``; only the code that
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -580,6 +581,59 @@ class MonitoringSettings(BaseModel):
     seed: int = 7
 
 
+class AlertSettings(BaseModel):
+    """Alerts posted by the Dagster daemon's alert sensors (docs/automation.md, "Alerts")."""
+
+    webhook_url: SecretStr | None = Field(
+        None,
+        description="Incoming-webhook URL (http or https) that receives every alert as Slack-compatible "
+        'JSON (`{"text": ..., "blocks": [...]}`); a secret (a Slack webhook\'s path is its key): never '
+        "shown, logged or dumped. None = no webhook.",
+    )
+    slack_token: SecretStr | None = Field(
+        None,
+        description="Slack bot token: when set, every alert is also posted with dagster-slack's "
+        "SlackResource to `slack_channel` (a secret: never shown, logged or dumped).",
+    )
+    slack_channel: str = Field("#churnops-alerts", description="Slack channel of the bot-token delivery.")
+    slack_api_url: str = Field(
+        "https://slack.com/api/",
+        pattern=r"^https?://[^\s/]+(/\S*)?/$",
+        description="Base URL of the Slack Web API the bot-token delivery calls (`chat.postMessage`); "
+        "another value for a proxy or a Slack-compatible server (ends with /).",
+    )
+    webserver_base_url: str = Field(
+        "http://127.0.0.1:3000",
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="Base URL of the Dagster UI (`make ui`): an alert links `{this}/runs/{run_id}`.",
+    )
+    service_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="Base URL of the running churn service (`churnops serve`): the breaker sensor reads "
+        "`churn_breaker_state` from its `/metrics` and alerts when the breaker opens. None = not watched.",
+    )
+    timeout_seconds: float = Field(
+        3.0, gt=0, le=60, description="Timeout of one webhook POST (and of one /metrics read)."
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="POST attempts per alert (a timeout, a connection error or a 5xx retries).",
+    )
+    retry_backoff_seconds: float = Field(
+        0.5, ge=0, le=10, description="Pause before the second attempt, doubled before each further one."
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", value.get_secret_value()):
+            raise ValueError("alerts.webhook_url must be an http:// or https:// URL without spaces")
+        return value
+
+
 class DeploymentSettings(BaseModel):
     """The Kubernetes deployment that ``churnops deploy render`` writes under ``deploy/`` (docs/scale_out.md).
 
@@ -703,6 +757,7 @@ class Settings(BaseSettings):
     automation: AutomationSettings = AutomationSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    alerts: AlertSettings = AlertSettings()
     deployment: DeploymentSettings = DeploymentSettings()
     duckdb_memory_limit: str = Field(
         "4GB", description="DuckDB buffer limit of the warehouse (it spills to disk beyond it)."
@@ -790,6 +845,11 @@ class Settings(BaseSettings):
     @property
     def serving_dir(self) -> Path:
         return self.home / "serving"
+
+    @property
+    def alerts_dir(self) -> Path:
+        """The alert ledger (which alerts were delivered: each is sent once)."""
+        return self.home / "alerts"
 
     @property
     def prediction_log_dir(self) -> Path:

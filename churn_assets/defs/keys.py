@@ -53,3 +53,12 @@ ROLLOUT_STEP = dg.AssetKey(["rollout", "step"])
 DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
 PERFORMANCE_REPORT = dg.AssetKey(["monitoring", "performance_report"])
 STATUS_REPORT = dg.AssetKey(["monitoring", "status_report"])
+
+# ---- asset checks ---------------------------------------------------------------------------------
+# WARN, non-blocking checks on the weekly monitoring reports (defs/monitoring_checks.py). The names are
+# the contract of the UI, the alert sensors and docs/monitoring.md; the 0.78 in them is the default of
+# ``monitoring.auc_threshold``, which the checks read.
+NO_MATERIAL_DRIFT = dg.AssetCheckKey(DRIFT_REPORT, "no_material_drift")
+AUC_AT_OR_ABOVE_THRESHOLD = dg.AssetCheckKey(PERFORMANCE_REPORT, "auc_at_or_above_0_78")
+ESTIMATED_AUC_AT_OR_ABOVE_THRESHOLD = dg.AssetCheckKey(PERFORMANCE_REPORT, "estimated_auc_at_or_above_0_78")
+MONITORING_CHECKS = (NO_MATERIAL_DRIFT, AUC_AT_OR_ABOVE_THRESHOLD, ESTIMATED_AUC_AT_OR_ABOVE_THRESHOLD)

@@ -51,9 +51,10 @@ def pipeline_summary(settings: Settings, result: dg.ExecuteInProcessResult) -> P
     summary.rows = list(seen.values())
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
+            warn = evaluation.severity == dg.AssetCheckSeverity.WARN  # a warning: nothing was stopped
             summary.notes.append(
-                f"[red]check {evaluation.asset_key.to_user_string()}:{evaluation.check_name} failed: "
-                f"{evaluation.description}"
+                f"[{'yellow' if warn else 'red'}]check {evaluation.asset_key.to_user_string()}:"
+                f"{evaluation.check_name} {'warned' if warn else 'failed'}: {evaluation.description}"
             )
     checks = result.get_asset_check_evaluations()
     passed = sum(1 for c in checks if c.passed)

@@ -30,6 +30,8 @@ SECRETS = {
     "api_key": f"apikey-{uuid.uuid4().hex}",
     "redis_password": f"redispw-{uuid.uuid4().hex}",
     "pg_password": f"pgpw-{uuid.uuid4().hex}",
+    "webhook_key": f"whk{uuid.uuid4().hex}",
+    "slack_token": f"xoxb-{uuid.uuid4().hex}",
 }
 
 
@@ -41,6 +43,10 @@ def test_settings_show_secrets_masked_and_hand_them_to_children_in_clear() -> No
     settings = Settings(
         postgres_url=f"postgresql+psycopg2://app:{SECRETS['pg_password']}@db:5432/x",  # type: ignore[arg-type]
         serving={"api_key": SECRETS["api_key"]},  # type: ignore[arg-type]
+        alerts={  # type: ignore[arg-type]
+            "webhook_url": f"https://hooks.slack.com/services/T0/B0/{SECRETS['webhook_key']}",
+            "slack_token": SECRETS["slack_token"],
+        },
     )
     shown = " ".join([repr(settings), str(settings), settings.model_dump_json(), str(settings.model_dump())])
     assert _leaks(shown) == []
@@ -48,6 +54,11 @@ def test_settings_show_secrets_masked_and_hand_them_to_children_in_clear() -> No
     env = settings_env(settings)
     assert env["CHURNOPS_POSTGRES_URL"] == settings.postgres_url.get_secret_value()
     assert json.loads(env["CHURNOPS_SERVING"])["api_key"] == SECRETS["api_key"]
+    alerts = json.loads(env["CHURNOPS_ALERTS"])
+    assert (
+        alerts["webhook_url"].endswith(SECRETS["webhook_key"])
+        and alerts["slack_token"] == SECRETS["slack_token"]
+    )
     assert mask_url("redis://:pw@h:1/0?password=pw&db=2") == "redis://:***@h:1/0?password=***&db=2"
     assert mask_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
     assert str(SecretUrl("http://user@host/")) == "http://user@host/"  # no password, nothing to hide

@@ -9,7 +9,9 @@ World: 1,500 customers, 6 history months, the campaign from production week 1 (i
 the feature distributions at once). The first champion is trained on history; each production week is
 launched by ``new_week_sensor``; the drift report of the campaign week makes ``retrain_sensor`` request a
 retraining (tag ``churnops/trigger=drift``); the retraining promotes, rebuilds the bento and starts the
-rollout in shadow; the next week's review lets ``rollout_sensor`` advance it.
+rollout in shadow; the next week's review lets ``rollout_sensor`` advance it. The campaign week's run
+stays green while its WARN check ``no_material_drift`` fails, and ``week_alerts`` posts the drift alert
+(once) to a webhook receiver on a loopback port; so does a rollback step run at the end.
 
 ``min_auc_gain`` is set to -1 so that a challenger trained on (almost) the same labelled data gets
 promoted: this test is about the chain, not about model quality (a tiny world's AUC differences are
@@ -40,6 +42,7 @@ from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.orchestration import QUIET_CONSOLE, register_weeks
 from churn_assets.settings import (
+    AlertSettings,
     AutomationSettings,
     FeatureStoreSettings,
     ModelingSettings,
@@ -47,6 +50,7 @@ from churn_assets.settings import (
     SimulationSettings,
 )
 from churn_assets.simulation import World
+from tests.code.test_alerts import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -59,9 +63,10 @@ SMALL_WORLD_LIMITS: dict[str, Any] = {
 }
 
 
-def replay_settings(home: Path) -> Settings:
+def replay_settings(home: Path, webhook_url: str) -> Settings:
     return Settings(
         home=home,
+        alerts=AlertSettings(webhook_url=webhook_url, webserver_base_url="http://ui.example"),
         simulation=SimulationSettings(
             n_customers=1_500,
             history_months=6,
@@ -116,6 +121,13 @@ class Replay:
             raise_on_error=True,
         )
 
+    def alert_tick(self, name: str) -> None:
+        """One daemon tick of an alert sensor (a run-status sensor keeps its cursor in the tick data)."""
+        ctx = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursors.get(name), resources={"settings": self.settings}
+        )
+        self.cursors[name] = self.sensors[name].evaluate_tick(ctx).cursor
+
     def tick(self, name: str, job_name: str) -> list[dg.RunRequest]:
         ctx = dg.build_sensor_context(
             instance=self.instance, cursor=self.cursors.get(name), resources={"settings": self.settings}
@@ -141,9 +153,15 @@ class Replay:
 
 
 @pytest.fixture(scope="module")
-def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Replay]:
     home = tmp_path_factory.mktemp("replay")
-    settings = replay_settings(home / "state")
+    settings = replay_settings(home / "state", receiver.url)
     (home / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
         world = World.create(settings.simulation)
@@ -164,7 +182,8 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
         yield r
 
 
-def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
+def test_chain_drift_retrain_promote_bento_rollout(replay: Replay, receiver: Receiver) -> None:
+    replay.alert_tick("week_alerts")  # the first tick starts at the newest run event
     registry = ModelRegistry(replay.settings)
     assert registry.aliases()["champion"] == "1"
     from churn_assets.serving.rollout import RolloutStore
@@ -178,6 +197,21 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     assert production.run_key == f"production-week:{week1}"
     drift = metadata_of(replay.instance, DRIFT_REPORT, week1)
     assert drift is not None and int(drift[0]["n_drifted_features"]) >= 1, drift  # drift detected
+    # The week's WARN check says so in the UI; the run stays green.
+    [week_run] = [res for job, req, res in replay.log if job == PRODUCTION_JOB and req.partition_key == week1]
+    assert week_run.success
+    checks = {
+        e.check_name: e for e in week_run.get_asset_check_evaluations() if e.asset_key.path[0] == "monitoring"
+    }
+    assert set(checks) == {"no_material_drift", "auc_at_or_above_0_78", "estimated_auc_at_or_above_0_78"}
+    assert not checks["no_material_drift"].passed
+    assert checks["no_material_drift"].severity == dg.AssetCheckSeverity.WARN
+    replay.alert_tick("week_alerts")
+    replay.alert_tick("week_alerts")
+    drift_alerts = [p for p in receiver.posts if "Material feature drift" in p["text"]]
+    assert len(drift_alerts) == 1, receiver.posts
+    assert f"(week {week1})" in drift_alerts[0]["text"]
+    assert f"http://ui.example/runs/{week_run.run_id}" in drift_alerts[0]["text"]
     # The performance report evaluates the rows production/batch_scores logged: nothing scored twice.
     perf = metadata_of(replay.instance, PERFORMANCE_REPORT, week1)
     assert perf is not None and perf[0]["scored_now"] == 0 and int(perf[0]["prediction_rows"]) > 0
@@ -220,3 +254,19 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay) -> None:
     assert status is not None
     assert status[0]["since_source"] == "champion v2's training set"
     assert status[0]["since"] == str(trained_on["2"])[:10], (status, trained_on)
+
+    # A rollback step (what the rollout sensor requests on a failed review) is alerted once, with its week.
+    week2 = second["rollout"][0].tags["churnops/week"]
+    config = {"action": "rollback", "week": week2, "reason": "candidate error rate above 0.1 %"}
+    rollback = replay.execute(
+        ROLLOUT_STEP_JOB,
+        dg.RunRequest(
+            run_config={"ops": {"rollout__step": {"config": config}}}, tags={"churnops/week": week2}
+        ),
+    )
+    assert rollback.success and store.load().phase == "none"
+    replay.alert_tick("week_alerts")
+    replay.alert_tick("week_alerts")
+    [post] = [p for p in receiver.posts if "Rollout rolled back" in p["text"]]
+    assert f"(week {week2})" in post["text"] and f"http://ui.example/runs/{rollback.run_id}" in post["text"]
+    assert "champion back to v1" in post["text"], post["text"]

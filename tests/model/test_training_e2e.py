@@ -1,6 +1,6 @@
 """The training graph end to end, in process: churn_pipeline, then the `training` job (training_set ->
 candidates -> challenger + 7 blocking gate checks -> champion), a second run that keeps the champion,
-and a failing gate that blocks the champion step.
+and a failing gate that blocks the champion step (and is alerted as a blocked retraining).
 
 Small world (1,500 customers, 18 snapshot months). Its test split has ~4,000 rows and groups of a few
 hundred, where recall per segment has a standard error of ~0.05-0.1 and a tuned LightGBM fits its
@@ -18,12 +18,14 @@ import pytest
 from churn_assets.defs.assets.training import challenger, champion
 from churn_assets.defs.keys import CHALLENGER, CHAMPION
 from churn_assets.defs.resources import build_resources
+from churn_assets.defs.sensors import build_sensors
 from churn_assets.defs.training_checks import gate_checks
 from churn_assets.modeling.gates import GATES
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.tracking import configure
 from churn_assets.modeling.workdir import TrainingWorkdir
-from churn_assets.settings import ModelingSettings, Settings
+from churn_assets.settings import AlertSettings, AutomationSettings, ModelingSettings, Settings
+from tests.code.test_alerts import Receiver
 from tests.pipeline_helpers import simulated_instance, small_settings, train
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -182,3 +184,22 @@ def test_a_failing_gate_blocks_the_champion_step(world, second) -> None:
     decision = registry.read_audit()
     blocked = [e for e in decision if e.version == str(newest.version) and e.action == "kept"]
     assert blocked and "auc_floor" in (blocked[-1].reason or "")
+
+    # The failed run is alerted as a blocked retraining naming the gate (a webhook on a loopback port).
+    [sensor] = [s for s in build_sensors(AutomationSettings()) if s.name == "run_failure_alerts"]
+    with Receiver() as receiver:
+        alerting = strict.model_copy(
+            update={"alerts": AlertSettings(webhook_url=receiver.url, webserver_base_url="http://ui.example")}
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id),
+            resources={"settings": alerting},
+        ).for_run_failure()
+        sensor(context)
+        sensor(context)  # the same run again: sent once
+    [post] = receiver.posts
+    assert post["blocks"][0]["text"]["text"] == "churnops: Retraining blocked by promotion gates"
+    assert "auc_floor: " in post["text"] and f"http://ui.example/runs/{result.run_id}" in post["text"]
