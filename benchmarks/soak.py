@@ -7,8 +7,15 @@ throw-away serving home of ``benchmarks.serving.harness`` (two small LightGBM ve
 customers' features in Redis under a unique prefix, removed at the end), starts ``bentoml serve
 bento.service:ChurnService`` with ``--workers`` workers (Redis online store, Redis rate limit, 1 h feature
 cache, no warm-up: the first minute includes the cold cache), and sends ``POST /predict`` with one random
-customer id at ``--rate`` requests/s for ``--duration`` seconds from an open-loop aiohttp client. Latency
-is measured from each request's SCHEDULED send time, so queueing counts.
+customer id at ``--rate`` requests/s for ``--duration`` seconds from an open-loop aiohttp client (on uvloop
+when installed; ``--loop asyncio`` for the default loop). Latency is measured from each request's SCHEDULED
+send time, so queueing counts.
+
+Client and server apart: per minute the client's send lag (P99 and max: how late it started requests) and
+the CPU of the service's process tree and of the load generator (% of one core); over the run the
+service's own latency from its ``/metrics`` histograms (``churn_request_seconds`` of the handler, BentoML's
+``bentoml_service_request_duration_seconds`` of its whole app), read before and after the load only (a
+scrape holds a worker's event loop for ~40 ms).
 
 Printed per minute (``--bucket-seconds``; requests fall into the minute of their scheduled send time) and
 overall: requests, error rate (any status but 200, or no response), P50 / P95 / P99 / P99.9, the service's
