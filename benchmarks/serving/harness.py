@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,14 +138,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 @dataclass
 class OpenLoopResult:
     """One entry per request, in send order: ``scheduled`` send time (seconds after the start),
-    ``latency`` (seconds from the scheduled send time to the end of the response) and HTTP ``status``
-    (0 = no response: connection error or client timeout)."""
+    ``latency`` (seconds from the scheduled send time to the end of the response), HTTP ``status``
+    (0 = no response: connection error or client timeout) and ``send_lag`` (seconds from the scheduled send
+    time until the client's task for the request started: the client's own scheduling delay). Plus the
+    client process's CPU seconds over the run (``client_cpu_seconds``) and the event loop it ran on."""
 
     rate: float
     scheduled: np.ndarray
     latency: np.ndarray
     status: np.ndarray
     elapsed: float
+    send_lag: np.ndarray
+    client_cpu_seconds: float
+    loop: str
 
     @property
     def requests(self) -> int:
@@ -156,13 +161,37 @@ class OpenLoopResult:
         return int((self.status == 200).sum())
 
 
+def event_loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The client's event loop: ``uvloop`` (a cheaper client; it comes with uvicorn's extras), ``asyncio``
+    (the default loop: None) or ``auto`` (uvloop when installed)."""
+    if loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if loop == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def run_open_loop(
+    url: str, rate: float, seconds: float, ids: int, loop: str = "auto", **kwargs: Any
+) -> OpenLoopResult:
+    """:func:`open_loop` on its own event loop (:func:`event_loop_factory` of ``loop``)."""
+    with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
+        return runner.run(open_loop(url, rate, seconds, ids, **kwargs))
+
+
 async def open_loop(
     url: str, rate: float, seconds: float, ids: int, seed: int = 0, timeout: float = 30.0
 ) -> OpenLoopResult:
     """POST ``{"customer_ids": [one random id in 1..ids]}`` to ``url`` at ``rate`` requests/s for ``seconds``.
 
     Open loop: request ``i`` is due at ``i / rate`` whatever the earlier ones are doing (at most 256
-    connections; requests beyond that wait in the client, and that wait counts in their latency).
+    connections; requests beyond that wait in the client, and that wait counts in their latency). The
+    bodies are built before the clock starts; the sender wakes once per due request (or once for all that
+    are due when it woke late), so a late wake-up shows in ``send_lag`` and in the latency.
     """
     import aiohttp
 
@@ -171,35 +200,41 @@ async def open_loop(
     bodies = [json.dumps({"customer_ids": [rng.randint(1, ids)]}).encode() for _ in range(n)]
     scheduled = np.arange(n) / rate
     latency = np.full(n, np.nan)
+    send_lag = np.full(n, np.nan)
     status = np.zeros(n, dtype=np.int16)
     headers = {"content-type": "application/json", "x-api-key": API_KEY}
     connector = aiohttp.TCPConnector(limit=256)
     pending: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
     ) as session:
+        cpu_start = time.process_time()
         start = time.perf_counter()
 
         async def one(i: int) -> None:
+            due = start + scheduled[i]
+            send_lag[i] = time.perf_counter() - due
             try:
                 async with session.post(url, data=bodies[i], headers=headers) as r:
                     await r.read()
                     status[i] = r.status
             except (aiohttp.ClientError, TimeoutError):
                 status[i] = 0
-            latency[i] = time.perf_counter() - (start + scheduled[i])
+            latency[i] = time.perf_counter() - due
 
         for i in range(n):
             delay = start + scheduled[i] - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(one(i))
+            task = loop.create_task(one(i))
             pending.add(task)
             task.add_done_callback(pending.discard)
         if pending:
             await asyncio.gather(*pending)
         elapsed = time.perf_counter() - start
-    return OpenLoopResult(rate, scheduled, latency, status, elapsed)
+        cpu = time.process_time() - cpu_start
+    return OpenLoopResult(rate, scheduled, latency, status, elapsed, send_lag, cpu, type(loop).__module__)
 
 
 def latency_ms(latency_seconds: np.ndarray) -> dict[str, float | None]:
@@ -213,7 +248,7 @@ def latency_ms(latency_seconds: np.ndarray) -> dict[str, float | None]:
 
 def fixed_rate(url: str, rate: int, seconds: int, ids: int) -> dict[str, Any]:
     """:func:`open_loop` summarised: achieved rate, latency percentiles, error rate (non-200 share)."""
-    result = asyncio.run(open_loop(url, rate, seconds, ids))
+    result = run_open_loop(url, rate, seconds, ids)
     return {
         "rate": rate,
         "seconds": seconds,

@@ -8,6 +8,7 @@ guards (API key, body and batch limits, per-customer rate limit), the deadline a
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import logging
@@ -80,6 +81,7 @@ class FastPath:
 
     def __init__(self, cfg: ServingSettings, runtime: Callable[[], Runtime | None], metrics: Metrics) -> None:
         self.cfg, self.runtime, self.metrics = cfg, runtime, metrics
+        self._watchers: set[asyncio.Task[None]] = set()  # disconnect watchers of requests in flight
 
     # -- guards ----------------------------------------------------------------------------------
     def current(self) -> Runtime:
@@ -161,9 +163,14 @@ class FastPath:
         :class:`ClientDisconnected`) raised; the work stops at its next stage boundary (``Deadline.enter``)
         and, not having committed, logs nothing. If it had already committed (it is writing the prediction
         log), its answer is awaited.
+
+        The disconnect watcher is a detached task that ends by itself: the server's ``receive`` answers
+        ``http.disconnect`` when the client goes away or once the response is complete. It is never
+        cancelled: a cancelled task's exception would hold the whole request's objects in a reference cycle
+        that only the garbage collector frees (a long pause per collection under load).
         """
         done: Future[T] = Future()
-        disconnected = False
+        disconnected = finished = False
 
         def run() -> None:
             try:
@@ -179,16 +186,19 @@ class FastPath:
 
         async def watch(receive: Callable[[], Awaitable[Any]]) -> None:
             nonlocal disconnected
-            if await client_disconnected(receive):
+            if await client_disconnected(receive) and not finished:
                 disconnected = True
                 waiting.cancel()
 
-        async with anyio.create_task_group() as watchers:
-            if request is not None:
-                watchers.start_soon(watch, request.receive)
+        if request is not None:
+            watcher = asyncio.get_running_loop().create_task(watch(request.receive))
+            self._watchers.add(watcher)  # the loop keeps only a weak reference to a task
+            watcher.add_done_callback(self._watchers.discard)
+        try:
             with waiting:
                 await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
-            watchers.cancel_scope.cancel()
+        finally:
+            finished = True
         if not done.done():
             if deadline.expire():
                 if disconnected:
