@@ -250,9 +250,7 @@ def validate_batch(
             rejected.extend(parts)
 
     if seen_keys is not None and seen_keys.height and candidates.height:
-        repeat = candidates.join(
-            seen_keys.select(keys).unique(), on=list(keys), how="semi", nulls_equal=False
-        )
+        repeat = candidates.join(seen_keys.select(keys), on=list(keys), how="semi", nulls_equal=False)
         if repeat.height:
             rule = "field_uniqueness" if len(keys) == 1 else "multiple_fields_uniqueness"
             cases = repeat.select(pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="|"))
@@ -295,7 +293,10 @@ class StreamValidator:
     """Validates one logical batch of ``table`` chunk by chunk, with the results of one big batch.
 
     Keys accepted into the contract in earlier chunks are carried forward, so a key repeated across
-    chunks is rejected with the same uniqueness rule, and row indexes count across chunks.
+    chunks is rejected with the same uniqueness rule, and row indexes count across chunks. Where the key
+    holds ``week_start`` the carried keys are kept per week and a chunk is checked against the weeks it
+    lands in only (a row of another week is rejected by the landing-week rule anyway), so a batch of many
+    weekly files costs linear, not quadratic, time in its rows.
     """
 
     def __init__(
@@ -311,35 +312,53 @@ class StreamValidator:
         self.date_bounds = date_bounds
         self.keep_originals = keep_originals
         self.rows_seen = 0
-        self._seen: list[pl.DataFrame] = []
+        self._by_week = "week_start" in RAW_CONTRACTS[table][1]
+        self._seen: dict[object, list[pl.DataFrame]] = {}
 
-    def mark(self) -> tuple[int, list[pl.DataFrame]]:
+    def mark(self) -> tuple[int, dict[object, list[pl.DataFrame]]]:
         """A restore point (see :meth:`restore`): forget the chunks of a file that turned out unreadable."""
-        return self.rows_seen, list(self._seen)
+        return self.rows_seen, {week: list(parts) for week, parts in self._seen.items()}
 
-    def restore(self, mark: tuple[int, list[pl.DataFrame]]) -> None:
+    def restore(self, mark: tuple[int, dict[object, list[pl.DataFrame]]]) -> None:
         self.rows_seen, seen = mark
-        self._seen = list(seen)
+        self._seen = {week: list(parts) for week, parts in seen.items()}
+
+    def _seen_for(self, landing_weeks: pl.Series | None) -> pl.DataFrame | None:
+        if self._by_week and landing_weeks is not None:
+            weeks = landing_weeks.cast(pl.Date).unique().to_list()
+            parts = [part for week in weeks for part in self._seen.get(week, [])]
+        else:
+            parts = [part for week_parts in self._seen.values() for part in week_parts]
+        if not parts:
+            return None
+        return pl.concat(parts) if len(parts) > 1 else parts[0]
+
+    def _remember(self, keys: pl.DataFrame) -> None:
+        groups = (
+            {week: part for (week,), part in keys.partition_by("week_start", as_dict=True).items()}
+            if self._by_week
+            else {None: keys}
+        )
+        for week, part in groups.items():
+            bucket = self._seen.setdefault(week, [])
+            bucket.append(part)
+            if len(bucket) > 8:  # few large frames join faster than many small ones
+                self._seen[week] = [pl.concat(bucket)]
 
     def validate(self, frame: pl.DataFrame, landing_weeks: pl.Series | None = None) -> ValidationResult:
-        seen = (
-            pl.concat(self._seen).unique() if len(self._seen) > 1 else (self._seen[0] if self._seen else None)
-        )
-        if seen is not None:
-            self._seen = [seen]
         result = validate_batch(
             self.table,
             frame,
             stored_keys=self.stored_keys,
             landing_weeks=landing_weeks,
             date_bounds=self.date_bounds,
-            seen_keys=seen,
+            seen_keys=self._seen_for(landing_weeks),
             row_offset=self.rows_seen,
             keep_originals=self.keep_originals,
         )
         self.rows_seen += frame.height
         if result.candidate_keys is not None and result.candidate_keys.height:
-            self._seen.append(result.candidate_keys)
+            self._remember(result.candidate_keys)
         return result
 
 
