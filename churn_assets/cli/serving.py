@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.table import Table
 
 from churn_assets.cli.output import JsonOpt, emit_json, err, fail, human, json_output
@@ -36,7 +37,9 @@ def with_api_key(settings: Settings) -> Settings:
         f"serving.api_key is not set: generated one for this service (send header x-api-key: {key}); "
         "set CHURNOPS_SERVING__API_KEY to choose it"
     )
-    return settings.model_copy(update={"serving": settings.serving.model_copy(update={"api_key": key})})
+    return settings.model_copy(
+        update={"serving": settings.serving.model_copy(update={"api_key": SecretStr(key)})}
+    )
 
 
 def serve_cmd(
