@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,12 +21,15 @@ import polars as pl
 import redis
 
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS
-from churn_assets.feature_store.online import OnlineStore
+from churn_assets.feature_store.online import OnlineStore, SQLiteOnlineStore
 from churn_assets.modeling.evaluation import GateResult
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.tracking import configure, log_candidate_run
 from churn_assets.modeling.training_set import categorical_features, feature_names
 from churn_assets.serving.bento_build import MANIFEST
+from churn_assets.serving.prediction_log import PredictionLogWriter
+from churn_assets.serving.runtime import Runtime
+from churn_assets.serving.scoring import ScoringModel
 from churn_assets.settings import ModelingSettings, ServingSettings, Settings
 from tests.feature_helpers import random_group_frame
 
@@ -194,3 +197,22 @@ class TcpProxy:
             except OSError:
                 pass
         self._conns = []
+
+
+@contextlib.contextmanager
+def in_process_runtime(home: Path, customers: int, **serving: object) -> Iterator[Runtime]:
+    """A serving :class:`Runtime` in this process: one small LightGBM as version 1, ``customers``
+    customers' features in a SQLite online store, a prediction log flushed only on demand."""
+    settings = serving_settings(home, as_of=AS_OF.date(), **serving)
+    model = ScoringModel(
+        "churn-model", "1", train_model(feature_frame(range(1, 201)), 1), feature_names(), 0.5
+    )
+    store = SQLiteOnlineStore(settings.online_sqlite_path)
+    fill_online_store(store, range(1, customers + 1))
+    rt = Runtime(
+        settings, {"1": model}, "1", store=store, writer=PredictionLogWriter(settings, flush_seconds=None)
+    )
+    try:
+        yield rt
+    finally:
+        rt.close()

@@ -83,35 +83,31 @@ def quality_snapshot(con: duckdb.DuckDBPyConnection) -> QualitySnapshot:
     )
 
 
+ESTIMATED_AUC_HELP = "Label-free (CBPE) AUC estimate of the champion's newest monitored week."
+AUC_HELP = "Realised AUC of the newest prediction week whose 90-day labels completed."
+DRIFTED_FEATURES_HELP = "Features that drifted in the newest monitored week."
+
+
+def _versioned_gauge(
+    registry: CollectorRegistry, name: str, help_text: str, version: str, value: float
+) -> None:
+    Gauge(name, help_text, ["model_version"], registry=registry).labels(version).set(value)
+
+
 def registry_of(snapshot: QualitySnapshot, now: dt.datetime | None = None) -> CollectorRegistry:
     """A fresh registry holding the snapshot's gauges (only those with a value)."""
     registry = CollectorRegistry()
     week = Gauge(WEEK_TIMESTAMP, "Monday of the newest monitored week.", ["kind"], registry=registry)
     if snapshot.estimated is not None:
         day, version, value = snapshot.estimated
-        Gauge(
-            ESTIMATED_AUC,
-            "Label-free (CBPE) AUC estimate of the champion's newest monitored week.",
-            ["model_version"],
-            registry=registry,
-        ).labels(version).set(value)
+        _versioned_gauge(registry, ESTIMATED_AUC, ESTIMATED_AUC_HELP, version, value)
         week.labels("performance").set(_epoch(day))
     if snapshot.realised is not None:
         _, version, value = snapshot.realised
-        Gauge(
-            AUC,
-            "Realised AUC of the newest prediction week whose 90-day labels completed.",
-            ["model_version"],
-            registry=registry,
-        ).labels(version).set(value)
+        _versioned_gauge(registry, AUC, AUC_HELP, version, value)
     if snapshot.drift is not None:
         day, version, count = snapshot.drift
-        Gauge(
-            DRIFTED_FEATURES,
-            "Features that drifted in the newest monitored week.",
-            ["model_version"],
-            registry=registry,
-        ).labels(version).set(count)
+        _versioned_gauge(registry, DRIFTED_FEATURES, DRIFTED_FEATURES_HELP, version, count)
         week.labels("drift").set(_epoch(day))
     Gauge(WRITTEN_TIMESTAMP, "When the monitoring step wrote these gauges.", registry=registry).set(
         (now or dt.datetime.now(dt.UTC)).timestamp()

@@ -19,13 +19,10 @@ from typing import Any
 
 import pytest
 
-from churn_assets.feature_store.online import SQLiteOnlineStore
-from churn_assets.modeling.training_set import feature_names
 from churn_assets.serving.app import build_app
-from churn_assets.serving.prediction_log import PredictionLogWriter, read_predictions
+from churn_assets.serving.prediction_log import read_predictions
 from churn_assets.serving.runtime import Runtime
-from churn_assets.serving.scoring import ScoringModel
-from tests.serving_helpers import AS_OF, feature_frame, fill_online_store, serving_settings, train_model
+from tests.serving_helpers import in_process_runtime
 
 REQUESTS = 200
 # LightGBM's ctypes call leaves a pointer and its dict per prediction (numpy's ``ndarray.ctypes.data_as``);
@@ -35,19 +32,8 @@ MAX_CYCLIC_PER_REQUEST = 5
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    settings = serving_settings(tmp_path, as_of=AS_OF.date(), require_api_key=False)
-    model = ScoringModel(
-        "churn-model", "1", train_model(feature_frame(range(1, 201)), 1), feature_names(), 0.5
-    )
-    store = SQLiteOnlineStore(settings.online_sqlite_path)
-    fill_online_store(store, range(1, 21))
-    rt = Runtime(
-        settings, {"1": model}, "1", store=store, writer=PredictionLogWriter(settings, flush_seconds=None)
-    )
-    try:
+    with in_process_runtime(tmp_path, 20, require_api_key=False) as rt:
         yield rt
-    finally:
-        rt.close()
 
 
 async def post(app: Any, path: str, payload: object) -> int:
