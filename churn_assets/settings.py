@@ -634,6 +634,48 @@ class AlertSettings(BaseModel):
         return value
 
 
+class ComputeSettings(BaseModel):
+    """Where the heavy stages run (docs/scale_out.md): in this process (``local``, the default) or on a
+    Dask cluster (``dask``), sharded by customer. The transformation code is the same in both."""
+
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description="`local`: every stage in the run's own process; `dask`: heavy stages on a cluster.",
+    )
+    scheduler: str = Field(
+        "local:2",
+        description="The Dask scheduler: the address of a running one (`tcp://host:8786`, `tls://...`), or "
+        "`local:N` to start a LocalCluster of N worker processes on loopback for the run.",
+    )
+    worker_memory_limit: str = Field(
+        "4GiB",
+        pattern=r"^\d+(\.\d+)?\s*([KMGT]i?B)?$",
+        description="Memory limit of each worker a `local:N` cluster starts (Dask's syntax: 4GiB, 800MB).",
+    )
+    threads_per_worker: int = Field(1, ge=1, description="Threads of each worker a `local:N` cluster starts.")
+    shards: int = Field(
+        8, ge=1, description="Customer shards: a stable hash of customer_id assigns each customer to one."
+    )
+    connect_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long to wait for a remote scheduler before failing the run."
+    )
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_address(cls, value: str) -> str:
+        if re.fullmatch(r"local:[1-9]\d*", value) or re.fullmatch(r"(tcp|tls|inproc|ucx)://\S+", value):
+            return value
+        raise ValueError(
+            f"compute.scheduler must be `local:N` (N >= 1 worker processes) or a scheduler address such as "
+            f"tcp://host:8786, not {value!r}"
+        )
+
+    @property
+    def local_workers(self) -> int | None:
+        """N of a `local:N` scheduler, None for the address of a running scheduler."""
+        return int(self.scheduler.split(":", 1)[1]) if self.scheduler.startswith("local:") else None
+
+
 class DeploymentSettings(BaseModel):
     """The Kubernetes deployment that ``churnops deploy render`` writes under ``deploy/`` (docs/scale_out.md).
 
@@ -759,6 +801,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
     deployment: DeploymentSettings = DeploymentSettings()
+    compute: ComputeSettings = ComputeSettings()
     duckdb_memory_limit: str = Field(
         "4GB", description="DuckDB buffer limit of the warehouse (it spills to disk beyond it)."
     )

@@ -54,3 +54,14 @@ def fresh_postgres_database(postgres_url: str):
         return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
     return make
+
+
+@pytest.fixture(scope="session")
+def dask_client_2w():
+    """A real Dask cluster for the session: a scheduler and 2 worker processes on loopback, 1 GiB each."""
+    from churn_assets.compute.cluster import dask_client
+    from churn_assets.settings import ComputeSettings
+
+    compute = ComputeSettings(engine="dask", scheduler="local:2", worker_memory_limit="1GiB")
+    with dask_client(compute) as client:
+        yield client

@@ -1,0 +1,1 @@
+"""Where heavy stages run: the local engine (this process) or a Dask cluster, sharded by customer."""

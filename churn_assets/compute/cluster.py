@@ -1,0 +1,144 @@
+"""The Dask cluster of ``compute.engine = dask`` and the customer shards its tasks work on.
+
+``dask_client`` connects to the scheduler the settings name — a running one (``tcp://host:8786``) or a
+``LocalCluster`` of N worker processes on loopback (``local:N``) started for the run and stopped after it
+— and checks, before any work is submitted, that every worker can read and write the storage root. Bad
+configuration fails here with an error that names the setting, never half-way through a stage.
+
+Customers are assigned to shards by :func:`shard_of`, a multiplicative hash of the integer
+``customer_id``: stable across processes, machines and library versions (unlike Python's ``hash`` or a
+dataframe library's hash), so a customer's rows land on the same shard in every stage and every week.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from churn_assets.settings import ComputeSettings
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+# Knuth's multiplicative constant for 64 bits (2^64 / golden ratio); the product wraps modulo 2^64.
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+class ComputeConfigError(RuntimeError):
+    """The ``compute`` settings cannot work: the message names the setting and what is wrong."""
+
+
+def shard_of(customer_id: np.ndarray, shards: int) -> np.ndarray:
+    """The shard (0 .. shards-1) of each customer id: the high 32 bits of ``id * golden`` mod ``shards``."""
+    if shards < 1:
+        raise ComputeConfigError(f"compute.shards must be at least 1, not {shards}")
+    ids = np.asarray(customer_id).astype(np.uint64, copy=False)
+    with np.errstate(over="ignore"):
+        mixed = ids * np.uint64(_GOLDEN)
+    return ((mixed >> np.uint64(32)) % np.uint64(shards)).astype(np.int32)
+
+
+def shard_expr(shards: int, column: str = "customer_id") -> pl.Expr:
+    """:func:`shard_of` as a polars expression (same values; polars integer arithmetic wraps as numpy's)."""
+    if shards < 1:
+        raise ComputeConfigError(f"compute.shards must be at least 1, not {shards}")
+    mixed = pl.col(column).cast(pl.UInt64) * pl.lit(_GOLDEN, dtype=pl.UInt64)
+    return ((mixed // pl.lit(1 << 32, dtype=pl.UInt64)) % shards).cast(pl.Int32)
+
+
+def _storage_access(root: str) -> str | None:
+    """Run on a worker: None if it can list, write and delete a file under ``root``, else the reason."""
+    path = Path(root)
+    if not path.is_dir():
+        return f"{root} is not a directory on this worker"
+    probe = path / f".churnops-probe-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"ok")
+        ok = probe.read_bytes() == b"ok"
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write {root}: {exc.strerror or exc}"
+    return None if ok else f"read back a different file under {root}"
+
+
+def check_storage(client: Client, root: Path) -> int:
+    """Raise unless every worker of ``client`` can read and write ``root``; the number of workers checked."""
+    answers: dict[str, str | None] = client.run(_storage_access, str(root))
+    if not answers:
+        raise ComputeConfigError("compute.scheduler: the Dask scheduler has no workers")
+    refused = {worker: reason for worker, reason in answers.items() if reason}
+    if refused:
+        lines = "; ".join(f"{worker}: {reason}" for worker, reason in sorted(refused.items()))
+        raise ComputeConfigError(
+            f"{len(refused)} of {len(answers)} Dask workers cannot use the storage root {root} "
+            f"(settings `home`, which every worker must reach at the same path): {lines}"
+        )
+    return len(answers)
+
+
+@contextlib.contextmanager
+def dask_client(compute: ComputeSettings, *, storage_root: Path | None = None) -> Iterator[Client]:
+    """A client of the configured cluster for the duration of the block (a ``local:N`` cluster is started
+    and stopped with it); with ``storage_root``, every worker's access to it is checked first."""
+    from distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        workers = compute.local_workers
+        if workers is not None:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=compute.threads_per_worker,
+                    memory_limit=compute.worker_memory_limit,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=logging.WARNING,
+                )
+            )
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+        else:
+            try:
+                client = stack.enter_context(
+                    Client(
+                        compute.scheduler,
+                        timeout=f"{compute.connect_timeout_seconds}s",
+                        set_as_default=False,
+                    )
+                )
+            except (OSError, TimeoutError) as exc:
+                raise ComputeConfigError(
+                    f"compute.scheduler: no Dask scheduler answered at {compute.scheduler} within "
+                    f"{compute.connect_timeout_seconds:g} s (compute.connect_timeout_seconds): {exc}"
+                ) from exc
+        if storage_root is not None:
+            check_storage(client, storage_root)
+        yield client
+
+
+def worker_count(client: Client) -> int:
+    """Workers the scheduler knows now (recorded in run metadata)."""
+    return len(client.scheduler_info().get("workers", {}))
+
+
+def engine_label(compute: ComputeSettings) -> str:
+    """What ran a stage, for metadata: ``local`` or ``dask <scheduler>``."""
+    return "local" if compute.engine == "local" else f"dask {compute.scheduler}"
+
+
+__all__ = [
+    "ComputeConfigError",
+    "check_storage",
+    "dask_client",
+    "engine_label",
+    "shard_expr",
+    "shard_of",
+    "worker_count",
+]
