@@ -16,6 +16,7 @@ import bentoml
 
 from churn_assets.serving.app import build_app
 from churn_assets.serving.bento_build import load_exported
+from churn_assets.serving.bentoml_schema import SchemaWithFastPath, fast_path_routes
 from churn_assets.serving.http_server import install as install_http_timeouts
 from churn_assets.serving.runtime import Runtime
 from churn_assets.settings import get_settings
@@ -77,3 +78,9 @@ class ChurnService:
         runtime = _RUNTIME.pop("runtime", None)
         if runtime is not None:
             runtime.close()  # flushes the prediction log
+
+
+# /schema.json (what bentoml.SyncHTTPClient / AsyncHTTPClient read) lists the mounted endpoints too.
+ChurnService.add_asgi_middleware(
+    SchemaWithFastPath, base_schema=ChurnService.schema, routes=fast_path_routes(SETTINGS.serving)
+)

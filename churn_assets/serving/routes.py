@@ -107,14 +107,19 @@ class FastPath:
         return body
 
     def check_key(self, request: Request, admin: bool = False) -> None:
-        """``x-api-key`` against ``serving.api_key`` (constant time). Admin endpoints always need it and
-        are disabled (403) without a configured key; predict endpoints need it when ``require_api_key``."""
+        """``x-api-key`` (else an ``Authorization: Bearer`` token) against ``serving.api_key`` (constant
+        time). Admin endpoints always need it and are disabled (403) without a configured key; predict
+        endpoints need it when ``require_api_key``."""
         key = self.cfg.api_key
         if key is None and admin:
             raise HttpError(403, "admin endpoint disabled: serving.api_key is not set")
         if not admin and not self.cfg.require_api_key:
             return
-        sent = request.headers.get("x-api-key", "").encode("latin-1")  # as Starlette decoded it
+        sent_key = request.headers.get("x-api-key")
+        if sent_key is None:  # BentoML's clients send their `token` as a bearer token
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            sent_key = token.strip() if scheme.lower() == "bearer" else ""
+        sent = sent_key.encode("latin-1")  # as Starlette decoded it
         if key is None or not hmac.compare_digest(sent, key.get_secret_value().encode()):
             why = "" if key is not None else " (serving.api_key is not set: no key is accepted)"
             raise HttpError(401, f"missing or wrong x-api-key header{why}", AUTH_CHALLENGE)
