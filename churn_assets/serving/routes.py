@@ -13,6 +13,7 @@ import functools
 import hmac
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -39,12 +40,16 @@ from churn_assets.serving.resilience import (
 )
 from churn_assets.serving.runtime import Runtime, Scoring
 from churn_assets.serving.schemas import PredictFeaturesRequest, PredictRequest
-from churn_assets.settings import ServingSettings
+from churn_assets.settings import LoggingSettings, ServingSettings
+from churn_assets.structured_logging import customer_id_hasher
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger(__name__)
+request_log = logging.getLogger("churn_assets.serving.requests")
+# The outcome named in a request's log line (else ok / rejected / error by status class).
+OUTCOMES = {499: "client_disconnected", 504: "timeout", 429: "rate_limited", 503: "unavailable"}
 AUTH_CHALLENGE = {"WWW-Authenticate": 'ApiKey header="x-api-key"'}
 
 
@@ -79,8 +84,17 @@ def deadline_of(request: Request) -> Deadline:
 class FastPath:
     """The fast-path endpoints over ``runtime()`` (the worker's :class:`Runtime`, None until loaded)."""
 
-    def __init__(self, cfg: ServingSettings, runtime: Callable[[], Runtime | None], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cfg: ServingSettings,
+        runtime: Callable[[], Runtime | None],
+        metrics: Metrics,
+        logging_cfg: LoggingSettings | None = None,
+    ) -> None:
         self.cfg, self.runtime, self.metrics = cfg, runtime, metrics
+        logging_cfg = logging_cfg or LoggingSettings()
+        self.request_lines = logging_cfg.request_lines  # one log line per predict request
+        self.customer_hash = customer_id_hasher(logging_cfg)
         self._watchers: set[asyncio.Task[None]] = set()  # disconnect watchers of requests in flight
 
     # -- guards ----------------------------------------------------------------------------------
@@ -237,10 +251,38 @@ class FastPath:
                 metrics.errors.labels(name, str(response.status_code)).inc()
             version = response.headers.get("x-model-version", "none")
             variant = response.headers.get("x-variant", "none")
-            metrics.latency.labels(name, version, variant).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            metrics.latency.labels(name, version, variant).observe(elapsed)
+            if self.request_lines:
+                self.log_request(name, request, response, elapsed, version, variant)
             return response
 
         return wrapped
+
+    def log_request(
+        self, name: str, request: Request, response: Response, elapsed: float, version: str, variant: str
+    ) -> None:
+        """The request's log line: request id (the prediction log's), customer id hashes, model version,
+        variant, latency and outcome."""
+        status = response.status_code
+        ids = getattr(request.state, "customer_ids", None) or []
+        outcome = OUTCOMES.get(status) or ("ok" if status < 400 else "rejected" if status < 500 else "error")
+        request_log.info(
+            "request",
+            extra={
+                "fields": {
+                    "endpoint": name,
+                    "request_id": response.headers.get("x-request-id") or uuid.uuid4().hex,
+                    "status": status,
+                    "outcome": outcome,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "model_version": version,
+                    "variant": variant,
+                    "customers": len(ids),
+                    "customer_id_hashes": [self.customer_hash(c) for c in ids],
+                }
+            },
+        )
 
     def respond(self, rt: Runtime, scoring: Scoring, deadline: Deadline) -> Response:
         """The response of a scored request, then its prediction-log write (``rt.log``): a failure on the
@@ -252,6 +294,7 @@ class FastPath:
         headers = {
             "x-model-version": ",".join(sorted(versions)) or "none",
             "x-variant": ",".join(sorted(variants)) or "none",
+            "x-request-id": scoring.request_id,
         }
         response = json_response({"predictions": items}, headers=headers, background=task)
         rt.log(scoring, deadline)
@@ -273,6 +316,8 @@ class FastPath:
 
     async def predict(self, request: Request) -> Response:
         req, rt = await self.parse(request, PredictRequest, lambda r: len(r.customer_ids), "customer ids")
+        if self.request_lines:
+            request.state.customer_ids = req.customer_ids
         deadline = deadline_of(request)
 
         def work() -> Response:
@@ -307,6 +352,8 @@ class FastPath:
     async def predict_features(self, request: Request) -> Response:
         req, rt = await self.parse(request, PredictFeaturesRequest, lambda r: len(r.rows), "rows")
         dumped = [r.model_dump() for r in req.rows]
+        if self.request_lines:
+            request.state.customer_ids = [r["customer_id"] for r in dumped]
         required = rt.model_for(rt.state().stable_version).features
         missing = sorted({f for f in required if f not in req.rows[0].model_fields_set})
         if missing:
