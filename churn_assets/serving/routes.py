@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from churn_assets.feature_store.request_time import ticket_features
 from churn_assets.serving.http_metrics import Metrics
 from churn_assets.serving.resilience import (
     BREAKER_STATE_CODE,
@@ -334,6 +335,7 @@ class FastPath:
                     {"Retry-After": self.retry_after()},
                 ) from None
             self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
+            live = self.request_time_features(rt, req, deadline)
             rows: list[dict[str, Any] | None] = []
             errors = {}
             for i, cid in enumerate(req.customer_ids):
@@ -343,11 +345,31 @@ class FastPath:
                     errors[i] = f"unknown customer_id {cid}: no features in the online store"
                     self.metrics.item_errors.labels("unknown_customer").inc()
                 else:
-                    rows.append(values)
+                    rows.append({**values, **live[cid]} if cid in live else values)
             scoring = rt.score_rows(req.customer_ids, rows, req.explain, errors, deadline)
+            for item in scoring.items:
+                if item["customer_id"] in live and "error" not in item:
+                    item["live_features"] = sorted(live[item["customer_id"]])
             return self.respond(rt, scoring, deadline)
 
         return await self.in_thread("predict", deadline, work, request)
+
+    def request_time_features(
+        self, rt: Runtime, req: PredictRequest, deadline: Deadline
+    ) -> dict[int, dict[str, Any]]:
+        """The features of ``req.context`` computed in the request (customer id -> feature -> value), at
+        ``req.as_of`` or the serving clock, by the offline pipeline's transformation code."""
+        if not req.context:
+            return {}
+        deadline.enter("request_time_features")
+        requested = set(req.customer_ids)
+        tickets: dict[int, list[dict[str, Any]]] = {}
+        for entry in req.context:
+            if entry.customer_id in requested:
+                tickets.setdefault(entry.customer_id, []).extend(
+                    t.model_dump() for t in entry.support_tickets
+                )
+        return ticket_features(tickets, req.as_of or rt.now) if tickets else {}
 
     async def predict_features(self, request: Request) -> Response:
         req, rt = await self.parse(request, PredictFeaturesRequest, lambda r: len(r.rows), "rows")
