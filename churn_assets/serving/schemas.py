@@ -12,10 +12,12 @@ import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -43,11 +45,13 @@ Int64 = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX), _AS_INT]
 FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # JSON ints accepted (as floats); no NaN/inf
 
 
+# RFC 3339 timestamps (JSON Schema's date-time: with a UTC offset), strings only (no epoch numbers).
+Timestamp = Annotated[AwareDatetime, Strict()]
+
+
 def _naive_utc(value: dt.datetime) -> dt.datetime:
-    """A timestamp as naive UTC (how the warehouse stores them); naive input is taken as UTC. An aware one
-    whose UTC time leaves Python's range (year 1 or 9999) is clamped to that range."""
-    if value.tzinfo is None:
-        return value
+    """A timestamp as naive UTC (how the warehouse stores them); one whose UTC time leaves Python's range
+    (year 1 or 9999) is clamped to that range."""
     try:
         return value.astimezone(dt.UTC).replace(tzinfo=None)
     except OverflowError:
@@ -58,13 +62,15 @@ class SupportTicket(BaseModel):
     """A support ticket, as the offline pipeline's ``raw.support_tickets`` holds it."""
 
     model_config = ConfigDict(extra="forbid")
-    opened_at: dt.datetime = Field(
-        description="When it was opened (naive = UTC); counts when within the 90 days before `as_of`."
+    opened_at: Timestamp = Field(
+        description="When it was opened (with its UTC offset); counts when within the 90 days before `as_of`."
     )
     resolution_hours: FiniteFloat | None = Field(
         None, ge=0, le=24 * 90, description="Hours to resolution; null while open."
     )
-    satisfaction: StrictInt | None = Field(None, ge=1, le=5, description="Rating 1-5 of a resolved ticket.")
+    satisfaction: Annotated[StrictInt, Field(ge=1, le=5), _AS_INT] | None = Field(
+        None, description="Rating 1-5 of a resolved ticket."
+    )
 
     @field_validator("opened_at")
     @classmethod
@@ -99,7 +105,7 @@ class PredictRequest(BaseModel):
         "`customer_ids` are ignored): the features they affect are computed in the request by the offline "
         "pipeline's code and named in the prediction's `live_features`.",
     )
-    as_of: dt.datetime | None = Field(
+    as_of: Timestamp | None = Field(
         None, description="Clock of the request-time features (default: the service's serving clock)."
     )
 

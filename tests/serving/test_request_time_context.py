@@ -96,8 +96,10 @@ def test_context_after_the_clock_or_of_other_customers_changes_nothing_it_should
 @pytest.mark.parametrize(
     ("ticket", "field"),
     [
-        ({"opened_at": "2025-05-01", "satisfaction": 9}, "satisfaction"),
+        ({"opened_at": "2025-05-01T00:00:00Z", "satisfaction": 9}, "satisfaction"),
         ({"opened_at": "yesterday"}, "opened_at"),
+        ({"opened_at": "2025-05-01T00:00:00"}, "opened_at"),  # no UTC offset
+        ({"opened_at": 1748736000}, "opened_at"),  # epoch seconds: not a date-time string
     ],
 )
 def test_a_ticket_outside_the_contract_gets_422_naming_the_field(
