@@ -16,12 +16,15 @@ import bentoml
 
 from churn_assets.serving.app import build_app
 from churn_assets.serving.bento_build import load_exported
+from churn_assets.serving.bentoml_schema import SchemaWithFastPath, fast_path_routes
 from churn_assets.serving.http_server import install as install_http_timeouts
 from churn_assets.serving.runtime import Runtime
 from churn_assets.settings import get_settings
+from churn_assets.structured_logging import configure_logging
 
 MANIFEST: dict[str, Any] = json.loads((Path(__file__).parent / "serving_models.json").read_text())
 SETTINGS = get_settings()
+configure_logging(SETTINGS.logging)  # console lines or JSON lines (logging.format), on stderr
 _RUNTIME: dict[str, Runtime] = {}
 log = logging.getLogger("churnops.serving")
 # uvicorn (started by BentoML after this import) closes connections that are slow to send their headers.
@@ -77,3 +80,9 @@ class ChurnService:
         runtime = _RUNTIME.pop("runtime", None)
         if runtime is not None:
             runtime.close()  # flushes the prediction log
+
+
+# /schema.json (what bentoml.SyncHTTPClient / AsyncHTTPClient read) lists the mounted endpoints too.
+ChurnService.add_asgi_middleware(
+    SchemaWithFastPath, base_schema=ChurnService.schema, routes=fast_path_routes(SETTINGS.serving)
+)

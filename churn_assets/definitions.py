@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from churn_assets.defs.logs import configure_pipeline_logging
 from churn_assets.defs.resources import build_resources
 from churn_assets.defs.sensors import build_schedules, build_sensors
 from churn_assets.settings import Settings, get_settings
@@ -20,6 +21,7 @@ PROJECT_ROOT = Path(__file__).parent.parent
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The whole code location for ``settings``."""
+    configure_pipeline_logging(settings.logging)
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=PROJECT_ROOT),
         dg.Definitions(

@@ -529,6 +529,38 @@ class ServingSettings(BaseModel):
     )
 
 
+class LoggingSettings(BaseModel):
+    """Log output of the service and the pipeline (see docs/operations.md, "Logs")."""
+
+    format: Literal["console", "json"] = Field(
+        "console",
+        description="`console`: human-readable lines (the default); `json`: one JSON object per line "
+        "(structlog), with the bound context (request id, run id, partition, step).",
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level written by the churnops loggers."
+    )
+    request_lines: bool = Field(
+        False,
+        description="The service logs one line per /predict and /predict_features request (request id, "
+        "customer id hashes, model version, variant, latency, outcome). Off by default: a line per "
+        "request costs the hot path a few percent of CPU.",
+    )
+    customer_id_hash_key: SecretStr | None = Field(
+        None,
+        description="Key of the keyed BLAKE2b hash that stands for customer ids in logs. Without one the "
+        "hash is unkeyed, and small integer ids can be recovered by hashing candidates: set one in "
+        "production. A secret: never shown, logged or dumped.",
+    )
+
+    @field_validator("customer_id_hash_key")
+    @classmethod
+    def _key_fits_blake2b(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 1 <= len(value.get_secret_value().encode()) <= 64:
+            raise ValueError("logging.customer_id_hash_key must be 1 to 64 bytes (a BLAKE2b key)")
+        return value
+
+
 class MonitoringSettings(BaseModel):
     """Drift and performance monitoring (see docs/monitoring.md)."""
 
@@ -799,6 +831,7 @@ class Settings(BaseSettings):
     automation: AutomationSettings = AutomationSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    logging: LoggingSettings = LoggingSettings()
     alerts: AlertSettings = AlertSettings()
     deployment: DeploymentSettings = DeploymentSettings()
     compute: ComputeSettings = ComputeSettings()

@@ -1,4 +1,4 @@
-"""Monitoring commands of ``churnops``: ``status [--json]``, ``metrics serve``."""
+"""Monitoring commands of ``churnops``: ``status [--json]``, ``report [--week W] [--open]``, ``metrics serve``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,37 @@ def status_cmd(as_json: JsonOpt = False) -> None:
         emit_json(report)
     else:
         typer.echo(render_status(report))
+
+
+def report_cmd(
+    week: Annotated[
+        str | None,
+        typer.Option("--week", help="Week key (its Monday, YYYY-MM-DD); default: the newest monitored week."),
+    ] = None,
+    open_it: Annotated[bool, typer.Option("--open", help="Open the report in a web browser.")] = False,
+) -> None:
+    """Write the weekly HTML monitoring report (drift, AUC trend, rollout, traffic) and print its path."""
+    import datetime as dt
+    import webbrowser
+
+    from churn_assets.monitoring.html_report import newest_week, write_weekly_report
+    from churn_assets.settings import get_settings
+    from churn_assets.storage.warehouse import Warehouse
+
+    settings = get_settings()
+    try:
+        chosen = dt.date.fromisoformat(week) if week is not None else None
+    except ValueError:
+        raise typer.BadParameter(f"{week!r} is not a week key (YYYY-MM-DD)", param_hint="--week") from None
+    with Warehouse(settings.warehouse_path).connect() as con:
+        chosen = chosen or newest_week(con)
+        if chosen is None:
+            err.print("no monitored week yet: run the weekly production (churnops demo / simulate + run)")
+            raise typer.Exit(1)
+        path = write_weekly_report(settings, con, chosen)
+    typer.echo(str(path))
+    if open_it:
+        webbrowser.open(path.as_uri())
 
 
 metrics_app = typer.Typer(
@@ -63,4 +94,5 @@ PANEL = "Monitoring"
 def register(app: typer.Typer) -> None:
     """Add the monitoring commands to the ``churnops`` app."""
     app.command("status", rich_help_panel=PANEL)(status_cmd)
+    app.command("report", rich_help_panel=PANEL)(report_cmd)
     app.add_typer(metrics_app, name="metrics", rich_help_panel=PANEL)

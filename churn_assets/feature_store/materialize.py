@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from churn_assets.feature_store.definitions import EVENT_TIMESTAMP, FEATURE_GROU
 from churn_assets.feature_store.offline import OfflineStore
 from churn_assets.feature_store.online import OnlineStore
 from churn_assets.feature_store.transforms import iter_snapshots
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,6 +35,7 @@ def materialize_offline(con: duckdb.DuckDBPyConnection, as_of_dates: Sequence[dt
         # A few dates per pass, staged in DuckDB as they come: Python never holds all snapshots.
         report.rows.update(OfflineStore(con).write_batches(iter_snapshots(con, list(as_of_dates))))
     report.seconds = time.perf_counter() - started
+    log.info("offline store: %d snapshot(s), %s rows per group", len(as_of_dates), report.rows)
     return report
 
 

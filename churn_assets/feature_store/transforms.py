@@ -40,6 +40,25 @@ from data_contracts.raw_tables import RAW_TABLES
 DAYS_SINCE_ACTIVE_CAP = 91
 _ARROW: dict[DType, pa.DataType] = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
 
+# The support-ticket features, shared by the offline snapshots and the request-time features
+# (feature_store/request_time.py): ticket rows ``t`` (opened_at, resolution_hours, satisfaction) of the
+# 90 days before ``w.as_of`` -> per-customer aggregates -> the features.
+# (Offline every landed ticket opened before the as-of date: the upper bound matters online only.)
+TICKET_WINDOW = "t.opened_at >= w.as_of - INTERVAL 90 DAY AND t.opened_at < w.as_of"
+TICKET_AGGREGATES = """
+    count(*) FILTER (t.opened_at >= w.as_of - INTERVAL 30 DAY) AS tickets_30,
+    count(*) AS tickets_90,
+    count(*) FILTER (t.resolution_hours IS NULL
+        OR t.opened_at + to_microseconds((t.resolution_hours * 3600e6)::BIGINT) > w.as_of) AS unresolved_90,
+    avg(t.satisfaction) FILTER (t.resolution_hours IS NOT NULL
+        AND t.opened_at + to_microseconds((t.resolution_hours * 3600e6)::BIGINT) <= w.as_of) AS satisfaction_90"""
+TICKET_FEATURES = {
+    "support_tickets_last_30d": "coalesce(t.tickets_30, 0)::BIGINT",
+    "support_tickets_last_90d": "coalesce(t.tickets_90, 0)::BIGINT",
+    "unresolved_tickets_90d": "coalesce(t.unresolved_90, 0)::BIGINT",
+    "avg_ticket_satisfaction_90d": "coalesce(t.satisfaction_90, 0)::DOUBLE",
+}
+
 # Per-(as_of, customer) aggregates of each source; joined onto the entity set below.
 _AS_OF = "CREATE OR REPLACE TEMP TABLE _asof AS SELECT DISTINCT unnest($dates::DATE[]) AS as_of"
 _PREPARE = """
@@ -79,15 +98,9 @@ FROM raw.engagement e JOIN _win w ON e.week_start = w.wk
 GROUP BY ALL;
 
 CREATE OR REPLACE TEMP TABLE _tickets AS
-SELECT w.as_of, t.customer_id,
-    count(*) FILTER (t.opened_at >= w.as_of - INTERVAL 30 DAY) AS tickets_30,
-    count(*) AS tickets_90,
-    count(*) FILTER (t.resolution_hours IS NULL
-        OR t.opened_at + to_microseconds((t.resolution_hours * 3600e6)::BIGINT) > w.as_of) AS unresolved_90,
-    avg(t.satisfaction) FILTER (t.resolution_hours IS NOT NULL
-        AND t.opened_at + to_microseconds((t.resolution_hours * 3600e6)::BIGINT) <= w.as_of) AS satisfaction_90
+SELECT w.as_of, t.customer_id, {ticket_aggregates}
 FROM raw.support_tickets t JOIN _win w ON t.week_start = w.wk
-WHERE t.opened_at >= w.as_of - INTERVAL 90 DAY
+WHERE {ticket_window}
 GROUP BY ALL;
 
 CREATE OR REPLACE TEMP TABLE _billing AS
@@ -141,7 +154,7 @@ SELECT
     -- customer_usage
     coalesce(u.calls_30, 0)::DOUBLE AS calls_last_30d,
     coalesce(u.data_30, 0)::DOUBLE AS data_usage_gb_last_30d,
-    coalesce(t.tickets_30, 0)::BIGINT AS support_tickets_last_30d,
+    {support_tickets_last_30d} AS support_tickets_last_30d,
     coalesce(g.logins_7, 0)::BIGINT AS login_count_last_7d,
     coalesce(g.features_30, 0)::BIGINT AS features_used_count,
     coalesce(u.minutes_30, 0)::DOUBLE AS call_minutes_last_30d,
@@ -171,9 +184,9 @@ SELECT
     coalesce(g.active_days_30, 0)::BIGINT AS active_days_last_30d,
     coalesce(7 * (g.last_active_k - 1), $cap)::BIGINT AS days_since_last_active,
     coalesce(g.features_30, 0)::DOUBLE / $n_features AS feature_adoption_rate,
-    coalesce(t.tickets_90, 0)::BIGINT AS support_tickets_last_90d,
-    coalesce(t.unresolved_90, 0)::BIGINT AS unresolved_tickets_90d,
-    coalesce(t.satisfaction_90, 0)::DOUBLE AS avg_ticket_satisfaction_90d,
+    {support_tickets_last_90d} AS support_tickets_last_90d,
+    {unresolved_tickets_90d} AS unresolved_tickets_90d,
+    {avg_ticket_satisfaction_90d} AS avg_ticket_satisfaction_90d,
     -- customer_cohort
     e.acquisition_channel,
     e.cohort AS signup_cohort,
@@ -191,6 +204,12 @@ LEFT JOIN _billing b ON b.as_of = e.as_of AND b.customer_id = e.customer_id
 JOIN _cohort_rate cr ON cr.as_of = e.as_of AND cr.cohort = e.cohort
 JOIN _channel_rate hr ON hr.as_of = e.as_of AND hr.channel = e.acquisition_channel
 """
+
+_PREPARE = _PREPARE.replace("{ticket_aggregates}", TICKET_AGGREGATES).replace(
+    "{ticket_window}", TICKET_WINDOW
+)
+for _name, _expression in TICKET_FEATURES.items():
+    _SELECT = _SELECT.replace("{" + _name + "}", _expression)
 
 _INTERMEDIATE = (
     "_win",

@@ -11,6 +11,7 @@ and the other weeks are still ingested; :class:`BatchRejected` then names every 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from churn_assets.ingestion.contract_files import ContractOptions, FileReport, v
 from churn_assets.ingestion.landing import find_file
 from churn_assets.storage.warehouse import record_rejections, replace_partitions, stored_keys
 from data_contracts.validation import REJECTION_SCHEMA, StreamValidator, ValidationResult
+
+log = logging.getLogger(__name__)
 
 QUARANTINE_SCHEMA = {**REJECTION_SCHEMA, "week_start": pl.Date, "source_file": pl.String}
 
@@ -193,6 +196,14 @@ def ingest_partitions(
             accepted, rejected = [], []
         if progress is not None:
             progress(min(start + chunk_weeks, len(ordered)), len(ordered))
+    log.info(
+        "raw.%s: %d week(s) ingested, %d rows accepted, %d week(s) kept as stored, %d unusable file(s)",
+        table,
+        len(ordered),
+        report.rows_accepted,
+        len(report.kept_previous),
+        len(report.broken_files),
+    )
     if report.broken_files:
         raise BatchRejected(
             f"raw table {table!r}: {len(report.broken_files)} landing file(s) cannot be used, their stored "

@@ -80,7 +80,7 @@ def build_app(
     ``base_spec()`` (inside BentoML: the service's own OpenAPI) makes the app answer ``/docs.json`` — the
     spec behind BentoML's docs page ``/`` — with that spec plus these endpoints.
     """
-    fast_path = FastPath(settings.serving, runtime, metrics_for(metrics_module))
+    fast_path = FastPath(settings.serving, runtime, metrics_for(metrics_module), settings.logging)
     return Starlette(
         routes=fast_path.routes() + _doc_routes(base_spec, settings.serving),
         exception_handlers={StarletteHTTPException: _http_error},

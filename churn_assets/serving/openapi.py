@@ -22,9 +22,9 @@ from churn_assets.settings import ServingSettings
 def openapi_spec(cfg: ServingSettings | None = None) -> dict[str, Any]:
     """OpenAPI 3.1 of the fast-path endpoints, from the pydantic models and the serving settings ``cfg``.
 
-    It declares what the service enforces: ``/rollout`` always needs the ``x-api-key`` header; ``/predict``
-    and ``/predict_features`` need it when ``serving.require_api_key``, else they declare no security and no
-    401 answer; ``customer_ids`` and ``rows`` have at most ``serving.max_batch_size`` items.
+    It declares what the service enforces: ``/rollout`` always needs the key (header ``x-api-key`` or a
+    bearer token); ``/predict`` and ``/predict_features`` need it when ``serving.require_api_key``, else they
+    declare no security and no 401 answer; ``customer_ids`` and ``rows`` have at most ``serving.max_batch_size`` items.
     """
     cfg = cfg or ServingSettings()
     require_api_key = cfg.require_api_key
@@ -52,7 +52,7 @@ def openapi_spec(cfg: ServingSettings | None = None) -> dict[str, Any]:
             "200": {"description": description, "content": {"application/json": {"schema": schema(model)}}}
         }
 
-    key: list[dict[str, list[str]]] = [{"ApiKey": []}]
+    key: list[dict[str, list[str]]] = [{"ApiKey": []}, {"BearerKey": []}]  # either one
     predict_errors = (
         (401, 413, 415, 422, 429, 503, 504) if require_api_key else (413, 415, 422, 429, 503, 504)
     )
@@ -98,7 +98,12 @@ def openapi_spec(cfg: ServingSettings | None = None) -> dict[str, Any]:
                     "in": "header",
                     "name": "x-api-key",
                     "description": "Must equal the service's `serving.api_key`.",
-                }
+                },
+                "BearerKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The same key as a bearer token (what BentoML's clients send as `token`).",
+                },
             },
         },
     }

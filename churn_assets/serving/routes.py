@@ -13,6 +13,7 @@ import functools
 import hmac
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from churn_assets.feature_store.request_time import ticket_features
 from churn_assets.serving.http_metrics import Metrics
 from churn_assets.serving.resilience import (
     BREAKER_STATE_CODE,
@@ -39,12 +41,16 @@ from churn_assets.serving.resilience import (
 )
 from churn_assets.serving.runtime import Runtime, Scoring
 from churn_assets.serving.schemas import PredictFeaturesRequest, PredictRequest
-from churn_assets.settings import ServingSettings
+from churn_assets.settings import LoggingSettings, ServingSettings
+from churn_assets.structured_logging import customer_id_hasher
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger(__name__)
+request_log = logging.getLogger("churn_assets.serving.requests")
+# The outcome named in a request's log line (else ok / rejected / error by status class).
+OUTCOMES = {499: "client_disconnected", 504: "timeout", 429: "rate_limited", 503: "unavailable"}
 AUTH_CHALLENGE = {"WWW-Authenticate": 'ApiKey header="x-api-key"'}
 
 
@@ -79,8 +85,17 @@ def deadline_of(request: Request) -> Deadline:
 class FastPath:
     """The fast-path endpoints over ``runtime()`` (the worker's :class:`Runtime`, None until loaded)."""
 
-    def __init__(self, cfg: ServingSettings, runtime: Callable[[], Runtime | None], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cfg: ServingSettings,
+        runtime: Callable[[], Runtime | None],
+        metrics: Metrics,
+        logging_cfg: LoggingSettings | None = None,
+    ) -> None:
         self.cfg, self.runtime, self.metrics = cfg, runtime, metrics
+        logging_cfg = logging_cfg or LoggingSettings()
+        self.request_lines = logging_cfg.request_lines  # one log line per predict request
+        self.customer_hash = customer_id_hasher(logging_cfg)
         self._watchers: set[asyncio.Task[None]] = set()  # disconnect watchers of requests in flight
 
     # -- guards ----------------------------------------------------------------------------------
@@ -107,14 +122,19 @@ class FastPath:
         return body
 
     def check_key(self, request: Request, admin: bool = False) -> None:
-        """``x-api-key`` against ``serving.api_key`` (constant time). Admin endpoints always need it and
-        are disabled (403) without a configured key; predict endpoints need it when ``require_api_key``."""
+        """``x-api-key`` (else an ``Authorization: Bearer`` token) against ``serving.api_key`` (constant
+        time). Admin endpoints always need it and are disabled (403) without a configured key; predict
+        endpoints need it when ``require_api_key``."""
         key = self.cfg.api_key
         if key is None and admin:
             raise HttpError(403, "admin endpoint disabled: serving.api_key is not set")
         if not admin and not self.cfg.require_api_key:
             return
-        sent = request.headers.get("x-api-key", "").encode("latin-1")  # as Starlette decoded it
+        sent_key = request.headers.get("x-api-key")
+        if sent_key is None:  # BentoML's clients send their `token` as a bearer token
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            sent_key = token.strip() if scheme.lower() == "bearer" else ""
+        sent = sent_key.encode("latin-1")  # as Starlette decoded it
         if key is None or not hmac.compare_digest(sent, key.get_secret_value().encode()):
             why = "" if key is not None else " (serving.api_key is not set: no key is accepted)"
             raise HttpError(401, f"missing or wrong x-api-key header{why}", AUTH_CHALLENGE)
@@ -232,10 +252,38 @@ class FastPath:
                 metrics.errors.labels(name, str(response.status_code)).inc()
             version = response.headers.get("x-model-version", "none")
             variant = response.headers.get("x-variant", "none")
-            metrics.latency.labels(name, version, variant).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            metrics.latency.labels(name, version, variant).observe(elapsed)
+            if self.request_lines:
+                self.log_request(name, request, response, elapsed, version, variant)
             return response
 
         return wrapped
+
+    def log_request(
+        self, name: str, request: Request, response: Response, elapsed: float, version: str, variant: str
+    ) -> None:
+        """The request's log line: request id (the prediction log's), customer id hashes, model version,
+        variant, latency and outcome."""
+        status = response.status_code
+        ids = getattr(request.state, "customer_ids", None) or []
+        outcome = OUTCOMES.get(status) or ("ok" if status < 400 else "rejected" if status < 500 else "error")
+        request_log.info(
+            "request",
+            extra={
+                "fields": {
+                    "endpoint": name,
+                    "request_id": response.headers.get("x-request-id") or uuid.uuid4().hex,
+                    "status": status,
+                    "outcome": outcome,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "model_version": version,
+                    "variant": variant,
+                    "customers": len(ids),
+                    "customer_id_hashes": [self.customer_hash(c) for c in ids],
+                }
+            },
+        )
 
     def respond(self, rt: Runtime, scoring: Scoring, deadline: Deadline) -> Response:
         """The response of a scored request, then its prediction-log write (``rt.log``): a failure on the
@@ -247,6 +295,7 @@ class FastPath:
         headers = {
             "x-model-version": ",".join(sorted(versions)) or "none",
             "x-variant": ",".join(sorted(variants)) or "none",
+            "x-request-id": scoring.request_id,
         }
         response = json_response({"predictions": items}, headers=headers, background=task)
         rt.log(scoring, deadline)
@@ -268,6 +317,8 @@ class FastPath:
 
     async def predict(self, request: Request) -> Response:
         req, rt = await self.parse(request, PredictRequest, lambda r: len(r.customer_ids), "customer ids")
+        if self.request_lines:
+            request.state.customer_ids = req.customer_ids
         deadline = deadline_of(request)
 
         def work() -> Response:
@@ -284,6 +335,7 @@ class FastPath:
                     {"Retry-After": self.retry_after()},
                 ) from None
             self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
+            live = self.request_time_features(rt, req, deadline)
             rows: list[dict[str, Any] | None] = []
             errors = {}
             for i, cid in enumerate(req.customer_ids):
@@ -293,15 +345,37 @@ class FastPath:
                     errors[i] = f"unknown customer_id {cid}: no features in the online store"
                     self.metrics.item_errors.labels("unknown_customer").inc()
                 else:
-                    rows.append(values)
+                    rows.append({**values, **live[cid]} if cid in live else values)
             scoring = rt.score_rows(req.customer_ids, rows, req.explain, errors, deadline)
+            for item in scoring.items:
+                if item["customer_id"] in live and "error" not in item:
+                    item["live_features"] = sorted(live[item["customer_id"]])
             return self.respond(rt, scoring, deadline)
 
         return await self.in_thread("predict", deadline, work, request)
 
+    def request_time_features(
+        self, rt: Runtime, req: PredictRequest, deadline: Deadline
+    ) -> dict[int, dict[str, Any]]:
+        """The features of ``req.context`` computed in the request (customer id -> feature -> value), at
+        ``req.as_of`` or the serving clock, by the offline pipeline's transformation code."""
+        if not req.context:
+            return {}
+        deadline.enter("request_time_features")
+        requested = set(req.customer_ids)
+        tickets: dict[int, list[dict[str, Any]]] = {}
+        for entry in req.context:
+            if entry.customer_id in requested:
+                tickets.setdefault(entry.customer_id, []).extend(
+                    t.model_dump() for t in entry.support_tickets
+                )
+        return ticket_features(tickets, req.as_of or rt.now) if tickets else {}
+
     async def predict_features(self, request: Request) -> Response:
         req, rt = await self.parse(request, PredictFeaturesRequest, lambda r: len(r.rows), "rows")
         dumped = [r.model_dump() for r in req.rows]
+        if self.request_lines:
+            request.state.customer_ids = [r["customer_id"] for r in dumped]
         required = rt.model_for(rt.state().stable_version).features
         missing = sorted({f for f in required if f not in req.rows[0].model_fields_set})
         if missing:

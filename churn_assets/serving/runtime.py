@@ -54,11 +54,12 @@ def serving_clock(settings: Settings) -> dt.datetime:
 class Scoring:
     """A scored request before it is logged: response ``items`` (scored or per-item errors), the ``shadow``
     work (candidate model, customer id, row) to score after the response, and the prediction-log
-    ``records`` of the scored items."""
+    ``records`` of the scored items (all under ``request_id``)."""
 
     items: list[dict[str, Any]]
     shadow: list[tuple[ScoringModel, int | None, Mapping[str, Any]]]
     records: list[dict[str, Any]]
+    request_id: str = ""  # the prediction log's request_id of the records
 
 
 class Runtime:
@@ -239,7 +240,7 @@ class Runtime:
             o if o is not None else {"customer_id": ids[i], "error": (errors or {}).get(i, "not scored")}
             for i, o in enumerate(out)
         ]
-        return Scoring(items, [(m, ids[i], r) for m, i, r in shadow], records)  # type: ignore[misc]
+        return Scoring(items, [(m, ids[i], r) for m, i, r in shadow], records, request_id)  # type: ignore[misc]
 
     def _record(
         self,

@@ -8,17 +8,21 @@ generated from it sends exactly what the service accepts.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
 )
 from pydantic import create_model as create_pydantic_model
 
@@ -41,14 +45,74 @@ Int64 = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX), _AS_INT]
 FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # JSON ints accepted (as floats); no NaN/inf
 
 
+# RFC 3339 timestamps (JSON Schema's date-time: with a UTC offset), strings only (no epoch numbers).
+Timestamp = Annotated[AwareDatetime, Strict()]
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    """A timestamp as naive UTC (how the warehouse stores them); one whose UTC time leaves Python's range
+    (year 1 or 9999) is clamped to that range."""
+    try:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        return dt.datetime.min if value.year == dt.MINYEAR else dt.datetime.max
+
+
+class SupportTicket(BaseModel):
+    """A support ticket, as the offline pipeline's ``raw.support_tickets`` holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+    opened_at: Timestamp = Field(
+        description="When it was opened (with its UTC offset); counts when within the 90 days before `as_of`."
+    )
+    resolution_hours: FiniteFloat | None = Field(
+        None, ge=0, le=24 * 90, description="Hours to resolution; null while open."
+    )
+    satisfaction: Annotated[StrictInt, Field(ge=1, le=5), _AS_INT] | None = Field(
+        None, description="Rating 1-5 of a resolved ticket."
+    )
+
+    @field_validator("opened_at")
+    @classmethod
+    def _opened_at_utc(cls, value: dt.datetime) -> dt.datetime:
+        return _naive_utc(value)
+
+
+class CustomerContext(BaseModel):
+    """Request-time events of one customer: features that depend on them are recomputed in the request."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_id: Int64
+    support_tickets: list[SupportTicket] = Field(
+        max_length=1000,
+        description="ALL the customer's tickets opened in the 90 days before `as_of` (the ticket features are "
+        "recomputed from these alone): support_tickets_last_30d, support_tickets_last_90d, "
+        "unresolved_tickets_90d, avg_ticket_satisfaction_90d.",
+    )
+
+
 class PredictRequest(BaseModel):
-    """Customer ids scored with features from the online store."""
+    """Customer ids scored with features from the online store (and, with ``context``, request-time features)."""
 
     model_config = ConfigDict(extra="forbid")
     customer_ids: list[Int64] = Field(
         min_length=1, description="Customer ids, 64-bit integers (per-item errors for unknown)."
     )
     explain: StrictBool = Field(False, description="Return the top-3 SHAP reasons per customer.")
+    context: list[CustomerContext] | None = Field(
+        None,
+        description="Request-time events per customer (entries of one customer are merged; customers not in "
+        "`customer_ids` are ignored): the features they affect are computed in the request by the offline "
+        "pipeline's code and named in the prediction's `live_features`.",
+    )
+    as_of: Timestamp | None = Field(
+        None, description="Clock of the request-time features (default: the service's serving clock)."
+    )
+
+    @field_validator("as_of")
+    @classmethod
+    def _as_of_utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        return None if value is None else _naive_utc(value)
 
 
 _PY_TYPES: dict[str, Any] = {"int64": Int64, "float64": FiniteFloat, "string": StrictStr}
@@ -87,6 +151,10 @@ class Prediction(BaseModel):
     model_version: str
     variant: str = Field(description="champion or canary.")
     reasons: list[Reason] | None = Field(None, description="Top SHAP reasons when `explain` was asked.")
+    live_features: list[str] | None = Field(
+        None,
+        description="Features computed in the request from the request's `context` (else from the store).",
+    )
 
 
 class ItemError(BaseModel):

@@ -264,3 +264,21 @@ def test_the_weekly_step_writes_the_quality_gauges_prometheus_scrapes(world) -> 
     assert samples["churn_model_auc"] == (version, pytest.approx(perf["auc"]))
     assert samples["churn_model_estimated_auc"] == (version, pytest.approx(perf["estimated_auc"]))
     assert samples["churn_drifted_features"] == (version, drift["n_drifted_features"])
+
+
+def test_both_weekly_assets_link_the_weeks_self_contained_html_report(world) -> None:  # type: ignore[no-untyped-def]
+    settings, _, weeks, first, _, _ = world
+    drift_meta, perf_meta = first[DRIFT_REPORT.to_user_string()], first[PERFORMANCE_REPORT.to_user_string()]
+    path = settings.monitoring_dir / "reports" / f"week_{weeks[0]}.html"
+    assert drift_meta["report"] == perf_meta["report"] == str(path)
+    assert perf_meta["report_url"] == path.as_uri()
+    html = path.read_text()
+    assert 'src="http' not in html and "href=" not in html  # images are data URIs
+    for feature in history_features(settings, weeks[0]):
+        assert f'<td class="text">{feature}</td>' in html
+
+
+def history_features(settings, week: str) -> list[str]:  # type: ignore[no-untyped-def]
+    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+        rows = history.drift_history(con).filter(pl.col("week") == dt.date.fromisoformat(week))
+    return rows.get_column("feature").to_list()

@@ -87,7 +87,7 @@ def test_churnops_serve_without_a_key_generates_one_and_requires_it(
     assert missing.json() == {"error": "missing or wrong x-api-key header"}
     assert (rollout_missing.status_code, rollout.status_code) == (401, 200)
     for path, method in [("/predict", "post"), ("/predict_features", "post"), ("/rollout", "get")]:
-        assert spec["paths"][path][method]["security"] == [{"ApiKey": []}]
+        assert spec["paths"][path][method]["security"] == [{"ApiKey": []}, {"BearerKey": []}]
         assert "401" in spec["paths"][path][method]["responses"]
 
 
@@ -106,7 +106,7 @@ def test_public_predictions_disable_the_admin_endpoint_and_the_document_says_so(
         for path in ("/predict", "/predict_features"):
             assert doc["paths"][path]["post"]["security"] == []
             assert "401" not in doc["paths"][path]["post"]["responses"]
-        assert doc["paths"]["/rollout"]["get"]["security"] == [{"ApiKey": []}]
+        assert doc["paths"]["/rollout"]["get"]["security"] == [{"ApiKey": []}, {"BearerKey": []}]
         assert "403" in doc["paths"]["/rollout"]["get"]["responses"]
 
 

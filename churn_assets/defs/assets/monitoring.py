@@ -56,6 +56,16 @@ def _for_week(
         return week, result
 
 
+def _html_report(warehouse: WarehouseResource, settings: Settings, week: dt.date) -> dict[str, Any]:
+    """The week's HTML monitoring report rewritten from the stored state (both weekly monitoring assets
+    do it, so it holds whichever ran last too), as path and file URL metadata."""
+    from churn_assets.monitoring.html_report import write_weekly_report
+
+    with warehouse.warehouse().connect() as con:
+        path = write_weekly_report(settings, con, week)
+    return {"report": dg.MetadataValue.path(str(path)), "report_url": dg.MetadataValue.url(path.as_uri())}
+
+
 def _skipped(week: dt.date) -> dict[str, Any]:
     return {"skipped": f"{week} is a history week (no production snapshot)", "model_version": "none"}
 
@@ -123,6 +133,7 @@ def drift_report(
     if png is not None:
         metadata["histograms"] = png_markdown(png, "Drifted features: reference vs current")
         metadata["histograms_path"] = dg.MetadataValue.path(str(png))
+    metadata.update(_html_report(warehouse, settings, week))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -169,4 +180,5 @@ def performance_report(
     )
     if png is not None:
         metadata["auc_trend"] = png_markdown(png, "AUC by prediction week")
+    metadata.update(_html_report(warehouse, settings, week))
     return dg.MaterializeResult(metadata=metadata)
