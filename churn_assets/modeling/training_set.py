@@ -205,9 +205,12 @@ def build_training_set(
 
 
 def build_training_table(
-    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings, horizon_days: int | None = None
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Labels of every monthly snapshot with a complete window + PIT features + period + split.
+
+    ``horizon_days``: the label window (None = the simulation's 90-day ``label_horizon_days``; another
+    model built from the same feature store, e.g. ``churn-30d``, uses its own).
 
     Returns ``(frame, metadata)``; ``frame`` (polars, never copied to pandas: millions of rows at full
     scale) has ``customer_id, as_of, period, split, churned`` then the 45 features (string features
@@ -223,9 +226,8 @@ def build_training_table(
         snapshots, ranges = rolling_snapshots(con, timeline, settings)
     else:
         snapshots = list(timeline.monthly_snapshots)
-    labels, incomplete, end = _labels(
-        con, snapshots, timeline.label_horizon_days, 7 * sim.label_delay_weeks, None, "drop"
-    )
+    horizon = timeline.label_horizon_days if horizon_days is None else horizon_days
+    labels, incomplete, end = _labels(con, snapshots, horizon, 7 * sim.label_delay_weeks, None, "drop")
     periods = pd.Series(range(1, len(snapshots) + 1))
     split_of = assign_by_period(periods, train=ranges[0], val=ranges[1], test=ranges[2])
     calendar = pl.DataFrame(
@@ -296,8 +298,8 @@ def build_training_table(
         "splits": stats,
         "features": names,
         "categories": categories,
-        "label": f"cancellation_date < as_of + {timeline.label_horizon_days} days",
-        "horizon_days": timeline.label_horizon_days,
+        "label": f"cancellation_date < as_of + {horizon} days",
+        "horizon_days": horizon,
         "report_delay_days": 7 * sim.label_delay_weeks,
         "data_end": end.isoformat(),
         "excluded_snapshots": [d.isoformat() for d in incomplete],
