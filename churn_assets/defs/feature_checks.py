@@ -11,6 +11,7 @@ materialization writes those features as null.
 import dagster as dg
 
 from churn_assets.defs.keys import FEATURES_NOT_DEPRECATED
+from churn_assets.feature_store.lifecycle import DEPRECATED, IN_USE
 from churn_assets.settings import Settings
 
 
@@ -24,8 +25,6 @@ from churn_assets.settings import Settings
     ),
 )
 def features_not_deprecated(settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
-    from churn_assets.feature_store.lifecycle import DEPRECATED, IN_USE
-
     from churn_assets.modeling.feature_usage import refresh
 
     now, verdicts = refresh(settings)

@@ -113,9 +113,7 @@ def _features_of(con: duckdb.DuckDBPyConnection, aliased: Sequence[AliasedVersio
     return out
 
 
-def observe_usage(
-    con: duckdb.DuckDBPyConnection, aliased: Sequence[AliasedVersion], now: dt.datetime
-) -> int:
+def observe_usage(con: duckdb.DuckDBPyConnection, aliased: Sequence[AliasedVersion], now: dt.datetime) -> int:
     """Stamp every feature the ``aliased`` versions depend on as used at ``now`` (a later stamp is kept).
     Returns the number of features in use."""
     _ensure_tables(con)

@@ -63,7 +63,9 @@ def materialize_online(
         table = table.filter(pc.equal(table[EVENT_TIMESTAMP], newest))
         for feature in (retired or {}).get(group.name, ()):
             i = table.schema.get_field_index(feature)
-            table = table.set_column(i, table.schema.field(i), pa.nulls(table.num_rows, table.schema.field(i).type))
+            table = table.set_column(
+                i, table.schema.field(i), pa.nulls(table.num_rows, table.schema.field(i).type)
+            )
             report.retired.setdefault(group.name, []).append(feature)
         report.rows[group.name] = online.write(group.name, table, now=newest)
         customers.update(table["customer_id"].to_pylist())

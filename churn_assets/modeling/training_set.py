@@ -357,6 +357,30 @@ def rolling_snapshots(
     return dates, ((1, train_hi), (train_hi + 1, n - n_test), (n - n_test + 1, n))
 
 
+def holdout_window(con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings) -> dict[str, Any]:
+    """The test split (holdout) the next training run will evaluate on, from the stored snapshots and the
+    split settings: ``split_mode``, ``first_as_of``, ``last_as_of``, ``snapshots`` (how many as-of dates)
+    and ``rule``; with ``error`` instead of dates when the rolling window cannot be formed yet."""
+    cfg = settings.modeling
+    if cfg.split_mode == "rolling":
+        try:
+            dates, (_, _, (lo, hi)) = rolling_snapshots(con, timeline, settings)
+        except TrainingDataError as exc:
+            return {"split_mode": "rolling", "error": str(exc)}
+        rule = f"the newest {cfg.rolling_test_snapshots} labelled snapshot(s) (rolling window)"
+    else:
+        dates, (lo, hi) = list(timeline.monthly_snapshots), cfg.test_periods
+        rule = f"monthly snapshots {lo}-{hi} of the history"
+    held = dates[lo - 1 : hi]
+    return {
+        "split_mode": cfg.split_mode,
+        "first_as_of": held[0].isoformat() if held else None,
+        "last_as_of": held[-1].isoformat() if held else None,
+        "snapshots": len(held),
+        "rule": rule,
+    }
+
+
 def check_training_set(meta: dict[str, Any]) -> None:
     """Fail (``TrainingDataError`` naming the cause) on an empty split or a train/val split with a
     single class — from the metadata, before the set is written or anything is trained."""

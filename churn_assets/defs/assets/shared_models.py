@@ -20,7 +20,9 @@ from churn_assets.settings import Settings
     description=CHURN_30D.description
     + f" Registered model `{CHURN_30D.name}`: tuned LightGBM vs baselines, calibration, gates, promotion.",
 )
-def churn_30d(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+def churn_30d(
+    context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
+) -> dg.MaterializeResult:
     from churn_assets.modeling.horizon_model import train_shared_feature_model
 
     report = train_shared_feature_model(
