@@ -56,7 +56,7 @@ class OnnxModel:
     family: str
     calibration: str
     input_kind: str  # "matrix" (one matrix ``input``) or "columns" (one tensor per feature)
-    input_dtype: Any = np.float32
+    input_dtype: Any = np.float64
 
     def inputs(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """The onnxruntime feed for ``frame`` (which holds at least the model's features)."""
@@ -260,6 +260,63 @@ def _double_sum(proto: onnx.ModelProto) -> str:
     return str(node.input[0])
 
 
+def _double_thresholds(proto: onnx.ModelProto, booster: Any) -> None:
+    """Give every tree node its threshold in float64 (``nodes_values_as_tensor``, ai.onnx.ml opset 3) and
+    make the input float64, so splits compare exactly as LightGBM does: onnxmltools writes float32
+    thresholds, and a value between a threshold and its float32 rounding would take the other branch.
+    Each float32 threshold is matched with the LightGBM split of the same tree and feature it rounds from."""
+    splits: list[dict[tuple[int, np.float32], set[float]]] = []
+
+    def walk(node: dict[str, Any], acc: dict[tuple[int, np.float32], set[float]]) -> None:
+        if "split_feature" not in node:
+            return
+        if node["decision_type"] != "==":
+            t = float(node["threshold"])
+            acc.setdefault((int(node["split_feature"]), np.float32(t)), set()).add(t)
+        walk(node["left_child"], acc)
+        walk(node["right_child"], acc)
+
+    for tree in booster.dump_model()["tree_info"]:
+        acc: dict[tuple[int, np.float32], set[float]] = {}
+        walk(tree["tree_structure"], acc)
+        splits.append(acc)
+    for node in proto.graph.node:
+        if node.op_type != "TreeEnsembleRegressor":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        modes = [m.decode() for m in attrs["nodes_modes"].strings]
+        values = []
+        for value, mode, feature, tree in zip(
+            attrs["nodes_values"].floats,
+            modes,
+            attrs["nodes_featureids"].ints,
+            attrs["nodes_treeids"].ints,
+            strict=True,
+        ):
+            if mode in ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT"):
+                found = splits[tree].get((int(feature), np.float32(value)), set())
+                if len(found) != 1:
+                    raise OnnxExportError(
+                        f"LightGBM tree {tree}: {len(found)} float64 thresholds of feature {feature} round to "
+                        f"{value}; the exact thresholds cannot be restored"
+                    )
+                values.append(next(iter(found)))
+            else:
+                values.append(float(value))
+        node.attribute.remove(attrs["nodes_values"])
+        node.attribute.append(
+            helper.make_attribute(
+                "nodes_values_as_tensor", numpy_helper.from_array(np.asarray(values, np.float64))
+            )
+        )
+    proto.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    ml = [o for o in proto.opset_import if o.domain == "ai.onnx.ml"]
+    if ml:
+        ml[0].version = max(ml[0].version, ML_OPSET)
+    else:
+        proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+
+
 def _lightgbm_margin_booster(booster: Any) -> tuple[Any, float]:
     """The booster re-labelled as a regression (its trees untouched: ONNX then outputs the raw margin, which
     both the calibrator and the logistic link take) and the link's sigmoid parameter."""
@@ -311,6 +368,7 @@ def to_onnx(model: Any, features: list[str], sample: pd.DataFrame) -> OnnxModel:
             split=TREES_PER_NODE,
         )
         score = _double_sum(proto)
+        _double_thresholds(proto, margin)
         return OnnxModel(
             _finish(proto, score, calibrator, method, sigmoid=k),
             list(features),
@@ -318,6 +376,7 @@ def to_onnx(model: Any, features: list[str], sample: pd.DataFrame) -> OnnxModel:
             "LGBMClassifier",
             method,
             "matrix",
+            np.float64,
         )
     if calibrator is not None:
         raise OnnxExportError(
@@ -401,7 +460,7 @@ def export_version(settings: Any, version: str | None = None, check_rows: int = 
         mv = found[0]
     features = json.loads(mv.tags.get("features", "[]"))
     model = load_model(str(mv.source), mv.tags.get("flavor", "sklearn"))
-    splits, _meta = TrainingWorkdir.of(settings).load_splits()
+    splits, _meta = TrainingWorkdir.of(settings).load_splits(("test",), with_train_features=False)
     sample = splits.X_test[features].head(check_rows)
     onx = to_onnx(model, features, sample)
     onx.proto.metadata_props.extend(

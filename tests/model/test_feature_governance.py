@@ -213,9 +213,9 @@ def test_deprecation_check_and_retirement_follow_the_simulated_clock(governed) -
 
 
 def test_churn_30d_lineage_depends_on_the_shared_feature_groups_only() -> None:
-    from churn_assets.orchestration import load_definitions
     from churn_assets.defs.keys import CHURN_30D_MODEL, TRAINING_SET, feature_asset_key
     from churn_assets.modeling.horizon_model import CHURN_30D
+    from churn_assets.orchestration import load_definitions
 
     defs = load_definitions()
     graph = defs.resolve_asset_graph()
