@@ -39,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 OUTPUT = "probability"
 ONNX_OPSET = 15  # the newest default-domain opset onnxmltools' LightGBM converter supports
 ML_OPSET = 3
-TREES_PER_NODE = 10  # trees per TreeEnsembleRegressor: float32 partial sums, summed in float64
+TREE_OPSET = 21  # default-domain opset beside ai.onnx.ml 5 (TreeEnsemble) for the rebuilt LightGBM graph
 
 
 class OnnxExportError(RuntimeError):
@@ -243,78 +243,161 @@ def _column(proto: onnx.ModelProto, proba: str) -> str:
     return f"{p}out"
 
 
-def _double_sum(proto: onnx.ModelProto) -> str:
-    """The float64 sum of the tree groups (onnxmltools' ``split``) before the converter casts it to float32:
-    the graph's output is taken from there, so only each group's partial sum is float32."""
-    [name] = [o.name for o in proto.graph.output]
-    producer = {out: node for node in proto.graph.node for out in node.output}
-    node = producer.get(name)
-    dropped = []
-    while node is not None and node.op_type == "Identity":
-        dropped.append(node)
-        node = producer.get(node.input[0])
-    if node is None or node.op_type != "Cast" or producer[node.input[0]].op_type != "Sum":
-        raise OnnxExportError("unexpected LightGBM ONNX graph: no float64 sum of the tree groups")
-    for n in [*dropped, node]:
-        proto.graph.node.remove(n)
-    return str(node.input[0])
+_MODES = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4, "BRANCH_NEQ": 5}
 
 
-def _double_thresholds(proto: onnx.ModelProto, booster: Any) -> None:
-    """Give every tree node its threshold in float64 (``nodes_values_as_tensor``, ai.onnx.ml opset 3) and
-    make the input float64, so splits compare exactly as LightGBM does: onnxmltools writes float32
-    thresholds, and a value between a threshold and its float32 rounding would take the other branch.
-    Each float32 threshold is matched with the LightGBM split of the same tree and feature it rounds from."""
-    splits: list[dict[tuple[int, np.float32], set[float]]] = []
+def _exact(values_by_tree: list[dict[np.float32, float]], tree: int, value: float) -> float:
+    """LightGBM's float64 value of a float32 attribute of ``tree`` (the first one rounding to it)."""
+    return values_by_tree[tree].get(np.float32(value), float(value))
 
-    def walk(node: dict[str, Any], acc: dict[tuple[int, np.float32], set[float]]) -> None:
-        if "split_feature" not in node:
+
+def _float64_trees(proto: onnx.ModelProto, booster: Any) -> str:
+    """Replace onnxmltools' ``TreeEnsembleRegressor`` (float32 thresholds, leaf weights and sums) by one
+    ai.onnx.ml opset-5 ``TreeEnsemble`` in float64 with the same structure: thresholds and leaf values
+    restored to LightGBM's float64 values (matched within each tree by their float32 rounding), a float64
+    input and sum — each row takes the branches LightGBM takes and gets its margin to float64 precision.
+    Returns the name of the (N, 1) float64 margin."""
+    [old] = [n for n in proto.graph.node if n.op_type == "TreeEnsembleRegressor"]
+    a = {x.name: helper.get_attribute_value(x) for x in old.attribute}
+    if a.get("base_values") and any(a["base_values"]):
+        raise OnnxExportError("LightGBM model with a base value: not converted")
+    thresholds: list[dict[np.float32, float]] = []
+    leaves: list[dict[np.float32, float]] = []
+
+    def walk(node: dict[str, Any], th: dict[np.float32, float], lv: dict[np.float32, float]) -> None:
+        if "leaf_value" in node:
+            lv.setdefault(np.float32(node["leaf_value"]), float(node["leaf_value"]))
             return
         if node["decision_type"] != "==":
-            t = float(node["threshold"])
-            acc.setdefault((int(node["split_feature"]), np.float32(t)), set()).add(t)
-        walk(node["left_child"], acc)
-        walk(node["right_child"], acc)
+            th.setdefault(np.float32(float(node["threshold"])), float(node["threshold"]))
+        walk(node["left_child"], th, lv)
+        walk(node["right_child"], th, lv)
 
     for tree in booster.dump_model()["tree_info"]:
-        acc: dict[tuple[int, np.float32], set[float]] = {}
-        walk(tree["tree_structure"], acc)
-        splits.append(acc)
-    for node in proto.graph.node:
-        if node.op_type != "TreeEnsembleRegressor":
+        th: dict[np.float32, float] = {}
+        lv: dict[np.float32, float] = {}
+        walk(tree["tree_structure"], th, lv)
+        thresholds.append(th)
+        leaves.append(lv)
+    modes = [m.decode() if isinstance(m, bytes) else m for m in a["nodes_modes"]]
+    keys = list(zip(a["nodes_treeids"], a["nodes_nodeids"], strict=True))
+    weight: dict[tuple[int, int], float] = {}
+    for t, n, w in zip(a["target_treeids"], a["target_nodeids"], a["target_weights"], strict=True):
+        weight[(t, n)] = weight.get((t, n), 0.0) + _exact(leaves, t, w)
+    at = {key: i for i, key in enumerate(keys)}
+    # onnxmltools writes a categorical split on several categories as a chain of BRANCH_EQ nodes sharing
+    # one true branch; TreeEnsemble allows no shared node: each chain becomes one BRANCH_MEMBER node.
+    members: dict[tuple[int, int], tuple[list[float], int]] = {}  # head -> (categories, last link)
+    absorbed: set[tuple[int, int]] = set()
+    for i, (key, mode) in enumerate(zip(keys, modes, strict=True)):
+        if mode != "BRANCH_EQ" or key in absorbed:
             continue
-        attrs = {a.name: a for a in node.attribute}
-        modes = [m.decode() for m in attrs["nodes_modes"].strings]
-        values = []
-        for value, mode, feature, tree in zip(
-            attrs["nodes_values"].floats,
-            modes,
-            attrs["nodes_featureids"].ints,
-            attrs["nodes_treeids"].ints,
-            strict=True,
+        values, last = [float(a["nodes_values"][i])], i
+        while True:
+            nxt = at.get((key[0], a["nodes_falsenodeids"][last]))
+            if (
+                nxt is None
+                or modes[nxt] != "BRANCH_EQ"
+                or a["nodes_featureids"][nxt] != a["nodes_featureids"][i]
+                or a["nodes_truenodeids"][nxt] != a["nodes_truenodeids"][i]
+            ):
+                break
+            if a["nodes_missing_value_tracks_true"][nxt] != a["nodes_missing_value_tracks_true"][i]:
+                raise OnnxExportError("LightGBM categorical split with mixed missing-value branches")
+            values.append(float(a["nodes_values"][nxt]))
+            absorbed.add(keys[nxt])
+            last = nxt
+        if len(values) > 1:
+            members[key] = (values, last)
+    split_index: dict[tuple[int, int], int] = {}
+    leaf_index: dict[tuple[int, int], int] = {}
+    for key, mode in zip(keys, modes, strict=True):
+        if mode == "LEAF":
+            leaf_index[key] = len(leaf_index)
+        elif key not in absorbed:
+            split_index[key] = len(split_index)
+    leaf_weights = [weight.get(k, 0.0) for k in leaf_index]
+    out: dict[str, list[Any]] = {k: [] for k in ("feat", "split", "mode", "t", "tl", "f", "fl", "miss")}
+    membership: list[float] = []
+
+    def child(t: int, n: int) -> tuple[int, int]:
+        return (leaf_index[(t, n)], 1) if (t, n) in leaf_index else (split_index[(t, n)], 0)
+
+    for i, (key, mode) in enumerate(zip(keys, modes, strict=True)):
+        if mode == "LEAF" or key in absorbed:
+            continue
+        if mode not in _MODES:
+            raise OnnxExportError(f"LightGBM split mode {mode}: not converted")
+        t = key[0]
+        value = float(a["nodes_values"][i])
+        true_id, true_leaf = child(t, a["nodes_truenodeids"][i])
+        last = members[key][1] if key in members else i
+        false_id, false_leaf = child(t, a["nodes_falsenodeids"][last])
+        out["feat"].append(a["nodes_featureids"][i])
+        if key in members:
+            out["split"].append(0.0)
+            out["mode"].append(6)  # BRANCH_MEMBER
+            membership += [*members[key][0], float("nan")]
+        else:
+            out["split"].append(_exact(thresholds, t, value) if _MODES[mode] < 4 else value)
+            out["mode"].append(_MODES[mode])
+        out["t"] += [true_id]
+        out["tl"] += [true_leaf]
+        out["f"] += [false_id]
+        out["fl"] += [false_leaf]
+        out["miss"].append(a["nodes_missing_value_tracks_true"][i])
+    roots = []
+    for t in sorted(set(a["nodes_treeids"])):
+        if (t, 0) in split_index:
+            roots.append(split_index[(t, 0)])
+            continue
+        roots.append(len(out["feat"]))  # a single-leaf tree: a split whose two branches reach that leaf
+        leaf = leaf_index[(t, 0)]
+        for k, v in (
+            ("feat", 0),
+            ("split", 0.0),
+            ("mode", 0),
+            ("t", leaf),
+            ("tl", 1),
+            ("f", leaf),
+            ("fl", 1),
         ):
-            if mode in ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT"):
-                found = splits[tree].get((int(feature), np.float32(value)), set())
-                if len(found) != 1:
-                    raise OnnxExportError(
-                        f"LightGBM tree {tree}: {len(found)} float64 thresholds of feature {feature} round to "
-                        f"{value}; the exact thresholds cannot be restored"
-                    )
-                values.append(next(iter(found)))
-            else:
-                values.append(float(value))
-        node.attribute.remove(attrs["nodes_values"])
-        node.attribute.append(
-            helper.make_attribute(
-                "nodes_values_as_tensor", numpy_helper.from_array(np.asarray(values, np.float64))
-            )
-        )
+            out[k].append(v)
+        out["miss"].append(1)
+    margin = "onnx_export_margin"
+    node = helper.make_node(
+        "TreeEnsemble",
+        [proto.graph.input[0].name],
+        [margin],
+        domain="ai.onnx.ml",
+        nodes_featureids=out["feat"],
+        nodes_splits=numpy_helper.from_array(np.asarray(out["split"], np.float64)),
+        nodes_modes=numpy_helper.from_array(np.asarray(out["mode"], np.uint8)),
+        nodes_truenodeids=out["t"],
+        nodes_trueleafs=out["tl"],
+        nodes_falsenodeids=out["f"],
+        nodes_falseleafs=out["fl"],
+        nodes_missing_value_tracks_true=out["miss"],
+        leaf_targetids=[0] * len(leaf_weights),
+        leaf_weights=numpy_helper.from_array(np.asarray(leaf_weights, np.float64)),
+        tree_roots=roots,
+        n_targets=1,
+        aggregate_function=1,  # SUM
+        post_transform=0,  # NONE
+        **(
+            {"membership_values": numpy_helper.from_array(np.asarray(membership, np.float64))}
+            if membership
+            else {}
+        ),
+    )
+    del proto.graph.node[:]
+    del proto.graph.initializer[:]
+    proto.graph.node.append(node)
     proto.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
-    ml = [o for o in proto.opset_import if o.domain == "ai.onnx.ml"]
-    if ml:
-        ml[0].version = max(ml[0].version, ML_OPSET)
-    else:
-        proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+    del proto.opset_import[:]
+    proto.opset_import.extend([helper.make_opsetid("", TREE_OPSET), helper.make_opsetid("ai.onnx.ml", 5)])
+    proto.ir_version = max(proto.ir_version, 10)
+    return margin
 
 
 def _lightgbm_margin_booster(booster: Any) -> tuple[Any, float]:
@@ -365,10 +448,8 @@ def to_onnx(model: Any, features: list[str], sample: pd.DataFrame) -> OnnxModel:
             margin,
             initial_types=[("input", FloatTensorType([None, len(features)]))],
             target_opset=ONNX_OPSET,
-            split=TREES_PER_NODE,
         )
-        score = _double_sum(proto)
-        _double_thresholds(proto, margin)
+        score = _float64_trees(proto, margin)
         return OnnxModel(
             _finish(proto, score, calibrator, method, sigmoid=k),
             list(features),
