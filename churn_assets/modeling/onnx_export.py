@@ -3,10 +3,11 @@
 What converts (:func:`to_onnx`):
 
 * **LightGBM** (``LGBMClassifier``), raw or wrapped by the training's calibrator
-  (``CalibratedClassifierCV(FrozenEstimator(lgbm), method="isotonic"|"sigmoid")``): the trees are converted
-  by ``onnxmltools`` (``TreeEnsembleClassifier``, float32), the calibrator is appended as ONNX operators in
-  float64 — sigmoid ``1 / (1 + exp(a·s + b))``, isotonic the piecewise-linear interpolation of its
-  thresholds with clipping, exactly as scikit-learn predicts them. The input is one float32 matrix of the
+  (``CalibratedClassifierCV(FrozenEstimator(lgbm), method="isotonic"|"sigmoid")``): ``onnxmltools``
+  converts the trees of the raw margin, which are rewritten as one float64 ``TreeEnsemble``
+  (:func:`_float64_trees`); the calibrator (it reads the margin, LightGBM's ``decision_function``) is
+  appended as ONNX operators in float64 — sigmoid ``1 / (1 + exp(a·s + b))``, isotonic the piecewise-linear interpolation of its
+  thresholds with clipping, exactly as scikit-learn predicts them. The input is one float64 matrix of the
   model's features in their order; string (categorical) features enter as LightGBM's category codes
   (:func:`encode`; the categories are stored in the ONNX metadata ``categories``, a JSON object).
 * **scikit-learn** estimators and pipelines that ``skl2onnx`` converts (e.g. the logistic-regression
