@@ -100,6 +100,17 @@ class FeatureStoreSettings(BaseModel):
     )
     redis_key_prefix: str = "churnops:fs"
     redis_batch_size: Annotated[int, Field(gt=0, description="Customers per Redis write pipeline.")] = 5_000
+    deprecate_after_days: int = Field(
+        90,
+        gt=0,
+        description="A feature that no champion, challenger or previous version of any registered model "
+        "has used for this many days (simulated clock: the newest offline snapshot) is deprecated.",
+    )
+    retire_deprecated: bool = Field(
+        False,
+        description="Online-store materialization writes deprecated features as null (retired) instead "
+        "of their values; the offline store keeps them.",
+    )
 
 
 class ContractSettings(BaseModel):

@@ -92,6 +92,37 @@ def bento_build_cmd(as_json: JsonOpt = False) -> None:
         emit_json(dataclasses.asdict(built))
 
 
+def export_onnx_cmd(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Registry version to export (default: the champion).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert the champion (or --version N) to ONNX for edge deployment, check it against the native
+    scores, and log it as an artifact of the model version (docs/serving.md, "Edge deployment (ONNX)")."""
+    with json_output(as_json):
+        from churn_assets.modeling.onnx_export import OnnxExportError, export_version
+        from churn_assets.modeling.registry import RegistryError
+        from churn_assets.settings import get_settings
+
+        try:
+            done = export_version(get_settings(), version)
+        except RegistryError as exc:
+            fail(str(exc))
+        except FileNotFoundError as exc:  # no training set to check the scores on
+            fail(f"{exc}: run `churnops train` first")
+        except OnnxExportError as exc:
+            fail(f"cannot export to ONNX: {exc}", 1)
+        human(as_json).print(
+            f"{done['model_name']} v{done['version']} ({done['family']}, calibration {done['calibration']}) -> "
+            f"{done['artifact_uri']}: {done['onnx_bytes']:,} bytes; max |onnx - native| "
+            f"{done['max_abs_diff_vs_native']:.2e} on {done['checked_rows']:,} test rows",
+            highlight=False,
+        )
+    if as_json:
+        emit_json(done)
+
+
 def _show(state: object, as_json: bool) -> None:
     data = dataclasses.asdict(state)  # type: ignore[call-overload]
     if as_json:
@@ -159,4 +190,5 @@ def register(app: typer.Typer) -> None:
     """Add the serving commands to the ``churnops`` app."""
     app.command("serve", rich_help_panel=PANEL)(serve_cmd)
     app.command("bento-build", rich_help_panel=PANEL)(bento_build_cmd)
+    app.command("export-onnx", rich_help_panel=PANEL)(export_onnx_cmd)
     app.add_typer(rollout_app, name="rollout", rich_help_panel=PANEL)

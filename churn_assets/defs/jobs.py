@@ -13,6 +13,7 @@ from churn_assets.defs.keys import (
     ROLLOUT_START,
     ROLLOUT_STEP,
     SERVING_GROUP,
+    SHARED_MODELS_GROUP,
     TRAINING_GROUP,
 )
 from churn_assets.defs.partitions import weekly_partitions
@@ -92,4 +93,15 @@ serving = dg.define_asset_job(
     SERVING_JOB,
     selection=dg.AssetSelection.groups(SERVING_GROUP),
     description="Export the registry champion (and a rollout candidate) to BentoML and build the bento offline.",
+)
+
+SHARED_MODELS_JOB = "shared_models"
+
+shared_models = dg.define_asset_job(
+    SHARED_MODELS_JOB,
+    selection=dg.AssetSelection.groups(SHARED_MODELS_GROUP),
+    description=(
+        "Train and register the models other than the production one that are built from the same "
+        "feature store (churn-30d: churn within 30 days from the account, usage and engagement groups)."
+    ),
 )

@@ -19,6 +19,7 @@ PRODUCTION_GROUP = "production"
 ROLLOUT_GROUP = "rollout"
 MONITORING_GROUP = "monitoring"
 STATUS_GROUP = "status"
+SHARED_MODELS_GROUP = "shared_models"
 
 
 # ---- raw and features -----------------------------------------------------------------------------
@@ -43,6 +44,7 @@ CANDIDATES = dg.AssetKey(["training", "candidates"])
 CHALLENGER = dg.AssetKey(["training", "challenger"])
 CHAMPION = dg.AssetKey(["training", "champion"])
 CHAMPION_BENTO = dg.AssetKey(["serving", "champion_bento"])
+CHURN_30D_MODEL = dg.AssetKey(["shared_models", "churn_30d"])
 
 # ---- weekly production, rollout, monitoring -------------------------------------------------------
 BATCH_SCORES = dg.AssetKey(["production", "batch_scores"])
@@ -62,3 +64,7 @@ NO_MATERIAL_DRIFT = dg.AssetCheckKey(DRIFT_REPORT, "no_material_drift")
 AUC_AT_OR_ABOVE_THRESHOLD = dg.AssetCheckKey(PERFORMANCE_REPORT, "auc_at_or_above_0_78")
 ESTIMATED_AUC_AT_OR_ABOVE_THRESHOLD = dg.AssetCheckKey(PERFORMANCE_REPORT, "estimated_auc_at_or_above_0_78")
 MONITORING_CHECKS = (NO_MATERIAL_DRIFT, AUC_AT_OR_ABOVE_THRESHOLD, ESTIMATED_AUC_AT_OR_ABOVE_THRESHOLD)
+
+# WARN check on the online store: features no aliased model version has used for
+# ``feature_store.deprecate_after_days`` (defs/feature_checks.py).
+FEATURES_NOT_DEPRECATED = dg.AssetCheckKey(ONLINE_STORE, "features_not_deprecated")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from churn_assets.feature_store.definitions import EVENT_TIMESTAMP, FEATURE_GROUPS
@@ -25,6 +26,7 @@ class MaterializeReport:
     seconds: float = 0.0
     as_of: dt.datetime | None = None
     customers: int = 0
+    retired: dict[str, list[str]] = field(default_factory=dict)
 
 
 def materialize_offline(con: duckdb.DuckDBPyConnection, as_of_dates: Sequence[dt.date]) -> MaterializeReport:
@@ -39,11 +41,17 @@ def materialize_offline(con: duckdb.DuckDBPyConnection, as_of_dates: Sequence[dt
     return report
 
 
-def materialize_online(con: duckdb.DuckDBPyConnection, online: OnlineStore) -> MaterializeReport:
+def materialize_online(
+    con: duckdb.DuckDBPyConnection,
+    online: OnlineStore,
+    retired: Mapping[str, Sequence[str]] | None = None,
+) -> MaterializeReport:
     """Write each group's newest snapshot (the customers active then) to the online store.
 
     The clock is the newest snapshot time in the offline store, which in the simulated world is
-    "now"; each group is written with the values of its own newest snapshot.
+    "now"; each group is written with the values of its own newest snapshot. ``retired``
+    (``{group: [feature, ...]}``, e.g. ``lifecycle.deprecated_features``): features written as null —
+    retired from serving, still in the offline store.
     """
     started = time.perf_counter()
     offline = OfflineStore(con)
@@ -57,6 +65,12 @@ def materialize_online(con: duckdb.DuckDBPyConnection, online: OnlineStore) -> M
         newest = max(times)
         table = offline.latest(group.name, as_of=newest)
         table = table.filter(pc.equal(table[EVENT_TIMESTAMP], newest))
+        for feature in (retired or {}).get(group.name, ()):
+            i = table.schema.get_field_index(feature)
+            table = table.set_column(
+                i, table.schema.field(i), pa.nulls(table.num_rows, table.schema.field(i).type)
+            )
+            report.retired.setdefault(group.name, []).append(feature)
         report.rows[group.name] = online.write(group.name, table, now=newest)
         customers.update(table["customer_id"].to_pylist())
         report.as_of = max(report.as_of or newest, newest)

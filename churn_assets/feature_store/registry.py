@@ -44,9 +44,14 @@ def registry_rows() -> list[dict[str, Any]]:
 
 
 def render_registry_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """A rich table of :func:`registry_rows`: a line per feature, group facts once, rules between groups."""
+    """A rich table of :func:`registry_rows`: a line per feature, group facts once, rules between groups.
+
+    Rows that carry ``status`` (and ``last_used_at``), as ``churnops features list`` adds from the feature
+    lifecycle, get a ``status`` and a ``last used`` column."""
+    lifecycle = bool(rows) and "status" in rows[0]
     table = Table(title=f"Feature registry: {len(rows)} features", show_lines=False)
-    for column in ("group", "feature", "dtype", "description", "owner", "freshness", "TTL", "sources"):
+    columns = ["group", "feature", "dtype", "description", "owner", "freshness", "TTL", "sources"]
+    for column in columns + (["status", "last used"] if lifecycle else []):
         table.add_column(column, overflow="fold")
     for i, row in enumerate(rows):
         first = i == 0 or rows[i - 1]["group"] != row["group"]
@@ -60,12 +65,14 @@ def render_registry_table(rows: Sequence[dict[str, Any]]) -> Table:
             row["update_frequency"] if first else "",
             f"{row['ttl_days']:g} d" if first else "",
             ", ".join(row["sources"]) if first else "",
+            *([str(row["status"] or "—"), str(row.get("last_used_at") or "—")[:10]] if lifecycle else []),
             end_section=last,
         )
     return table
 
 
-def _ensure_dependency_table(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_dependency_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``features.model_dependencies`` when it does not exist."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {DEPENDENCY_TABLE} (model_name VARCHAR NOT NULL,"
@@ -87,7 +94,7 @@ def record_model_features(
     Replaces what was recorded for that model version; returns the number of features recorded.
     Unknown features raise ``KeyError``.
     """
-    _ensure_dependency_table(con)
+    ensure_dependency_table(con)
     resolved = resolve(list(features) if features is not None else None)
     rows = [
         (model_name, str(model_version), feature, group, recorded_at or utcnow())
@@ -114,7 +121,7 @@ def models_using(con: duckdb.DuckDBPyConnection, feature: str) -> list[dict[str,
 
     Each item: ``model_name, model_version, group_name, recorded_at``.
     """
-    _ensure_dependency_table(con)
+    ensure_dependency_table(con)
     name = feature.split(":", 1)[1] if ":" in feature else feature
     rows = con.execute(
         f"SELECT model_name, model_version, group_name, recorded_at FROM {DEPENDENCY_TABLE}"
@@ -124,3 +131,21 @@ def models_using(con: duckdb.DuckDBPyConnection, feature: str) -> list[dict[str,
     return [
         dict(zip(("model_name", "model_version", "group_name", "recorded_at"), r, strict=True)) for r in rows
     ]
+
+
+def dependency_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every recorded (model version, feature) pair: ``model_name, model_version, feature, group_name,
+    recorded_at``, by model name, version number, then feature; empty when nothing was recorded (also on a
+    read-only connection to a warehouse without the table)."""
+    [(exists,)] = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = 'model_dependencies'",
+        [SCHEMA],
+    ).fetchall()
+    if not exists:
+        return []
+    rows = con.execute(
+        f"SELECT model_name, model_version, feature, group_name, recorded_at FROM {DEPENDENCY_TABLE}"
+        " ORDER BY model_name, TRY_CAST(model_version AS BIGINT), model_version, feature"
+    ).fetchall()
+    keys = ("model_name", "model_version", "feature", "group_name", "recorded_at")
+    return [dict(zip(keys, r, strict=True)) for r in rows]

@@ -9,7 +9,10 @@ there and serving deploys its champion. Any other name is a model of its own, e.
 Every version carries tags: ``semver`` (major.minor.patch), ``artifact_sha256`` (the model file),
 ``data_sha256`` (the training-data snapshot), ``eval_sha256`` (the holdout its metrics were measured
 on, :func:`holdout_sha256`), ``features`` (JSON list — the feature → model dependency), ``flavor``,
-``gates_passed`` and ``metric.<name>`` for each metric.
+``gates_passed`` and ``metric.<name>`` for each metric. A version whose features are all feature-store
+features (any registered model's, e.g. the production model and ``churn-30d``) also has them recorded in
+the warehouse's ``features.model_dependencies`` at the simulated clock, and the features of this model's
+aliased versions are stamped as used (``feature_store.lifecycle``): ``churnops features usage``.
 
 The production model serves from the online feature store, so a version whose features are not all
 declared in the feature store (``feature_store.definitions``) is refused under the production name
@@ -50,11 +53,14 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.feature_store.definitions import all_features, unknown_features
+from churn_assets.feature_store.lifecycle import AliasedVersion, feature_clock, observe_usage
+from churn_assets.feature_store.registry import record_model_features
 from churn_assets.modeling.audit import AuditEntry, AuditLog
 from churn_assets.modeling.evaluation import GateResult
 from churn_assets.modeling.paths import audit_url
 from churn_assets.modeling.tracking import LoggedRun, configure, load_model
 from churn_assets.settings import Settings
+from churn_assets.storage.warehouse import Warehouse
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 LIGHTGBM_PARAMS_TAG = "lightgbm_params"  # search-space params of a LightGBM version (retraining)
@@ -181,6 +187,13 @@ class ModelRegistry:
                 out[alias] = str(mv.version)
         return out
 
+    def aliased_versions(self) -> list[AliasedVersion]:
+        """The versions of this model that hold an alias now, with their aliases."""
+        held: dict[str, list[str]] = {}
+        for alias, version in self.aliases().items():
+            held.setdefault(version, []).append(alias)
+        return [AliasedVersion(self.name, v, tuple(a)) for v, a in held.items()]
+
     def tags(self, version: str) -> dict[str, str]:
         return dict(self.client.get_model_version(self.name, version).tags)
 
@@ -269,6 +282,7 @@ class ModelRegistry:
         mv = self.client.create_model_version(self.name, logged.model_uri, run_id=logged.run_id, tags=tags)
         version = str(mv.version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        self.record_feature_dependencies(version, features)
         self.audit.append(
             "register",
             self.name,
@@ -281,6 +295,18 @@ class ModelRegistry:
             metrics=dict(metrics),
         )
         return RegisteredVersion(self.name, version, semver)
+
+    def record_feature_dependencies(self, version: str, features: Sequence[str]) -> bool:
+        """Record ``version``'s features in the warehouse's dependency table and stamp the features of this
+        model's aliased versions as used, at the simulated clock. A model with features the feature store
+        does not declare (a bring-your-own table) was not built from it: nothing is recorded (False)."""
+        if not features or unknown_features(features):
+            return False
+        with Warehouse(self.settings.warehouse_path).connect() as con:
+            now = feature_clock(con)
+            record_model_features(con, self.name, version, features, recorded_at=now)
+            observe_usage(con, self.aliased_versions(), now)
+        return True
 
     def consider(
         self,

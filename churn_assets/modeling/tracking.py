@@ -14,10 +14,11 @@ model) and sklearn models with skops serialization and their trusted types liste
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,33 @@ def list_runs(settings: Settings, max_results: int = 200) -> list[dict[str, Any]
             }
         )
     return rows
+
+
+def pipeline_runs(settings: Settings, jobs: Sequence[str], max_results: int = 100) -> list[dict[str, Any]]:
+    """The MLflow parent runs of the Dagster runs of ``jobs`` (named after their job, tag ``dagster_run_id``),
+    newest first: ``run_id, job, status, started_at, ended_at`` (aware UTC datetimes; ``ended_at`` None
+    while running) and ``duration_seconds`` (None while running)."""
+    tracking = configure(settings)
+    runs = tracking.client.search_runs(
+        [tracking.experiment_id],
+        filter_string="tags.dagster_run_id LIKE '%'",
+        max_results=max_results,
+        order_by=["attributes.start_time DESC"],
+    )
+    out = []
+    for r in runs:
+        if r.info.run_name not in jobs or r.data.tags.get("mlflow.parentRunId"):
+            continue
+        start = dt.datetime.fromtimestamp(r.info.start_time / 1000, dt.UTC)
+        end = dt.datetime.fromtimestamp(r.info.end_time / 1000, dt.UTC) if r.info.end_time else None
+        out.append(
+            {
+                "run_id": r.info.run_id,
+                "job": r.info.run_name,
+                "status": r.info.status,
+                "started_at": start,
+                "ended_at": end,
+                "duration_seconds": (end - start).total_seconds() if end else None,
+            }
+        )
+    return out

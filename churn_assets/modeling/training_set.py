@@ -205,9 +205,12 @@ def build_training_set(
 
 
 def build_training_table(
-    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings, horizon_days: int | None = None
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Labels of every monthly snapshot with a complete window + PIT features + period + split.
+
+    ``horizon_days``: the label window (None = the simulation's 90-day ``label_horizon_days``; another
+    model built from the same feature store, e.g. ``churn-30d``, uses its own).
 
     Returns ``(frame, metadata)``; ``frame`` (polars, never copied to pandas: millions of rows at full
     scale) has ``customer_id, as_of, period, split, churned`` then the 45 features (string features
@@ -223,9 +226,8 @@ def build_training_table(
         snapshots, ranges = rolling_snapshots(con, timeline, settings)
     else:
         snapshots = list(timeline.monthly_snapshots)
-    labels, incomplete, end = _labels(
-        con, snapshots, timeline.label_horizon_days, 7 * sim.label_delay_weeks, None, "drop"
-    )
+    horizon = timeline.label_horizon_days if horizon_days is None else horizon_days
+    labels, incomplete, end = _labels(con, snapshots, horizon, 7 * sim.label_delay_weeks, None, "drop")
     periods = pd.Series(range(1, len(snapshots) + 1))
     split_of = assign_by_period(periods, train=ranges[0], val=ranges[1], test=ranges[2])
     calendar = pl.DataFrame(
@@ -296,8 +298,8 @@ def build_training_table(
         "splits": stats,
         "features": names,
         "categories": categories,
-        "label": f"cancellation_date < as_of + {timeline.label_horizon_days} days",
-        "horizon_days": timeline.label_horizon_days,
+        "label": f"cancellation_date < as_of + {horizon} days",
+        "horizon_days": horizon,
         "report_delay_days": 7 * sim.label_delay_weeks,
         "data_end": end.isoformat(),
         "excluded_snapshots": [d.isoformat() for d in incomplete],
@@ -353,6 +355,30 @@ def rolling_snapshots(
         )
     train_hi = n - n_test - n_val
     return dates, ((1, train_hi), (train_hi + 1, n - n_test), (n - n_test + 1, n))
+
+
+def holdout_window(con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings) -> dict[str, Any]:
+    """The test split (holdout) the next training run will evaluate on, from the stored snapshots and the
+    split settings: ``split_mode``, ``first_as_of``, ``last_as_of``, ``snapshots`` (how many as-of dates)
+    and ``rule``; with ``error`` instead of dates when the rolling window cannot be formed yet."""
+    cfg = settings.modeling
+    if cfg.split_mode == "rolling":
+        try:
+            dates, (_, _, (lo, hi)) = rolling_snapshots(con, timeline, settings)
+        except TrainingDataError as exc:
+            return {"split_mode": "rolling", "error": str(exc)}
+        rule = f"the newest {cfg.rolling_test_snapshots} labelled snapshot(s) (rolling window)"
+    else:
+        dates, (lo, hi) = list(timeline.monthly_snapshots), cfg.test_periods
+        rule = f"monthly snapshots {lo}-{hi} of the history"
+    held = dates[lo - 1 : hi]
+    return {
+        "split_mode": cfg.split_mode,
+        "first_as_of": held[0].isoformat() if held else None,
+        "last_as_of": held[-1].isoformat() if held else None,
+        "snapshots": len(held),
+        "rule": rule,
+    }
 
 
 def check_training_set(meta: dict[str, Any]) -> None:

@@ -7,6 +7,13 @@ HTTP-served predictions). :func:`render_status` turns the dict into the plain-te
 
 Week deployed: the first monitored production week in which the current champion version produced
 the reports (the registry's promotion time is wall-clock, not simulated time; both are shown).
+
+The ``action`` section (:func:`action_section`) is the spec's "Action" block: what is being done (a
+training/retraining run in progress, retraining triggered by the retrain sensor's rules on this report's
+performance and drift, or nothing), its expected completion (the median duration of the finished
+``training``/``retraining`` runs: the MLflow parent runs of those Dagster jobs), the validation the run will
+use (the holdout window of the next training set, ``training_set.holdout_window``) and the promotion rule
+with the bar the challenger must clear.
 """
 
 from __future__ import annotations
@@ -14,17 +21,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import statistics
 from typing import Any
 
 import duckdb
 import polars as pl
 
+from churn_assets.modeling.names import GATES
 from churn_assets.modeling.registry import CHAMPION, PREVIOUS, ModelRegistry
+from churn_assets.modeling.tracking import pipeline_runs
+from churn_assets.modeling.training_set import holdout_window
 from churn_assets.monitoring import history
 from churn_assets.monitoring.performance import trend_table
 from churn_assets.serving.prediction_log import read_predictions
 from churn_assets.settings import Settings
 from churn_assets.storage.warehouse import Warehouse
+from churn_assets.timeline import Timeline
+
+RETRAINING_JOBS = ("training", "retraining")
 
 
 def _num(value: Any) -> float | None:
@@ -132,12 +146,91 @@ def _monitoring_sections(
     }
 
 
+def retrain_reasons(settings: Settings, performance: dict[str, Any], drift: dict[str, Any]) -> list[str]:
+    """The retrain sensor's performance and drift conditions (``automation.triggers``) on this report."""
+    cfg = settings.automation
+    reasons = []
+    auc, estimate = performance.get("auc"), performance.get("estimated_auc")
+    if auc is not None and auc < cfg.retrain_auc_threshold:
+        reasons.append(f"realised AUC {auc:.3f} below {cfg.retrain_auc_threshold}")
+    elif cfg.retrain_on_estimated_auc and estimate is not None and estimate < cfg.retrain_auc_threshold:
+        reasons.append(f"estimated AUC {estimate:.3f} below {cfg.retrain_auc_threshold}")
+    n = drift.get("n_drifted") or 0
+    if n >= cfg.retrain_min_drifted_features:
+        worst = drift.get("max_severity")
+        reasons.append(f"{n} features drifted" + (f" (max severity {worst})" if worst else ""))
+    return reasons
+
+
+def promotion_rule(settings: Settings, champion_auc: float | None) -> dict[str, Any]:
+    """The promotion rule of the next challenger, with the AUC bar the champion's recorded test AUC sets."""
+    cfg = settings.modeling
+    bar = None if champion_auc is None else champion_auc + cfg.min_auc_gain
+    how = (
+        "automatic" if cfg.promotion_mode == "auto" else "after manual approval (churnops promote --approve)"
+    )
+    rule = (
+        f"{how} if all {len(GATES)} gates pass and its AUC beats the champion's on the same holdout by more "
+        f"than {cfg.min_auc_gain}"
+        + (f" (champion's test AUC {champion_auc:.3f}: AUC > {bar:.3f})" if bar is not None else "")
+        if champion_auc is not None
+        else f"{how} if all {len(GATES)} gates pass (no champion yet)"
+    )
+    return {
+        "mode": cfg.promotion_mode,
+        "min_auc_gain": cfg.min_auc_gain,
+        "champion_test_auc": champion_auc,
+        "min_challenger_auc": bar,
+        "gates": list(GATES),
+        "rule": rule,
+    }
+
+
+def action_section(
+    settings: Settings, report: dict[str, Any], holdout: dict[str, Any], now: dt.datetime
+) -> dict[str, Any]:
+    """The spec's "Action" block (module docstring) from the report's sections and the past runs."""
+    runs = pipeline_runs(settings, RETRAINING_JOBS)
+    finished = [r["duration_seconds"] for r in runs if r["status"] == "FINISHED"]
+    expected = statistics.median(finished) if finished else None
+    running = next((r for r in runs if r["status"] == "RUNNING"), None)
+    reasons = retrain_reasons(settings, report["performance"], report["drift"])
+    started: dt.datetime | None = None
+    if running is not None:
+        action, started = f"{running['job']} pipeline running", running["started_at"]
+    elif reasons:
+        action = (
+            "automated retraining pipeline triggered"
+            if settings.automation.sensors_running_by_default
+            else "retraining recommended (sensors off: churnops train)"
+        )
+        started = now
+    else:
+        action = "none: champion within threshold"
+    return {
+        "action": action,
+        "reasons": reasons,
+        "started_at": running["started_at"].isoformat(timespec="seconds") if running else None,
+        "expected_duration_seconds": expected,
+        "expected_completion": (
+            (started + dt.timedelta(seconds=expected)).isoformat(timespec="seconds")
+            if started is not None and expected is not None
+            else None
+        ),
+        "duration_basis": f"median of {len(finished)} finished {'/'.join(RETRAINING_JOBS)} run(s)",
+        "validation": holdout,
+        "promotion": promotion_rule(settings, report["model"].get("test_auc")),
+    }
+
+
 def build_status_report(settings: Settings, predictions: pl.DataFrame | None = None) -> dict[str, Any]:
     """Every field read from stored state (see the module docstring); ``predictions``: a prediction-log
     frame to use instead of reading the serving log."""
     registry = ModelRegistry(settings)
     model = _champion_section(settings, registry)
-    report: dict[str, Any] = {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    now = dt.datetime.now(dt.UTC)
+    report: dict[str, Any] = {"generated_at": now.isoformat(timespec="seconds")}
+    holdout: dict[str, Any] = {"split_mode": settings.modeling.split_mode, "error": "no warehouse yet"}
     monitoring: dict[str, Any] = {"week_deployed": None, "weeks_monitored": 0, "drift": {"week": None}}
     monitoring["performance"] = {
         "threshold": settings.monitoring.auc_threshold,
@@ -151,6 +244,10 @@ def build_status_report(settings: Settings, predictions: pl.DataFrame | None = N
             ).fetchall()
             if tables:
                 monitoring = _monitoring_sections(con, model.get("version"), settings)
+            try:
+                holdout = holdout_window(con, Timeline.from_settings(settings.simulation), settings)
+            except duckdb.CatalogException as exc:  # no raw or feature tables yet
+                holdout = {"split_mode": settings.modeling.split_mode, "error": str(exc).splitlines()[0]}
     model["week_deployed"] = monitoring.pop("week_deployed")
     model["weeks_monitored"] = monitoring.pop("weeks_monitored")
     report["model"] = model
@@ -180,6 +277,7 @@ def build_status_report(settings: Settings, predictions: pl.DataFrame | None = N
     report["recommendation"] = (
         ("RETRAINING RECOMMENDED: " + "; ".join(reasons)) if reasons else "no action needed"
     )
+    report["action"] = action_section(settings, report, holdout, now)
     return report
 
 
@@ -242,6 +340,7 @@ def render_status(report: dict[str, Any]) -> str:
         else "Last action: none"
     )
     lines.append(f"Recommendation: {report['recommendation']}")
+    lines += render_action(report["action"])
     if perf.get("trend"):
         lines += ["", "Week        AUC    est.AUC  Recall  Prec.  F1     Trend"]
         for r in perf["trend"]:
@@ -250,3 +349,36 @@ def render_status(report: dict[str, Any]) -> str:
                 f"{r['F1']:<6} {r['trend']}"
             )
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return (
+        f"{seconds / 3600:.1f} h"
+        if seconds >= 5400
+        else f"{seconds / 60:.0f} min"
+        if seconds >= 90
+        else f"{seconds:.0f} s"
+    )
+
+
+def render_action(action: dict[str, Any]) -> list[str]:
+    """The "Action" lines of the report: action, expected completion, validation, promotion."""
+    lines = [
+        f"Action: {action['action']}" + (f" — {'; '.join(action['reasons'])}" if action["reasons"] else "")
+    ]
+    expected = action.get("expected_duration_seconds")
+    if expected is None:
+        lines.append(f"→ Expected completion: unknown ({action['duration_basis']})")
+    else:
+        at = f", at {action['expected_completion']}" if action.get("expected_completion") else ""
+        lines.append(f"→ Expected completion: {_duration(expected)} ({action['duration_basis']}{at})")
+    v = action["validation"]
+    if v.get("error"):
+        lines.append(f"→ Validation: holdout not available yet ({v['error']})")
+    else:
+        lines.append(
+            f"→ Validation: holdout set = {v['rule']}: {v['first_as_of']} .. {v['last_as_of']} "
+            f"({v['snapshots']} snapshot(s))"
+        )
+    lines.append(f"→ Promotion: {action['promotion']['rule']}")
+    return lines

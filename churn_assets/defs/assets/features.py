@@ -15,6 +15,7 @@ from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
 from churn_assets.defs.resources import OnlineStoreResource, WarehouseResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup
+from churn_assets.feature_store.lifecycle import deprecated_features
 from churn_assets.feature_store.materialize import materialize_offline, materialize_online
 from churn_assets.settings import Settings
 from churn_assets.timeline import Timeline
@@ -92,15 +93,23 @@ def feature_groups(
     group_name=FEATURES_GROUP,
     deps=FEATURE_KEYS,
     kinds={"sqlite", "redis"},
-    description="Latest feature values of every active customer in the online store (TTL per group).",
+    description=(
+        "Latest feature values of every active customer in the online store (TTL per group); with "
+        "`feature_store.retire_deprecated`, the features the `features_not_deprecated` check last judged "
+        "deprecated are written as null (retired)."
+    ),
 )
 def online_features(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, online_store: OnlineStoreResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    online_store: OnlineStoreResource,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     with warehouse.warehouse().connect() as con:
+        retired = deprecated_features(con) if settings.feature_store.retire_deprecated else {}
         store = online_store.open()
         try:
-            report = materialize_online(con, store)
+            report = materialize_online(con, store, retired)
         finally:
             store.close()
     return dg.MaterializeResult(
@@ -110,6 +119,7 @@ def online_features(
             "customers": report.customers,
             "dagster/row_count": report.customers,
             "rows_by_group": dg.MetadataValue.json(report.rows),
+            "retired_features": dg.MetadataValue.json(report.retired),
             "seconds": round(report.seconds, 2),
         }
     )

@@ -1,0 +1,114 @@
+"""Benchmark: the champion as ONNX vs native — model size and single-row latency.
+
+The model: LightGBM with the simulator's reference parameters (``simulation.calibration.LGBM_PARAMS``:
+300 trees, 31 leaves) plus an isotonic calibrator (``CalibratedClassifierCV(FrozenEstimator(...))``, as
+the training's calibration step builds it), fitted on ``--rows`` rows (half each) of the 45 declared features with
+their dtypes (random values, strings as categories, a logistic label). Converted by
+``modeling.onnx_export.to_onnx``.
+
+Measured, one thread each:
+
+* size: the ONNX file vs the native model as MLflow stores it (``skops``);
+* single-row latency over ``--repeat`` calls on random rows: native ``predict_proba`` on a 1-row pandas
+  frame; onnxruntime ``run`` on the encoded row (``ort``); encoding + ``run`` (``ort+encode``);
+* the largest |ONNX - native| score difference on all rows.
+
+Usage::
+
+    .venv/bin/python -m benchmarks.onnx_export                 # 20,000 rows, 2,000 calls
+    .venv/bin/python -m benchmarks.onnx_export --rows 5000 --repeat 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    from churn_assets.feature_store.definitions import all_features
+
+    rng = np.random.default_rng(seed)
+    columns: dict[str, object] = {}
+    for f in all_features():
+        if f.dtype == "string":
+            columns[f.name] = pd.Categorical(rng.choice(["alpha", "beta", "gamma", "delta", "epsilon"], n))
+        else:
+            values = rng.gamma(2.0, 20.0, n)
+            values[rng.random(n) < 0.01] = np.nan
+            columns[f.name] = values
+    X = pd.DataFrame(columns)
+    numeric = [c for c in X.columns if X[c].dtype != "category"]
+    z = X[numeric[:6]].fillna(40).to_numpy() @ rng.normal(0, 0.03, 6)
+    y = pd.Series((rng.random(n) < 1 / (1 + np.exp(-(z - z.mean())))).astype(int))
+    return X, y
+
+
+def percentiles(seconds: list[float]) -> str:
+    ms = np.asarray(seconds) * 1000
+    return f"p50 {np.percentile(ms, 50):.3f} ms, p99 {np.percentile(ms, 99):.3f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=20_000,
+        help="rows: the first half fits LightGBM, the second the calibrator; all are checked",
+    )
+    parser.add_argument("--repeat", type=int, default=2_000, help="single-row calls per engine")
+    args = parser.parse_args()
+
+    import lightgbm as lgb
+    import skops.io as sio
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    from churn_assets.modeling.onnx_export import to_onnx
+    from churn_assets.simulation.calibration import LGBM_PARAMS
+
+    print(f"load average before: {os.getloadavg()}")
+    X, y = synthetic(args.rows)
+    half = args.rows // 2
+    raw = lgb.LGBMClassifier(**LGBM_PARAMS).fit(X[:half], y[:half])  # type: ignore[arg-type]
+    model = CalibratedClassifierCV(FrozenEstimator(raw), method="isotonic").fit(X[half:], y[half:])
+    features = list(X.columns)
+    onx = to_onnx(model, features, X)
+    onnx_bytes = len(onx.proto.SerializeToString())
+    native_bytes = len(sio.dumps(model))
+    diff = float(np.max(np.abs(onx.predict(X) - np.asarray(model.predict_proba(X))[:, 1])))
+    session = onx.session()
+    rng = np.random.default_rng(1)
+    rows = rng.integers(0, len(X), args.repeat)
+    timings: dict[str, list[float]] = {"native": [], "ort": [], "ort+encode": []}
+    for i in rows:
+        frame = X.iloc[[int(i)]]
+        t0 = time.perf_counter()
+        model.predict_proba(frame)
+        t1 = time.perf_counter()
+        feed = onx.inputs(frame)
+        t2 = time.perf_counter()
+        session.run(["probability"], feed)
+        t3 = time.perf_counter()
+        timings["native"].append(t1 - t0)
+        timings["ort"].append(t3 - t2)
+        timings["ort+encode"].append(t3 - t1)
+    print(
+        f"model: LightGBM {LGBM_PARAMS['n_estimators']} trees + isotonic calibrator, 45 features, {len(X):,} rows"
+    )
+    print(f"size: ONNX {onnx_bytes / 1e6:.2f} MB vs native (skops) {native_bytes / 1e6:.2f} MB")
+    for name, seconds in timings.items():
+        print(f"single row, {name}: {percentiles(seconds)} ({len(seconds):,} calls)")
+    print(f"max |ONNX - native| on {len(X):,} rows: {diff:.2e}")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
