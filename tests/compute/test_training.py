@@ -57,3 +57,75 @@ def test_dask_lightgbm_on_shards_reaches_the_local_fits_test_auc(dask_client_2w,
     assert abs(auc_dask - auc_local) <= 0.005, (auc_dask, auc_local)
     # it really is another model (histograms built on two workers), not the local one
     assert not np.allclose(distributed.predict_proba(X_test)[:, 1], local.predict_proba(X_test)[:, 1])
+
+
+def _splits(path: Path):
+    from churn_assets.modeling.splits import splits_from_parts
+
+    parts = {name: read_split(path, name, FEATURES, CATEGORIES) for name in ("train", "val", "test")}
+    return splits_from_parts(parts, FEATURES, kind="time")
+
+
+def test_optuna_trials_run_as_cluster_tasks_into_one_rdb_study(
+    dask_client_2w, tmp_path: Path, fresh_postgres_database
+):
+    import optuna
+    from distributed import get_task_stream
+
+    from churn_assets.compute.training import run_trials_on_cluster
+    from churn_assets.modeling.tuning import TrialJob, tune_lightgbm
+
+    storage = fresh_postgres_database("churnops_dask_training_optuna")
+    splits = _splits(synthetic_training_set(tmp_path / "training_set.parquet", n=4_000))
+    runner_calls: list[int] = []
+
+    def runner(job: TrialJob, n: int) -> int:
+        runner_calls.append(n)
+        return run_trials_on_cluster(dask_client_2w, job, n)
+
+    with get_task_stream(dask_client_2w) as stream:
+        result = tune_lightgbm(splits, storage, "dask-study", n_trials=6, timeout_seconds=120, runner=runner)
+    study = optuna.load_study(study_name="dask-study", storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert runner_calls == [6] and len(finished) == 6 == result.n_complete + result.n_pruned
+    assert result.best_val_auc == max(t.value for t in finished if t.value is not None)
+    tasks = [t for t in stream.data if str(t["key"]).startswith("optuna-trials-dask-study")]
+    assert len(tasks) == 2 and len({t["worker"] for t in tasks}) == 2  # one task per worker process
+    # resuming the study runs nothing more: the budget is the study's total, wherever trials ran
+    again = tune_lightgbm(splits, storage, "dask-study", n_trials=6, timeout_seconds=120, runner=runner)
+    assert again.n_run_now == 0 and runner_calls == [6]
+
+
+def test_candidate_step_on_the_cluster_tags_what_each_candidate_was_trained_on(
+    dask_client_2w, tmp_path: Path, fresh_postgres_database
+):
+    from mlflow import MlflowClient
+
+    from churn_assets.compute.training import DaskTrainer
+    from churn_assets.modeling.candidate_stage import run_candidates
+    from churn_assets.modeling.paths import tracking_uri
+    from tests.modeling_helpers import modeling_settings
+
+    path = synthetic_training_set(tmp_path / "training_set.parquet", n=6_000)
+    splits = _splits(path)
+    settings = modeling_settings(
+        tmp_path / "home",
+        n_trials=4,
+        timeout_seconds=120,
+        sample_rows=1_500,
+        optuna_storage=fresh_postgres_database("churnops_dask_training_stage"),
+    )
+    trainer = DaskTrainer(dask_client_2w, shard_training_set(path, tmp_path / "shards", 4), "dask local:2")
+    stage = run_candidates(
+        splits, settings, tmp_path / "candidates", study_name="stage", baselines=["logistic_regression"],
+        trainer=trainer,
+    )  # fmt: skip
+    assert stage.tuning["complete"] + stage.tuning["pruned"] == 4
+    assert sum(stage.tuning["train_rows_by_shard"].values()) == len(splits.y_train)
+    client = MlflowClient(tracking_uri(settings))
+    tags = {name: client.get_run(run_id).data.tags for name, run_id in stage.run_ids.items()}
+    assert tags["lightgbm"]["train_rows"] == str(len(splits.y_train))
+    assert tags["lightgbm"]["engine"] == "dask local:2: lightgbm.dask on 2 workers"
+    baseline = tags["logistic_regression"]
+    assert baseline["train_rows"] == "1500" and baseline["train_data"].startswith("stratified sample of 1500")
+    assert "no distributed trainer" in baseline["engine"]
