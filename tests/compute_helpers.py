@@ -12,6 +12,7 @@ import datetime as dt
 from pathlib import Path
 
 import polars as pl
+from distributed import WorkerPlugin
 
 from churn_assets.modeling.training_set import write_training_set
 from tests.modeling_helpers import synthetic_churn
@@ -44,3 +45,37 @@ def synthetic_training_set(path: Path, n: int = 12_000, seed: int = 0) -> Path:
     ).sort("as_of", "customer_id")
     frame = frame.with_columns(pl.col("split", "contract", "segment").cast(pl.Categorical))
     return write_training_set(frame, path)
+
+
+class KillWorkerOnTask(WorkerPlugin):
+    """A Dask worker plugin that kills its own worker PROCESS (SIGKILL, no cleanup) when a task whose key
+    starts with ``prefix`` begins executing on it — a real worker loss in the middle of a stage.
+
+    ``marker``: a file that makes it fire once across the cluster (the first worker to create it dies; the
+    nanny's restarted worker and the others carry on); without it, every attempt is killed, so the
+    scheduler gives the task up (``distributed.scheduler.allowed-failures``) and the stage fails.
+    """
+
+    name = "kill-worker-on-task"
+
+    def __init__(self, prefix: str, marker: str | None = None) -> None:
+        self.prefix = prefix
+        self.marker = marker
+
+    def setup(self, worker) -> None:  # type: ignore[no-untyped-def]
+        self.worker = worker
+
+    def transition(self, key, start, finish, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        import os
+        import signal
+
+        name = key if isinstance(key, str) else str(key[0]) if isinstance(key, tuple) else str(key)
+        if finish != "executing" or not name.startswith(self.prefix):
+            return
+        if self.marker is not None:
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)

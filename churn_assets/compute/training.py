@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,8 +148,9 @@ def fit_lightgbm_dask(
     """LightGBM fitted data-parallel on the train split's shards (see the module doc): the local
     ``LGBMClassifier`` and the train rows per shard. ``params``: ``LGBMClassifier`` keyword arguments;
     each worker's LightGBM uses that worker's threads (``compute.threads_per_worker``)."""
+    from distributed import futures_of, wait
+
     X, y, rows = dask_split(shards, "train", features, categories)
-    X, y = client.persist([X, y])
     model = lgb.DaskLGBMClassifier(
         client=client,
         objective="binary",
@@ -157,9 +159,73 @@ def fit_lightgbm_dask(
         tree_learner="data",
         **dict(params),
     )
-    with client.as_current():  # lightgbm.dask waits on the parts with the default client
-        model.fit(X, y)
+    with client.as_current():  # lightgbm.dask (and wait) use the default client
+        X, y = client.persist([X, y])
+        parts = futures_of([X, y])
+        wait(parts)  # the shards are read (a lost worker's reads rerun elsewhere) before LightGBM starts
+        failed = [f for f in parts if f.status == "error"]
+        if failed:
+            exc = failed[0].exception()
+            raise RuntimeError(
+                f"reading the training-set shards under {shards.root} failed on the cluster: {exc!r}"
+            ) from exc
+    fit_watching_workers(client, model, X, y)
     return model.to_local(), rows
+
+
+class WorkerLostError(RuntimeError):
+    """A worker of LightGBM's data-parallel ring was lost: the fit cannot go on without its shards."""
+
+
+def _workers(client: Client) -> set[str]:
+    return set(client.scheduler_info(n_workers=-1).get("workers", {}))
+
+
+def fit_watching_workers(
+    client: Client,
+    model: lgb.DaskLGBMClassifier,
+    X: dd.DataFrame,
+    y: dd.Series,
+    *,
+    poll_seconds: float = 0.5,
+    restart_timeout_seconds: float = 60.0,
+) -> None:
+    """``model.fit(X, y)``, failing cleanly if a worker is lost meanwhile.
+
+    LightGBM's workers form a ring over their own sockets, pinned to the workers that hold the data: when
+    one dies, Dask cannot rerun its part elsewhere (the part is pinned to the dead worker's address) and
+    the others wait for it inside LightGBM. So the fit runs in a thread while this one watches the
+    scheduler's workers; on a loss it restarts the surviving workers of the fit (freeing them) and
+    raises :class:`WorkerLostError`. Nothing has been written by then: the stage can simply be rerun."""
+    before = _workers(client)
+    error: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            with client.as_current():  # lightgbm.dask waits on its parts with the default client
+                model.fit(X, y)
+        except BaseException as exc:  # handed to the calling thread
+            error.append(exc)
+
+    thread = threading.Thread(target=fit, name="lightgbm-dask-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_seconds)
+        lost = before - _workers(client) if thread.is_alive() else set()
+        if lost:
+            survivors = sorted(before - lost)
+            log.warning(
+                "Dask worker(s) %s lost during the LightGBM fit; restarting %s", sorted(lost), survivors
+            )
+            if survivors:
+                client.restart_workers(survivors, timeout=restart_timeout_seconds, raise_for_error=False)
+            thread.join(restart_timeout_seconds)
+            raise WorkerLostError(
+                f"Dask worker(s) {sorted(lost)} were lost during LightGBM's data-parallel fit; the surviving "
+                f"workers {survivors} were restarted and nothing was written: rerun the stage"
+            )
+    if error:
+        raise error[0]
 
 
 def run_trials_on_cluster(client: Client, job: TrialJob, n_trials: int) -> int:
@@ -232,9 +298,11 @@ def distributed_trainer(
 __all__ = [
     "DaskTrainer",
     "TrainingShards",
+    "WorkerLostError",
     "dask_split",
     "distributed_trainer",
     "fit_lightgbm_dask",
+    "fit_watching_workers",
     "run_trials_on_cluster",
     "shard_training_set",
     "training_shards",
