@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from churn_assets.compute.cluster import dask_client, worker_count
-from churn_assets.compute.scoring import stage_shards, staging_folder
+from churn_assets.compute.cluster import worker_count
+from churn_assets.compute.scoring import cluster_client, stage_shards, staging_folder
 from churn_assets.feature_store.definitions import ENTITY
 from churn_assets.monitoring.drift import (
     NULL,
@@ -298,13 +298,14 @@ def drift_on_cluster(
     features: Sequence[str],
     importance: Mapping[str, float] | None = None,
     keep: Sequence[str] = (),
+    client: Client | None = None,
 ) -> ShardedDrift:
-    """:func:`detect_drift_sharded` on the configured cluster (``compute`` settings: scheduler, shards,
-    ``drift_ks_sample_rows``; every worker's access to the storage root checked first)."""
+    """:func:`detect_drift_sharded` on the configured cluster (``compute`` settings: shards,
+    ``drift_ks_sample_rows``); ``client``: see :func:`~churn_assets.compute.scoring.cluster_client`."""
     compute = settings.compute
-    with dask_client(compute, storage_root=settings.home) as client:
+    with cluster_client(settings, client) as connected:
         return detect_drift_sharded(
-            client,
+            connected,
             reference,
             current,
             settings.monitoring,

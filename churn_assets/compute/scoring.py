@@ -17,11 +17,12 @@ stage cannot finish, it raises and the prediction log keeps what it had.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,17 @@ if TYPE_CHECKING:
     from distributed import Client
 
 VARIANT_ORDER = {"champion": 0, "canary": 1, "shadow": 2}
+
+
+@contextlib.contextmanager
+def cluster_client(settings: Settings, client: Client | None = None) -> Iterator[Client]:
+    """``client`` when given (a client the caller keeps open, e.g. the run's engine resource), else a client
+    of the configured cluster for the block, every worker's access to the storage root checked first."""
+    if client is not None:
+        yield client
+        return
+    with dask_client(settings.compute, storage_root=settings.home) as connected:
+        yield connected
 
 
 def stage_shards(frame: pl.DataFrame, folder: Path, shards: int) -> dict[int, tuple[Path, int]]:
@@ -155,9 +167,10 @@ def score_week(
     candidate_version: str | None,
     load: ScoringLoader,
     route: Callable[[int], str],
+    client: Client | None = None,
 ) -> tuple[BatchScores, dict[str, Any]]:
     """The week's batch scores on the configured engine (``compute.engine``) and what ran them (engine,
-    workers, customers per shard) for the run's metadata."""
+    workers, customers per shard) for the run's metadata. ``client``: see :func:`cluster_client`."""
     compute = settings.compute
     if compute.engine == "local":
         result = score_snapshot(
@@ -170,9 +183,9 @@ def score_week(
             route=route,
         )
         return result, {"engine": "local"}
-    with dask_client(compute, storage_root=settings.home) as client:
+    with cluster_client(settings, client) as connected:
         result, per_shard = score_snapshot_sharded(
-            client,
+            connected,
             features,
             as_of,
             phase=phase,
@@ -183,8 +196,15 @@ def score_week(
             shards=compute.shards,
             staging=staging_folder(settings, f"batch-scores-{as_of.isoformat()}"),
         )
-        workers = worker_count(client)
+        workers = worker_count(connected)
     return result, {"engine": engine_label(compute), "workers": workers, "customers_by_shard": per_shard}
 
 
-__all__ = ["in_local_order", "score_snapshot_sharded", "score_week", "stage_shards", "staging_folder"]
+__all__ = [
+    "cluster_client",
+    "in_local_order",
+    "score_snapshot_sharded",
+    "score_week",
+    "stage_shards",
+    "staging_folder",
+]

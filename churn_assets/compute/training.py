@@ -1,12 +1,12 @@
 """Training on the Dask engine: LightGBM data-parallel over customer shards, Optuna trials as cluster tasks.
 
-* **Shards** (:class:`TrainingShards`): the training set as a Parquet dataset partitioned by customer
-  shard — ``<root>/shard=<k>/*.parquet``, each partition holding the rows of the customers with
-  ``shard_of(customer_id) == k`` and the training set's columns. A worker reads its shard with the same
+* **Shards** (:class:`TrainingShards`): the training set as one Parquet file per customer shard —
+  ``<root>/shard-<k>.parquet`` holding the rows of the customers with ``shard_of(customer_id) == k`` and
+  the training set's columns (the layout the Dask engine's training-set stage writes; a local engine's
+  single file is partitioned into it once, :func:`training_shards`). A worker reads its shard with the same
   reader as the local engine (:func:`~churn_assets.modeling.training_set.read_split`: float32 numeric
   features, string features as ``category`` with the training set's FIXED category lists, so every
-  shard encodes a category with the same code). :func:`shard_training_set` writes this layout from the
-  single-file training set of the local engine; :func:`training_shards` picks the layout a stage uses.
+  shard encodes a category with the same code).
 * **LightGBM** (:func:`fit_lightgbm_dask`): ``lightgbm.dask.DaskLGBMClassifier`` with
   ``tree_learner="data"``: one LightGBM process per worker trains on the shards that worker holds and
   the workers exchange histograms over LightGBM's own sockets. The fitted model comes back as a plain
@@ -37,7 +37,8 @@ import pandas as pd
 import polars as pl
 import pyarrow.dataset as pads
 
-from churn_assets.compute.cluster import dask_client, engine_label, shard_expr, worker_count
+from churn_assets.compute.cluster import engine_label, shard_expr, worker_count
+from churn_assets.compute.scoring import cluster_client
 from churn_assets.modeling.training_set import SPLIT, read_split
 from churn_assets.modeling.tuning import TrialJob
 from churn_assets.settings import Settings
@@ -48,18 +49,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHARD_PARTITION = "shard"
+SHARD_FILE = "shard-{shard:05d}.parquet"
 
 
 @dataclass(frozen=True)
 class TrainingShards:
-    """A training set partitioned by customer shard: ``root/shard=<k>/`` for k in 0 .. shards-1."""
+    """A training set as one Parquet file per customer shard: ``root/shard-00000.parquet``, ... — the
+    layout of the Dask engine's training-set stage (``<training_dir>/training_set.parquet/``)."""
 
     root: Path
     shards: int
 
     def path(self, shard: int) -> Path:
-        return self.root / f"{SHARD_PARTITION}={shard}"
+        return self.root / SHARD_FILE.format(shard=shard)
 
     def rows(self, split: str) -> dict[int, int]:
         """Rows of ``split`` per shard (Parquet statistics and a filtered count; no feature is read)."""
@@ -73,28 +75,39 @@ class TrainingShards:
 
 
 def shard_training_set(training_set: Path, root: Path, shards: int) -> TrainingShards:
-    """Partition the single-file training set into ``root/shard=<k>/part-0.parquet`` by
+    """Partition the local engine's single-file training set into ``root/shard-<k>.parquet`` by
     :func:`~churn_assets.compute.cluster.shard_of` of ``customer_id``, keeping its row order (as-of, then
     customer) and columns. One streaming pass per shard: the driver never holds the whole set."""
     root.mkdir(parents=True, exist_ok=True)
     scan = pl.scan_parquet(training_set)
     for k in range(shards):
-        target = root / f"{SHARD_PARTITION}={k}"
-        target.mkdir(parents=True, exist_ok=True)
-        scan.filter(shard_expr(shards) == k).sink_parquet(target / "part-0.parquet")
+        scan.filter(shard_expr(shards) == k).sink_parquet(root / SHARD_FILE.format(shard=k))
     return TrainingShards(root, shards)
 
 
 def training_shards(settings: Settings, training_set: Path, data_sha256: str) -> TrainingShards:
-    """The sharded layout of the training set with hash ``data_sha256``, for ``compute.shards`` shards:
-    written once next to the training set (``<training_dir>/shards/<sha[:12]>-<shards>/``), reused after."""
-    shards = settings.compute.shards
-    root = training_set.parent / "shards" / f"{data_sha256[:12]}-{shards}"
+    """The training set's shards for the trainer. A sharded training set (a directory of
+    ``shard-<k>.parquet``, written by the Dask engine's training-set stage) is used where it is; a
+    single-file one (written by the local engine) is partitioned once into ``compute.shards`` files next
+    to it (``<training_dir>/shards/<sha[:12]>-<shards>/``) and reused after."""
+    if training_set.is_dir():
+        files = sorted(training_set.glob("shard-*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"the sharded training set {training_set} holds no shard-*.parquet file")
+        shards = TrainingShards(training_set, len(files))
+        unexpected = sorted(set(files) - {shards.path(k) for k in range(len(files))})
+        if unexpected:
+            raise FileNotFoundError(
+                f"the sharded training set {training_set} misses shards: found {unexpected}"
+            )
+        return shards
+    count = settings.compute.shards
+    root = training_set.parent / "shards" / f"{data_sha256[:12]}-{count}"
     done = root / "_SUCCESS"
     if not done.exists():
-        shard_training_set(training_set, root, shards)
+        shard_training_set(training_set, root, count)
         done.write_text(data_sha256)
-    return TrainingShards(root, shards)
+    return TrainingShards(root, count)
 
 
 def _meta(features: Sequence[str], categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
@@ -282,17 +295,18 @@ class DaskTrainer:
 
 @contextlib.contextmanager
 def distributed_trainer(
-    settings: Settings, training_set: Path, data_sha256: str
+    settings: Settings, training_set: Path, data_sha256: str, client: Client | None = None
 ) -> Iterator[DaskTrainer | None]:
-    """A :class:`DaskTrainer` on the configured cluster when ``compute.engine = dask`` (every worker's
-    access to the storage root checked first), None for the local engine."""
+    """A :class:`DaskTrainer` when ``compute.engine = dask``, None for the local engine. ``client``: a
+    connected client to use (e.g. the run's engine resource); without one, a client of the configured
+    cluster is opened for the block, every worker's access to the storage root checked first."""
     compute = settings.compute
     if compute.engine != "dask":
         yield None
         return
     shards = training_shards(settings, training_set, data_sha256)
-    with dask_client(compute, storage_root=settings.home) as client:
-        yield DaskTrainer(client, shards, engine_label(compute))
+    with cluster_client(settings, client) as connected:
+        yield DaskTrainer(connected, shards, engine_label(compute))
 
 
 __all__ = [

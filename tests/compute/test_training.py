@@ -35,6 +35,27 @@ def test_sharding_keeps_every_row_once_in_its_customers_shard(tmp_path: Path):
     assert sum(shards.rows("train").values()) == whole.filter(pl.col("split") == "train").height
 
 
+def test_the_trainer_reads_a_sharded_training_set_in_place_and_shards_a_single_file_once(tmp_path: Path):
+    from churn_assets.compute.training import training_shards
+    from churn_assets.settings import ComputeSettings, Settings
+
+    settings = Settings(home=tmp_path, compute=ComputeSettings(shards=3))
+    single = synthetic_training_set(tmp_path / "local" / "training_set.parquet", n=2_000)
+    first = training_shards(settings, single, "ab" * 32)
+    assert first.shards == 3 and first.root.parent == single.parent / "shards"
+    stamp = first.path(0).stat().st_mtime_ns
+    assert training_shards(settings, single, "ab" * 32) == first and first.path(0).stat().st_mtime_ns == stamp
+    # the Dask engine's training-set stage writes a directory of shard files: used where it is
+    directory = tmp_path / "dask" / "training_set.parquet"
+    shard_training_set(single, directory, 5)
+    sharded = training_shards(settings, directory, "cd" * 32)
+    assert sharded.root == directory and sharded.shards == 5
+    assert sum(sharded.rows("val").values()) == sum(first.rows("val").values()) > 0
+    sharded.path(2).unlink()
+    with pytest.raises(FileNotFoundError, match="misses shards"):
+        training_shards(settings, directory, "cd" * 32)
+
+
 def test_dask_lightgbm_on_shards_reaches_the_local_fits_test_auc(dask_client_2w, tmp_path: Path):
     path = synthetic_training_set(tmp_path / "training_set.parquet", n=24_000)
     shards = shard_training_set(path, tmp_path / "shards", 4)
