@@ -120,6 +120,18 @@ def _objective(
     return objective
 
 
+SQLITE_BUSY_SECONDS = 60  # concurrent trial runners (the Dask engine) wait for each other's SQLite writes
+
+
+def study_storage(url: str) -> optuna.storages.RDBStorage:
+    """The RDB storage of ``url``; a SQLite file waits up to ``SQLITE_BUSY_SECONDS`` for a lock."""
+    if url.startswith("sqlite"):
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
+        )
+    return optuna.storages.RDBStorage(url)
+
+
 def _sampler(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
@@ -153,7 +165,7 @@ class TrialJob:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(
             study_name=self.study_name,
-            storage=optuna.storages.RDBStorage(self.storage),
+            storage=study_storage(self.storage),
             sampler=_sampler(self.seed + seed_offset),
             pruner=_pruner(),
         )
@@ -188,7 +200,7 @@ def tune_lightgbm(
     then do not apply); None runs them in this process."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=optuna.storages.RDBStorage(storage),
+        storage=study_storage(storage),
         study_name=study_name,
         direction="maximize",
         load_if_exists=True,

@@ -87,8 +87,9 @@ def _splits(path: Path):
     return splits_from_parts(parts, FEATURES, kind="time")
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_optuna_trials_run_as_cluster_tasks_into_one_rdb_study(
-    dask_client_2w, tmp_path: Path, fresh_postgres_database
+    dask_client_2w, tmp_path: Path, fresh_postgres_database, backend: str
 ):
     import optuna
     from distributed import get_task_stream
@@ -96,7 +97,11 @@ def test_optuna_trials_run_as_cluster_tasks_into_one_rdb_study(
     from churn_assets.compute.training import run_trials_on_cluster
     from churn_assets.modeling.tuning import TrialJob, tune_lightgbm
 
-    storage = fresh_postgres_database("churnops_dask_training_optuna")
+    storage = (
+        fresh_postgres_database("churnops_dask_training_optuna")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'optuna.db'}"  # the default storage: a file under the shared home
+    )
     splits = _splits(synthetic_training_set(tmp_path / "training_set.parquet", n=4_000))
     runner_calls: list[int] = []
 
