@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +256,12 @@ def run_trials_on_cluster(client: Client, job: TrialJob, n_trials: int) -> int:
     [remote] = client.scatter([job], broadcast=True)
     futures = [
         client.submit(
-            _run_trials, remote, share, i, key=f"optuna-trials-{job.study_name}-{i}-{share}", pure=False
+            _run_trials,
+            remote,
+            share,
+            i,
+            key=f"optuna-trials-{job.study_name}-{i}-{uuid.uuid4().hex[:8]}",
+            pure=False,
         )
         for i, share in enumerate(shares)
     ]
