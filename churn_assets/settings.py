@@ -702,6 +702,14 @@ class ComputeSettings(BaseModel):
     connect_timeout_seconds: float = Field(
         10.0, gt=0, description="How long to wait for a remote scheduler before failing the run."
     )
+    drift_ks_sample_rows: int = Field(
+        1_000_000,
+        ge=1_000,
+        description="Drift on the Dask engine: the KS test of a numeric feature runs on a sample of at most "
+        "about this many current rows, kept by a hash of customer_id (the same rows whatever the shard "
+        "count); a window of at most this many rows is tested whole, exactly as by the local engine. "
+        "Counts, PSI, chi-square, null shares and means are merged exactly from every shard.",
+    )
 
     @field_validator("scheduler")
     @classmethod

@@ -10,10 +10,11 @@ The next step is ``challenger_stage.evaluate_challenger``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import joblib
 import lightgbm as lgb
@@ -37,13 +38,33 @@ from churn_assets.modeling.registry import CHAMPION, ModelRegistry
 from churn_assets.modeling.splits import Splits
 from churn_assets.modeling.stage_json import JsonStage
 from churn_assets.modeling.tracking import Tracking, configure, log_candidate_run
-from churn_assets.modeling.tuning import lgbm_params, tune_lightgbm
+from churn_assets.modeling.tuning import TrialJob, lgbm_params, tune_lightgbm
 from churn_assets.settings import ModelingSettings, Settings
 
 Progress = Callable[[str], None]
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 500_000
+
+
+class DistributedTrainer(Protocol):
+    """A cluster trainer (``compute.engine = dask``: ``churn_assets.compute.training.DaskTrainer``): fits
+    LightGBM on the training set's shards where they are held and runs Optuna trials as cluster tasks."""
+
+    label: str
+
+    @property
+    def workers(self) -> int: ...
+
+    def fit_lightgbm(
+        self,
+        params: Mapping[str, Any],
+        features: Sequence[str],
+        categories: Mapping[str, Sequence[str]],
+        seed: int,
+    ) -> tuple[lgb.LGBMClassifier, dict[int, int]]: ...
+
+    def run_trials(self, job: TrialJob, n_trials: int) -> int: ...
 
 
 def quiet(_message: str) -> None:
@@ -161,6 +182,38 @@ def fit_tuned_lightgbm(
     return lgbm
 
 
+def fit_lightgbm_distributed(
+    trainer: DistributedTrainer, search_params: Mapping[str, Any], splits: Splits, cfg: ModelingSettings
+) -> tuple[FittedCandidate, dict[int, int]]:
+    """:func:`fit_tuned_lightgbm` on the cluster: LightGBM data-parallel on the train split's shards
+    (exact gradients), its validation AUC computed here; the candidate and the train rows per shard."""
+    params = lgbm_params(dict(search_params), splits)
+    categories = {
+        c: [str(v) for v in splits.X_train[c].cat.categories]
+        for c in splits.features
+        if isinstance(splits.X_train[c].dtype, pd.CategoricalDtype)
+    }
+    start = time.perf_counter()
+    model, rows = trainer.fit_lightgbm(params, splits.features, categories, cfg.seed)
+    seconds = time.perf_counter() - start
+    with threadpool_limits(limits=cfg.n_jobs):
+        val_auc = float(
+            binary_metrics(splits.y_val, split_scores(model, splits.X_val, "val", False)["proba_val"])["auc"]
+        )
+    imbalance = str(search_params.get("imbalance", "none"))
+    candidate = FittedCandidate(
+        name="lightgbm",
+        model=model,
+        params={**params, "imbalance": imbalance},
+        flavor="lightgbm",
+        val_auc=val_auc,
+        train_seconds=seconds,
+        imbalance="balanced" if imbalance == "balanced" else "none",
+        val_auc_by_imbalance={imbalance: val_auc},
+    )
+    return candidate, rows
+
+
 def candidate_metrics(
     c: FittedCandidate, y_val: pd.Series, y_test: pd.Series, p_val: np.ndarray, p_test: np.ndarray
 ) -> dict[str, float]:
@@ -178,6 +231,7 @@ def _search_params(
     study_name: str,
     fixed_params: Mapping[str, Any] | None,
     progress: Progress,
+    trainer: DistributedTrainer | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """LightGBM's search-space parameters and the ``tuning`` record: the Optuna study's best on
     ``sample``, or ``fixed_params`` as they are (no study)."""
@@ -197,6 +251,7 @@ def _search_params(
         options=lightgbm_options(
             cfg.lightgbm_quantized_gradients, len(sample.y_train), cfg.lightgbm_quantized_min_rows
         ),
+        runner=None if trainer is None else trainer.run_trials,
     )
     return dict(tuned.best_params), {
         "study": tuned.study_name,
@@ -243,6 +298,7 @@ def _log_candidate(
     features: Sequence[str],
     workdir: Path,
     tracking: Tracking,
+    tags: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Metrics + plots of one candidate on the evaluation rows, logged as an MLflow run: its row of the
     experiment table and the path of its ROC plot. Sets ``c.val_auc`` (on the evaluation rows)."""
@@ -264,7 +320,7 @@ def _log_candidate(
         c.params,
         metrics,
         artifacts,
-        tags={"role": "candidate"},
+        tags={"role": "candidate", **(tags or {})},
         input_example=rows.X_val,
     )
     row = {
@@ -324,6 +380,7 @@ def run_candidates(
     baselines: Sequence[str] | None = None,
     fixed_params: Mapping[str, Any] | None = None,
     progress: Progress = quiet,
+    trainer: DistributedTrainer | None = None,
 ) -> CandidateStage:
     """Tune LightGBM, fit the baselines, log each candidate as an MLflow run, keep the best (val AUC).
 
@@ -337,6 +394,11 @@ def run_candidates(
     rows, saved to ``workdir/scores.npz`` (with ``train_index`` when train was sampled) for the
     challenger step. The best model goes to
     ``workdir/best_model.joblib``, plots of each candidate under ``workdir/<candidate>/``.
+
+    With a ``trainer`` (``compute.engine = dask``) the Optuna trials run as cluster tasks and LightGBM is
+    fitted data-parallel on the training set's shards; the baselines, which have no distributed trainer,
+    stay on the stratified sample. Every candidate's MLflow run says what it was trained on (tags
+    ``train_rows``, ``train_data``, ``engine``).
     """
     cfg = settings.modeling
     workdir.mkdir(parents=True, exist_ok=True)
@@ -344,11 +406,27 @@ def run_candidates(
     sample = sample_splits(splits, cfg.sample_rows, cfg.seed)
     if sample is not splits:
         progress(f"tuning + baselines on a stratified sample of {len(sample.y_train):,} train rows")
-    search_params, tuning = _search_params(sample, settings, study_name, fixed_params, progress)
+    search_params, tuning = _search_params(sample, settings, study_name, fixed_params, progress, trainer)
     tuning.update(sample_train_rows=len(sample.y_train), sample_val_rows=len(sample.y_val))
+    engine = "local" if trainer is None else trainer.label
+    sampled = {
+        "train_rows": str(len(sample.y_train)),
+        "train_data": "full train split"
+        if sample is splits
+        else f"stratified sample of {len(sample.y_train)} train rows (modeling.sample_rows)",
+        "engine": "local" if trainer is None else f"{engine} (driver: no distributed trainer)",
+    }
+    run_tags = {"lightgbm": {"train_rows": str(len(splits.y_train)), "train_data": "full train split"}}
 
-    progress("fitting LightGBM on the full train split")
-    lgbm = fit_tuned_lightgbm(search_params, splits, cfg)
+    if trainer is None:
+        progress("fitting LightGBM on the full train split")
+        lgbm = fit_tuned_lightgbm(search_params, splits, cfg)
+        run_tags["lightgbm"]["engine"] = "local"
+    else:
+        progress(f"fitting LightGBM data-parallel on {trainer.workers} Dask workers ({engine})")
+        lgbm, shard_rows = fit_lightgbm_distributed(trainer, search_params, splits, cfg)
+        run_tags["lightgbm"]["engine"] = f"{engine}: lightgbm.dask on {trainer.workers} workers"
+        tuning.update(engine=engine, workers=trainer.workers, train_rows_by_shard=shard_rows)
     if fixed_params is None:
         lgbm.val_auc_by_imbalance = dict(tuning["imbalance_auc"])
     fitted = [lgbm]
@@ -374,7 +452,7 @@ def run_candidates(
                 **split_scores(c.model, rows.X_test, "test", with_response=False),
             }
         row, candidate_plots[c.name] = _log_candidate(
-            c, rows, scores[c.name], splits.features, workdir, tracking
+            c, rows, scores[c.name], splits.features, workdir, tracking, run_tags.get(c.name, sampled)
         )
         table.append(row)
         progress(f"logged MLflow run {row['run_id']} for {c.name}")
@@ -412,6 +490,7 @@ def run_retraining_candidates(
     baselines: Sequence[str] | None = None,
     progress: Progress = quiet,
     model_name: str | None = None,
+    trainer: DistributedTrainer | None = None,
 ) -> CandidateStage:
     """The candidate step of a (re)training on the training set with hash ``data_hash`` — what the
     ``training/candidates`` asset runs (on the production model; ``model_name``: another registered
@@ -439,4 +518,5 @@ def run_retraining_candidates(
         baselines=baselines,
         fixed_params=fixed,
         progress=progress,
+        trainer=trainer,
     )

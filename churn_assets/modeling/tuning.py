@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightgbm as lgb
@@ -120,6 +120,68 @@ def _objective(
     return objective
 
 
+SQLITE_BUSY_SECONDS = 60  # concurrent trial runners (the Dask engine) wait for each other's SQLite writes
+
+
+def study_storage(url: str) -> optuna.storages.RDBStorage:
+    """The RDB storage of ``url``; a SQLite file waits up to ``SQLITE_BUSY_SECONDS`` for a lock."""
+    if url.startswith("sqlite"):
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
+        )
+    return optuna.storages.RDBStorage(url)
+
+
+def _sampler(seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+
+def _pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=50)
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything a process needs to run trials of a study: the data, the storage and the study's name,
+    the budget and fit options. Picklable, so the Dask engine runs it as cluster tasks
+    (``churn_assets.compute.training.run_trials_on_cluster``); the local engine calls :meth:`run` here."""
+
+    splits: Splits
+    storage: str
+    study_name: str
+    timeout_seconds: float | None
+    seed: int = 42
+    n_jobs: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def run(
+        self,
+        n_trials: int,
+        seed_offset: int = 0,
+        callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    ) -> None:
+        """Load the study from the storage and run ``n_trials`` trials (sampler seed ``seed + seed_offset``:
+        concurrent runners of one study draw different parameters)."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(
+            study_name=self.study_name,
+            storage=study_storage(self.storage),
+            sampler=_sampler(self.seed + seed_offset),
+            pruner=_pruner(),
+        )
+        study.optimize(
+            _objective(self.splits, self.seed, self.n_jobs, self.options),
+            n_trials=n_trials,
+            timeout=self.timeout_seconds,
+            callbacks=callbacks,
+            gc_after_trial=False,
+        )
+
+
+# How a study's remaining trials are executed: ``(job, n_trials) -> None``; None = here, in this process.
+TrialRunner = Callable[[TrialJob, int], Any]
+
+
 def tune_lightgbm(
     splits: Splits,
     storage: str,
@@ -130,28 +192,29 @@ def tune_lightgbm(
     n_jobs: int = 1,
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
     options: dict[str, Any] | None = None,
+    runner: TrialRunner | None = None,
 ) -> TuningResult:
     """Create or resume ``study_name`` in ``storage`` and run it up to ``n_trials`` finished trials.
-    ``options``: LightGBM training options of every trial (``candidates.lightgbm_options``)."""
+    ``options``: LightGBM training options of every trial (``candidates.lightgbm_options``).
+    ``runner``: executes the remaining trials elsewhere (the Dask engine's cluster tasks; ``callbacks``
+    then do not apply); None runs them in this process."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=optuna.storages.RDBStorage(storage),
+        storage=study_storage(storage),
         study_name=study_name,
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=50),
+        sampler=_sampler(seed),
+        pruner=_pruner(),
     )
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(n_trials - done, 0)
     if remaining:
-        study.optimize(
-            _objective(splits, seed, n_jobs, options or {}),
-            n_trials=remaining,
-            timeout=timeout_seconds,
-            callbacks=callbacks,
-            gc_after_trial=False,
-        )
+        job = TrialJob(splits, storage, study_name, timeout_seconds, seed, n_jobs, dict(options or {}))
+        if runner is None:
+            job.run(remaining, callbacks=callbacks)
+        else:
+            runner(job, remaining)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise RuntimeError(f"study {study_name!r} has no completed trial (budget too small?)")

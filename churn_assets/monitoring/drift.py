@@ -371,18 +371,28 @@ def detect_drift(
     unknown = [f for f in names if f not in reference.numeric and f not in reference.categorical]
     if unknown:
         raise DriftInputError(f"feature(s) {unknown} are not in the reference profile")
-    alpha_adj = cfg.drift_p_value / max(len(names), 1)
+    results = [compare_feature(reference, name, current.get_column(name)) for name in names]
+    return alert_report(results, cfg, importance, reference.n_rows, current.height, excluded)
+
+
+def alert_report(
+    results: list[FeatureDrift],
+    cfg: MonitoringSettings,
+    importance: Mapping[str, float] | None,
+    n_reference: int,
+    n_current: int,
+    excluded: list[str],
+) -> DriftReport:
+    """The alert rule (module doc) applied to every feature's test result, with its importance rank."""
+    alpha_adj = cfg.drift_p_value / max(len(results), 1)
     ranks = _ranks(importance)
-    results = []
-    for name in names:
-        res = compare_feature(reference, name, current.get_column(name))
+    for res in results:
         floor = cfg.ks_floor if res.kind == "numeric" else cfg.psi_floor
         res.drifted = bool(res.p_value < alpha_adj and res.effect >= floor)
         res.severity = severity(res.effect, floor, cfg) if res.drifted else "NONE"
-        if importance is not None and name in ranks:
-            res.importance, res.importance_rank = ranks[name]
-        results.append(res)
-    return DriftReport(results, cfg.drift_p_value, alpha_adj, reference.n_rows, current.height, excluded)
+        if importance is not None and res.feature in ranks:
+            res.importance, res.importance_rank = ranks[res.feature]
+    return DriftReport(results, cfg.drift_p_value, alpha_adj, n_reference, n_current, excluded)
 
 
 def _ranks(importance: Mapping[str, float] | None) -> dict[str, tuple[float, int]]:

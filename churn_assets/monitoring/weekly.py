@@ -127,6 +127,7 @@ class DriftWeek:
     current: pl.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)
     trend: list[dict[str, Any]] = field(default_factory=list)  # the last weeks of the drift history
+    engine: dict[str, Any] = field(default_factory=dict)  # what computed the statistics (compute.engine)
 
 
 def drift_week(
@@ -152,9 +153,18 @@ def drift_week(
     current = current_window(con, as_of, wanted)
     t3 = time.perf_counter()
     importance = feature_importance(champion.load(), champion.features)
-    report = detect_drift(profile, current, cfg, importance, features=features)
+    engine: dict[str, Any] = {"engine": "local"}
+    if settings.compute.engine == "dask":  # per-shard statistics on the cluster (compute/drift_stats.py)
+        from churn_assets.compute.cluster import engine_label
+        from churn_assets.compute.drift_stats import drift_on_cluster
+
+        sharded = drift_on_cluster(settings, profile, current, features, importance, cfg.segment_columns)
+        report, tested = sharded.report, sharded.stats.sample  # root cause on the KS sample
+        engine = {"engine": engine_label(settings.compute), **sharded.metadata()}
+    else:
+        report, tested = detect_drift(profile, current, cfg, importance, features=features), current
     report.root_cause = root_cause(
-        reference, profile, current, report, cfg.segment_columns, min_explained=cfg.min_explained
+        reference, profile, tested, report, cfg.segment_columns, min_explained=cfg.min_explained
     )
     t4 = time.perf_counter()
     history.save_drift(con, week, as_of, champion.version, report)
@@ -170,7 +180,7 @@ def drift_week(
         }
         for r in runs.iter_rows(named=True)
     ]
-    return DriftWeek(week, as_of, champion, report, reference, current, seconds, trend)
+    return DriftWeek(week, as_of, champion, report, reference, current, seconds, trend, engine)
 
 
 @dataclass

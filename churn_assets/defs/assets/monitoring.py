@@ -125,6 +125,16 @@ def drift_report(
         "current_rows": summary["n_current"],
         "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in result.seconds.items()}),
         "drift_trend": dg.MetadataValue.md(markdown_table(result.trend)),
+        "engine": str(result.engine.get("engine", "local")),
+        **(
+            {
+                "engine_detail": dg.MetadataValue.json(
+                    {k: v for k, v in result.engine.items() if k != "engine"}
+                )
+            }
+            if len(result.engine) > 1
+            else {}
+        ),
     }
     drifted = report.drifted[: cfg.histogram_features]
     png = plots.drift_histograms(

@@ -12,7 +12,6 @@ import dagster as dg
 from churn_assets.automation.production import (
     label_status,
     realised_outcomes,
-    score_snapshot,
     snapshot_features,
 )
 from churn_assets.defs.keys import (
@@ -57,6 +56,7 @@ def batch_scores(
     warehouse: WarehouseResource,
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
+    from churn_assets.compute.scoring import score_week
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.serving.prediction_log import write_predictions
     from churn_assets.serving.rollout import RolloutStore, route
@@ -79,7 +79,8 @@ def batch_scores(
             cache[version] = load_version(settings, version)
         return cache[version]
 
-    result = score_snapshot(
+    result, engine = score_week(
+        settings,
         features,
         as_of,
         phase=state.phase,
@@ -106,6 +107,15 @@ def batch_scores(
             if written
             else 0.0,
             "seconds": round(result.seconds, 2),
+            "engine": engine["engine"],
+            **(
+                {
+                    "workers": engine["workers"],
+                    "customers_by_shard": dg.MetadataValue.json(engine["customers_by_shard"]),
+                }
+                if "workers" in engine
+                else {}
+            ),
         }
     )
 

@@ -145,13 +145,20 @@ def training_set(
 def candidates(
     context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
+    from churn_assets.compute.training import distributed_trainer
     from churn_assets.modeling.candidate_stage import run_retraining_candidates
 
     workdir = TrainingWorkdir.of(settings)
     splits, meta = workdir.load_splits()
-    stage = run_retraining_candidates(
-        splits, settings, meta["sha256"], workdir.candidates_dir, progress=context.log.info
-    )
+    with distributed_trainer(settings, workdir.training_set, meta["sha256"]) as trainer:
+        stage = run_retraining_candidates(
+            splits,
+            settings,
+            meta["sha256"],
+            workdir.candidates_dir,
+            progress=context.log.info,
+            trainer=trainer,
+        )
     stage.to_json(workdir.candidates)
     links = _MlflowLinks(settings)
     table = [
@@ -177,6 +184,15 @@ def candidates(
             if "fixed_params" in t
             else "tuned (Optuna)",
             "best_val_auc": float(stage.val_auc),
+            "engine": str(t.get("engine", "local")),
+            **(
+                {
+                    "workers": int(t["workers"]),
+                    "train_rows_by_shard": dg.MetadataValue.json(t["train_rows_by_shard"]),
+                }
+                if "workers" in t
+                else {}
+            ),
             "optuna": dg.MetadataValue.json(
                 {k: t.get(k) for k in ("study", "storage", "complete", "pruned", "run_now", "best_val_auc")}
                 | (
