@@ -1,4 +1,4 @@
-"""Optuna tuning of LightGBM on the validation split.
+"""Optuna tuning of LightGBM and XGBoost on the validation split (one study per family).
 
 * Objective: validation ROC AUC of an ``LGBMClassifier`` trained on the train split with up to
   ``MAX_ROUNDS`` boosting rounds and LightGBM early stopping (``EARLY_STOPPING_ROUNDS`` on val AUC).
@@ -12,6 +12,9 @@
   ``load_if_exists=True`` so a rerun with the same study name resumes it.
 * Budget: ``n_trials`` is the TOTAL number of finished (complete + pruned) trials of the study —
   a rerun only runs the missing ones; ``timeout_seconds`` caps the wall clock of each call.
+* XGBoost (:func:`tune_xgboost`): the same objective, pruning, imbalance dimension, storage and budget
+  rules in a study of its own (``XGBClassifier`` with histogram trees and native categoricals; early
+  stopping on val AUC through ``early_stopping_rounds``, pruning through an XGBoost training callback).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import lightgbm as lgb
 import optuna
+import xgboost as xgb
 from optuna.trial import TrialState
 
 from churn_assets.modeling.candidates import with_options
@@ -120,19 +124,76 @@ def _objective(
     return objective
 
 
-def tune_lightgbm(
-    splits: Splits,
+def suggest_xgboost_params(trial: optuna.Trial) -> dict[str, Any]:
+    """The XGBoost search space (``XGBClassifier`` names)."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "max_depth": trial.suggest_int("max_depth", 2, 8),
+        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 50.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "reg_alpha": trial.suggest_float("reg_alpha", 1e-8, 10.0, log=True),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-8, 10.0, log=True),
+        "imbalance": trial.suggest_categorical("imbalance", ["none", "balanced"]),
+    }
+
+
+def xgboost_params(params: dict[str, Any], splits: Splits) -> dict[str, Any]:
+    """Translate search params (``imbalance``) into ``XGBClassifier`` kwargs (same rule as LightGBM)."""
+    return lgbm_params(params, splits)
+
+
+class _XGBoostPruning(xgb.callback.TrainingCallback):
+    """Reports the val AUC every ``REPORT_EVERY`` rounds; raises ``TrialPruned`` when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        super().__init__()
+        self.trial = trial
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, dict[str, Any]]) -> bool:
+        if epoch % REPORT_EVERY:
+            return False
+        value = float(next(iter(evals_log.values()))["auc"][-1])
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at round {epoch} (val auc={value:.4f})")
+        return False
+
+
+def _xgboost_objective(splits: Splits, seed: int, n_jobs: int) -> Callable[[optuna.Trial], float]:
+    def objective(trial: optuna.Trial) -> float:
+        params = xgboost_params(suggest_xgboost_params(trial), splits)
+        model = xgb.XGBClassifier(
+            objective="binary:logistic",
+            tree_method="hist",
+            enable_categorical=True,
+            n_estimators=MAX_ROUNDS,
+            early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+            eval_metric="auc",
+            random_state=seed,
+            n_jobs=n_jobs,
+            callbacks=[_XGBoostPruning(trial)],
+            **params,
+        )
+        model.fit(splits.X_train, splits.y_train, eval_set=[(splits.X_val, splits.y_val)], verbose=False)
+        trial.set_user_attr("best_iteration", int(model.best_iteration) + 1)
+        return float(model.best_score)
+
+    return objective
+
+
+def _run_study(
+    objective: Callable[[optuna.Trial], float],
     storage: str,
     study_name: str,
     n_trials: int,
     timeout_seconds: float | None,
-    seed: int = 42,
-    n_jobs: int = 1,
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
-    options: dict[str, Any] | None = None,
+    seed: int,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None,
+    fixed: dict[str, Any],
 ) -> TuningResult:
-    """Create or resume ``study_name`` in ``storage`` and run it up to ``n_trials`` finished trials.
-    ``options``: LightGBM training options of every trial (``candidates.lightgbm_options``)."""
+    """Create or resume ``study_name``, run it up to ``n_trials`` finished trials, summarise it
+    (``fixed``: parameters of every trial that are not search dimensions)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=optuna.storages.RDBStorage(storage),
@@ -146,11 +207,7 @@ def tune_lightgbm(
     remaining = max(n_trials - done, 0)
     if remaining:
         study.optimize(
-            _objective(splits, seed, n_jobs, options or {}),
-            n_trials=remaining,
-            timeout=timeout_seconds,
-            callbacks=callbacks,
-            gc_after_trial=False,
+            objective, n_trials=remaining, timeout=timeout_seconds, callbacks=callbacks, gc_after_trial=False
         )
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -163,14 +220,58 @@ def tune_lightgbm(
     return TuningResult(
         study_name=study_name,
         storage=storage,
-        best_params={
-            **best.params,
-            "subsample_freq": 1,
-            "n_estimators": int(best.user_attrs["best_iteration"]),
-        },
+        best_params={**best.params, **fixed, "n_estimators": int(best.user_attrs["best_iteration"])},
         best_val_auc=float(best.value or 0.0),
         n_complete=len(complete),
         n_pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
         n_run_now=len(study.get_trials(deepcopy=False, states=FINISHED)) - done,
         imbalance_auc=imbalance_auc,
+    )
+
+
+def tune_lightgbm(
+    splits: Splits,
+    storage: str,
+    study_name: str,
+    n_trials: int,
+    timeout_seconds: float | None,
+    seed: int = 42,
+    n_jobs: int = 1,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    options: dict[str, Any] | None = None,
+) -> TuningResult:
+    """Create or resume ``study_name`` in ``storage`` and run it up to ``n_trials`` finished trials.
+    ``options``: LightGBM training options of every trial (``candidates.lightgbm_options``)."""
+    return _run_study(
+        _objective(splits, seed, n_jobs, options or {}),
+        storage,
+        study_name,
+        n_trials,
+        timeout_seconds,
+        seed,
+        callbacks,
+        {"subsample_freq": 1},
+    )
+
+
+def tune_xgboost(
+    splits: Splits,
+    storage: str,
+    study_name: str,
+    n_trials: int,
+    timeout_seconds: float | None,
+    seed: int = 42,
+    n_jobs: int = 1,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+) -> TuningResult:
+    """The XGBoost study ``study_name`` (same budget rules as :func:`tune_lightgbm`)."""
+    return _run_study(
+        _xgboost_objective(splits, seed, n_jobs),
+        storage,
+        study_name,
+        n_trials,
+        timeout_seconds,
+        seed,
+        callbacks,
+        {},
     )
