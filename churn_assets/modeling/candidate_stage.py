@@ -362,7 +362,7 @@ def _ensemble(
         model=model,
         params=blend.params(),
         flavor="sklearn",
-        val_auc=blend.val_auc_in_sample,
+        val_auc=blend.val_auc,
         train_seconds=sum(by_name[n].train_seconds for n in blend.names),
         imbalance="none",
     )
@@ -485,7 +485,8 @@ def run_candidates(
         best_single = max(x.val_auc for x in fitted)
         selectable = blend.val_auc_oof >= best_single - OOF_TOLERANCE
         progress(
-            f"ensemble {members}: val AUC {blend.val_auc_in_sample:.4f}, out-of-fold {blend.val_auc_oof:.4f}"
+            f"ensemble {members} ({blend.rule} weights): val AUC {blend.val_auc:.4f}, "
+            f"out-of-fold {blend.val_auc_oof:.4f}"
             + ("" if selectable else f" (> {OOF_TOLERANCE} below the best single candidate: not selectable)")
         )
         row, candidate_plots[c.name] = _log_candidate(

@@ -1,19 +1,26 @@
 """The ENSEMBLE candidate family: a weighted blend of the best candidates, weights chosen on validation.
 
 :func:`choose_blend` takes the validation probabilities the candidates already computed, keeps the
-``max_members`` candidates with the highest validation AUC and searches the weight simplex (steps of
-``WEIGHT_STEP``) for the blend ``sum(w_i * p_i)`` with the highest validation AUC — its validation AUC,
-compared with the candidates' own (which were tuned on validation too: early stopping, Optuna). A blend
-whose weights were chosen on the rows it is scored on may only fit their noise, so the blend is also
-scored out-of-fold: the validation split is cut into ``FOLDS`` stratified folds, the weights are chosen
-on four and score the fifth; the candidate stage lets the blend be selected only when that out-of-fold
-AUC is at most ``OOF_TOLERANCE`` below the best single candidate's validation AUC. The test split is
-never looked at.
+``max_members`` candidates with the highest validation AUC and chooses between two weightings of
+``sum(w_i * p_i)`` on validation only (the test split is never looked at):
+
+* **equal** weights — nothing is fitted, so the blend's validation AUC is an honest estimate;
+* **grid** weights — the point of the weight simplex (steps of ``WEIGHT_STEP``) with the highest
+  validation AUC. Weights chosen on the rows they are scored on look better than they are, so the grid
+  rule is also scored out-of-fold: the validation split is cut into ``FOLDS`` stratified folds, the
+  weights chosen on four score the fifth.
+
+The grid weights are used only when their out-of-fold AUC beats the equal weights' AUC (on a small
+validation split the fitted weights mostly fit noise: the "forecast combination puzzle"). The blend's
+validation AUC — what the candidate stage compares with the single candidates, whose own validation AUC
+was tuned on validation too (early stopping, Optuna) — is the equal weights' AUC, or the grid weights'
+in-sample AUC; a grid blend is selectable only when its out-of-fold AUC is at most ``OOF_TOLERANCE``
+below the best single candidate's validation AUC.
 
 :class:`BlendEnsemble` is the fitted model: scikit-learn compatible (``predict_proba``), holding its
 members, their weights and names; serving scores it member by member
-(``churn_assets.serving.scoring``). A blend that puts all its weight on one candidate is no ensemble:
-:func:`choose_blend` then returns None.
+(``churn_assets.serving.scoring``). A grid blend that puts all its weight on one candidate is no
+ensemble: :func:`choose_blend` then returns None.
 """
 
 from __future__ import annotations
@@ -77,20 +84,22 @@ class BlendEnsemble(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class Blend:
-    """The chosen blend: member names, weights (on all of validation), out-of-fold and in-sample
-    validation AUC."""
+    """The chosen blend: member names, weights, the weight rule (``equal`` / ``grid``), its validation AUC
+    (see module docstring) and out-of-fold validation AUC (= the validation AUC for equal weights)."""
 
     names: list[str]
     weights: list[float]
+    rule: str
+    val_auc: float
     val_auc_oof: float
-    val_auc_in_sample: float
 
     def params(self) -> dict[str, Any]:
         return {
             "members": ",".join(self.names),
             "weights": ",".join(f"{w:.2f}" for w in self.weights),
-            "weight_rule": f"max val AUC over a {WEIGHT_STEP} simplex grid",
-            "selectable_if": f"{FOLDS}-fold OOF val AUC >= best single val AUC - {OOF_TOLERANCE}",
+            "weight_rule": self.rule,
+            "weight_rules": f"equal, or max val AUC over a {WEIGHT_STEP} simplex grid if its {FOLDS}-fold "
+            "OOF val AUC is higher",
         }
 
 
@@ -118,25 +127,32 @@ def choose_blend(
     max_members: int,
     seed: int = 42,
 ) -> Blend | None:
-    """The blend of the ``max_members`` best candidates (by ``val_auc``) with the highest validation AUC
-    (see module docstring); None when fewer than two candidates or the weights pick a single one."""
+    """The blend of the ``max_members`` best candidates (by ``val_auc``) with equal or grid weights,
+    chosen on validation (see module docstring); None when fewer than two candidates, or when the grid
+    weights win and pick a single candidate."""
     names = sorted(val_scores, key=lambda n: -val_auc[n])[:max_members]
     if len(names) < 2:
         return None
     y = np.asarray(y_val).astype(int)
     P = np.column_stack([np.asarray(val_scores[n], dtype=float) for n in names])
+    equal = np.full(len(names), 1.0 / len(names))
+    equal_auc = float(roc_auc_score(y, P @ equal))
     grid = simplex_grid(len(names))[::-1]  # most weight on the best candidate first: ties go there
     weights, in_sample = _best_weights(P, y, grid)
-    if np.count_nonzero(weights) < 2:
-        return None
     oof = np.empty(len(y), dtype=float)
     for fit_rows, held_out in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(P, y):
         w, _ = _best_weights(P[fit_rows], y[fit_rows], grid)
         oof[held_out] = P[held_out] @ w
+    oof_auc = float(roc_auc_score(y, oof))
+    if equal_auc >= oof_auc:
+        return Blend(names, [float(w) for w in equal], "equal", equal_auc, equal_auc)
+    if np.count_nonzero(weights) < 2:
+        return None
     kept = [i for i, w in enumerate(weights) if w > 0]
     return Blend(
         names=[names[i] for i in kept],
         weights=[float(weights[i]) for i in kept],
-        val_auc_oof=float(roc_auc_score(y, oof)),
-        val_auc_in_sample=in_sample,
+        rule="grid",
+        val_auc=in_sample,
+        val_auc_oof=oof_auc,
     )

@@ -189,6 +189,7 @@ TABLE_COLUMNS = (
     "chosen",
     "val_auc",
     "val_auc_oof",
+    "selectable",
     "test_auc",
     "recall",
     "precision",
