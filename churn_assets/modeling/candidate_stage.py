@@ -76,6 +76,7 @@ class CandidateStage(JsonStage):
     val_aucs: dict[str, float] = field(default_factory=dict)
     imbalance: dict[str, str] = field(default_factory=dict)
     members: dict[str, float] = field(default_factory=dict)  # an ensemble's member -> weight
+    selectable: list[str] = field(default_factory=list)  # the candidates the best was chosen among
     experiment_run_id: str = ""  # the MLflow run holding the experiment table
 
     def load_model(self) -> Any:
@@ -529,6 +530,7 @@ def run_candidates(
         val_aucs={c.name: c.val_auc for c in fitted},
         imbalance={c.name: c.imbalance for c in fitted},
         members=members if best.name == ENSEMBLE else {},
+        selectable=[c.name for c in eligible],
         experiment_run_id=experiment_run_id,
     )
 

@@ -207,7 +207,7 @@ def calibrate(
         brier[method] = float(brier_score_loss(y, oof))
         fitted[method] = _fit_calibrator(method, scores, y)
         auc[method] = float(roc_auc_score(y, fitted[method].predict(scores)))
-    rejected = [m for m in CALIBRATION_METHODS[1:] if auc["none"] - auc[m] > AUC_TOLERANCE]
+    rejected: list[str] = [m for m in CALIBRATION_METHODS[1:] if auc["none"] - auc[m] > AUC_TOLERANCE]
     allowed = [m for m in CALIBRATION_METHODS if m not in rejected]
     best: CalibrationMethod = min(allowed, key=lambda m: (brier[m], m != "none"))
     if best == "none":

@@ -260,7 +260,8 @@ def experiment_table(settings: Settings, run_id: str | None = None) -> Experimen
     rows = []
     for record in frame.to_dict("records"):
         row = {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
-        row["params"] = json.loads(row["params"]) if isinstance(row.get("params"), str) else {}
+        params = row.get("params")
+        row["params"] = json.loads(params) if isinstance(params, str) else {}
         rows.append(row)
     started = dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC).isoformat(timespec="seconds")
     return ExperimentTable(run.info.run_id, run.info.run_name, started, rows)

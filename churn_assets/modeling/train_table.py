@@ -44,7 +44,6 @@ from churn_assets.modeling.candidates import BASELINES
 from churn_assets.modeling.challenger_stage import ChallengerStage, decide_promotion, evaluate_challenger
 from churn_assets.modeling.gates import gate_results
 from churn_assets.modeling.registry import PromotionDecision, check_registrable
-from churn_assets.modeling.tracking import configure
 from churn_assets.modeling.splits import (
     Splits,
     TrainingDataError,
@@ -52,6 +51,7 @@ from churn_assets.modeling.splits import (
     assign_stratified,
     build_splits,
 )
+from churn_assets.modeling.tracking import configure
 from churn_assets.settings import Settings
 
 Progress = Callable[[str, int, int], None]
@@ -92,6 +92,7 @@ class TrainingReport:
     calibration_val_auc: dict[str, float] = field(default_factory=dict)
     ensemble_members: dict[str, float] = field(default_factory=dict)
     experiment_run_id: str = ""
+    selectable: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         baselines = {k: v for k, v in self.candidate_test_auc.items() if k in BASELINES}
@@ -111,6 +112,7 @@ class TrainingReport:
             "calibration_brier_val_oof": self.calibration_brier,
             "calibration_val_auc": self.calibration_val_auc,
             "ensemble_members": self.ensemble_members,
+            "selectable": self.selectable,
             "experiment_run_id": self.experiment_run_id,
             "test_metrics": self.test_metrics,
             "train_auc": self.train_auc,
@@ -215,6 +217,7 @@ def report(
         calibration_val_auc=dict(m.calibration.val_auc),
         ensemble_members=dict(stage.members),
         experiment_run_id=stage.experiment_run_id,
+        selectable=list(stage.selectable),
     )
 
 

@@ -152,7 +152,9 @@ class ScoringModel:
             self._booster, self._fast = None, False
             self.members = [
                 (name, weight, ScoringModel(f"{self.name}/{name}", self.version, member, self.features, 0.5))
-                for name, member, weight in zip(ensemble.names, ensemble.members, ensemble.weights, strict=True)
+                for name, member, weight in zip(
+                    ensemble.names, ensemble.members, ensemble.weights, strict=True
+                )
             ]
             self.categorical = sorted({c for _, _, m in self.members for c in m.categorical})
 

@@ -61,7 +61,10 @@ def test_a_blend_of_two_independent_views_beats_each_and_leaves_noise_out() -> N
 
 def test_one_dominant_candidate_is_no_ensemble() -> None:
     y, scores = _noisy_views()
-    strong = {"strong": np.where(y == 1, 0.6, 0.4) + RNG.normal(scale=0.05, size=len(y)), "noise": scores["noise"]}
+    strong = {
+        "strong": np.where(y == 1, 0.6, 0.4) + RNG.normal(scale=0.05, size=len(y)),
+        "noise": scores["noise"],
+    }
     aucs = {k: roc_auc_score(y, v) for k, v in strong.items()}
     assert choose_blend(strong, aucs, y, max_members=3) is None
 

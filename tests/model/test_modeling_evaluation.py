@@ -9,9 +9,9 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, f1_score, precision_score, recall_score, roc_auc_score
 
+from churn_assets.modeling import evaluation
 from churn_assets.modeling.candidates import fit_candidate, lightgbm_spec
 from churn_assets.modeling.challenger_stage import measure_fairness, measure_stress_slices
-from churn_assets.modeling import evaluation
 from churn_assets.modeling.evaluation import (
     AUC_TOLERANCE,
     RankedIsotonic,

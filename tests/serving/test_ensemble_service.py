@@ -83,7 +83,9 @@ def ensemble_service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -
         remove_scratch_state(backup, store, redis_url, prefix)
 
 
-def test_ensemble_is_scored_member_by_member_like_its_predict_proba(ensemble_service: EnsembleService) -> None:
+def test_ensemble_is_scored_member_by_member_like_its_predict_proba(
+    ensemble_service: EnsembleService,
+) -> None:
     svc = ensemble_service
     ids = list(range(1, 41))
     with svc.client() as client:
@@ -105,7 +107,10 @@ def test_ensemble_is_scored_member_by_member_like_its_predict_proba(ensemble_ser
 def test_each_member_latency_is_in_the_metrics(ensemble_service: EnsembleService) -> None:
     with ensemble_service.client() as client:
         for start in range(1, 101, 20):
-            assert client.post("/predict", json={"customer_ids": list(range(start, start + 20))}).status_code == 200
+            assert (
+                client.post("/predict", json={"customer_ids": list(range(start, start + 20))}).status_code
+                == 200
+            )
         text = client.get("/metrics").text
     for member in MEMBERS:
         pattern = (

@@ -111,9 +111,11 @@ def test_an_ensemble_champion_is_scored_member_by_member_like_predict_proba(tmp_
     # 0.5 / 0.3 and renormalised over those two members (logistic regression has none).
     blend = ensemble.calibrated_classifiers_[0].estimator.estimator
     lgbm_c = blend.members[0].predict(test[model.features], pred_contrib=True)[:, :-1]
-    xgb_c = blend.members[1].get_booster().predict(
-        xgb.DMatrix(test[model.features], enable_categorical=True), pred_contribs=True
-    )[:, :-1]
+    xgb_c = (
+        blend.members[1]
+        .get_booster()
+        .predict(xgb.DMatrix(test[model.features], enable_categorical=True), pred_contribs=True)[:, :-1]
+    )
     combined = (0.5 * lgbm_c + 0.3 * xgb_c) / 0.8
     assert scored.reasons is not None
     for i in (0, 7, 42):
