@@ -447,8 +447,8 @@ def run_candidates(
         xgb_params, tuning["xgboost"] = _xgboost_search_params(
             sample, settings, study_name, fixed_params is None, progress
         )
-        progress("fitting XGBoost on the full train split")
-        xgboost = fit_xgboost(xgb_params, splits, cfg)
+        progress("fitting XGBoost")
+        xgboost = fit_xgboost(xgb_params, sample, cfg)  # like the baselines: on the sample (memory, time)
         xgboost.val_auc_by_imbalance = dict(tuning["xgboost"].get("imbalance_auc", {}))
         fitted.append(xgboost)
     names = tuple(cfg.baselines if baselines is None else baselines) + tuple(cfg.extra_candidates)

@@ -5,6 +5,7 @@ store's features — with SHAP reasons from the tree members and each member's l
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ import pytest
 from sklearn.calibration import CalibratedClassifierCV
 
 from churn_assets.feature_store.online import RedisOnlineStore
-from churn_assets.serving.bento_build import sync_rollout, write_manifest
+from churn_assets.modeling.registry import ModelRegistry
+from churn_assets.serving.bento_build import bento_tag_of, model_store, sync_rollout, write_manifest
 from churn_assets.serving.scoring import ScoringModel
 from churn_assets.settings import Settings
 from tests.serving.conftest import free_port, start_service, stop_service, wait_ready
@@ -35,6 +37,11 @@ pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
 CUSTOMERS = 200
 MEMBERS = ("lightgbm", "xgboost", "logistic_regression")
+WEIGHTS = {
+    "lightgbm": 0.5,
+    "xgboost": 0.3,
+    "logistic_regression": 0.2,
+}  # tests/serving_helpers.ensemble_model
 
 
 @dataclass
@@ -58,6 +65,9 @@ def ensemble_service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -
     settings = serving_settings(home, redis_key_prefix=f"{prefix}:serving", redis_url=redis_url)
     model = ensemble_model(feature_frame(range(1, 801), seed=4))
     version = register(settings, model, threshold=0.45, auc=0.8, flavor="sklearn")
+    registry = ModelRegistry(settings)  # the tags the challenger step sets on an ensemble version
+    registry.client.set_model_version_tag(registry.name, version, "calibration", "sigmoid")
+    registry.client.set_model_version_tag(registry.name, version, "ensemble_members", json.dumps(WEIGHTS))
     store = RedisOnlineStore(redis_url, f"{prefix}:fs")
     fill_online_store(store, range(1, CUSTOMERS + 1))
     backup = backup_manifest()
@@ -102,6 +112,10 @@ def test_ensemble_is_scored_member_by_member_like_its_predict_proba(
         assert item["label"] == int(item["probability"] >= 0.45)
         # SHAP-style reasons from the LightGBM and XGBoost members
         assert len(item["reasons"]) == 3 and {"feature", "contribution"} <= set(item["reasons"][0])
+    # The exported model's metadata says what is served: the calibrator and the members with their weights.
+    exported = model_store(svc.settings).get(bento_tag_of(svc.settings, svc.version))
+    assert exported.info.metadata["calibration"] == "sigmoid"
+    assert exported.info.metadata["ensemble_members"] == WEIGHTS
 
 
 def test_each_member_latency_is_in_the_metrics(ensemble_service: EnsembleService) -> None:
