@@ -189,25 +189,28 @@ def experiments_cmd(
             try:
                 table = experiment_table(get_settings(), run)
             except Exception as exc:  # an unknown run id or a run without the table artifact
-                fail(f"no experiment table in run {run}: {exc}", 1)
-            if table is None:
-                fail(
-                    "no training run has logged an experiment table yet: run `churnops train-table` or "
-                    "`churnops train` first",
-                    1,
-                )
+                fail(f"cannot read the experiment table{f' of run {run}' if run else ''}: {exc}", 1)
     if all_runs:
         _print_runs(rows, as_json)
         return
-    assert table is not None
-    if as_json:
+    if as_json:  # one row per candidate, each naming its training run; [] before any training
         emit_json(
-            {
-                "run_id": table.run_id,
-                "run_name": table.run_name,
-                "started": table.started,
-                "candidates": table.rows,
-            }
+            []
+            if table is None
+            else [
+                {
+                    **r,
+                    "training_run_id": table.run_id,
+                    "training_run": table.run_name,
+                    "started": table.started,
+                }
+                for r in table.rows
+            ]
+        )
+        return
+    if table is None:
+        human(as_json).print(
+            "no training run has logged an experiment table yet (churnops train / train-table)"
         )
         return
     out = Table(

@@ -141,5 +141,5 @@ def test_candidates_with_xgboost_and_ensemble_on_a_simulated_world(tmp_path: Pat
         get_settings.cache_clear()
     assert shown.exit_code == 0, shown.output
     doc = json.loads(shown.stdout)
-    assert doc["run_id"] == table.run_id and [r["model"] for r in doc["candidates"]] == models
+    assert [r["model"] for r in doc] == models and {r["training_run_id"] for r in doc} == {table.run_id}
     assert human.exit_code == 0 and "ensemble" in human.stdout and "← chosen" in human.stdout
