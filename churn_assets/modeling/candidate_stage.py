@@ -361,7 +361,7 @@ def _ensemble(
     candidate = FittedCandidate(
         name=ENSEMBLE,
         model=model,
-        params=blend.params(),
+        params={**blend.params(), "imbalance": "none"},  # the blend weighs no class; its members chose
         flavor="sklearn",
         val_auc=blend.val_auc,
         train_seconds=sum(by_name[n].train_seconds for n in blend.names),
