@@ -198,14 +198,18 @@ class ScoringModel:
         missing = [f for f in self.features if f not in df.columns]
         if missing:
             raise ScoringError(f"input misses feature column(s) {missing}")
-        df = df[self.features].copy()
+        df = df[self.features]
+        dtypes: dict[str, Any] = {}
         for col in self.features:
             if col in self.categorical or df[col].dtype == object:
                 if not isinstance(df[col].dtype, pd.CategoricalDtype):
-                    df[col] = df[col].astype("category")
-            else:
-                df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
-        return df
+                    dtypes[col] = "category"
+            elif df[col].dtype != np.float64:
+                dtypes[col] = "float64"
+        try:  # one conversion for every column (a text value in a numeric feature raises)
+            return df.astype(dtypes) if dtypes else df.copy()
+        except (TypeError, ValueError) as exc:
+            raise ScoringError(f"input has a non-numeric value in a numeric feature: {exc}") from exc
 
     # -- scoring ----------------------------------------------------------------------------------
     def score(
@@ -258,11 +262,19 @@ class ScoringModel:
         blended = np.zeros(len(rows), dtype=np.float64)
         contrib: np.ndarray | None = None
         explained_weight = 0.0
+        # One typed frame for every member on the pandas path (built once, counted in the first one's time).
+        frame: pd.DataFrame | None = None
         for name, weight, member in self.members:
             start = time.perf_counter()
-            member_scores[name] = member.score(rows).scores
+            if member._fast:
+                member_scores[name] = member.score(rows).scores
+                source: Sequence[Mapping[str, Any]] | pd.DataFrame = rows
+            else:
+                frame = self.frame(rows) if frame is None else frame
+                member_scores[name] = np.asarray(member.model.predict_proba(frame))[:, 1].astype(np.float64)
+                source = frame
             if explain:
-                c = member.contributions(rows)
+                c = member.contributions(source)
                 if c is not None:
                     contrib = weight * c if contrib is None else contrib + weight * c
                     explained_weight += weight
