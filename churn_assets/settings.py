@@ -223,6 +223,22 @@ class ModelingSettings(BaseModel):
         default=["logistic_regression", "random_forest", "hist_gradient_boosting", "mlp"],
         description="scikit-learn baselines fitted beside the tuned LightGBM (Dagster path).",
     )
+    extra_candidates: list[str] = Field(
+        default=["spline_logistic_regression"],
+        description="scikit-learn candidate families fitted beside the baselines, the same way "
+        "(spline_logistic_regression: logistic regression on cubic splines of the numeric columns).",
+    )
+    xgboost: bool = Field(
+        default=True,
+        description="Tune (an Optuna study of its own, same n_trials / timeout_seconds budget) and fit an "
+        "XGBoost candidate beside LightGBM.",
+    )
+    ensemble_max_members: int = Field(
+        default=3,
+        ge=0,
+        description="ENSEMBLE candidate: a blend of at most this many of the best candidates, weights "
+        "chosen on validation (0 or 1 = no ensemble candidate).",
+    )
     gate_max_calibration_error: float = Field(
         default=0.05,
         ge=0,

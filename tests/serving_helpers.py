@@ -3,6 +3,8 @@
 ``register_models`` trains tiny LightGBM models on random frames of the 45 declared features (label from a
 known logistic signal), logs them to MLflow and registers them: v1 promoted to champion, then v2 promoted
 (champion = v2, previous = v1) — the state the registry leaves after a retrain that beat the champion.
+``ensemble_model`` builds a calibrated ENSEMBLE of LightGBM, XGBoost and logistic regression the same way
+the training stages do.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import redis
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS
 from churn_assets.feature_store.online import OnlineStore, SQLiteOnlineStore
+from churn_assets.modeling.candidates import baseline_specs, xgboost_spec
+from churn_assets.modeling.ensemble import BlendEnsemble
 from churn_assets.modeling.evaluation import GateResult
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.tracking import configure, log_candidate_run
@@ -52,11 +58,32 @@ def feature_frame(customer_ids: Sequence[int], seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def train_model(frame: pd.DataFrame, seed: int, n_estimators: int = 20) -> lgb.LGBMClassifier:
+def labels(frame: pd.DataFrame, seed: int) -> np.ndarray:
+    """0/1 labels from a known logistic signal of the first two numeric features."""
     rng = np.random.default_rng(seed)
     num = frame[feature_names()].select_dtypes("number")
     signal = (num.iloc[:, 0] / 1000 - 0.5) * 4 + (num.iloc[:, 1] / 100 - 0.5) * 2
-    y = (rng.random(len(frame)) < 1 / (1 + np.exp(-signal))).astype(int)
+    return (rng.random(len(frame)) < 1 / (1 + np.exp(-signal))).astype(int)
+
+
+def ensemble_model(frame: pd.DataFrame, seed: int = 3) -> CalibratedClassifierCV:
+    """A sigmoid-calibrated blend (0.5 LightGBM, 0.3 XGBoost, 0.2 logistic regression) fitted on
+    ``frame`` (members on its first half, the calibrator on the second), as the training stages build one."""
+    X, y = frame[feature_names()], labels(frame, seed)
+    half = len(frame) // 2
+    members = [
+        lgb.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1, random_state=seed, n_jobs=1),
+        xgboost_spec({"n_estimators": 20, "max_depth": 3}, seed).build(),
+        baseline_specs(seed, ("logistic_regression",))[0].build(),
+    ]
+    for m in members:
+        m.fit(X.iloc[:half], y[:half])
+    blend = BlendEnsemble(["lightgbm", "xgboost", "logistic_regression"], members, [0.5, 0.3, 0.2])
+    return CalibratedClassifierCV(FrozenEstimator(blend), method="sigmoid").fit(X.iloc[half:], y[half:])
+
+
+def train_model(frame: pd.DataFrame, seed: int, n_estimators: int = 20) -> lgb.LGBMClassifier:
+    y = labels(frame, seed)
     model = lgb.LGBMClassifier(
         n_estimators=n_estimators, num_leaves=7, verbose=-1, random_state=seed, n_jobs=1
     )

@@ -6,6 +6,8 @@
   environment of a ``bentoml serve`` on it (Redis online store, Redis rate limit, ``workers`` workers).
   On exit the manifest is put back and every Redis key under the prefix deleted; the home folder (with the
   service logs and the prediction log) stays for inspection.
+* :func:`deploy`: make another registered version (e.g. an ensemble, :func:`register_ensemble`) the one
+  the next ``bentoml serve`` loads.
 * :func:`start` / :func:`stop`: ``bentoml serve TARGET`` on a port, waited for until ready.
 * :func:`open_loop`: an open-loop aiohttp client at a fixed rate; each request's latency is measured from
   its SCHEDULED send time, so time spent queueing (in the client or the server) counts.
@@ -40,7 +42,10 @@ from churn_assets.settings import Settings
 from tests.serving_helpers import (
     AS_OF,
     backup_manifest,
+    ensemble_model,
+    feature_frame,
     fill_online_store,
+    register,
     register_models,
     remove_scratch_state,
     serving_settings,
@@ -70,6 +75,19 @@ class ScratchService:
     settings: Settings
     env: dict[str, str]
     champion: str
+
+
+def register_ensemble(settings: Settings) -> str:
+    """Register a calibrated ensemble (LightGBM + XGBoost + logistic regression, tests/serving_helpers) on the
+    45 features as a new version; returns it (not deployed: :func:`deploy`)."""
+    return register(
+        settings, ensemble_model(feature_frame(range(1, 801), seed=4)), 0.45, 0.8, flavor="sklearn"
+    )
+
+
+def deploy(settings: Settings, version: str) -> None:
+    """Make ``version`` the stable version, exported and in the bento's serving manifest."""
+    write_manifest(settings, RolloutStore(settings).set_stable(version))
 
 
 @contextlib.contextmanager

@@ -12,6 +12,9 @@ Redis at ``feature_store.redis_url`` (``make services``).
 2. Full service (``bentoml serve bento.service:ChurnService``, workers = ``--workers``): online features from
    Redis, routing, rate limit in Redis, prediction log. Two configurations: the default 1 h feature cache, and
    the cache off (every request reads Redis).
+   A third configuration (``full_ensemble``, default cache) serves an ENSEMBLE champion instead — LightGBM,
+   XGBoost and logistic regression scored one after the other per request, blended and calibrated — the
+   multi-model figures beside the single-LightGBM ones.
 3. Bare service (``benchmarks/serving/bare_service.py``): the same LightGBM behind ``@bentoml.api``.
 4. Peak throughput: ``wrk -t2 -c16`` with ``post.lua`` (one random customer id per request / one fixed row).
    Fixed rate: the open-loop aiohttp client of ``benchmarks.serving.harness`` at ``--rate`` requests/s for
@@ -34,9 +37,11 @@ from benchmarks.serving.harness import (
     CHURN_SERVICE,
     N_CUSTOMERS,
     REPO,
+    deploy,
     fixed_rate,
     free_port,
     loadavg,
+    register_ensemble,
     scratch_service,
     start,
     stop,
@@ -84,6 +89,11 @@ def main() -> None:
     ap.add_argument("--rate-seconds", type=int, default=60)
     ap.add_argument("--peak-seconds", type=int, default=15)
     ap.add_argument("--out", type=Path, default=REPO / ".churnops" / "bench" / "serving.json")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        help="Run only these steps (full_cache_1h full_no_cache full_ensemble bare_bentoml_api).",
+    )
     args = ap.parse_args()
     require_tool("wrk", WRK_HOW)
     venv_tool("bentoml")
@@ -102,6 +112,7 @@ def main() -> None:
                 "/predict",
                 {"BODY_MODE": "ids"},
             ),
+            ("full_ensemble", CHURN_SERVICE, {}, "/predict", {"BODY_MODE": "ids"}),
             (
                 "bare_bentoml_api",
                 "benchmarks.serving.bare_service:BareService",
@@ -110,7 +121,11 @@ def main() -> None:
                 {"BODY_MODE": "row", "ROW": row},
             ),
         ]
+        ensemble = register_ensemble(scratch.settings)
         for name, target, extra, path, wrk_env in configs:
+            if args.only and name not in args.only:
+                continue
+            deploy(scratch.settings, ensemble if name == "full_ensemble" else scratch.champion)
             port = free_port()
             proc = start(target, {**scratch.env, **extra}, port, scratch.home / f"{name}.log")
             url = f"http://127.0.0.1:{port}{path}"
@@ -118,7 +133,7 @@ def main() -> None:
                 step: dict[str, Any] = {"load_before": loadavg()}
                 wrk(url, 3, {**wrk_env, "N_CUSTOMERS": str(N_CUSTOMERS)})  # warm-up
                 step["peak"] = wrk(url, args.peak_seconds, {**wrk_env, "N_CUSTOMERS": str(N_CUSTOMERS)})
-                if name == "full_cache_1h" and args.rate_seconds > 0:
+                if name in ("full_cache_1h", "full_ensemble") and args.rate_seconds > 0:
                     step["load_before_rate"] = loadavg()
                     step["fixed_rate"] = fixed_rate(url, args.rate, args.rate_seconds, N_CUSTOMERS)
                 step["load_after"] = loadavg()
@@ -126,9 +141,16 @@ def main() -> None:
                 print(name, json.dumps(step), flush=True)
             finally:
                 stop(proc)
-        bare = results["steps"]["bare_bentoml_api"]["peak"]["rps"]
-        for name in ("full_cache_1h", "full_no_cache"):
-            results["steps"][name]["peak_vs_bare"] = results["steps"][name]["peak"]["rps"] / bare
+        steps = results["steps"]
+        if "bare_bentoml_api" in steps:
+            bare = steps["bare_bentoml_api"]["peak"]["rps"]
+            for name in ("full_cache_1h", "full_no_cache", "full_ensemble"):
+                if name in steps:
+                    steps[name]["peak_vs_bare"] = steps[name]["peak"]["rps"] / bare
+        if "full_ensemble" in steps and "full_cache_1h" in steps:
+            steps["full_ensemble"]["peak_vs_single"] = (
+                steps["full_ensemble"]["peak"]["rps"] / steps["full_cache_1h"]["peak"]["rps"]
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))

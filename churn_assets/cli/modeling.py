@@ -27,7 +27,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
 SHOWN_PARAMS = {
     "learning_rate",
     "num_leaves",
+    "max_depth",
     "n_estimators",
+    "members",
+    "weights",
     "C",
     "hidden",
     "max_iter",
@@ -160,13 +163,78 @@ def _print_training(result: dict[str, Any], out: Console) -> None:
     )
 
 
-def experiments_cmd(as_json: JsonOpt = False) -> None:
-    """The MLflow runs: run, model, params, AUC, recall, F1, duration."""
+def experiments_cmd(
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            help="The MLflow run holding the table (default: the latest training run).",
+            show_default=False,
+        ),
+    ] = None,
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="Every MLflow run of the experiment instead (newest first).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The experiment table of the latest training run (or --run): model, params, val / test AUC,
+    recall, F1, fit time; --all lists every MLflow run."""
     with json_output(as_json):
-        from churn_assets.modeling.tracking import list_runs
+        from churn_assets.modeling.tracking import experiment_table, list_runs
         from churn_assets.settings import get_settings
 
-        rows = list_runs(get_settings())
+        if all_runs:
+            rows = list_runs(get_settings())
+        else:
+            try:
+                table = experiment_table(get_settings(), run)
+            except Exception as exc:  # an unknown run id or a run without the table artifact
+                fail(f"cannot read the experiment table{f' of run {run}' if run else ''}: {exc}", 1)
+    if all_runs:
+        _print_runs(rows, as_json)
+        return
+    if as_json:  # one row per candidate, each naming its training run; [] before any training
+        emit_json(
+            []
+            if table is None
+            else [
+                {
+                    **r,
+                    "training_run_id": table.run_id,
+                    "training_run": table.run_name,
+                    "started": table.started,
+                }
+                for r in table.rows
+            ]
+        )
+        return
+    if table is None:
+        human(as_json).print(
+            "no training run has logged an experiment table yet (churnops train / train-table)"
+        )
+        return
+    out = Table(
+        title=f"Experiments of run {table.run_name} ({table.run_id[:8]}, {table.started}): "
+        "val AUC chooses, test metrics at each candidate's val-F1 threshold"
+    )
+    for col in ("run", "model", "params", "val AUC", "test AUC", "recall", "F1", "fit time"):
+        out.add_column(col)
+    for r in table.rows:
+        params = ", ".join(f"{k}={_short(str(v))}" for k, v in r["params"].items() if k in SHOWN_PARAMS)
+        out.add_row(
+            str(r["run_id"])[:8],
+            r["model"] + (" ← chosen" if r.get("chosen") else ""),
+            params,
+            _fmt(r["val_auc"]),
+            _fmt(r["test_auc"]),
+            _fmt(r["recall"]),
+            _fmt(r["f1"]),
+            f"{r['train_seconds']:.1f}s" if r.get("train_seconds") is not None else "-",
+        )
+    human(as_json).print(out)
+
+
+def _print_runs(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return

@@ -25,7 +25,8 @@ DESCRIPTIONS = {
     "train_test_gap": "Train AUC minus test AUC at most `gate_max_auc_gap` (overfitting).",
     "calibration": (
         "Test Brier below the no-skill Brier and the mean reliability error (10 quantile bins) at most "
-        "`gate_max_calibration_error`; isotonic/sigmoid applied only when it lowers the OOF validation Brier."
+        "`gate_max_calibration_error`; sigmoid / tie-broken isotonic applied only when it lowers the OOF "
+        "validation Brier and costs at most 0.001 validation AUC."
     ),
     "threshold": (
         "Threshold = max F1 on the calibrated validation scores; at it, test recall at least "

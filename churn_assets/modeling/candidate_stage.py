@@ -1,7 +1,10 @@
-"""The candidate step of training: tune LightGBM, fit the baselines, log each, keep the best.
+"""The candidate step of training: tune LightGBM and XGBoost, fit the baselines, blend the best (the
+ENSEMBLE candidate), log each, keep the best.
 
-:func:`run_candidates` — tune LightGBM (Optuna), fit the baselines, log every candidate as an MLflow run,
-choose the best on VALIDATION AUC and save it (``joblib``) with its scores on every split →
+:func:`run_candidates` — tune LightGBM and XGBoost (Optuna), fit the baselines, blend the best of them
+(``ensemble.choose_blend``, weights on validation), log every candidate as an MLflow run and the
+experiment table on the parent run, choose the best on VALIDATION AUC and save it (``joblib``) with its
+scores on every split →
 :class:`CandidateStage`. :func:`run_retraining_candidates` is the same step as the ``training/candidates``
 asset runs it: the retune-or-refit choice of a retraining (``settings.modeling.retune_on_retrain``).
 The next step is ``challenger_stage.evaluate_challenger``.
@@ -25,20 +28,23 @@ from threadpoolctl import threadpool_limits
 
 from churn_assets.modeling import plots
 from churn_assets.modeling.candidates import (
+    DEFAULT_XGBOOST_PARAMS,
     FittedCandidate,
     baseline_specs,
     fit_candidate,
     lightgbm_options,
     lightgbm_spec,
     with_options,
+    xgboost_spec,
 )
+from churn_assets.modeling.ensemble import ENSEMBLE, OOF_TOLERANCE, Blend, BlendEnsemble, choose_blend
 from churn_assets.modeling.evaluation import binary_metrics, choose_threshold, proba_and_response
 from churn_assets.modeling.paths import optuna_storage_url
 from churn_assets.modeling.registry import CHAMPION, ModelRegistry
 from churn_assets.modeling.splits import Splits
 from churn_assets.modeling.stage_json import JsonStage
-from churn_assets.modeling.tracking import Tracking, configure, log_candidate_run
-from churn_assets.modeling.tuning import TrialJob, lgbm_params, tune_lightgbm
+from churn_assets.modeling.tracking import Tracking, configure, log_candidate_run, log_experiment_table
+from churn_assets.modeling.tuning import TrialJob, lgbm_params, tune_lightgbm, tune_xgboost, xgboost_params
 from churn_assets.settings import ModelingSettings, Settings
 
 Progress = Callable[[str], None]
@@ -90,6 +96,9 @@ class CandidateStage(JsonStage):
     lightgbm_params: dict[str, Any] = field(default_factory=dict)  # search-space form (retraining)
     val_aucs: dict[str, float] = field(default_factory=dict)
     imbalance: dict[str, str] = field(default_factory=dict)
+    members: dict[str, float] = field(default_factory=dict)  # an ensemble's member -> weight
+    selectable: list[str] = field(default_factory=list)  # the candidates the best was chosen among
+    experiment_run_id: str = ""  # the MLflow run holding the experiment table
 
     def load_model(self) -> Any:
         return joblib.load(self.model_path)
@@ -212,6 +221,46 @@ def fit_lightgbm_distributed(
         val_auc_by_imbalance={imbalance: val_auc},
     )
     return candidate, rows
+def fit_xgboost(search_params: Mapping[str, Any], splits: Splits, cfg: ModelingSettings) -> FittedCandidate:
+    """Fit XGBoost on the train split with search-space parameters (``imbalance`` included), recording
+    its class-imbalance choice."""
+    spec = xgboost_spec(xgboost_params(dict(search_params), splits), cfg.seed, cfg.n_jobs)
+    fitted = fit_candidate(spec, splits, "none", cfg.n_jobs)
+    imbalance = str(search_params.get("imbalance", "none"))
+    fitted.params["imbalance"] = imbalance
+    fitted.imbalance = "balanced" if imbalance == "balanced" else "none"
+    return fitted
+
+
+def _xgboost_search_params(
+    sample: Splits, settings: Settings, study_name: str, tune: bool, progress: Progress
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """XGBoost's search-space parameters and its ``tuning`` record: the best of the study
+    ``<study_name>-xgboost`` on ``sample`` (same budget as LightGBM's), or, when nothing is tuned (a
+    retraining with the champion's LightGBM parameters), ``DEFAULT_XGBOOST_PARAMS``."""
+    cfg = settings.modeling
+    if not tune:
+        return dict(DEFAULT_XGBOOST_PARAMS), {"study": None, "fixed_params": DEFAULT_XGBOOST_PARAMS}
+    name = f"{study_name}-xgboost"
+    progress(f"tuning XGBoost: study {name}, {cfg.n_trials} trials / {cfg.timeout_seconds:.0f} s")
+    tuned = tune_xgboost(
+        sample,
+        optuna_storage_url(settings),
+        name,
+        cfg.n_trials,
+        cfg.timeout_seconds,
+        seed=cfg.seed,
+        n_jobs=cfg.n_jobs,
+    )
+    return dict(tuned.best_params), {
+        "study": tuned.study_name,
+        "best_val_auc": tuned.best_val_auc,
+        "complete": tuned.n_complete,
+        "pruned": tuned.n_pruned,
+        "run_now": tuned.n_run_now,
+        "imbalance_auc": tuned.imbalance_auc,
+        "best_params": tuned.best_params,
+    }
 
 
 def candidate_metrics(
@@ -299,12 +348,15 @@ def _log_candidate(
     workdir: Path,
     tracking: Tracking,
     tags: Mapping[str, str] | None = None,
+    extra_metrics: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Metrics + plots of one candidate on the evaluation rows, logged as an MLflow run: its row of the
-    experiment table and the path of its ROC plot. Sets ``c.val_auc`` (on the evaluation rows)."""
+    """Metrics (plus ``extra_metrics``) + plots of one candidate on the evaluation rows, logged as an
+    MLflow run: its row of the experiment table and the path of its ROC plot. Sets ``c.val_auc`` (on
+    the evaluation rows)."""
     p_val, p_test = scores["proba_val"], scores["proba_test"]
     c.val_auc = float(binary_metrics(rows.y_val, p_val)["auc"])
     metrics = candidate_metrics(c, rows.y_val, rows.y_test, p_val, p_test)
+    metrics.update(extra_metrics or {})
     metrics.update({f"val_auc_{k}": v for k, v in c.val_auc_by_imbalance.items()})
     metrics.update(eval_val_rows=float(len(rows.y_val)), eval_test_rows=float(len(rows.y_test)))
     roc = plots.roc_plot(rows.y_test, p_test, workdir / c.name / "roc.png", c.name)
@@ -338,6 +390,42 @@ def _log_candidate(
         "params": {k: v for k, v in c.params.items() if k not in ("verbose", "random_state")},
     }
     return row, str(roc)
+
+
+def _ensemble(
+    fitted: Sequence[FittedCandidate],
+    scores: dict[str, dict[str, np.ndarray]],
+    rows: _EvalRows,
+    cfg: ModelingSettings,
+) -> tuple[FittedCandidate, dict[str, np.ndarray], Blend] | None:
+    """The ENSEMBLE candidate from the candidates' evaluation-row scores (no member predicts again):
+    the candidate, its scores and the :class:`~.ensemble.Blend`; None when no blend of two or more
+    candidates is chosen (``ensemble.choose_blend``)."""
+    blend = choose_blend(
+        {c.name: scores[c.name]["proba_val"] for c in fitted},
+        {c.name: c.val_auc for c in fitted},
+        rows.y_val,
+        cfg.ensemble_max_members,
+        cfg.seed,
+    )
+    if blend is None:
+        return None
+    by_name = {c.name: c for c in fitted}
+    model = BlendEnsemble(blend.names, [by_name[n].model for n in blend.names], blend.weights)
+    candidate = FittedCandidate(
+        name=ENSEMBLE,
+        model=model,
+        params={**blend.params(), "imbalance": "none"},  # the blend weighs no class; its members chose
+        flavor="sklearn",
+        val_auc=blend.val_auc,
+        train_seconds=sum(by_name[n].train_seconds for n in blend.names),
+        imbalance="none",
+    )
+    blended = {
+        f"proba_{split}": model.blend({n: scores[n][f"proba_{split}"] for n in blend.names})
+        for split in ("val", "test")
+    }
+    return candidate, blended, blend
 
 
 def _score_best(
@@ -382,7 +470,8 @@ def run_candidates(
     progress: Progress = quiet,
     trainer: DistributedTrainer | None = None,
 ) -> CandidateStage:
-    """Tune LightGBM, fit the baselines, log each candidate as an MLflow run, keep the best (val AUC).
+    """Tune LightGBM and XGBoost, fit the baselines, blend the best, log each candidate as an MLflow run
+    (and the experiment table, ``tracking.log_experiment_table``), keep the best (val AUC).
 
     Tuning and the baselines work on :func:`sample_splits` (at most ``sample_rows`` train / val rows,
     stratified) — RF and MLP do not scale to millions of rows on two cores; the tuned LightGBM is then
@@ -430,7 +519,15 @@ def run_candidates(
     if fixed_params is None:
         lgbm.val_auc_by_imbalance = dict(tuning["imbalance_auc"])
     fitted = [lgbm]
-    names = tuple(cfg.baselines if baselines is None else baselines)
+    if cfg.xgboost:
+        xgb_params, tuning["xgboost"] = _xgboost_search_params(
+            sample, settings, study_name, fixed_params is None, progress
+        )
+        progress("fitting XGBoost")
+        xgboost = fit_xgboost(xgb_params, sample, cfg)  # like the baselines: on the sample (memory, time)
+        xgboost.val_auc_by_imbalance = dict(tuning["xgboost"].get("imbalance_auc", {}))
+        fitted.append(xgboost)
+    names = tuple(cfg.baselines if baselines is None else baselines) + tuple(cfg.extra_candidates)
     for spec in baseline_specs(cfg.seed, names, cfg.n_jobs):
         progress(f"fitting baseline {spec.name}")
         fitted.append(fit_candidate(spec, sample, "compare", cfg.n_jobs))
@@ -456,7 +553,37 @@ def run_candidates(
         )
         table.append(row)
         progress(f"logged MLflow run {row['run_id']} for {c.name}")
-    best = max(fitted, key=lambda c: c.val_auc)
+    members: dict[str, float] = {}
+    ensemble = _ensemble(fitted, scores, rows, cfg) if cfg.ensemble_max_members >= 2 else None
+    eligible = list(fitted)
+    if ensemble is not None:
+        c, scores[ENSEMBLE], blend = ensemble
+        members = dict(zip(blend.names, blend.weights, strict=True))
+        best_single = max(x.val_auc for x in fitted)
+        selectable = blend.val_auc_oof >= best_single - OOF_TOLERANCE
+        progress(
+            f"ensemble {members} ({blend.rule} weights): val AUC {blend.val_auc:.4f}, "
+            f"out-of-fold {blend.val_auc_oof:.4f}"
+            + ("" if selectable else f" (> {OOF_TOLERANCE} below the best single candidate: not selectable)")
+        )
+        row, candidate_plots[c.name] = _log_candidate(
+            c,
+            rows,
+            scores[c.name],
+            splits.features,
+            workdir,
+            tracking,
+            extra_metrics={"val_auc_oof": blend.val_auc_oof, "selectable": float(selectable)},
+        )
+        row.update(val_auc_oof=blend.val_auc_oof, selectable=selectable)
+        table.append(row)
+        fitted.append(c)
+        if selectable:
+            eligible.append(c)
+    best = max(eligible, key=lambda c: c.val_auc)
+    for row in table:
+        row["chosen"] = row["model"] == best.name
+    experiment_run_id = log_experiment_table(tracking, table)
     model_path = workdir / "best_model.joblib"
     joblib.dump(best.model, model_path)
     best_scores = _score_best(best, scores.pop(best.name), splits, rows, cfg, progress)
@@ -478,6 +605,9 @@ def run_candidates(
         lightgbm_params=search_params,
         val_aucs={c.name: c.val_auc for c in fitted},
         imbalance={c.name: c.imbalance for c in fitted},
+        members=members if best.name == ENSEMBLE else {},
+        selectable=[c.name for c in eligible],
+        experiment_run_id=experiment_run_id,
     )
 
 

@@ -1,4 +1,5 @@
-"""The candidate models: tuned LightGBM plus scikit-learn baselines.
+"""The candidate models: tuned LightGBM and XGBoost plus scikit-learn baselines (the blend of the best
+candidates is ``ensemble.py``).
 
 Every candidate is a scikit-learn compatible classifier with ``predict_proba``; baselines are a
 ``Pipeline`` whose last step is called ``model``. Class imbalance is handled the same way for every
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -25,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
@@ -34,6 +36,8 @@ from churn_assets.modeling.splits import Splits
 Flavor = Literal["sklearn", "lightgbm"]
 Imbalance = Literal["none", "balanced"]
 BASELINES: tuple[str, ...] = ("logistic_regression", "random_forest", "hist_gradient_boosting", "mlp")
+# scikit-learn candidate families beyond the spec's baselines, fitted the same way (``extra_candidates``)
+EXTRA_CANDIDATES: tuple[str, ...] = ("spline_logistic_regression",)
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,45 @@ def one_hot_scaler() -> ColumnTransformer:
     )
 
 
+def spline_one_hot_scaler(n_knots: int = 5) -> ColumnTransformer:
+    """Numeric columns: median impute + cubic B-splines (knots at quantiles) + standard scale;
+    categorical/object columns: one-hot. A logistic regression on it is an additive model (GAM) whose
+    per-feature effects may bend."""
+    numeric = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("spline", SplineTransformer(n_knots=n_knots, degree=3, knots="quantile")),
+            ("scale", StandardScaler()),
+        ]
+    )
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ]
+    )
+    return ColumnTransformer(
+        [
+            ("num", numeric, make_column_selector(dtype_include=np.number)),
+            ("cat", categorical, make_column_selector(dtype_include=["category", "object", "bool"])),
+        ]
+    )
+
+
 def baseline_specs(
     seed: int = 42, names: tuple[str, ...] = BASELINES, n_jobs: int = 1
 ) -> list[CandidateSpec]:
-    """The scikit-learn baselines (logistic regression scaled + one-hot, RF, HistGB, MLP (128, 64))."""
+    """The scikit-learn baselines (logistic regression scaled + one-hot, RF, HistGB, MLP (128, 64)) and the
+    extra scikit-learn candidates (``spline_logistic_regression``: logistic regression on cubic splines
+    of the numeric columns, one-hot categoricals)."""
     specs = {
+        "spline_logistic_regression": CandidateSpec(
+            "spline_logistic_regression",
+            lambda: Pipeline(
+                [("prep", spline_one_hot_scaler()), ("model", LogisticRegression(C=1.0, max_iter=3000))]
+            ),
+            {"C": 1.0, "encoding": "cubic splines (5 quantile knots) + one-hot", "scaling": "standard"},
+        ),
         "logistic_regression": CandidateSpec(
             "logistic_regression",
             lambda: Pipeline(
@@ -219,6 +257,27 @@ def lightgbm_spec(
         **params,
     }
     return CandidateSpec("lightgbm", lambda: lgb.LGBMClassifier(**full), dict(params), flavor="lightgbm")
+
+
+# XGBoost with fixed parameters when no study runs (a retraining that keeps the champion's LightGBM
+# parameters): the spec's run 001 (lr 0.1, depth 6), with a round count fit for small learning rates.
+DEFAULT_XGBOOST_PARAMS: dict[str, Any] = {"learning_rate": 0.1, "max_depth": 6, "n_estimators": 200}
+
+
+def xgboost_spec(params: dict[str, Any], seed: int = 42, n_jobs: int = 1) -> CandidateSpec:
+    """An XGBoost candidate (``XGBClassifier``, histogram trees, pandas categoricals used natively —
+    XGBoost >= 3.1 stores the training categories and re-codes a frame's categories by value at
+    prediction) with fixed (e.g. tuned) parameters; ``n_estimators`` is the best iteration. Logged with
+    the scikit-learn flavor (skops)."""
+    full = {
+        "objective": "binary:logistic",
+        "tree_method": "hist",
+        "enable_categorical": True,
+        "random_state": seed,
+        "n_jobs": n_jobs,
+        **params,
+    }
+    return CandidateSpec("xgboost", lambda: xgb.XGBClassifier(**full), dict(params))
 
 
 def fit_spec(

@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from churn_assets.modeling import plots
 from churn_assets.modeling.candidate_stage import CandidateStage
+from churn_assets.modeling.ensemble import BlendEnsemble
 from churn_assets.modeling.evaluation import (
     Calibration,
     FairnessReport,
@@ -158,6 +159,8 @@ def measure_calibration(
         no_skill_brier=rate * (1 - rate),
         calibration_error=float(np.mean(np.abs(np.subtract(curve.observed_rate, curve.mean_predicted)))),
         reliability=curve,
+        val_auc=dict(cal.auc),
+        rejected=list(cal.rejected),
     )
 
 
@@ -214,9 +217,12 @@ def measure_stress_slices(
 def measure_shap(
     raw: Any, best: str, X_test: pd.DataFrame, features: Sequence[str], cfg: ModelingSettings
 ) -> tuple[ShapMeasure, ShapSummary | None]:
-    """Top-5 share of mean |SHAP| on a test sample (LightGBM only; not applicable with <= 5 features)."""
+    """Top-5 share of mean |SHAP| on a test sample (LightGBM, or an ensemble's LightGBM member; not
+    applicable with <= 5 features)."""
+    if isinstance(raw, BlendEnsemble) and "lightgbm" in raw.names:
+        raw = raw.members[raw.names.index("lightgbm")]
     if not isinstance(raw, lgb.LGBMClassifier):
-        return ShapMeasure(method=f"not applicable: {best} is not LightGBM"), None
+        return ShapMeasure(method=f"not applicable: {best} is not LightGBM and has no LightGBM member"), None
     shap = shap_summary(raw, X_test, max_rows=cfg.shap_max_rows, seed=cfg.seed)
     if X_test.shape[1] <= 5:
         return ShapMeasure(
@@ -321,14 +327,25 @@ def evaluate_challenger(
         f"final:{candidates.best}+{cal.method}",
         cal.model,
         "lightgbm" if cal.method == "none" and candidates.flavor == "lightgbm" else "sklearn",
-        {**candidates.params, "calibration": cal.method, "threshold_rule": "max_f1_on_val"},
+        {
+            **candidates.params,
+            "calibration": cal.method,
+            "calibration_rejected": ",".join(cal.rejected) or "none",
+            "threshold_rule": "max_f1_on_val",
+        },
         final_metrics,
         files,
         tags={"role": "final", "data_sha256": data_hash},
         input_example=splits.X_test,
     )
-    extra = {"eval_sha256": holdout_sha256(splits.X_test, splits.y_test)}
-    if candidates.best == "lightgbm":
+    extra = {
+        "eval_sha256": holdout_sha256(splits.X_test, splits.y_test),
+        "calibration": cal.method,
+        "calibration_val_auc": json.dumps(clean_json(cal.auc)),
+    }
+    if candidates.members:
+        extra["ensemble_members"] = json.dumps(candidates.members)
+    if candidates.best == "lightgbm" or "lightgbm" in candidates.members:
         extra[LIGHTGBM_PARAMS_TAG] = json.dumps(clean_json(candidates.lightgbm_params))
     registered = registry.register(
         logged,

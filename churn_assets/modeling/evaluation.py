@@ -5,11 +5,16 @@ on the validation split, searched over the distinct predicted probabilities
 (``sklearn.metrics.precision_recall_curve``); ties go to the higher threshold (fewer contacts). It is
 chosen after calibration, on the calibrated validation scores, and then applied unchanged to test.
 
-Calibration choice: isotonic and sigmoid (Platt) calibrators are fitted on the validation split on top
-of the frozen model (``CalibratedClassifierCV(FrozenEstimator(model))``). Because a calibrator always
-looks good on the data it was fitted on, the choice compares 5-fold *out-of-fold* Brier scores on the
-validation split (``cross_val_predict``); a method is used only if it lowers the validation Brier of
-the raw model, the lowest wins, and the chosen calibrator is refitted on the whole validation split.
+Calibration choice: sigmoid (Platt) and isotonic calibrators are fitted on the validation split on top
+of the frozen model (``CalibratedClassifierCV(FrozenEstimator(model))``). Plain isotonic regression maps
+scores to plateaus, and ties lower AUC; the isotonic calibrator used here (:class:`RankedIsotonic`,
+method ``isotonic_ranked``) breaks its ties by the raw score, so it is strictly increasing and ranks
+exactly like the model. Calibration must not cost ranking: a method whose calibrated validation AUC is
+more than ``AUC_TOLERANCE`` (0.001) below the raw model's is rejected (a Platt fit with a negative slope
+would be). Because a calibrator always looks good on the data it was fitted on, the remaining methods are
+compared by 5-fold *out-of-fold* Brier scores on the validation split; a method is used only if it lowers
+the validation Brier of the raw model, the lowest wins, and the chosen calibrator is refitted on the
+whole validation split.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV, calibration_curve
 from sklearn.frozen import FrozenEstimator
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import (
     brier_score_loss,
     f1_score,
@@ -32,9 +38,12 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 
-CalibrationMethod = Literal["none", "isotonic", "sigmoid"]
+CalibrationMethod = Literal["none", "sigmoid", "isotonic_ranked"]
+CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = ("none", "sigmoid", "isotonic_ranked")
+AUC_TOLERANCE = 0.001  # the largest validation AUC loss a calibrator may cause
+TIE_BREAK_WEIGHT = 1e-5  # share of RankedIsotonic's output given to the raw score (breaks the plateaus)
 
 
 def binary_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, float]:
@@ -108,13 +117,36 @@ class _Scores(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def decision_function(self, X: Any) -> np.ndarray:
         return np.asarray(X, dtype=float)[:, 0]
 
-    def predict(self, X: Any) -> np.ndarray:  # required by cross_val_predict; never used for scores
+    def predict(self, X: Any) -> np.ndarray:  # part of the classifier interface; never used for scores
         return np.asarray(self.classes_[(self.decision_function(X) > 0).astype(int)])
+
+
+class RankedIsotonic(IsotonicRegression):
+    """Isotonic regression with its plateaus broken by the raw score:
+    ``(1 - w) * isotonic(s) + w * expit((s - median) / std)`` with ``w`` = ``TIE_BREAK_WEIGHT``.
+
+    Non-decreasing plus strictly increasing is strictly increasing, so two different scores never get
+    the same probability and the calibrated scores rank exactly like the raw ones (same AUC); the
+    probabilities move by at most ``w`` from plain isotonic regression."""
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> RankedIsotonic:
+        super().fit(X, y, sample_weight)
+        s = np.asarray(X, dtype=float).ravel()
+        self.center_ = float(np.median(s))
+        self.scale_ = float(np.std(s)) or 1.0
+        return self
+
+    def predict(self, T: Any) -> np.ndarray:
+        s = np.asarray(T, dtype=float).ravel()
+        iso = np.asarray(super().predict(s), dtype=float)
+        return (1.0 - TIE_BREAK_WEIGHT) * iso + TIE_BREAK_WEIGHT * expit((s - self.center_) / self.scale_)
 
 
 @dataclass
 class Calibration:
-    """The calibration decision: chosen method, OOF validation Brier per method, and the final model.
+    """The calibration decision: chosen method, OOF validation Brier per method, the calibrated validation
+    AUC per method (fitted on all of val) against the raw model's (``auc["none"]``), the methods rejected
+    for costing ranking, and the final model.
 
     :meth:`apply` maps the raw model's precomputed scores to the final model's probabilities (equal to
     ``model.predict_proba(X)[:, 1]``), so no split has to be predicted again after calibration."""
@@ -122,6 +154,8 @@ class Calibration:
     method: CalibrationMethod
     brier: dict[str, float]
     model: Any
+    auc: dict[str, float] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)
 
     def apply(self, proba: np.ndarray, response_scores: np.ndarray | None = None) -> np.ndarray:
         """Final probabilities from the raw model's ``predict_proba[:, 1]`` and :func:`response` scores."""
@@ -134,6 +168,16 @@ class Calibration:
         return p
 
 
+def _fit_calibrator(method: CalibrationMethod, scores: np.ndarray, y: np.ndarray) -> Any:
+    """A fitted calibrator of ``method`` on 1-D scores: an object whose ``predict(scores)`` gives
+    probabilities (sklearn's own for sigmoid, :class:`RankedIsotonic` for isotonic)."""
+    if method == "isotonic_ranked":
+        return RankedIsotonic(out_of_bounds="clip").fit(scores, y)
+    frozen = FrozenEstimator(_Scores().fit(scores[:, None], y))
+    [fitted] = CalibratedClassifierCV(frozen, method=method).fit(scores[:, None], y).calibrated_classifiers_
+    return fitted.calibrators[0]
+
+
 def calibrate(
     model: Any,
     X_val: pd.DataFrame,
@@ -143,25 +187,36 @@ def calibrate(
     proba_val: np.ndarray | None = None,
     response_val: np.ndarray | None = None,
 ) -> Calibration:
-    """Pick none/isotonic/sigmoid by out-of-fold validation Brier; return the (possibly wrapped) model.
+    """Pick none / sigmoid / isotonic_ranked: methods costing more than ``AUC_TOLERANCE`` validation AUC
+    are rejected, the rest compared by out-of-fold validation Brier; returns the (possibly wrapped) model.
 
-    The OOF comparison runs on the validation scores (``proba_val`` / ``response_val``, computed when
+    The comparison runs on the validation scores (``proba_val`` / ``response_val``, computed when
     not given) instead of re-predicting the validation split in every fold; only a chosen calibrator
     is fitted on ``X_val`` through the model (one prediction)."""
     raw = np.asarray(model.predict_proba(X_val))[:, 1] if proba_val is None else np.asarray(proba_val)
-    scores = response(model, X_val) if response_val is None else np.asarray(response_val)
-    brier: dict[str, float] = {"none": float(brier_score_loss(y_val, raw))}
+    scores = response(model, X_val) if response_val is None else np.asarray(response_val, dtype=float)
+    y = np.asarray(y_val).astype(int)
+    brier: dict[str, float] = {"none": float(brier_score_loss(y, raw))}
+    auc: dict[str, float] = {"none": float(roc_auc_score(y, raw))}
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    frozen = FrozenEstimator(_Scores().fit(scores[:, None], y_val))
-    for method in ("isotonic", "sigmoid"):
-        wrapped = CalibratedClassifierCV(frozen, method=method)
-        oof = cross_val_predict(wrapped, scores[:, None], y_val, cv=cv, method="predict_proba")[:, 1]
-        brier[method] = float(brier_score_loss(y_val, oof))
-    best: CalibrationMethod = min(("none", "isotonic", "sigmoid"), key=lambda m: (brier[m], m != "none"))
+    fitted: dict[str, Any] = {}
+    for method in CALIBRATION_METHODS[1:]:
+        oof = np.empty(len(y), dtype=float)
+        for fit_rows, held_out in cv.split(scores, y):
+            oof[held_out] = _fit_calibrator(method, scores[fit_rows], y[fit_rows]).predict(scores[held_out])
+        brier[method] = float(brier_score_loss(y, oof))
+        fitted[method] = _fit_calibrator(method, scores, y)
+        auc[method] = float(roc_auc_score(y, fitted[method].predict(scores)))
+    rejected: list[str] = [m for m in CALIBRATION_METHODS[1:] if auc["none"] - auc[m] > AUC_TOLERANCE]
+    allowed = [m for m in CALIBRATION_METHODS if m not in rejected]
+    best: CalibrationMethod = min(allowed, key=lambda m: (brier[m], m != "none"))
     if best == "none":
-        return Calibration("none", brier, model)
-    final = CalibratedClassifierCV(FrozenEstimator(model), method=best).fit(X_val, y_val)
-    return Calibration(best, brier, final)
+        return Calibration("none", brier, model, auc, rejected)
+    sklearn_method = "isotonic" if best == "isotonic_ranked" else best
+    final = CalibratedClassifierCV(FrozenEstimator(model), method=sklearn_method).fit(X_val, y_val)
+    if best == "isotonic_ranked":  # the same calibrator, fitted on the same validation scores
+        final.calibrated_classifiers_[0].calibrators[0] = fitted[best]
+    return Calibration(best, brier, final, auc, rejected)
 
 
 @dataclass(frozen=True)

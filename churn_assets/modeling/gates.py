@@ -36,7 +36,8 @@ class TrainTestGap:
 
 @dataclass
 class CalibrationMeasure:
-    """The calibration choice (``method``, OOF validation Brier per method) and its result on test."""
+    """The calibration choice (``method``, OOF validation Brier per method, calibrated validation AUC per
+    method and the methods rejected for losing AUC) and its result on test."""
 
     method: str
     val_brier_oof: dict[str, float]
@@ -44,6 +45,8 @@ class CalibrationMeasure:
     no_skill_brier: float  # base rate x (1 - base rate)
     calibration_error: float | None  # mean |observed - predicted| over the reliability bins
     reliability: ReliabilityCurve
+    val_auc: dict[str, float] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)
 
 
 @dataclass

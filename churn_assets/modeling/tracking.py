@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -37,7 +38,7 @@ from churn_assets.modeling.paths import artifact_location, tracking_uri
 from churn_assets.settings import Settings
 
 PIP_REQUIREMENTS = {
-    "sklearn": ["scikit-learn", "lightgbm", "pandas", "numpy"],
+    "sklearn": ["scikit-learn", "lightgbm", "xgboost-cpu", "pandas", "numpy"],
     "lightgbm": ["lightgbm", "scikit-learn", "pandas", "numpy"],
 }
 SIGNATURE_ROWS = 5  # feature rows logged as each model's input example (its signature is inferred from them)
@@ -94,18 +95,22 @@ def model_file_hash(model_uri: str) -> str:
 
 class _CategoryServingCheck(logging.Filter):
     """Drops MLflow's "Failed to validate serving input example" warning when its cause is LightGBM's
-    "categorical_feature do not match": MLflow checks each input example by sending it through the
+    "categorical_feature do not match" or XGBoost's "When categorical type is supplied, ...
+    enable_categorical": MLflow checks each input example by sending it through the
     pyfunc JSON serving path, which turns category columns into strings that LightGBM rejects. That
-    path is not how churnops serves (BentoML loads the native flavor); any other failure still shows."""
+    path is not how churnops serves (BentoML loads the native flavor or the scikit-learn object); any other
+    failure still shows."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         return not (
             message.startswith("Failed to validate serving input example")
-            and "categorical_feature do not match" in message
+            and any(cause in message for cause in CATEGORY_CAUSES)
         )
 
 
+# LightGBM's and XGBoost's words for "a category column arrived as strings"
+CATEGORY_CAUSES = ("categorical_feature do not match", "When categorical type is supplied")
 _CATEGORY_SERVING_CHECK = _CategoryServingCheck()
 
 
@@ -176,6 +181,91 @@ def log_candidate_run(
             mlflow.log_artifact(str(path), artifact_path="plots" if path.suffix == ".png" else "evaluation")
         info = log_model(model, flavor, input_example)
     return LoggedRun(run.info.run_id, info.model_uri, model_file_hash(info.model_uri), flavor)
+
+
+EXPERIMENT_TABLE = "experiments/candidates.json"  # the experiment table artifact (mlflow.log_table)
+EXPERIMENT_TABLE_TAG = "churnops.experiment_table"  # tag of the runs holding one
+TABLE_COLUMNS = (
+    "model",
+    "chosen",
+    "val_auc",
+    "val_auc_oof",
+    "selectable",
+    "test_auc",
+    "recall",
+    "precision",
+    "f1",
+    "train_seconds",
+    "imbalance",
+    "run_id",
+    "params",
+)
+
+
+def log_experiment_table(tracking: Tracking, rows: list[dict[str, Any]]) -> str:
+    """Log the experiment table of a training run — one row per candidate: model, params, val / test
+    AUC, recall, precision, F1 (test, at the candidate's val-F1 threshold), fit seconds, run id — as the
+    MLflow table artifact ``EXPERIMENT_TABLE`` (``mlflow.log_table``) of the active run (the parent run
+    of the training run), or of a run of its own named ``experiments`` when none is active. The run is
+    tagged ``EXPERIMENT_TABLE_TAG``; returns its id."""
+    frame = pd.DataFrame(
+        [
+            {
+                **{k: r.get(k) for k in TABLE_COLUMNS if k != "params"},
+                "params": json.dumps(r.get("params", {}), default=str, sort_keys=True),
+            }
+            for r in rows
+        ],
+        columns=list(TABLE_COLUMNS),
+    )
+    active = mlflow.active_run()
+    if active is not None:
+        run_id = active.info.run_id
+    else:
+        with mlflow.start_run(experiment_id=tracking.experiment_id, run_name="experiments") as run:
+            run_id = run.info.run_id
+    mlflow.log_table(frame, EXPERIMENT_TABLE, run_id=run_id)
+    tracking.client.set_tag(run_id, EXPERIMENT_TABLE_TAG, "true")
+    return run_id
+
+
+@dataclass(frozen=True)
+class ExperimentTable:
+    """The experiment table of one training run: the run holding it and its rows."""
+
+    run_id: str
+    run_name: str | None
+    started: str
+    rows: list[dict[str, Any]]
+
+
+def experiment_table(settings: Settings, run_id: str | None = None) -> ExperimentTable | None:
+    """The experiment table logged by :func:`log_experiment_table` in run ``run_id``, or the latest one
+    (None when no training run logged one)."""
+    import datetime as dt
+
+    tracking = configure(settings)
+    if run_id is None:
+        runs = tracking.client.search_runs(
+            [tracking.experiment_id],
+            filter_string=f"tags.`{EXPERIMENT_TABLE_TAG}` = 'true'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        if not runs:
+            return None
+        run = runs[0]
+    else:
+        run = tracking.client.get_run(run_id)
+    frame = tracking.client.load_table(run.info.experiment_id, EXPERIMENT_TABLE, run_ids=[run.info.run_id])
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+        params = row.get("params")
+        row["params"] = json.loads(params) if isinstance(params, str) else {}
+        rows.append(row)
+    started = dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC).isoformat(timespec="seconds")
+    return ExperimentTable(run.info.run_id, run.info.run_name, started, rows)
 
 
 def active_run_info() -> RunInfo | None:

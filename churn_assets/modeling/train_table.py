@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 import pandera.pandas as pa
 
@@ -50,6 +51,7 @@ from churn_assets.modeling.splits import (
     assign_stratified,
     build_splits,
 )
+from churn_assets.modeling.tracking import configure
 from churn_assets.settings import Settings
 
 Progress = Callable[[str, int, int], None]
@@ -87,9 +89,13 @@ class TrainingReport:
     promotion_reason: str
     run_ids: dict[str, str] = field(default_factory=dict)
     tuning: dict[str, Any] = field(default_factory=dict)
+    calibration_val_auc: dict[str, float] = field(default_factory=dict)
+    ensemble_members: dict[str, float] = field(default_factory=dict)
+    experiment_run_id: str = ""
+    selectable: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        baselines = {k: v for k, v in self.candidate_test_auc.items() if k != "lightgbm"}
+        baselines = {k: v for k, v in self.candidate_test_auc.items() if k in BASELINES}
         return {
             "model_name": self.model_name,
             "test_auc": self.test_auc,
@@ -104,6 +110,10 @@ class TrainingReport:
             "threshold": self.threshold,
             "calibration": self.calibration,
             "calibration_brier_val_oof": self.calibration_brier,
+            "calibration_val_auc": self.calibration_val_auc,
+            "ensemble_members": self.ensemble_members,
+            "selectable": self.selectable,
+            "experiment_run_id": self.experiment_run_id,
             "test_metrics": self.test_metrics,
             "train_auc": self.train_auc,
             "imbalance": self.imbalance,
@@ -147,7 +157,13 @@ def train_and_register(
     }
     run_settings = settings.model_copy(update={"modeling": cfg.model_copy(update=budget)})
     steps = ("tuning + candidates (Optuna, MLflow)", "challenger: calibrate, evaluate, register", "promotion")
-    with tempfile.TemporaryDirectory(prefix="churnops-train-") as tmp:
+    tracking = configure(run_settings)
+    parent = f"train:{model_name or cfg.registered_model_name}"
+    nested = mlflow.active_run() is not None
+    with (
+        tempfile.TemporaryDirectory(prefix="churnops-train-") as tmp,
+        mlflow.start_run(experiment_id=tracking.experiment_id, run_name=parent, nested=nested),
+    ):
         progress(steps[0], 0, 1)
         stage = run_candidates(
             splits,
@@ -198,6 +214,10 @@ def report(
         promotion_reason=decision.reason,
         run_ids={**stage.run_ids, final_run: challenger.run_id},
         tuning=dict(stage.tuning),
+        calibration_val_auc=dict(m.calibration.val_auc),
+        ensemble_members=dict(stage.members),
+        experiment_run_id=stage.experiment_run_id,
+        selectable=list(stage.selectable),
     )
 
 

@@ -6,7 +6,7 @@
   them), before the rollout state changes.
 * :func:`export_version` — copy a registered version's MLflow model into the BentoML model store
   (``settings.bentoml_home``) as ``<registered name>:v<version>`` with ``serving.json`` (features, threshold,
-  flavor, semver) beside it.
+  flavor, semver, calibrator, ensemble members and weights) beside it.
 * :func:`write_manifest` — ``bento/serving_models.json``: the BentoML tags of the stable and (during a
   rollout) candidate models, read by ``bento/service.py`` to declare its ``BentoModel`` attributes.
 * :func:`build_bento` — the above, then ``bentoml build`` (``python.lock_packages: false``: no package
@@ -117,6 +117,8 @@ def export_version(settings: Settings, version: str) -> str:
         "flavor": tags.get("flavor", "sklearn"),
         "features": json.loads(tags["features"]),
         "threshold": float(tags["metric.threshold"]),
+        "calibration": tags.get("calibration"),
+        "ensemble_members": json.loads(tags.get("ensemble_members", "{}")),
         "source": str(mv.source),
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -125,7 +127,7 @@ def export_version(settings: Settings, version: str) -> str:
         with bentoml.models.create(
             tag,
             labels={"registry_version": str(version), "semver": str(meta["semver"])},
-            metadata={k: v for k, v in meta.items() if k != "features"},
+            metadata={k: v for k, v in meta.items() if k != "features" and v is not None},
             _model_store=store,
         ) as bento_model:
             shutil.copytree(local, bento_model.path_of("mlflow_model"))

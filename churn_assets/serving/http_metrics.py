@@ -23,6 +23,12 @@ class Metrics:
             ["endpoint", "model_version", "variant"],
             buckets=LATENCY_BUCKETS,
         )
+        self.member_latency = module.Histogram(
+            "churn_member_seconds",
+            "Scoring time of each member of an ensemble model version, per request batch.",
+            ["model_version", "member"],
+            buckets=LATENCY_BUCKETS,
+        )
         self.predictions = module.Counter(
             "churn_predictions",
             "Scored customers by model version and variant.",

@@ -302,6 +302,8 @@ class FastPath:
         for i in items:
             if "variant" in i:
                 self.metrics.predictions.labels(i["model_version"], i["variant"]).inc()
+        for version, member, seconds in scoring.member_seconds:
+            self.metrics.member_latency.labels(version, member).observe(seconds)
         return response
 
     # -- handlers ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cachetools
@@ -53,13 +53,15 @@ def serving_clock(settings: Settings) -> dt.datetime:
 @dataclass
 class Scoring:
     """A scored request before it is logged: response ``items`` (scored or per-item errors), the ``shadow``
-    work (candidate model, customer id, row) to score after the response, and the prediction-log
-    ``records`` of the scored items (all under ``request_id``)."""
+    work (candidate model, customer id, row) to score after the response, the prediction-log
+    ``records`` of the scored items (all under ``request_id``), and the scoring time of each ensemble
+    member (``(model version, member, seconds)``)."""
 
     items: list[dict[str, Any]]
     shadow: list[tuple[ScoringModel, int | None, Mapping[str, Any]]]
     records: list[dict[str, Any]]
     request_id: str = ""  # the prediction log's request_id of the records
+    member_seconds: list[tuple[str, str, float]] = field(default_factory=list)
 
 
 class Runtime:
@@ -209,12 +211,15 @@ class Runtime:
             groups.setdefault(routed, []).append(i)
         out: list[dict[str, Any] | None] = [None] * len(rows)
         records = []
+        member_seconds: list[tuple[str, str, float]] = []
         request_id = uuid.uuid4().hex
         now = dt.datetime.now(dt.UTC)
         for variant, idx in groups.items():
             model = candidate if variant == "canary" and candidate is not None else stable
             batch = [rows[i] for i in idx]
             scored = model.score(batch, explain=explain, top_k=self.settings.serving.explain_top_k)  # type: ignore[arg-type]
+            for member, seconds in (scored.member_seconds or {}).items():
+                member_seconds.append((model.version, member, seconds))
             for k, i in enumerate(idx):
                 item: dict[str, Any] = {
                     "customer_id": ids[i],
@@ -240,7 +245,9 @@ class Runtime:
             o if o is not None else {"customer_id": ids[i], "error": (errors or {}).get(i, "not scored")}
             for i, o in enumerate(out)
         ]
-        return Scoring(items, [(m, ids[i], r) for m, i, r in shadow], records, request_id)  # type: ignore[misc]
+        return Scoring(  # type: ignore[misc]
+            items, [(m, ids[i], r) for m, i, r in shadow], records, request_id, member_seconds
+        )
 
     def _record(
         self,

@@ -10,9 +10,15 @@ Two paths, identical results (tested):
 * LightGBM flavor: a float matrix built straight from the rows (string features mapped to the category
   codes LightGBM stored at training, unknown categories -> missing) into ``Booster.predict`` — no pandas
   on the hot path. SHAP: ``Booster.predict(pred_contrib=True)`` (TreeSHAP inside LightGBM, log-odds).
-* any other model (calibrated wrappers, scikit-learn baselines): a pandas frame with the training dtypes
-  (string features as ``category``) into ``predict_proba``. SHAP reasons when a LightGBM model sits
-  inside (contributions of the uncalibrated booster), else none.
+* any other model (calibrated wrappers, scikit-learn baselines, XGBoost): a pandas frame with the training
+  dtypes (string features as ``category``) into ``predict_proba``. SHAP reasons when a LightGBM model sits
+  inside (contributions of the uncalibrated booster) or the model is XGBoost (``pred_contribs``), else none.
+* an ENSEMBLE (``modeling.ensemble.BlendEnsemble``, calibrated or not): served as it was built — every
+  member is a :class:`ScoringModel` of its own (the LightGBM member on the fast path) and scored in turn,
+  their probabilities blended with the ensemble's weights, then the calibrator applied. Each member's
+  scoring time is returned (:attr:`Scored.member_seconds`; the service exports it as
+  ``churn_member_seconds``). Reasons: the weighted average of the SHAP contributions (log-odds) of the
+  members that have them (LightGBM, XGBoost), weights renormalised over those members.
 """
 
 from __future__ import annotations
@@ -39,6 +45,33 @@ _STRING_FEATURES = {f.name for f in all_features() if f.dtype == "string"}
 
 class ScoringError(ValueError):
     """The model or its input is unusable (names the field / tag and the rule)."""
+
+
+def _ensemble_parts(model: Any) -> tuple[Any, Any | None] | None:
+    """``(BlendEnsemble, calibrator or None)`` when ``model`` is an ensemble, bare or inside a
+    ``CalibratedClassifierCV(FrozenEstimator(...))``; else None."""
+    from churn_assets.modeling.ensemble import BlendEnsemble
+
+    if isinstance(model, BlendEnsemble):
+        return model, None
+    calibrated = getattr(model, "calibrated_classifiers_", None)
+    if calibrated:
+        inner = getattr(calibrated[0].estimator, "estimator", calibrated[0].estimator)
+        if isinstance(inner, BlendEnsemble):
+            return inner, calibrated[0].calibrators[0]
+    return None
+
+
+def _xgboost_contributions(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """SHAP contributions (log-odds, bias column dropped) of an ``XGBClassifier`` on ``frame``."""
+    import xgboost as xgb
+
+    matrix = xgb.DMatrix(frame, enable_categorical=True)
+    return np.asarray(model.get_booster().predict(matrix, pred_contribs=True))[:, :-1]
+
+
+def _is_xgboost(model: Any) -> bool:
+    return type(model).__module__.startswith("xgboost")
 
 
 def _inner_lightgbm(model: Any) -> Any | None:
@@ -68,6 +101,7 @@ class Scored:
     scores: np.ndarray
     labels: np.ndarray
     reasons: list[list[dict[str, Any]]] | None = None
+    member_seconds: dict[str, float] | None = None  # an ensemble's scoring time per member
 
 
 @dataclass
@@ -109,10 +143,26 @@ class ScoringModel:
             for col, values in zip(self.categorical, cats, strict=True):
                 self._codes[col] = {v: float(i) for i, v in enumerate(values)}
         self._fast = self._booster is not None and self._lgbm is self.model
+        self._xgboost = _is_xgboost(self.model)
+        self.members: list[tuple[str, float, ScoringModel]] = []
+        self._calibrator: Any | None = None
+        parts = _ensemble_parts(self.model)
+        if parts is not None:
+            ensemble, self._calibrator = parts
+            self._booster, self._fast = None, False
+            self.members = [
+                (name, weight, ScoringModel(f"{self.name}/{name}", self.version, member, self.features, 0.5))
+                for name, member, weight in zip(
+                    ensemble.names, ensemble.members, ensemble.weights, strict=True
+                )
+            ]
+            self.categorical = sorted({c for _, _, m in self.members for c in m.categorical})
 
     @property
     def explainable(self) -> bool:
-        return self._booster is not None
+        if self.members:
+            return any(m.explainable for _, _, m in self.members)
+        return self._booster is not None or self._xgboost
 
     # -- inputs -----------------------------------------------------------------------------------
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -148,14 +198,18 @@ class ScoringModel:
         missing = [f for f in self.features if f not in df.columns]
         if missing:
             raise ScoringError(f"input misses feature column(s) {missing}")
-        df = df[self.features].copy()
+        df = df[self.features]
+        dtypes: dict[str, Any] = {}
         for col in self.features:
             if col in self.categorical or df[col].dtype == object:
                 if not isinstance(df[col].dtype, pd.CategoricalDtype):
-                    df[col] = df[col].astype("category")
-            else:
-                df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
-        return df
+                    dtypes[col] = "category"
+            elif df[col].dtype != np.float64:
+                dtypes[col] = "float64"
+        try:  # one conversion for every column (a text value in a numeric feature raises)
+            return df.astype(dtypes) if dtypes else df.copy()
+        except (TypeError, ValueError) as exc:
+            raise ScoringError(f"input has a non-numeric value in a numeric feature: {exc}") from exc
 
     # -- scoring ----------------------------------------------------------------------------------
     def score(
@@ -167,6 +221,8 @@ class ScoringModel:
         """
         if len(rows) == 0:
             return Scored(np.empty(0), np.empty(0, dtype=np.int8), [] if explain else None)
+        if self.members:
+            return self._score_ensemble(rows, explain, top_k)
         is_frame = isinstance(rows, pd.DataFrame)
         x: np.ndarray | None = None
         if self._fast:
@@ -179,15 +235,71 @@ class ScoringModel:
         if explain:
             if not self.explainable:
                 reasons = [[] for _ in range(len(rows))]
+            elif self._xgboost:
+                reasons = self.top_reasons(_xgboost_contributions(self.model, self.frame(rows)), top_k)
             else:
                 if x is None:
                     x = self.matrix_from_frame(rows) if is_frame else self.matrix(rows)  # type: ignore[arg-type]
                 reasons = self.reasons(x, top_k)
         return Scored(scores, labels, reasons)
 
+    def contributions(self, rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> np.ndarray | None:
+        """SHAP contributions (log-odds; rows x features) of a LightGBM or XGBoost model, else None."""
+        if self._booster is not None:
+            x = self.matrix_from_frame(rows) if isinstance(rows, pd.DataFrame) else self.matrix(rows)
+            return np.asarray(self._booster.predict(x, pred_contrib=True))[:, :-1]
+        if self._xgboost:
+            return _xgboost_contributions(self.model, self.frame(rows))
+        return None
+
+    def _score_ensemble(
+        self, rows: Sequence[Mapping[str, Any]] | pd.DataFrame, explain: bool, top_k: int
+    ) -> Scored:
+        """Score every member in turn (timed), blend, calibrate, threshold; reasons from the members'
+        contributions (module docstring)."""
+        member_scores: dict[str, np.ndarray] = {}
+        seconds: dict[str, float] = {}
+        blended = np.zeros(len(rows), dtype=np.float64)
+        contrib: np.ndarray | None = None
+        explained_weight = 0.0
+        # One typed frame for every member on the pandas path (built once, counted in the first one's time).
+        frame: pd.DataFrame | None = None
+        for name, weight, member in self.members:
+            start = time.perf_counter()
+            if member._fast:
+                member_scores[name] = member.score(rows).scores
+                source: Sequence[Mapping[str, Any]] | pd.DataFrame = rows
+            else:
+                frame = self.frame(rows) if frame is None else frame
+                member_scores[name] = np.asarray(member.model.predict_proba(frame))[:, 1].astype(np.float64)
+                source = frame
+            if explain:
+                c = member.contributions(source)
+                if c is not None:
+                    contrib = weight * c if contrib is None else contrib + weight * c
+                    explained_weight += weight
+            seconds[name] = time.perf_counter() - start
+            blended += weight * member_scores[name]
+        scores = np.clip(blended, 0.0, 1.0)
+        if self._calibrator is not None:
+            scores = np.clip(np.asarray(self._calibrator.predict(scores), dtype=np.float64), 0.0, 1.0)
+        labels = (scores >= self.threshold).astype(np.int8)
+        reasons: list[list[dict[str, Any]]] | None = None
+        if explain:
+            reasons = (
+                self.top_reasons(contrib / explained_weight, top_k)
+                if contrib is not None
+                else [[] for _ in range(len(rows))]
+            )
+        return Scored(scores, labels, reasons, seconds)
+
     def reasons(self, x: np.ndarray, top_k: int = 3) -> list[list[dict[str, Any]]]:
         """Top-``top_k`` features by |SHAP contribution| (log-odds of the LightGBM booster) per row."""
         contrib = np.asarray(self._booster.predict(x, pred_contrib=True))[:, :-1]  # type: ignore[union-attr]
+        return self.top_reasons(contrib, top_k)
+
+    def top_reasons(self, contrib: np.ndarray, top_k: int) -> list[list[dict[str, Any]]]:
+        """Top-``top_k`` features by |contribution| per row of a rows x features contribution matrix."""
         out = []
         for row in contrib:
             top = np.argsort(-np.abs(row))[:top_k]

@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, f1_score, precision_score, recall_score, roc_auc_score
 
+from churn_assets.modeling import evaluation
 from churn_assets.modeling.candidates import fit_candidate, lightgbm_spec
 from churn_assets.modeling.challenger_stage import measure_fairness, measure_stress_slices
 from churn_assets.modeling.evaluation import (
+    AUC_TOLERANCE,
+    RankedIsotonic,
     binary_metrics,
     calibrate,
     choose_threshold,
@@ -31,9 +35,10 @@ from churn_assets.modeling.gates import (
     gate_results,
 )
 from churn_assets.modeling.plots import calibration_plot, roc_plot, shap_bar_plot
-from churn_assets.modeling.splits import assign_stratified, build_splits
+from churn_assets.modeling.splits import Splits, assign_stratified, build_splits
+from churn_assets.modeling.train_table import clean_table, read_table
 from churn_assets.settings import ModelingSettings
-from tests.modeling_helpers import synthetic_churn
+from tests.modeling_helpers import TELCO_CSV, synthetic_churn
 
 RNG = np.random.default_rng(0)
 Y = RNG.integers(0, 2, 500)
@@ -77,7 +82,7 @@ def test_calibration_is_used_only_when_it_lowers_validation_brier() -> None:
     fit, val = slice(0, 2000), slice(2000, 4000)
     bad = _Squashed().fit(X.iloc[fit], y.iloc[fit])
     cal = calibrate(bad, X.iloc[val], y.iloc[val])
-    assert cal.method in {"isotonic", "sigmoid"}
+    assert cal.method in {"isotonic_ranked", "sigmoid"}
     assert cal.brier[cal.method] < cal.brier["none"]
     assert brier_score_loss(y.iloc[val], cal.model.predict_proba(X.iloc[val])[:, 1]) < cal.brier["none"]
 
@@ -100,6 +105,80 @@ def test_calibration_is_used_only_when_it_lowers_validation_brier() -> None:
     assert kept.brier[kept.method] == min(kept.brier.values())
     if kept.method == "none":
         assert kept.model is good
+
+
+def test_ranked_isotonic_breaks_the_plateaus_by_the_raw_score() -> None:
+    scores = RNG.normal(size=3000)
+    y = (RNG.random(3000) < 1 / (1 + np.exp(-2 * scores))).astype(int)
+    plain = IsotonicRegression(out_of_bounds="clip").fit(scores, y).predict(scores)
+    ranked = RankedIsotonic(out_of_bounds="clip").fit(scores, y).predict(scores)
+    assert len(np.unique(plain)) < 100  # plateaus: ties between different scores
+    order = np.argsort(scores)
+    assert np.all(np.diff(ranked[order]) > 0)  # strictly increasing: no ties, the raw ranking kept
+    assert roc_auc_score(y, ranked) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert np.abs(ranked - plain).max() <= evaluation.TIE_BREAK_WEIGHT  # probabilities barely move
+
+
+def _telco_splits() -> Splits:
+    table = clean_table(read_table(TELCO_CSV), "Churn", "Yes")
+    return build_splits(table.X, table.y, assign_stratified(table.y, seed=42), kind="stratified")
+
+
+def _simulated_splits() -> Splits:
+    X, y, _ = synthetic_churn(4000, seed=11)
+    return build_splits(X, y, assign_stratified(y, seed=11))
+
+
+@pytest.mark.parametrize("world", [_telco_splits, _simulated_splits], ids=["telco", "simulated"])
+@pytest.mark.parametrize("balanced", [False, True], ids=["unweighted", "balanced"])
+def test_calibration_never_lowers_validation_or_test_auc_by_more_than_0_001(world, balanced) -> None:
+    splits = world()
+    # A balanced-weighted model is miscalibrated on purpose (probabilities pushed up), so calibrating helps.
+    fitted = fit_candidate(
+        lightgbm_spec({"n_estimators": 150, "num_leaves": 15, "learning_rate": 0.05}),
+        splits,
+        "balanced" if balanced else "none",
+    )
+    model = fitted.model
+    p_val, r_val = proba_and_response(model, splits.X_val)
+    p_test, r_test = proba_and_response(model, splits.X_test)
+    cal = calibrate(model, splits.X_val, splits.y_val, proba_val=p_val, response_val=r_val)
+    assert cal.method not in cal.rejected
+    for method, auc in cal.auc.items():  # every method that may be chosen keeps the validation ranking
+        if method not in cal.rejected:
+            assert auc >= cal.auc["none"] - AUC_TOLERANCE, method
+    raw_val, raw_test = roc_auc_score(splits.y_val, p_val), roc_auc_score(splits.y_test, p_test)
+    final_val = roc_auc_score(splits.y_val, cal.apply(p_val, r_val))
+    final_test = roc_auc_score(splits.y_test, cal.apply(p_test, r_test))
+    assert final_val >= raw_val - AUC_TOLERANCE
+    assert final_test >= raw_test - AUC_TOLERANCE
+    np.testing.assert_allclose(cal.apply(p_test, r_test), cal.model.predict_proba(splits.X_test)[:, 1])
+    if balanced:
+        assert cal.method != "none" and cal.brier[cal.method] < cal.brier["none"]
+
+
+def test_a_calibrator_that_costs_ranking_is_rejected(monkeypatch) -> None:
+    X = pd.DataFrame({"x": RNG.normal(size=4000)})
+    y = pd.Series((RNG.random(4000) < 1 / (1 + np.exp(-2 * X["x"]))).astype(int))
+    squashed = _Squashed().fit(X.iloc[:2000], y.iloc[:2000])
+    fit = evaluation._fit_calibrator
+
+    class Coarse:  # a well-calibrated map onto 3 values: it would lower Brier but ties cost ranking
+        def __init__(self, inner):
+            self.inner = inner
+
+        def predict(self, scores):
+            return np.round(self.inner.predict(scores) * 2) / 2
+
+    monkeypatch.setattr(
+        evaluation,
+        "_fit_calibrator",
+        lambda method, s, t: Coarse(fit(method, s, t)) if method == "sigmoid" else fit(method, s, t),
+    )
+    cal = calibrate(squashed, X.iloc[2000:], y.iloc[2000:])
+    assert cal.rejected == ["sigmoid"]
+    assert cal.auc["none"] - cal.auc["sigmoid"] > AUC_TOLERANCE
+    assert cal.method == "isotonic_ranked"
 
 
 @pytest.fixture(scope="module")

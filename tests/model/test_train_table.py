@@ -1,9 +1,9 @@
 """Bring-your-own-table: cleaning of the real Telco file, helpful errors, and the CLI end to end.
 
 What the end-to-end test asserts (honestly): on a stratified 70/15/15 holdout of the Telco file,
-with a small tuning budget (12 trials / 60 s), the registered model's test AUC is >= 0.83, and the
-best model's test AUC is not below the logistic-regression baseline's test AUC ON THE SAME SPLIT
-minus 0.01. The data README's 0.845 is a 5-fold CV figure on the whole file, so it is not directly
+with a small tuning budget (12 trials / 60 s), the registered model's test AUC is >= 0.83, not below
+any baseline's test AUC ON THE SAME SPLIT minus 0.01, and calibration costs the chosen candidate at most
+0.001 of test AUC. The data README's 0.845 is a 5-fold CV figure on the whole file, so it is not directly
 comparable to one 1,057-row holdout (whose AUC has a standard error of about 0.013).
 """
 
@@ -115,9 +115,14 @@ def test_telco_end_to_end_through_the_cli(cli) -> None:
     assert best_test_auc >= summary["baselines"]["logistic_regression"] - 0.01
     assert summary["test_auc"] >= summary["baselines"]["logistic_regression"] - 0.01
 
-    runs = json.loads(cli("experiments", "--json").stdout)
+    assert summary["test_auc"] >= max(summary["baselines"].values()) - 0.01
+    assert summary["test_auc"] >= summary["candidates_test_auc"][summary["best_model"]] - 0.001  # calibration
+    table = json.loads(cli("experiments", "--json").stdout)  # the latest training run's table
+    assert {r["training_run_id"] for r in table} == {summary["experiment_run_id"]}
+    assert {r["model"] for r in table} >= {"lightgbm", "xgboost", "logistic_regression", "mlp"}
+    assert all(r["test_auc"] is not None and r["f1"] is not None for r in table)
+    runs = json.loads(cli("experiments", "--all", "--json").stdout)  # every MLflow run
     assert {r["model"] for r in runs} >= {"lightgbm", "logistic_regression", "mlp"}
-    assert all(r["auc"] is not None for r in runs)
     audit = json.loads(cli("audit", "--model-name", "telco-customer-churn", "--json").stdout)
     assert audit[0]["action"] == "register"
     assert audit[-1]["action"] in {"promoted", "kept"}

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
+import xgboost as xgb
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
@@ -17,7 +18,14 @@ from churn_assets.modeling.training_set import feature_names
 from churn_assets.serving.rollout import RolloutStore
 from churn_assets.serving.scoring import ScoringError, ScoringModel, feature_hash, load_alias, load_version
 from tests.modeling_helpers import synthetic_churn
-from tests.serving_helpers import feature_frame, register, register_models, serving_settings, train_model
+from tests.serving_helpers import (
+    ensemble_model,
+    feature_frame,
+    register,
+    register_models,
+    serving_settings,
+    train_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +83,49 @@ def test_calibrated_and_sklearn_models_score_through_the_frame_path() -> None:
     out = sk.score(rows, explain=True)
     np.testing.assert_allclose(out.scores, pipe.predict_proba(X.head(50))[:, 1], rtol=1e-9)
     assert out.reasons == [[] for _ in rows]  # no SHAP for a non-tree model: empty reasons, not made up
+
+
+def test_an_ensemble_champion_is_scored_member_by_member_like_predict_proba(tmp_path: Path) -> None:
+    settings = serving_settings(tmp_path)
+    frame = feature_frame(range(1, 601), seed=4)
+    ensemble = ensemble_model(frame)
+    version = register(settings, ensemble, threshold=0.45, auc=0.8, flavor="sklearn")
+    model = load_alias(settings, "champion")  # through MLflow (skops) and the registry
+    assert model.version == version
+    assert [(name, weight) for name, weight, _ in model.members] == [
+        ("lightgbm", 0.5),
+        ("xgboost", 0.3),
+        ("logistic_regression", 0.2),
+    ]
+    assert model.members[0][2]._fast  # the LightGBM member on the booster fast path
+    test = feature_frame(range(601, 801), seed=5)
+    rows = test.astype(object).where(test.notna(), None).to_dict("records")
+    scored = model.score(rows, explain=True, top_k=4)
+    expected = ensemble.predict_proba(test[model.features])[:, 1]
+    np.testing.assert_allclose(scored.scores, expected, rtol=1e-6)
+    np.testing.assert_array_equal(scored.labels, (scored.scores >= 0.45).astype(np.int8))
+    assert scored.member_seconds is not None
+    assert set(scored.member_seconds) == {"lightgbm", "xgboost", "logistic_regression"}
+    assert all(s > 0 for s in scored.member_seconds.values())
+    # Reasons: the members' SHAP contributions (LightGBM pred_contrib, XGBoost pred_contribs), weighted
+    # 0.5 / 0.3 and renormalised over those two members (logistic regression has none).
+    blend = ensemble.calibrated_classifiers_[0].estimator.estimator
+    lgbm_c = blend.members[0].predict(test[model.features], pred_contrib=True)[:, :-1]
+    xgb_c = (
+        blend.members[1]
+        .get_booster()
+        .predict(xgb.DMatrix(test[model.features], enable_categorical=True), pred_contribs=True)[:, :-1]
+    )
+    combined = (0.5 * lgbm_c + 0.3 * xgb_c) / 0.8
+    assert scored.reasons is not None
+    for i in (0, 7, 42):
+        top = np.argsort(-np.abs(combined[i]))[:4]
+        assert [r["feature"] for r in scored.reasons[i]] == [model.features[j] for j in top]
+        np.testing.assert_allclose(
+            [r["contribution"] for r in scored.reasons[i]], combined[i][top], atol=1e-5
+        )
+    # The batch path (a pandas frame) gives the same scores.
+    np.testing.assert_allclose(model.score(test).scores, scored.scores, rtol=1e-9)
 
 
 def test_bad_models_and_inputs_are_named() -> None:

@@ -135,11 +135,13 @@ def training_set(
     key=CANDIDATES,
     group_name=TRAINING_GROUP,
     deps=[TRAINING_SET],
-    kinds={"lightgbm", "scikitlearn", "optuna", "mlflow"},
+    kinds={"lightgbm", "xgboost", "scikitlearn", "optuna", "mlflow"},
     description=(
-        "Optuna-tuned LightGBM (pruning, RDB storage, resumable) and the scikit-learn baselines (LR, RF, "
-        "HistGradientBoosting, MLP 128-64), each with its class-imbalance choice; one MLflow run each. "
-        "The best on validation AUC goes on to become the challenger."
+        "Optuna-tuned LightGBM and XGBoost (pruning, RDB storage, resumable), the scikit-learn baselines (LR, "
+        "RF, HistGradientBoosting, MLP 128-64) and the spline logistic regression, each with its "
+        "class-imbalance choice, and the ENSEMBLE blend of the best of them (weights chosen on validation); "
+        "one MLflow run each, the experiment table on the parent run. The best on validation AUC goes on "
+        "to become the challenger."
     ),
 )
 def candidates(
@@ -180,6 +182,7 @@ def candidates(
         metadata={
             "experiments": dg.MetadataValue.md(markdown_table(table)),
             "best": stage.best,
+            "ensemble_members": dg.MetadataValue.json(stage.members),
             "lightgbm_hyperparameters": "the champion's (no re-tuning)"
             if "fixed_params" in t
             else "tuned (Optuna)",
@@ -225,8 +228,8 @@ def candidates(
     deps=[CANDIDATES],
     kinds={"mlflow"},
     description=(
-        "The best candidate, calibrated (isotonic/sigmoid only when it lowers the out-of-fold validation "
-        "Brier), with its validation-chosen threshold, evaluated on test, logged and registered as a new "
+        "The best candidate, calibrated (sigmoid / tie-broken isotonic only when it lowers the out-of-fold "
+        "validation Brier without costing more than 0.001 validation AUC), with its validation-chosen threshold, evaluated on test, logged and registered as a new "
         "`churn-model` version with alias `challenger`. Gates: blocking asset checks."
     ),
 )
