@@ -221,6 +221,8 @@ def fit_lightgbm_distributed(
         val_auc_by_imbalance={imbalance: val_auc},
     )
     return candidate, rows
+
+
 def fit_xgboost(search_params: Mapping[str, Any], splits: Splits, cfg: ModelingSettings) -> FittedCandidate:
     """Fit XGBoost on the train split with search-space parameters (``imbalance`` included), recording
     its class-imbalance choice."""

@@ -245,9 +245,8 @@ class Runtime:
             o if o is not None else {"customer_id": ids[i], "error": (errors or {}).get(i, "not scored")}
             for i, o in enumerate(out)
         ]
-        return Scoring(  # type: ignore[misc]
-            items, [(m, ids[i], r) for m, i, r in shadow], records, request_id, member_seconds
-        )
+        shadow_work = [(m, ids[i], r) for m, i, r in shadow]
+        return Scoring(items, shadow_work, records, request_id, member_seconds)  # type: ignore[arg-type]
 
     def _record(
         self,
