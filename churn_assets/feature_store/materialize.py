@@ -22,6 +22,7 @@ class MaterializeReport:
     seconds: float = 0.0
     as_of: dt.datetime | None = None
     customers: int = 0
+    shard_rows: list[int] = field(default_factory=list)  # per customer shard, on a Dask cluster
 
 
 def materialize_offline(con: duckdb.DuckDBPyConnection, as_of_dates: Sequence[dt.date]) -> MaterializeReport:
