@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 
@@ -16,66 +15,32 @@ from churn_assets.compute.shards import export_shards, shard_files, shard_sql, s
 from churn_assets.compute.training_set import build_training_set_on_cluster, training_set_files
 from churn_assets.feature_store.definitions import FEATURE_GROUPS
 from churn_assets.feature_store.materialize import materialize_offline
-from churn_assets.feature_store.offline import CREATED_AT
-from churn_assets.feature_store.transforms import load_landing_into_duckdb
 from churn_assets.modeling.training_set import build_training_table
 from churn_assets.modeling.workdir import TrainingWorkdir
-from churn_assets.settings import ComputeSettings, ModelingSettings, Settings, SimulationSettings
-from churn_assets.simulation import World
 from churn_assets.storage.warehouse import Warehouse
 from churn_assets.timeline import Timeline
+from tests.cluster_helpers import copy_world, raw_warehouse, snapshot_dates, stored_features
 
 pytestmark = pytest.mark.distributed
 
 SHARDS = 3
 
 
-def _settings(home: Path) -> Settings:
-    return Settings(
-        home=home,
-        simulation=SimulationSettings(n_customers=600, history_months=4),
-        compute=ComputeSettings(engine="dask", scheduler="local:2", shards=SHARDS),
-        modeling=ModelingSettings(train_periods=(1, 2), val_periods=(3, 3), test_periods=(4, 4)),
-    )
-
-
 @pytest.fixture(scope="module")
 def raw_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A warehouse with the raw tables of a tiny simulated world (no features yet)."""
-    home = tmp_path_factory.mktemp("world")
-    settings = _settings(home)
-    World.create(settings.simulation).simulate_history(settings.landing_dir)
-    with Warehouse(settings.warehouse_path).connect() as con:
-        load_landing_into_duckdb(con, settings.landing_dir)
-    return home
-
-
-def _copy_world(raw_world: Path, tmp_path: Path, name: str) -> Settings:
-    home = tmp_path / name
-    home.mkdir()
-    shutil.copy(raw_world / "warehouse.duckdb", home / "warehouse.duckdb")
-    return _settings(home)
-
-
-def _as_of_dates(settings: Settings, con: duckdb.DuckDBPyConnection) -> list[dt.date]:
-    timeline = Timeline.from_settings(settings.simulation)
-    weeks = [r[0] for r in con.execute("SELECT DISTINCT week_start FROM raw.usage").fetchall()]
-    return sorted({d for w in weeks if (d := timeline.snapshot_for_week(w)) is not None})
-
-
-def _features(con: duckdb.DuckDBPyConnection, group: str) -> pl.DataFrame:
-    return con.sql(f"SELECT * EXCLUDE ({CREATED_AT}) FROM features.{group} ORDER BY ALL").pl()
+    return raw_warehouse(tmp_path_factory.mktemp("world"))
 
 
 def test_shard_sql_equals_shard_of(tmp_path: Path):
     con = duckdb.connect()
     ids = [1, 2, 3, 500_000, 2**40 + 7]
     got = [con.execute(f"SELECT {shard_sql(8, '$id')}", {"id": i}).fetchall()[0][0] for i in ids]
-    assert got == shard_of(__import__("numpy").array(ids), 8).tolist()
+    assert got == shard_of(np.array(ids), 8).tolist()
 
 
 def test_export_writes_each_customer_to_its_shard(raw_world: Path, tmp_path: Path):
-    settings = _copy_world(raw_world, tmp_path, "export")
+    settings = copy_world(raw_world, tmp_path / "export")
     with Warehouse(settings.warehouse_path).connect() as con, stage_folder(settings.home, "t") as stage:
         folder = export_shards(con, "raw.usage", stage, SHARDS)
         total = con.execute("SELECT count(*) FROM raw.usage").fetchall()[0][0]
@@ -91,17 +56,17 @@ def test_export_writes_each_customer_to_its_shard(raw_world: Path, tmp_path: Pat
 def test_features_and_training_set_on_the_cluster_equal_the_local_engine(
     raw_world: Path, tmp_path: Path, dask_client_2w
 ):
-    local, dask = _copy_world(raw_world, tmp_path, "local"), _copy_world(raw_world, tmp_path, "dask")
+    local, dask = copy_world(raw_world, tmp_path / "local"), copy_world(raw_world, tmp_path / "dask")
     timeline = Timeline.from_settings(local.simulation)
     with Warehouse(local.warehouse_path).connect() as con:
-        dates = _as_of_dates(local, con)
+        dates = snapshot_dates(local, con)
         local_report = materialize_offline(con, dates)
-        local_features = {g.name: _features(con, g.name) for g in FEATURE_GROUPS}
+        local_features = {g.name: stored_features(con, g.name) for g in FEATURE_GROUPS}
         local_frame, local_meta = build_training_table(con, timeline, local)
     with Warehouse(dask.warehouse_path).connect() as con:
         report = materialize_offline_on_cluster(con, dask_client_2w, dates, home=dask.home, shards=SHARDS)
         for group in FEATURE_GROUPS:
-            assert _features(con, group.name).equals(local_features[group.name]), group.name
+            assert stored_features(con, group.name).equals(local_features[group.name]), group.name
         assert report.rows == local_report.rows
         assert (
             sum(report.shard_rows) == local_report.rows["customer_account"]
