@@ -98,19 +98,21 @@ def test_a_stage_that_loses_its_workers_fails_and_changes_nothing(raw_world: Pat
     workdir.write_training_set(frame, meta)
     published, published_meta = _digest(workdir.training_set), workdir.training_set_meta.read_text()
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with dask_client(COMPUTE, storage_root=settings.home) as client:
-            client.register_plugin(KillOnTask("shard_snapshots", None), name="kill-features")
-            client.register_plugin(KillOnTask("training_shard", None), name="kill-training")
-            with Warehouse(settings.warehouse_path).connect() as con:
-                with pytest.raises(KilledWorker):
-                    materialize_offline_on_cluster(
-                        con, client, dates, home=settings.home, shards=settings.compute.shards
-                    )
-                for group in FEATURE_GROUPS:
-                    assert stored_features(con, group.name).equals(before[group.name]), group.name
-                with pytest.raises(KilledWorker):
-                    build_training_set_on_cluster(con, client, timeline, settings, workdir)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        dask_client(COMPUTE, storage_root=settings.home) as client,
+        Warehouse(settings.warehouse_path).connect() as con,
+    ):
+        client.register_plugin(KillOnTask("shard_snapshots", None), name="kill-features")
+        client.register_plugin(KillOnTask("training_shard", None), name="kill-training")
+        with pytest.raises(KilledWorker):
+            materialize_offline_on_cluster(
+                con, client, dates, home=settings.home, shards=settings.compute.shards
+            )
+        for group in FEATURE_GROUPS:
+            assert stored_features(con, group.name).equals(before[group.name]), group.name
+        with pytest.raises(KilledWorker):
+            build_training_set_on_cluster(con, client, timeline, settings, workdir)
     assert _digest(workdir.training_set) == published
     assert workdir.training_set_meta.read_text() == published_meta
     assert not list((settings.home / "cluster").iterdir())  # exchange folders removed
