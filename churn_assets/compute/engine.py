@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,13 @@ class Engine:
     def workers(self) -> int:
         """Dask workers now (0 for the local engine)."""
         return 0 if self.client is None else worker_count(self.client)
+
+    def map_tasks(self, function: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``function(*a)`` for every ``a`` of ``args``, results in order: one after another in this
+        process (local), or as tasks on the cluster (dask; a task whose worker dies is rerun)."""
+        if self.client is None:
+            return [function(*a) for a in args]
+        return list(self.client.gather(self.client.map(function, *zip(*args, strict=True), pure=False)))
 
     def metadata(self) -> dict[str, Any]:
         """What every stage records: ``engine``, ``workers`` and (dask) ``shards``."""
