@@ -66,3 +66,28 @@ def test_the_shard_count_and_seed_define_the_world(tmp_path: Path):
         ShardedWorld.simulate_history(SIM, SHARDS, tmp_path / "world", tmp_path / "landing")
     with pytest.raises(ValueError, match="smaller than the shard count"):
         shard_settings(SimulationSettings(n_customers=2), 2, 3)
+
+
+def test_churnops_simulate_shards_on_the_cluster_then_continues_the_sharded_world(
+    tmp_path: Path, dask_client_2w
+):
+    from tests.code.test_cli import churnops
+
+    env = {
+        "CHURNOPS_SIMULATION__N_CUSTOMERS": str(SIM.n_customers),
+        "CHURNOPS_SIMULATION__HISTORY_MONTHS": str(SIM.history_months),
+        "CHURNOPS_COMPUTE__ENGINE": "dask",
+        "CHURNOPS_COMPUTE__SCHEDULER": dask_client_2w.scheduler.address,
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
+    first = churnops("simulate", "--shards", SHARDS, home=tmp_path, **env)
+    assert first.returncode == 0, first.stderr
+    assert f"{SHARDS} shards, dask tcp://" in first.stderr
+    world = ShardedWorld.load(tmp_path / "world" / "shards", SHARDS)
+    assert world.history_done and not (tmp_path / "world" / "state.pkl").exists()
+    more = churnops("simulate", "--weeks", 1, home=tmp_path, **env)
+    assert more.returncode == 0, more.stderr
+    assert "landed 1 week(s)" in more.stdout
+    assert ShardedWorld.load(tmp_path / "world" / "shards").week == world.week + 1
+    landed = landing_files(tmp_path / "landing")
+    assert len(landed) == 6 * (world.week + 1)  # six tables a week
