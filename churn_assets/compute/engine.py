@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from churn_assets.feature_store.materialize import MaterializeReport
+    from churn_assets.ingestion.contract_files import ContractOptions
+    from churn_assets.ingestion.ingest import IngestReport
     from churn_assets.modeling.workdir import TrainingWorkdir
     from churn_assets.timeline import Timeline
 
@@ -69,6 +72,38 @@ def open_engine(settings: Settings) -> Iterator[Engine]:
         yield Engine(settings, client)
 
 
+def ingest_raw(
+    engine: Engine,
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    table: str,
+    weeks: Sequence[str],
+    *,
+    max_reject_share: float | None,
+    options: ContractOptions,
+) -> IngestReport:
+    """Validate and store the landing files of ``weeks`` (``ingest_partitions``, or per customer shard
+    on the cluster: the same raw rows and quarantine)."""
+    if engine.client is None:
+        from churn_assets.ingestion.ingest import ingest_partitions
+
+        return ingest_partitions(
+            con, landing_dir, table, weeks, max_reject_share=max_reject_share, options=options
+        )
+    from churn_assets.compute.ingestion import ingest_partitions_on_cluster
+
+    return ingest_partitions_on_cluster(
+        con,
+        engine.client,
+        landing_dir,
+        table,
+        weeks,
+        shards=engine.settings.compute.shards,
+        max_reject_share=max_reject_share,
+        options=options,
+    )
+
+
 def materialize_features(
     engine: Engine, con: duckdb.DuckDBPyConnection, as_of_dates: Sequence[dt.date]
 ) -> MaterializeReport:
@@ -109,4 +144,4 @@ def build_training_set(
     return build_training_set_on_cluster(con, engine.client, timeline, engine.settings, workdir)
 
 
-__all__ = ["Engine", "build_training_set", "materialize_features", "open_engine"]
+__all__ = ["Engine", "build_training_set", "ingest_raw", "materialize_features", "open_engine"]

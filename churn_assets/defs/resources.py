@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from churn_assets.compute.engine import Engine, open_engine
 from churn_assets.feature_store.online import OnlineStore, make_online_store
@@ -65,13 +66,30 @@ class OnlineStoreResource(dg.ConfigurableResource):
 
 
 class ComputeResource(dg.ConfigurableResource):
-    """The engine of ``settings.compute``: ``local`` (this process) or a Dask cluster (``local:N`` started
-    for the step, or a running scheduler), opened by :meth:`engine` for one step."""
+    """The engine of ``settings.compute``: ``local`` (this process) or a Dask cluster (a ``local:N``
+    cluster, or a running scheduler). Opened by the first step of the run process that asks for it
+    (:meth:`engine`) and kept for the run's other steps in that process; closed (a ``local:N`` cluster
+    stopped) when the run's execution in that process ends."""
 
     settings: dg.ResourceDependency[Settings]
+    _stack: contextlib.ExitStack | None = PrivateAttr(default=None)
+    _engine: Engine | None = PrivateAttr(default=None)
 
     def engine(self) -> contextlib.AbstractContextManager[Engine]:
-        return open_engine(self.settings)
+        if self._engine is None:
+            stack = contextlib.ExitStack()
+            try:
+                self._engine = stack.enter_context(open_engine(self.settings))
+            except BaseException:
+                stack.close()
+                raise
+            self._stack = stack
+        return contextlib.nullcontext(self._engine)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._engine = None, None
 
 
 MLFLOW = "mlflow"  # the key dagster-mlflow's hook reads (context.resources.mlflow)

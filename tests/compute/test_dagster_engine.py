@@ -22,6 +22,7 @@ from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import ComputeSettings, ModelingSettings, Settings, SimulationSettings
 from churn_assets.storage.warehouse import Warehouse
 from churn_assets.timeline import Timeline
+from data_contracts.raw_tables import RAW_TABLES
 from tests.pipeline_helpers import run, simulate
 
 pytestmark = pytest.mark.distributed
@@ -56,6 +57,11 @@ def test_main_job_and_training_set_on_a_running_scheduler(tmp_path: Path, dask_c
         meta = {k: v.value for k, v in event.metadata.items()}
         assert meta["engine"] == f"dask {address}" and meta["workers"] == 2 and meta["shards"] == SHARDS
         assert len(meta["shard_rows"]) == SHARDS and all(n > 0 for n in meta["shard_rows"])
+    for table in RAW_TABLES:
+        for event in result.asset_materializations_for_node(f"raw__{table}"):
+            meta = {k: v.value for k, v in event.metadata.items()}
+            assert meta["engine"] == f"dask {address}" and meta["workers"] == 2
+            assert sum(meta["shard_rows"]) == meta["rows_in"] and len(meta["shard_rows"]) == SHARDS
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
 
