@@ -1,6 +1,6 @@
 """A worker process killed in the middle of a sharded stage: the scheduler reruns its tasks and the stage
-completes with the local engine's rows; or, with no retry allowed, the stage fails and the offline store
-and the published training set are unchanged."""
+completes with the local engine's rows; or, with no retry allowed, the stage fails and the raw tables, the
+offline store and the published training set are unchanged."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from churn_assets.compute.cluster import dask_client
 from churn_assets.compute.features import materialize_offline_on_cluster
+from churn_assets.compute.ingestion import ingest_partitions_on_cluster
 from churn_assets.compute.training_set import build_training_set_on_cluster
 from churn_assets.feature_store.definitions import FEATURE_GROUPS
 from churn_assets.feature_store.materialize import materialize_offline
@@ -105,6 +106,13 @@ def test_a_stage_that_loses_its_workers_fails_and_changes_nothing(raw_world: Pat
     ):
         client.register_plugin(KillOnTask("shard_snapshots", None), name="kill-features")
         client.register_plugin(KillOnTask("training_shard", None), name="kill-training")
+        client.register_plugin(KillOnTask("validate_shard", None), name="kill-ingestion")
+        landing = raw_world / "landing"
+        weeks = sorted(p.stem for p in (landing / "usage").glob("*.parquet"))
+        usage = con.sql("SELECT * FROM raw.usage ORDER BY ALL").pl()
+        with pytest.raises(KilledWorker):
+            ingest_partitions_on_cluster(con, client, landing, "usage", weeks, shards=settings.compute.shards)
+        assert con.sql("SELECT * FROM raw.usage ORDER BY ALL").pl().equals(usage)
         with pytest.raises(KilledWorker):
             materialize_offline_on_cluster(
                 con, client, dates, home=settings.home, shards=settings.compute.shards
