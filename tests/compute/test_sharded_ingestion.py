@@ -93,7 +93,7 @@ def _stored(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
 def test_sharded_ingestion_stores_the_local_rows_and_quarantine(
     landing: Path, tmp_path: Path, dask_client_2w
 ):
-    weeks = [p.stem for p in _week_files(landing, "usage")]
+    weeks = [p.stem for p in _week_files(landing, "usage")][:21]  # the broken files are among them
     with Warehouse(tmp_path / "local.duckdb").connect() as con:
         local = _ingest(
             con, lambda t: ingest_partitions(con, landing, t, weeks, chunk_weeks=5, max_reject_share=0.5)
