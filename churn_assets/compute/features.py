@@ -29,7 +29,13 @@ from churn_assets.compute.shards import export_shards, load_shard, shard_input, 
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS
 from churn_assets.feature_store.materialize import MaterializeReport
 from churn_assets.feature_store.offline import OfflineStore
-from churn_assets.feature_store.transforms import RateCounts, group_schema, iter_snapshots, rate_counts
+from churn_assets.feature_store.transforms import (
+    WINDOW_WEEKS,
+    RateCounts,
+    group_schema,
+    iter_snapshots,
+    rate_counts,
+)
 from churn_assets.storage.warehouse import Warehouse
 from data_contracts.raw_tables import RAW_TABLES
 
@@ -130,9 +136,16 @@ def materialize_offline_on_cluster(
     dates = sorted(set(as_of_dates))
     if not dates:
         return report
+    # The weekly sources are read only through the 13 landed weeks before an as-of date (transforms.py):
+    # export that window; accounts and churn reports whole (who is active at a date depends on them all).
+    window = (
+        f"week_start BETWEEN DATE '{dates[0].isoformat()}' - {7 * (WINDOW_WEEKS + 1)} "
+        f"AND DATE '{dates[-1].isoformat()}'"
+    )
     with stage_folder(home, "features") as stage:
         for table in _RAW:
-            export_shards(con, table, stage, shards)
+            whole = table in ("raw.accounts", "raw.churn_events")
+            export_shards(con, table, stage, shards, where="" if whole else window)
         ids = list(range(shards))
         parts = client.gather(
             client.map(

@@ -69,14 +69,18 @@ def shard_input(stage: Path, table: str) -> Path:
     return stage / "in" / table
 
 
-def export_shards(con: duckdb.DuckDBPyConnection, table: str, stage: Path, shards: int) -> Path:
-    """Write ``table`` (``schema.table``) of ``con`` as one Parquet file set per customer shard; returns
-    the folder (:func:`shard_input`). Shards without rows get no file."""
+def export_shards(
+    con: duckdb.DuckDBPyConnection, table: str, stage: Path, shards: int, where: str = ""
+) -> Path:
+    """Write ``table`` (``schema.table``) of ``con`` — the rows matching the SQL condition ``where``, if
+    given — as one Parquet file set per customer shard; returns the folder (:func:`shard_input`). Shards
+    without rows get no file."""
     out = shard_input(stage, table)
     out.parent.mkdir(parents=True, exist_ok=True)
     target = str(out).replace("'", "''")
+    condition = f" WHERE {where}" if where else ""
     con.execute(
-        f"COPY (SELECT *, {shard_sql(shards)} AS {SHARD} FROM {table}) "
+        f"COPY (SELECT *, {shard_sql(shards)} AS {SHARD} FROM {table}{condition}) "
         f"TO '{target}' (FORMAT parquet, PARTITION_BY ({SHARD}), OVERWRITE_OR_IGNORE)"
     )
     return out

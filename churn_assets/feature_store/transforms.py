@@ -42,14 +42,15 @@ from data_contracts.categories import N_PRODUCT_FEATURES
 from data_contracts.raw_tables import RAW_TABLES
 
 DAYS_SINCE_ACTIVE_CAP = 91
+WINDOW_WEEKS = 13  # the landed weeks before an as-of date that its features read (the range in _win)
 _ARROW: dict[DType, pa.DataType] = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
 
 _AS_OF = "CREATE OR REPLACE TEMP TABLE _asof AS SELECT DISTINCT unnest($dates::DATE[]) AS as_of"
 # The entities at each as-of date and the churners of the last 13 landed weeks (the inputs of the rates).
-_PREPARE_ENTITIES = """
+_PREPARE_ENTITIES = f"""
 -- The 13 landed weeks before each as-of date; k = 1 is the last landed week.
 CREATE OR REPLACE TEMP TABLE _win AS
-SELECT as_of, (as_of - (7 * k)::INTEGER) AS wk, k::INTEGER AS k FROM _asof, range(1, 14) AS r(k);
+SELECT as_of, (as_of - (7 * k)::INTEGER) AS wk, k::INTEGER AS k FROM _asof, range(1, {WINDOW_WEEKS + 1}) AS r(k);
 
 CREATE OR REPLACE TEMP TABLE _ent AS
 WITH acc AS (

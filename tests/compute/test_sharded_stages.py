@@ -86,3 +86,20 @@ def test_features_and_training_set_on_the_cluster_equal_the_local_engine(
     # the trainer's reader takes the sharded set as it takes the local file
     splits, _ = workdir.load_splits()
     assert len(splits.y_train) == meta["splits"]["train"]["rows"]
+
+
+def test_one_week_on_the_cluster_reads_only_its_window_and_equals_the_local_rows(
+    raw_world: Path, tmp_path: Path, dask_client_2w
+):
+    local, dask = copy_world(raw_world, tmp_path / "local"), copy_world(raw_world, tmp_path / "dask")
+    with Warehouse(local.warehouse_path).connect() as con:
+        newest = snapshot_dates(local, con)[-1]
+        materialize_offline(con, snapshot_dates(local, con))
+        expected = {g.name: stored_features(con, g.name) for g in FEATURE_GROUPS}
+    with Warehouse(dask.warehouse_path).connect() as con:
+        materialize_offline_on_cluster(con, dask_client_2w, [newest], home=dask.home, shards=SHARDS)
+        for group in FEATURE_GROUPS:
+            got = stored_features(con, group.name)
+            assert set(got["event_timestamp"].dt.date().to_list()) == {newest}
+            want = expected[group.name].filter(pl.col("event_timestamp").dt.date() == newest)
+            assert got.equals(want), group.name
