@@ -23,7 +23,8 @@
   :func:`~churn_assets.modeling.splits.assign_by_period` with ``settings.modeling.*_periods``. A
   customer-month (customer, period) is one row, so it can never sit in two splits
   (:func:`check_split_disjoint`).
-* **Snapshot hash**: sha256 over the sorted keys, labels and feature values (:func:`frame_hash`).
+* **Snapshot hash**: sha256 of the :func:`frame_hash` of each ``compute.shards`` customer shard of the
+  frame, in shard order (:func:`describe_training_set`): the same whichever engine built the set.
 """
 
 from __future__ import annotations
