@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
@@ -83,9 +84,16 @@ def test_features_and_training_set_on_the_cluster_equal_the_local_engine(
     assert meta == local_meta
     assert meta["shard_rows"] == [pl.read_parquet(f).height for f in files]
     assert workdir.load_meta()["sha256"] == local_meta["sha256"]
-    # the trainer's reader takes the sharded set as it takes the local file
+    # the trainer reads the sharded set in the local file's row order: the same matrices, the same model
+    local_workdir = TrainingWorkdir.of(local)
+    local_workdir.write_training_set(local_frame, local_meta)
     splits, _ = workdir.load_splits()
-    assert len(splits.y_train) == meta["splits"]["train"]["rows"]
+    local_splits, _ = local_workdir.load_splits()
+    for name in ("train", "val", "test"):
+        X, y = splits.part(name)
+        local_X, local_y = local_splits.part(name)
+        pd.testing.assert_frame_equal(X, local_X)
+        pd.testing.assert_series_equal(y, local_y)
 
 
 def test_one_week_on_the_cluster_reads_only_its_window_and_equals_the_local_rows(
