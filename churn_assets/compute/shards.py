@@ -31,7 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from churn_assets.compute.cluster import _GOLDEN, ComputeConfigError
+from churn_assets.compute.cluster import HASH_MULTIPLIER, ComputeConfigError
 
 SHARD = "shard"
 
@@ -42,7 +42,7 @@ def shard_sql(shards: int, column: str = "customer_id") -> str:
     if shards < 1:
         raise ComputeConfigError(f"compute.shards must be at least 1, not {shards}")
     return (
-        f"CAST(((CAST({column} AS HUGEINT) * {_GOLDEN}::HUGEINT) % {1 << 64}::HUGEINT) "
+        f"CAST(((CAST({column} AS HUGEINT) * {HASH_MULTIPLIER}::HUGEINT) % {1 << 64}::HUGEINT) "
         f"// {1 << 32} % {shards} AS INTEGER)"
     )
 
