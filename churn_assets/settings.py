@@ -912,6 +912,11 @@ class Settings(BaseSettings):
         return self.home / "world" / "state.pkl"
 
     @property
+    def sharded_world_dir(self) -> Path:
+        """State of a world generated as customer shards (``churnops simulate --shards N``)."""
+        return self.home / "world" / "shards"
+
+    @property
     def training_dir(self) -> Path:
         """The training assets' work folder (training set, candidates, challenger, champion decision)."""
         return self.home / "training"

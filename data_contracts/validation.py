@@ -195,6 +195,7 @@ def validate_batch(
     seen_keys: pl.DataFrame | None = None,
     row_offset: int = 0,
     keep_originals: bool = True,
+    row_numbers: pl.Series | None = None,
 ) -> ValidationResult:
     """Validate ``frame`` against the contract of ``table``.
 
@@ -204,7 +205,8 @@ def validate_batch(
     is the plausible date range (default :class:`DateBounds`). ``seen_keys`` and ``row_offset``
     serve chunked validation (:class:`StreamValidator`): keys of earlier chunks of the same batch
     (a repeat breaks the uniqueness rule as it would in one batch) and the batch row number of
-    this chunk's first row. ``keep_originals=False`` leaves ``row_json`` empty (a check that
+    this chunk's first row; ``row_numbers`` (one per row) replaces ``row_offset`` + position when the
+    frame holds some rows of a batch only (a customer shard's). ``keep_originals=False`` leaves ``row_json`` empty (a check that
     only reports needs no copy of every rejected row). Accepted rows come back cast to the
     contract dtypes, in their original order; rejected rows are described in
     ``ValidationResult.rejected``.
@@ -214,9 +216,12 @@ def validate_batch(
     contract, keys = RAW_CONTRACTS[table]
     schema = polars_schema(table)
     bounds = date_bounds or DateBounds()
-    indexed = frame.with_row_index(ROW_INDEX, offset=row_offset).with_columns(
-        pl.col(ROW_INDEX).cast(pl.Int64)
-    )
+    if row_numbers is None:
+        indexed = frame.with_row_index(ROW_INDEX, offset=row_offset).with_columns(
+            pl.col(ROW_INDEX).cast(pl.Int64)
+        )
+    else:
+        indexed = pl.concat([row_numbers.cast(pl.Int64).alias(ROW_INDEX).to_frame(), frame], how="horizontal")
     rejected: list[pl.DataFrame] = []
 
     missing = [c for c in schema if c not in frame.columns]
@@ -345,7 +350,12 @@ class StreamValidator:
             if len(bucket) > 8:  # few large frames join faster than many small ones
                 self._seen[week] = [pl.concat(bucket)]
 
-    def validate(self, frame: pl.DataFrame, landing_weeks: pl.Series | None = None) -> ValidationResult:
+    def validate(
+        self,
+        frame: pl.DataFrame,
+        landing_weeks: pl.Series | None = None,
+        row_numbers: pl.Series | None = None,
+    ) -> ValidationResult:
         result = validate_batch(
             self.table,
             frame,
@@ -355,6 +365,7 @@ class StreamValidator:
             seen_keys=self._seen_for(landing_weeks),
             row_offset=self.rows_seen,
             keep_originals=self.keep_originals,
+            row_numbers=row_numbers,
         )
         self.rows_seen += frame.height
         if result.candidate_keys is not None and result.candidate_keys.height:

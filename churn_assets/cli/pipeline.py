@@ -94,18 +94,73 @@ def _simulate(settings: Settings, weeks: int | None, overwrite: bool) -> list[st
     return keys
 
 
+def _simulate_sharded(
+    settings: Settings, weeks: int | None, overwrite: bool, shards: int | None
+) -> list[str]:
+    """The world as independent customer shards (simulation/sharded.py), each shard a task of the
+    configured engine: in this process (local) or on the Dask cluster (dask)."""
+    import shutil
+
+    from churn_assets.compute.engine import open_engine
+    from churn_assets.simulation.sharded import MANIFEST, ShardedWorld
+    from data_contracts.raw_tables import RAW_TABLES
+
+    state = settings.sharded_world_dir
+    exists = (state / MANIFEST).exists()
+    keys: list[str] = []
+    with open_engine(settings) as engine:
+        if weeks is None or not exists:
+            if exists and not overwrite:
+                err.print(f"[yellow]A world already exists at {state}; reusing it (--overwrite to rebuild).")
+                return []
+            if shards is None:
+                fail("no sharded world to continue: pass --shards N to create one")
+            if exists:
+                shutil.rmtree(state)
+                for table in RAW_TABLES:
+                    shutil.rmtree(settings.landing_dir / table, ignore_errors=True)
+            err.print(
+                f"simulating history ({settings.simulation.n_customers:,} customers, {shards} shards, {engine.label})"
+            )
+            world, keys = ShardedWorld.simulate_history(
+                settings.simulation, shards, state, settings.landing_dir, engine.map_tasks
+            )
+            if weeks is None:
+                return keys
+        else:
+            world = ShardedWorld.load(state, shards)
+        err.print(f"simulating {weeks} production week(s) ({world.shards} shards, {engine.label})")
+        world, more = world.advance(weeks, settings.landing_dir, engine.map_tasks)
+    return keys + more
+
+
 def simulate(
     weeks: Annotated[
         int | None, typer.Option("--weeks", min=1, help="Production weeks to append.", show_default=False)
     ] = None,
     scale: ScaleOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Rebuild the history even if a world exists.")] = False,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            min=1,
+            help="Generate the world as N independent customer shards (per-shard seeds; on the Dask "
+            "cluster when compute.engine = dask); later calls continue it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Simulate the history (first call) or append N production weeks of raw data."""
     from churn_assets.orchestration import instance_for, register_weeks
 
     settings = settings_for(scale)
-    keys = _simulate(settings, weeks, overwrite)
+    if shards is not None and settings.world_state_path.exists():
+        fail(f"a world generated whole exists at {settings.world_state_path}: it cannot continue as shards")
+    if shards is not None or settings.sharded_world_dir.exists():
+        keys = _simulate_sharded(settings, weeks, overwrite, shards)
+    else:
+        keys = _simulate(settings, weeks, overwrite)
     new = register_weeks(instance_for(settings), keys)
     out.print(f"landed {len(keys)} week(s) under {settings.landing_dir}; {len(new)} new partition(s)")
 

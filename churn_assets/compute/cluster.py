@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 # Knuth's multiplicative constant for 64 bits (2^64 / golden ratio); the product wraps modulo 2^64.
-_GOLDEN = 0x9E3779B97F4A7C15
+HASH_MULTIPLIER = 0x9E3779B97F4A7C15
 
 
 class ComputeConfigError(RuntimeError):
@@ -41,7 +41,7 @@ def shard_of(customer_id: np.ndarray, shards: int) -> np.ndarray:
         raise ComputeConfigError(f"compute.shards must be at least 1, not {shards}")
     ids = np.asarray(customer_id).astype(np.uint64, copy=False)
     with np.errstate(over="ignore"):
-        mixed = ids * np.uint64(_GOLDEN)
+        mixed = ids * np.uint64(HASH_MULTIPLIER)
     return ((mixed >> np.uint64(32)) % np.uint64(shards)).astype(np.int32)
 
 
@@ -49,7 +49,7 @@ def shard_expr(shards: int, column: str = "customer_id") -> pl.Expr:
     """:func:`shard_of` as a polars expression (same values; polars integer arithmetic wraps as numpy's)."""
     if shards < 1:
         raise ComputeConfigError(f"compute.shards must be at least 1, not {shards}")
-    mixed = pl.col(column).cast(pl.UInt64) * pl.lit(_GOLDEN, dtype=pl.UInt64)
+    mixed = pl.col(column).cast(pl.UInt64) * pl.lit(HASH_MULTIPLIER, dtype=pl.UInt64)
     return ((mixed // pl.lit(1 << 32, dtype=pl.UInt64)) % shards).cast(pl.Int32)
 
 
@@ -134,6 +134,7 @@ def engine_label(compute: ComputeSettings) -> str:
 
 
 __all__ = [
+    "HASH_MULTIPLIER",
     "ComputeConfigError",
     "check_storage",
     "dask_client",

@@ -10,6 +10,8 @@ The other resources are handles on external systems, each built from that same o
 
 * ``warehouse``: the DuckDB warehouse (raw tables, quarantine, offline feature store);
 * ``online_store``: the online feature store the domain factory ``make_online_store`` opens;
+* ``compute``: the engine of ``settings.compute`` (``local``, or a Dask cluster the heavy data stages run
+  on per customer shard; docs/scale_out.md) -- opened by the assets that use it, for their step only;
 * ``mlflow``: dagster-mlflow's ``mlflow_tracking``, the MLflow parent run of one Dagster run (named after
   the job, tagged ``dagster_run_id``). The ``end_mlflow_on_run_finished`` hook of the ``training`` and
   ``retraining`` jobs requires it, so those jobs open it (in one process once; under a multiprocess
@@ -25,12 +27,15 @@ import dagster-mlflow (hence MLflow, ~2 s) when they run, not when the code loca
 daemon launches loads this code location, most never train. See docs/modeling.md.
 """
 
+import contextlib
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
+from churn_assets.compute.engine import Engine, open_engine
 from churn_assets.feature_store.online import OnlineStore, make_online_store
 from churn_assets.settings import Settings
 from churn_assets.storage.warehouse import Warehouse
@@ -58,6 +63,33 @@ class OnlineStoreResource(dg.ConfigurableResource):
 
     def open(self) -> OnlineStore:
         return make_online_store(self.settings)
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """The engine of ``settings.compute``: ``local`` (this process) or a Dask cluster (a ``local:N``
+    cluster, or a running scheduler). Opened by the first step of the run process that asks for it
+    (:meth:`engine`) and kept for the run's other steps in that process; closed (a ``local:N`` cluster
+    stopped) when the run's execution in that process ends."""
+
+    settings: dg.ResourceDependency[Settings]
+    _stack: contextlib.ExitStack | None = PrivateAttr(default=None)
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def engine(self) -> contextlib.AbstractContextManager[Engine]:
+        if self._engine is None:
+            stack = contextlib.ExitStack()
+            try:
+                self._engine = stack.enter_context(open_engine(self.settings))
+            except BaseException:
+                stack.close()
+                raise
+            self._stack = stack
+        return contextlib.nullcontext(self._engine)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._engine = None, None
 
 
 MLFLOW = "mlflow"  # the key dagster-mlflow's hook reads (context.resources.mlflow)
@@ -119,5 +151,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         ),
         "warehouse": WarehouseResource(settings=settings),
         "online_store": OnlineStoreResource(settings=settings),
+        "compute": ComputeResource(settings=settings),
         MLFLOW: mlflow_parent_run,
     }

@@ -27,6 +27,7 @@ class MaterializeReport:
     as_of: dt.datetime | None = None
     customers: int = 0
     retired: dict[str, list[str]] = field(default_factory=dict)
+    shard_rows: list[int] = field(default_factory=list)  # per customer shard, on a Dask cluster
 
 
 def materialize_offline(con: duckdb.DuckDBPyConnection, as_of_dates: Sequence[dt.date]) -> MaterializeReport:

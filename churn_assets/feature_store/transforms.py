@@ -18,7 +18,10 @@ columns). For an as-of date ``T`` (a Monday) only rows that *landed* in weeks en
   for the most recent landed week ``k`` with ``active_days > 0``; ``unresolved_tickets_90d`` counts
   tickets not resolved by ``T`` (``resolution_hours`` null or ``opened_at + resolution_hours > T``);
   the cohort / channel churn rates are churn events landed in the last 13 weeks divided by
-  (entities at ``T`` + those churners) of the same signup quarter / acquisition channel.
+  (entities at ``T`` + those churners) of the same signup quarter / acquisition channel. They are the
+  only cross-customer inputs: they come from additive :class:`RateCounts`, so a customer shard run on a
+  Dask worker (``churn_assets.compute.features``) computes its rows with this same SQL given the counts
+  merged over every shard, and gets exactly the rows of one pass over everyone.
 * Defaults when a customer has no rows in a window: counts and sums 0; billing values of the
   latest invoice 0 (no statement yet); ``avg_ticket_satisfaction_90d`` 0 (no rated ticket);
   ``days_since_last_active`` 91 (no activity in 13 weeks).
@@ -27,7 +30,8 @@ columns). For an as-of date ``T`` (a Monday) only rows that *landed* in weeks en
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -38,6 +42,7 @@ from data_contracts.categories import N_PRODUCT_FEATURES
 from data_contracts.raw_tables import RAW_TABLES
 
 DAYS_SINCE_ACTIVE_CAP = 91
+WINDOW_WEEKS = 13  # the landed weeks before an as-of date that its features read (the range in _win)
 _ARROW: dict[DType, pa.DataType] = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
 
 # The support-ticket features, shared by the offline snapshots and the request-time features
@@ -59,14 +64,12 @@ TICKET_FEATURES = {
     "avg_ticket_satisfaction_90d": "coalesce(t.satisfaction_90, 0)::DOUBLE",
 }
 
-# Per-(as_of, customer) aggregates of each source; joined onto the entity set below.
 _AS_OF = "CREATE OR REPLACE TEMP TABLE _asof AS SELECT DISTINCT unnest($dates::DATE[]) AS as_of"
-_PREPARE = """
--- Float sums go through DECIMAL(18,3) ("DEC"): exact, so snapshots are bit-identical whatever the
--- order in which parallel aggregation visits the rows.
+# The entities at each as-of date and the churners of the last 13 landed weeks (the inputs of the rates).
+_PREPARE_ENTITIES = f"""
 -- The 13 landed weeks before each as-of date; k = 1 is the last landed week.
 CREATE OR REPLACE TEMP TABLE _win AS
-SELECT as_of, (as_of - (7 * k)::INTEGER) AS wk, k::INTEGER AS k FROM _asof, range(1, 14) AS r(k);
+SELECT as_of, (as_of - (7 * k)::INTEGER) AS wk, k::INTEGER AS k FROM _asof, range(1, {WINDOW_WEEKS + 1}) AS r(k);
 
 CREATE OR REPLACE TEMP TABLE _ent AS
 WITH acc AS (
@@ -78,6 +81,45 @@ SELECT s.as_of, acc.customer_id, acc.signup_date, acc.acquisition_channel,
 FROM _asof s JOIN acc ON acc.week_start <= s.as_of - 7
 WHERE acc.churn_landed IS NULL OR acc.churn_landed > s.as_of - 7;
 
+-- Churn reported (landed) in the last 13 weeks, by signup cohort and by acquisition channel.
+CREATE OR REPLACE TEMP TABLE _churned AS
+SELECT w.as_of, strftime(c.signup_date, '%Y') || 'Q' || quarter(c.signup_date) AS cohort,
+    a.acquisition_channel AS channel
+FROM raw.churn_events c JOIN _win w ON c.week_start = w.wk
+JOIN raw.accounts a ON a.customer_id = c.customer_id;
+"""
+
+# Active and churned customers per as-of date and cohort / channel: additive, so the counts of customer
+# shards sum to the counts of the whole population (the only cross-customer inputs of the features).
+_COUNTS = """
+CREATE OR REPLACE TEMP TABLE _cohort_counts AS
+WITH act AS (SELECT as_of, cohort, count(*) AS active FROM _ent GROUP BY ALL),
+ch AS (SELECT as_of, cohort, count(*) AS churned FROM _churned GROUP BY ALL)
+SELECT coalesce(act.as_of, ch.as_of) AS as_of, coalesce(act.cohort, ch.cohort) AS cohort,
+    coalesce(act.active, 0)::BIGINT AS active, coalesce(ch.churned, 0)::BIGINT AS churned
+FROM act FULL JOIN ch ON ch.as_of = act.as_of AND ch.cohort = act.cohort;
+
+CREATE OR REPLACE TEMP TABLE _channel_counts AS
+WITH act AS (SELECT as_of, acquisition_channel AS channel, count(*) AS active FROM _ent GROUP BY ALL),
+ch AS (SELECT as_of, channel, count(*) AS churned FROM _churned GROUP BY ALL)
+SELECT coalesce(act.as_of, ch.as_of) AS as_of, coalesce(act.channel, ch.channel) AS channel,
+    coalesce(act.active, 0)::BIGINT AS active, coalesce(ch.churned, 0)::BIGINT AS churned
+FROM act FULL JOIN ch ON ch.as_of = act.as_of AND ch.channel = act.channel;
+"""
+
+# Churned / (active + churned) per as-of date and cohort, and per as-of date and channel.
+_RATES = """
+CREATE OR REPLACE TEMP TABLE _cohort_rate AS
+SELECT as_of, cohort, churned::DOUBLE / (active + churned)::DOUBLE AS rate FROM _cohort_counts WHERE active > 0;
+
+CREATE OR REPLACE TEMP TABLE _channel_rate AS
+SELECT as_of, channel, churned::DOUBLE / (active + churned)::DOUBLE AS rate FROM _channel_counts WHERE active > 0;
+"""
+
+# Per-(as_of, customer) aggregates of each source; joined onto the entity set below.
+_PREPARE_SOURCES = """
+-- Float sums go through DECIMAL(18,3) ("DEC"): exact, so snapshots are bit-identical whatever the
+-- order in which parallel aggregation visits the rows.
 CREATE OR REPLACE TEMP TABLE _usage AS
 SELECT w.as_of, u.customer_id,
     sum(u.calls) FILTER (w.k <= 4) AS calls_30, (sum(u.call_minutes::DEC) FILTER (w.k <= 4))::DOUBLE AS minutes_30,
@@ -116,26 +158,6 @@ SELECT w.as_of, b.customer_id,
 FROM raw.billing b JOIN _win w ON b.week_start = w.wk
 WHERE b.invoice_date >= w.as_of - 90
 GROUP BY ALL;
-
--- Churn reported (landed) in the last 13 weeks, by signup cohort and by acquisition channel.
-CREATE OR REPLACE TEMP TABLE _churned AS
-SELECT w.as_of, strftime(c.signup_date, '%Y') || 'Q' || quarter(c.signup_date) AS cohort,
-    a.acquisition_channel AS channel
-FROM raw.churn_events c JOIN _win w ON c.week_start = w.wk
-JOIN raw.accounts a ON a.customer_id = c.customer_id;
-
--- Churned / (active + churned) per as-of date and cohort, and per as-of date and channel.
-CREATE OR REPLACE TEMP TABLE _cohort_rate AS
-WITH act AS (SELECT as_of, cohort, count(*) AS active FROM _ent GROUP BY ALL),
-ch AS (SELECT as_of, cohort, count(*) AS churned FROM _churned GROUP BY ALL)
-SELECT act.as_of, act.cohort, coalesce(ch.churned, 0) / (act.active + coalesce(ch.churned, 0)) AS rate
-FROM act LEFT JOIN ch ON ch.as_of = act.as_of AND ch.cohort = act.cohort;
-
-CREATE OR REPLACE TEMP TABLE _channel_rate AS
-WITH act AS (SELECT as_of, acquisition_channel AS channel, count(*) AS active FROM _ent GROUP BY ALL),
-ch AS (SELECT as_of, channel, count(*) AS churned FROM _churned GROUP BY ALL)
-SELECT act.as_of, act.channel, coalesce(ch.churned, 0) / (act.active + coalesce(ch.churned, 0)) AS rate
-FROM act LEFT JOIN ch ON ch.as_of = act.as_of AND ch.channel = act.channel;
 """
 
 _SELECT = """
@@ -205,7 +227,7 @@ JOIN _cohort_rate cr ON cr.as_of = e.as_of AND cr.cohort = e.cohort
 JOIN _channel_rate hr ON hr.as_of = e.as_of AND hr.channel = e.acquisition_channel
 """
 
-_PREPARE = _PREPARE.replace("{ticket_aggregates}", TICKET_AGGREGATES).replace(
+_PREPARE_SOURCES = _PREPARE_SOURCES.replace("{ticket_aggregates}", TICKET_AGGREGATES).replace(
     "{ticket_window}", TICKET_WINDOW
 )
 for _name, _expression in TICKET_FEATURES.items():
@@ -219,6 +241,8 @@ _INTERMEDIATE = (
     "_tickets",
     "_billing",
     "_churned",
+    "_cohort_counts",
+    "_channel_counts",
     "_cohort_rate",
     "_channel_rate",
 )
@@ -235,39 +259,103 @@ def group_schema(group_name: str) -> pa.Schema:
     )
 
 
+@dataclass(frozen=True)
+class RateCounts:
+    """Active and churned customers per as-of date and signup cohort / acquisition channel: the only
+    inputs of a customer's features that depend on other customers (``cohort_churn_rate_90d``,
+    ``channel_churn_rate_90d``). Counts are additive, so the counts of disjoint customer shards sum
+    (:meth:`merge`) to the counts of the whole population, and the rates computed from the merged
+    counts equal the rates of one pass over everyone."""
+
+    cohort: pa.Table  # as_of DATE, cohort VARCHAR, active BIGINT, churned BIGINT
+    channel: pa.Table  # as_of DATE, channel VARCHAR, active BIGINT, churned BIGINT
+
+    @staticmethod
+    def merge(parts: Sequence[RateCounts]) -> RateCounts:
+        """The counts of the union of disjoint customer sets."""
+        con = duckdb.connect()
+        try:
+            merged = {}
+            for kind in ("cohort", "channel"):
+                tables = [getattr(p, kind) for p in parts]
+                con.register("_parts", pa.concat_tables(tables))
+                merged[kind] = con.sql(
+                    f"SELECT as_of, {kind}, sum(active)::BIGINT AS active, sum(churned)::BIGINT AS churned "
+                    f"FROM _parts GROUP BY ALL ORDER BY ALL"
+                ).to_arrow_table()
+                con.unregister("_parts")
+        finally:
+            con.close()
+        return RateCounts(cohort=merged["cohort"], channel=merged["channel"])
+
+
+def rate_counts(con: duckdb.DuckDBPyConnection, as_of_dates: Sequence[dt.date]) -> RateCounts:
+    """The :class:`RateCounts` of the customers in ``raw.*`` at ``as_of_dates`` (one shard's, or everyone's)."""
+    try:
+        con.execute(_AS_OF, {"dates": sorted(set(as_of_dates))})
+        con.execute(_PREPARE_ENTITIES)
+        con.execute(_COUNTS)
+        return RateCounts(
+            cohort=con.sql("SELECT * FROM _cohort_counts ORDER BY ALL").to_arrow_table(),
+            channel=con.sql("SELECT * FROM _channel_counts ORDER BY ALL").to_arrow_table(),
+        )
+    finally:
+        con.execute(_CLEANUP)
+
+
 def compute_snapshots(
-    con: duckdb.DuckDBPyConnection, as_of_dates: list[dt.date], dates_per_pass: int = 3
+    con: duckdb.DuckDBPyConnection,
+    as_of_dates: list[dt.date],
+    dates_per_pass: int = 3,
+    counts: RateCounts | None = None,
 ) -> dict[str, pa.Table]:
     """Feature snapshots of every entity at every as-of date: one Arrow table per feature group.
 
     Rows are ordered by (event_timestamp, customer_id); an as-of date with no entities yields no rows.
     The dates are processed ``dates_per_pass`` at a time (set-based within a pass), which bounds
-    DuckDB's hash tables at full scale without changing the result.
+    DuckDB's hash tables at full scale without changing the result. ``counts``: see :func:`iter_snapshots`.
     """
     parts: dict[str, list[pa.Table]] = {g.name: [] for g in FEATURE_GROUPS}
-    for batch in iter_snapshots(con, as_of_dates, dates_per_pass):
+    for batch in iter_snapshots(con, as_of_dates, dates_per_pass, counts):
         for name, table in batch.items():
             parts[name].append(table)
     return {name: pa.concat_tables(tables) for name, tables in parts.items()}
 
 
 def iter_snapshots(
-    con: duckdb.DuckDBPyConnection, as_of_dates: list[dt.date], dates_per_pass: int = 3
+    con: duckdb.DuckDBPyConnection,
+    as_of_dates: list[dt.date],
+    dates_per_pass: int = 3,
+    counts: RateCounts | None = None,
 ) -> Iterator[dict[str, pa.Table]]:
     """The snapshots of :func:`compute_snapshots`, one pass (``dates_per_pass`` dates) at a time.
 
-    Consumers that store each pass before asking for the next keep only one pass in memory.
+    Consumers that store each pass before asking for the next keep only one pass in memory. Without
+    ``counts`` the cohort and channel churn rates come from the customers in ``raw.*``; a customer
+    shard passes the :class:`RateCounts` of the whole population instead (merged from every shard's
+    :func:`rate_counts`), so its rows equal the same customers' rows of one pass over everyone.
     """
     dates = sorted(set(as_of_dates))
     for start in range(0, max(len(dates), 1), dates_per_pass):
-        yield _compute_pass(con, dates[start : start + dates_per_pass])
+        yield _compute_pass(con, dates[start : start + dates_per_pass], counts)
 
 
-def _compute_pass(con: duckdb.DuckDBPyConnection, dates: list[dt.date]) -> dict[str, pa.Table]:
+def _compute_pass(
+    con: duckdb.DuckDBPyConnection, dates: list[dt.date], counts: RateCounts | None
+) -> dict[str, pa.Table]:
     out: dict[str, pa.Table] = {}
     try:
         con.execute(_AS_OF, {"dates": dates})
-        con.execute(_PREPARE)
+        con.execute(_PREPARE_ENTITIES)
+        if counts is None:
+            con.execute(_COUNTS)
+        else:
+            for kind, table in (("cohort", counts.cohort), ("channel", counts.channel)):
+                con.register("_given_counts", table)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _{kind}_counts AS SELECT * FROM _given_counts")
+                con.unregister("_given_counts")
+        con.execute(_RATES)
+        con.execute(_PREPARE_SOURCES)
         con.execute(_SELECT, {"cap": DAYS_SINCE_ACTIVE_CAP, "n_features": N_PRODUCT_FEATURES})
         con.execute(_DROP_INTERMEDIATE)  # free the per-source aggregates before exporting
         for group in FEATURE_GROUPS:

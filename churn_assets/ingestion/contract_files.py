@@ -114,9 +114,10 @@ def _short(value: object, limit: int = 80) -> str:
 
 
 def _samples(
-    result: ValidationResult, chunk: pl.DataFrame, offset: int, room: dict[tuple[str, str], int]
+    result: ValidationResult, chunk: pl.DataFrame, numbers: pl.Series, room: dict[tuple[str, str], int]
 ) -> dict[tuple[str, str], list[dict[str, object]]]:
-    """Up to ``room[(column, rule)]`` example rows per rule from one chunk (row numbers in the file)."""
+    """Up to ``room[(column, rule)]`` example rows per rule from one chunk whose rows have the stream
+    row ``numbers``."""
     out: dict[tuple[str, str], list[dict[str, object]]] = {}
     keys = pl.DataFrame(
         {"column_name": [k[0] for k in room], "rule": [k[1] for k in room]},
@@ -126,7 +127,11 @@ def _samples(
     for (column, rule), group in wanted.group_by("column_name", "rule", maintain_order=True):
         n = room.get((str(column), str(rule)), 0)
         rows = group.unique("row_index", keep="first").sort("row_index").head(n)  # the first rows
-        originals = chunk[(rows["row_index"] - offset).to_list()].to_dicts()
+        position = pl.DataFrame(
+            {"row_index": numbers.cast(pl.Int64), "_pos": pl.int_range(len(numbers), eager=True)}
+        )
+        positions = rows.select("row_index").join(position, on="row_index", how="left", maintain_order="left")
+        originals = chunk[positions["_pos"].to_list()].to_dicts()
         out[(str(column), str(rule))] = [
             {
                 "row": int(r["row_index"]),
@@ -145,7 +150,7 @@ class _Summary:
         self.sample_rows = sample_rows
         self.by_rule: dict[tuple[str, str], dict[str, object]] = {}
 
-    def add(self, result: ValidationResult, chunk: pl.DataFrame, offset: int) -> None:
+    def add(self, result: ValidationResult, chunk: pl.DataFrame, numbers: pl.Series) -> None:
         for row in result.violations().iter_rows(named=True):
             key = (row["column_name"], row["rule"])
             entry = self.by_rule.setdefault(
@@ -159,7 +164,7 @@ class _Summary:
             if len(v["samples"]) < self.sample_rows  # type: ignore[arg-type]
         }
         if room and result.rejected.height:
-            for key, samples in _samples(result, chunk, offset, room).items():
+            for key, samples in _samples(result, chunk, numbers, room).items():
                 self.by_rule[key]["samples"].extend(samples)  # type: ignore[attr-defined]
 
     def violations(self) -> list[dict[str, object]]:
@@ -173,6 +178,10 @@ ChunkSink = Callable[[ValidationResult, int], None]
 """Receives each chunk's result and the stream row number of the file's first row."""
 
 
+RowSelector = Callable[[pl.DataFrame], pl.Series]
+"""Given a chunk as read, the boolean mask of the rows to validate (a customer shard's rows)."""
+
+
 def validate_file(
     path: Path,
     table: str,
@@ -180,12 +189,15 @@ def validate_file(
     validator: StreamValidator,
     options: ContractOptions,
     on_chunk: ChunkSink | None = None,
+    select: RowSelector | None = None,
 ) -> FileReport:
     """Validate one file chunk by chunk with ``validator`` (which may carry keys of earlier files).
 
     ``week_key`` (an ISO Monday, or None for a file not named after its week) adds the rule
     ``week_start_matches_landing_week``. An unreadable file leaves ``validator`` as it was, and
     its report has ``rows=None``; ``on_chunk`` may then have seen chunks of it that must be dropped.
+    ``select`` validates only the rows it selects (one customer shard of the file), keeping their row
+    numbers in the file; the report then counts those rows, and "header only" still means the file.
     """
     report = FileReport(file=str(path), table=table)
     week: dt.date | None = None
@@ -197,18 +209,24 @@ def validate_file(
     mark = validator.mark()
     start = validator.rows_seen
     summary = _Summary(options.sample_rows)
-    rows = rejected = 0
+    rows = rejected = file_rows = 0
     columns: list[str] = []
     try:
         for chunk in read_chunks(path, options.chunk_rows):
             columns = columns or chunk.columns
+            numbers = pl.int_range(file_rows, file_rows + chunk.height, eager=True, dtype=pl.Int64) + start
+            file_rows += chunk.height
+            if select is not None:
+                mask = select(chunk)
+                chunk, numbers = chunk.filter(mask), numbers.filter(mask)
             weeks = pl.repeat(week, chunk.height, eager=True, dtype=pl.Date) if week else None
-            offset = validator.rows_seen
-            result = validator.validate(chunk, landing_weeks=weeks)
+            result = validator.validate(
+                chunk, landing_weeks=weeks, row_numbers=numbers if select is not None else None
+            )
             rows += result.rows_in
             rejected += result.rejected_rows
             report.structural = report.structural or result.structural
-            summary.add(result, chunk, offset)
+            summary.add(result, chunk, numbers)
             if on_chunk is not None:
                 on_chunk(result, start)
     except UnreadableFile as err:
@@ -218,7 +236,7 @@ def validate_file(
         return report
     report.rows, report.rejected = rows, rejected
     report.violations = summary.violations()
-    if rows == 0:
+    if file_rows == 0:
         _structure_of_empty_file(report, columns)
         message = f"{path}: header only, 0 rows"
         if table in options.tables_never_empty:

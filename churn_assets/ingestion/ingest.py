@@ -15,11 +15,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
 
-from churn_assets.ingestion.contract_files import ContractOptions, FileReport, validate_file
+from churn_assets.ingestion.contract_files import ContractOptions, FileReport, RowSelector, validate_file
 from churn_assets.ingestion.landing import find_file
 from churn_assets.storage.warehouse import record_rejections, replace_partitions, stored_keys
 from data_contracts.validation import REJECTION_SCHEMA, StreamValidator, ValidationResult
@@ -54,6 +55,7 @@ class IngestReport:
     sample_rejections: list[dict[str, object]] = field(default_factory=list)
     kept_previous: list[str] = field(default_factory=list)  # weeks too broken to replace
     broken_files: list[str] = field(default_factory=list)  # files that could not be used at all
+    shard_rows: list[int] = field(default_factory=list)  # rows read per customer shard (Dask engine)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -127,6 +129,139 @@ def _empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
 
+@dataclass
+class WeekFile:
+    """One week's landing file after validation: its verdict, accepted rows and quarantine rows."""
+
+    week: str
+    path: Path
+    outcome: FileReport
+    accepted: list[pl.DataFrame]
+    quarantine: list[pl.DataFrame]
+
+
+def validate_weeks(
+    landing_dir: Path,
+    table: str,
+    weeks: Sequence[str],
+    stored: pl.DataFrame | None,
+    options: ContractOptions,
+    select: RowSelector | None = None,
+) -> list[WeekFile]:
+    """Validate the landing files of ``weeks`` as one batch (keys unique across them and against
+    ``stored``); ``select``: only the rows of one customer shard (see :func:`validate_file`)."""
+    validator = StreamValidator(table, stored_keys=stored, date_bounds=options.date_bounds)
+    out: list[WeekFile] = []
+    for week in weeks:
+        path = find_file(landing_dir, table, week)
+        if path is None:
+            raise MissingLandingFile(
+                f"raw table {table!r}: no landing file for week {week} under {landing_dir / table} "
+                "(run `churnops simulate` or drop the file there)"
+            )
+        rows = _FileRows(path, week)
+        outcome = validate_file(path, table, week, validator, options, on_chunk=rows.add, select=select)
+        out.append(WeekFile(week, path, outcome, rows.accepted, rows.quarantine(table, outcome)))
+    return out
+
+
+def merge_shard_files(table: str, parts: Sequence[WeekFile], sample_rows: int) -> WeekFile:
+    """One week's file as validated whole, from its customer shards' :func:`validate_weeks` results (the
+    shards partition the rows): counts add up, rules merge (their first examples by row number), and
+    the quarantine holds every shard's rejected rows, or the file-level entries once."""
+    first = parts[0]
+    out = FileReport(file=first.outcome.file, table=table)
+    if all(p.outcome.readable for p in parts):
+        out.rows = sum(p.outcome.rows or 0 for p in parts)
+        out.rejected = sum(p.outcome.rejected for p in parts)
+    else:
+        out.rows = None
+    out.structural = any(p.outcome.structural for p in parts)
+    by_rule: dict[tuple[object, object], dict[str, object]] = {}
+    for part in parts:
+        for v in part.outcome.violations:
+            key = (v["column_name"], v["rule"])
+            if key not in by_rule:
+                by_rule[key] = {**v, "samples": list(v["samples"])}  # type: ignore[call-overload]
+            elif v["rows"]:
+                entry = by_rule[key]
+                entry["rows"] = int(entry["rows"]) + int(v["rows"])  # type: ignore[call-overload]
+                entry["samples"].extend(v["samples"])  # type: ignore[attr-defined]
+    for entry in by_rule.values():
+        found: list[dict[str, Any]] = list(entry["samples"])  # type: ignore[call-overload]
+        samples = sorted(found, key=lambda r: int(r["row"]))[:sample_rows]
+        entry["samples"] = samples
+        if samples:
+            entry["example"] = samples[0]["failure_case"]
+    counted = sorted(
+        (v for v in by_rule.values() if v["rows"]),
+        key=lambda v: (-int(v["rows"]), str(v["column_name"]), str(v["rule"])),  # type: ignore[call-overload]
+    )
+    out.violations = counted + [v for v in by_rule.values() if not v["rows"]]
+    out.warnings = list(dict.fromkeys(w for p in parts for w in p.outcome.warnings))
+    row_level = [
+        q for p in parts for q in p.quarantine if q.height and q["row_index"].null_count() < q.height
+    ]
+    if out.readable and row_level:
+        quarantine = row_level
+    else:
+        quarantine = _FileRows(first.path, first.week).quarantine(table, out)
+    return WeekFile(first.week, first.path, out, [a for p in parts for a in p.accepted], quarantine)
+
+
+def store_weeks(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    files: Sequence[WeekFile],
+    report: IngestReport,
+    max_reject_share: float | None,
+    options: ContractOptions,
+) -> None:
+    """Store one validated batch: unusable files keep their week's partition (quarantine recorded); the
+    usable ones replace theirs in one transaction, unless they reject more than ``max_reject_share``."""
+    good_weeks: list[str] = []
+    accepted: list[pl.DataFrame] = []
+    rejected: list[pl.DataFrame] = []
+    bad_weeks: list[str] = []
+    bad_rejected: list[pl.DataFrame] = []
+    rows_in = rows_rejected = 0
+    for file in files:
+        outcome = file.outcome
+        report.absorb(
+            outcome, file.quarantine[0] if file.quarantine else _empty_quarantine(), options.sample_rows
+        )
+        if outcome.usable:
+            good_weeks.append(file.week)
+            accepted.extend(file.accepted)
+            rejected.extend(file.quarantine)
+            rows_in += outcome.rows or 0
+            rows_rejected += outcome.rejected
+        else:
+            bad_weeks.append(file.week)
+            bad_rejected.extend(file.quarantine)
+            report.broken_files.append(f"{file.path}: " + "; ".join(outcome.describe()))
+    if bad_weeks:
+        record_rejections(con, table, bad_weeks, bad_rejected)
+    if good_weeks:
+        share = rows_rejected / rows_in if rows_in else 0.0
+        if max_reject_share is not None and share > max_reject_share:
+            record_rejections(con, table, good_weeks, rejected)
+            report.kept_previous.extend(good_weeks)
+        else:
+            replace_partitions(con, table, good_weeks, accepted, rejected)
+            report.rows_accepted += sum(part.height for part in accepted)
+
+
+def raise_broken(table: str, report: IngestReport) -> None:
+    if report.broken_files:
+        raise BatchRejected(
+            f"raw table {table!r}: {len(report.broken_files)} landing file(s) cannot be used, their stored "
+            "partitions were left untouched and the rejection is in quarantine.rejected_rows: "
+            + " | ".join(report.broken_files),
+            report,
+        )
+
+
 def ingest_partitions(
     con: duckdb.DuckDBPyConnection,
     landing_dir: Path,
@@ -152,48 +287,15 @@ def ingest_partitions(
     ordered = sorted(weeks)
     for start in range(0, len(ordered), chunk_weeks):
         chunk = ordered[start : start + chunk_weeks]
-        validator = StreamValidator(
-            table, stored_keys=stored_keys(con, table, excluding_weeks=chunk), date_bounds=options.date_bounds
+        stored = stored_keys(con, table, excluding_weeks=chunk)
+        store_weeks(
+            con,
+            table,
+            validate_weeks(landing_dir, table, chunk, stored, options),
+            report,
+            max_reject_share,
+            options,
         )
-        good_weeks: list[str] = []
-        accepted: list[pl.DataFrame] = []
-        rejected: list[pl.DataFrame] = []
-        bad_weeks: list[str] = []
-        bad_rejected: list[pl.DataFrame] = []
-        rows_in = rows_rejected = 0
-        for week in chunk:
-            path = find_file(landing_dir, table, week)
-            if path is None:
-                raise MissingLandingFile(
-                    f"raw table {table!r}: no landing file for week {week} under {landing_dir / table} "
-                    "(run `churnops simulate` or drop the file there)"
-                )
-            rows = _FileRows(path, week)
-            outcome = validate_file(path, table, week, validator, options, on_chunk=rows.add)
-            quarantine = rows.quarantine(table, outcome)
-            report.absorb(outcome, quarantine[0] if quarantine else _empty_quarantine(), options.sample_rows)
-            if outcome.usable:
-                good_weeks.append(week)
-                accepted.extend(rows.accepted)
-                rejected.extend(quarantine)
-                rows_in += outcome.rows or 0
-                rows_rejected += outcome.rejected
-            else:
-                bad_weeks.append(week)
-                bad_rejected.extend(quarantine)
-                report.broken_files.append(f"{path}: " + "; ".join(outcome.describe()))
-            rows.accepted, rows.rejected = [], []
-        if bad_weeks:
-            record_rejections(con, table, bad_weeks, bad_rejected)
-        if good_weeks:
-            share = rows_rejected / rows_in if rows_in else 0.0
-            if max_reject_share is not None and share > max_reject_share:
-                record_rejections(con, table, good_weeks, rejected)
-                report.kept_previous.extend(good_weeks)
-            else:
-                replace_partitions(con, table, good_weeks, accepted, rejected)
-                report.rows_accepted += sum(part.height for part in accepted)
-            accepted, rejected = [], []
         if progress is not None:
             progress(min(start + chunk_weeks, len(ordered)), len(ordered))
     log.info(
@@ -204,11 +306,5 @@ def ingest_partitions(
         len(report.kept_previous),
         len(report.broken_files),
     )
-    if report.broken_files:
-        raise BatchRejected(
-            f"raw table {table!r}: {len(report.broken_files)} landing file(s) cannot be used, their stored "
-            "partitions were left untouched and the rejection is in quarantine.rejected_rows: "
-            + " | ".join(report.broken_files),
-            report,
-        )
+    raise_broken(table, report)
     return report

@@ -23,7 +23,8 @@
   :func:`~churn_assets.modeling.splits.assign_by_period` with ``settings.modeling.*_periods``. A
   customer-month (customer, period) is one row, so it can never sit in two splits
   (:func:`check_split_disjoint`).
-* **Snapshot hash**: sha256 over the sorted keys, labels and feature values (:func:`frame_hash`).
+* **Snapshot hash**: sha256 of the :func:`frame_hash` of each ``compute.shards`` customer shard of the
+  frame, in shard order (:func:`describe_training_set`): the same whichever engine built the set.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from churn_assets.compute.cluster import shard_expr
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS, all_features
 from churn_assets.feature_store.offline import OfflineStore
 from churn_assets.modeling.splits import SPLITS, TrainingDataError, assign_by_period
@@ -81,19 +84,17 @@ def label_complete_until(as_of: dt.date, horizon_days: int, report_delay_days: i
     return report_week + dt.timedelta(days=7)
 
 
-def _labels(
-    con: duckdb.DuckDBPyConnection,
+def _usable_dates(
     as_of_dates: Sequence[dt.date],
     horizon_days: int,
     report_delay_days: int,
-    end: dt.date | None,
+    end: dt.date,
     on_incomplete: Literal["raise", "drop"],
-) -> tuple[pl.DataFrame, list[dt.date], dt.date]:
+) -> tuple[list[dt.date], list[dt.date]]:
+    """``(usable, incomplete)`` as-of dates: a date is incomplete when its label window and report delay
+    reach past ``end``; raises on incomplete dates (``on_incomplete="raise"``) or when none is usable."""
     if not as_of_dates:
         raise TrainingDataError("no as-of dates to label")
-    end = end if end is not None else data_end(con)
-    if end is None:
-        raise TrainingDataError("raw.churn_events is empty: no labels can be built (run the pipeline first)")
     dates = sorted(set(as_of_dates))
     incomplete = [d for d in dates if label_complete_until(d, horizon_days, report_delay_days) > end]
     if incomplete and on_incomplete == "raise":
@@ -107,7 +108,19 @@ def _labels(
         raise TrainingDataError(
             f"no as-of date has a complete {horizon_days}-day label window before the data end {end}"
         )
-    frame = con.sql(
+    return usable, incomplete
+
+
+def _data_end_or_raise(con: duckdb.DuckDBPyConnection, end: dt.date | None) -> dt.date:
+    end = end if end is not None else data_end(con)
+    if end is None:
+        raise TrainingDataError("raw.churn_events is empty: no labels can be built (run the pipeline first)")
+    return end
+
+
+def _label_rows(con: duckdb.DuckDBPyConnection, usable: Sequence[dt.date], horizon_days: int) -> pl.DataFrame:
+    """The label rows of the customers in ``con`` at the usable dates (see the module doc)."""
+    return con.sql(
         f"""
         WITH d AS (SELECT unnest($dates::DATE[]) AS as_of)
         SELECT a.{ENTITY}, CAST(a.{EVENT_TIMESTAMP} AS DATE) AS {AS_OF}, c.cancellation_date,
@@ -118,15 +131,33 @@ def _labels(
         LEFT JOIN raw.churn_events c ON c.{ENTITY} = a.{ENTITY}
         ORDER BY {AS_OF}, a.{ENTITY}
         """,
-        params={"dates": usable, "h": horizon_days},
+        params={"dates": list(usable), "h": horizon_days},
     ).pl()
-    present = set(frame.get_column(AS_OF).unique().to_list())
+
+
+def _check_snapshots_present(usable: Sequence[dt.date], present: set[dt.date]) -> None:
     missing = sorted(set(usable) - present)
     if missing:
         raise TrainingDataError(
             f"no feature snapshot (features.customer_account) for as-of date(s) "
             f"{[d.isoformat() for d in missing]}: materialize the feature assets first"
         )
+
+
+def _labels(
+    con: duckdb.DuckDBPyConnection,
+    as_of_dates: Sequence[dt.date],
+    horizon_days: int,
+    report_delay_days: int,
+    end: dt.date | None,
+    on_incomplete: Literal["raise", "drop"],
+) -> tuple[pl.DataFrame, list[dt.date], dt.date]:
+    if not as_of_dates:
+        raise TrainingDataError("no as-of dates to label")
+    end = _data_end_or_raise(con, end)
+    usable, incomplete = _usable_dates(as_of_dates, horizon_days, report_delay_days, end, on_incomplete)
+    frame = _label_rows(con, usable, horizon_days)
+    _check_snapshots_present(usable, set(frame.get_column(AS_OF).unique().to_list()))
     return frame, incomplete, end
 
 
@@ -204,35 +235,62 @@ def build_training_set(
     return frame.to_pandas(), metadata
 
 
-def build_training_table(
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a training set holds, decided once over the whole warehouse (every customer shard builds its
+    rows from the same plan): the snapshot dates and their period ranges, the labelled (usable) dates,
+    the data end and the dates dropped for an incomplete label window."""
+
+    snapshots: list[dt.date]
+    ranges: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    usable: list[dt.date]
+    incomplete: list[dt.date]
+    end: dt.date
+    horizon_days: int
+    report_delay_days: int
+    split_mode: str
+
+
+def plan_training_set(
     con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings, horizon_days: int | None = None
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Labels of every monthly snapshot with a complete window + PIT features + period + split.
-
-    ``horizon_days``: the label window (None = the simulation's 90-day ``label_horizon_days``; another
-    model built from the same feature store, e.g. ``churn-30d``, uses its own).
-
-    Returns ``(frame, metadata)``; ``frame`` (polars, never copied to pandas: millions of rows at full
-    scale) has ``customer_id, as_of, period, split, churned`` then the 45 features (string features
-    and ``split`` categorical), rows ordered by as-of date then customer. Rows outside every split
-    range are dropped. ``metadata``: split boundaries (periods and dates), rows and positive rate per
-    split, the categories of every string feature, the snapshot hash, excluded (incomplete)
-    snapshots, the leakage checks. Write it with :func:`write_training_set`; read one split at a
-    time with :func:`read_split`.
-    """
+) -> TrainingPlan:
+    """The :class:`TrainingPlan` of the warehouse behind ``con``; raises ``TrainingDataError`` naming the
+    cause (no churn reports, no usable date, a usable date without a feature snapshot). ``horizon_days``:
+    the label window (None = the simulation's ``label_horizon_days``; another model built from the same
+    feature store, e.g. ``churn-30d``, uses its own)."""
     cfg, sim = settings.modeling, settings.simulation
     ranges = (cfg.train_periods, cfg.val_periods, cfg.test_periods)
     if cfg.split_mode == "rolling":
         snapshots, ranges = rolling_snapshots(con, timeline, settings)
     else:
         snapshots = list(timeline.monthly_snapshots)
+    delay = 7 * sim.label_delay_weeks
+    end = _data_end_or_raise(con, None)
     horizon = timeline.label_horizon_days if horizon_days is None else horizon_days
-    labels, incomplete, end = _labels(con, snapshots, horizon, 7 * sim.label_delay_weeks, None, "drop")
-    periods = pd.Series(range(1, len(snapshots) + 1))
-    split_of = assign_by_period(periods, train=ranges[0], val=ranges[1], test=ranges[2])
+    usable, incomplete = _usable_dates(snapshots, horizon, delay, end, "drop")
+    _check_snapshots_present(usable, set(feature_snapshot_dates(con)))
+    return TrainingPlan(
+        snapshots=snapshots,
+        ranges=ranges,
+        usable=usable,
+        incomplete=incomplete,
+        end=end,
+        horizon_days=horizon,
+        report_delay_days=delay,
+        split_mode=cfg.split_mode,
+    )
+
+
+def training_rows(con: duckdb.DuckDBPyConnection, plan: TrainingPlan) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The training-set rows of the customers in ``con`` (everyone, or one customer shard): labels at the
+    plan's usable dates + period + split + PIT features; and the checks' counts (customers cancelled
+    before the as-of date, feature timestamps after it — always 0: leakage raises)."""
+    labels = _label_rows(con, plan.usable, plan.horizon_days)
+    periods = pd.Series(range(1, len(plan.snapshots) + 1))
+    split_of = assign_by_period(periods, train=plan.ranges[0], val=plan.ranges[1], test=plan.ranges[2])
     calendar = pl.DataFrame(
         {
-            AS_OF: snapshots,
+            AS_OF: plan.snapshots,
             PERIOD: periods.to_list(),
             SPLIT: [None if pd.isna(v) else str(v) for v in split_of],
         },
@@ -262,55 +320,125 @@ def build_training_table(
     )
     del feats, labels
     check_split_disjoint(frame)
-    stats: dict[str, dict[str, Any]] = {}
-    for split, (lo, hi) in zip(SPLITS, ranges, strict=True):
+    return frame, {
+        "cancelled_before_as_of": cancelled_before,
+        "leakage_feature_timestamps_after_as_of": leaks,
+    }
+
+
+def summarize_rows(frame: pl.DataFrame) -> dict[str, Any]:
+    """The additive summary of a part of a training set (everyone, or one customer shard): counts,
+    positives, dates and periods per split, null counts and categories per feature, and the part's
+    :func:`frame_hash`. :func:`describe_training_set` merges the summaries of disjoint parts."""
+    names = feature_names()
+    cats = set(categorical_features())
+    splits: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
         part = frame.filter(pl.col(SPLIT).cast(pl.String) == split).select(AS_OF, PERIOD, LABEL)
-        dates = sorted(part.get_column(AS_OF).unique().to_list())
-        rows, positives = len(part), int(part.get_column(LABEL).sum() or 0)
-        stats[split] = {
-            "periods": f"{lo}-{hi}",
-            "periods_present": sorted(int(p) for p in part.get_column(PERIOD).unique().to_list()),
-            "first_as_of": dates[0].isoformat() if dates else None,
-            "last_as_of": dates[-1].isoformat() if dates else None,
-            "rows": rows,
-            "positives": positives,
-            "positive_rate": positives / rows if rows else float("nan"),
+        splits[split] = {
+            "rows": len(part),
+            "positives": int(part.get_column(LABEL).sum() or 0),
+            "dates": sorted(d.isoformat() for d in part.get_column(AS_OF).unique().to_list()),
+            "periods": sorted(int(p) for p in part.get_column(PERIOD).unique().to_list()),
         }
-    missing = frame.select(
+    nulls = frame.select(
         [
-            (pl.col(n).is_null() | pl.col(n).is_nan()).mean().alias(n)
+            (pl.col(n).is_null() | pl.col(n).is_nan()).sum().alias(n)
             if frame.schema[n].is_float()
-            else pl.col(n).is_null().mean().alias(n)
+            else pl.col(n).is_null().sum().alias(n)
             for n in names
         ]
     ).row(0, named=True)
-    categories = {
-        n: sorted(str(v) for v in frame.get_column(n).drop_nulls().unique().cast(pl.String).to_list())
-        for n in names
-        if n in cats
-    }
-    metadata: dict[str, Any] = {
+    return {
         "rows": len(frame),
         "customers": int(frame.get_column(ENTITY).n_unique()),
-        "positive_rate": float(frame.get_column(LABEL).cast(pl.Float64).mean() or 0.0)  # type: ignore[arg-type]
-        if len(frame)
-        else float("nan"),
+        "positives": int(frame.get_column(LABEL).sum() or 0),
+        "splits": splits,
+        "nulls": {c: int(v) for c, v in nulls.items()},
+        "categories": {
+            n: sorted(str(v) for v in frame.get_column(n).drop_nulls().unique().cast(pl.String).to_list())
+            for n in names
+            if n in cats
+        },
+        "sha256": frame_hash(frame),
+    }
+
+
+def describe_training_set(
+    plan: TrainingPlan, parts: Sequence[dict[str, Any]], checks: Sequence[dict[str, int]]
+) -> dict[str, Any]:
+    """The training set's metadata from the :func:`summarize_rows` summaries of its customer shards, in
+    shard order, and the :func:`training_rows` check counts of the processes that built them (disjoint
+    customers: counts add up, sets unite). ``sha256`` is the sha256 of the parts'
+    hashes in shard order, so it depends on the rows and on ``compute.shards``, never on the engine."""
+    names = feature_names()
+    rows = sum(p["rows"] for p in parts)
+    positives = sum(p["positives"] for p in parts)
+    stats: dict[str, dict[str, Any]] = {}
+    for split, (lo, hi) in zip(SPLITS, plan.ranges, strict=True):
+        split_rows = sum(p["splits"][split]["rows"] for p in parts)
+        split_pos = sum(p["splits"][split]["positives"] for p in parts)
+        dates = sorted({d for p in parts for d in p["splits"][split]["dates"]})
+        stats[split] = {
+            "periods": f"{lo}-{hi}",
+            "periods_present": sorted({q for p in parts for q in p["splits"][split]["periods"]}),
+            "first_as_of": dates[0] if dates else None,
+            "last_as_of": dates[-1] if dates else None,
+            "rows": split_rows,
+            "positives": split_pos,
+            "positive_rate": split_pos / split_rows if split_rows else float("nan"),
+        }
+    missing = {n: sum(p["nulls"][n] for p in parts) / rows if rows else 0.0 for n in names}
+    categories = {n: sorted({v for p in parts for v in p["categories"][n]}) for n in categorical_features()}
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part["sha256"].encode())
+    newest = [d for p in parts for s in p["splits"].values() for d in s["dates"]]
+    return {
+        "rows": rows,
+        "customers": sum(p["customers"] for p in parts),
+        "positive_rate": positives / rows if rows else float("nan"),
         "splits": stats,
         "features": names,
         "categories": categories,
-        "label": f"cancellation_date < as_of + {horizon} days",
-        "horizon_days": horizon,
-        "report_delay_days": 7 * sim.label_delay_weeks,
-        "data_end": end.isoformat(),
-        "excluded_snapshots": [d.isoformat() for d in incomplete],
-        "cancelled_before_as_of": cancelled_before,
-        "leakage_feature_timestamps_after_as_of": leaks,
+        "label": f"cancellation_date < as_of + {plan.horizon_days} days",
+        "horizon_days": plan.horizon_days,
+        "report_delay_days": plan.report_delay_days,
+        "data_end": plan.end.isoformat(),
+        "excluded_snapshots": [d.isoformat() for d in plan.incomplete],
+        "cancelled_before_as_of": sum(c["cancelled_before_as_of"] for c in checks),
+        "leakage_feature_timestamps_after_as_of": sum(
+            c["leakage_feature_timestamps_after_as_of"] for c in checks
+        ),
         "missing_share": {c: float(v) for c, v in missing.items() if v},
-        "sha256": frame_hash(frame),
-        "split_mode": cfg.split_mode,
-        "newest_labelled_as_of": max(frame.get_column(AS_OF).to_list()).isoformat() if len(frame) else None,
+        "sha256": digest.hexdigest(),
+        "shard_rows": [p["rows"] for p in parts],
+        "split_mode": plan.split_mode,
+        "newest_labelled_as_of": max(newest) if newest else None,
     }
-    return frame, metadata
+
+
+def build_training_table(
+    con: duckdb.DuckDBPyConnection, timeline: Timeline, settings: Settings, horizon_days: int | None = None
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Labels of every monthly snapshot with a complete window + PIT features + period + split, in one
+    process (the local engine; ``churn_assets.compute.training_set`` builds the same rows per customer
+    shard on a Dask cluster).
+
+    Returns ``(frame, metadata)``; ``frame`` (polars, never copied to pandas: millions of rows at full
+    scale) has ``customer_id, as_of, period, split, churned`` then the 45 features (string features
+    and ``split`` categorical), rows ordered by as-of date then customer. Rows outside every split
+    range are dropped. ``metadata`` (:func:`describe_training_set`, over the ``compute.shards`` customer
+    shards of the frame): split boundaries (periods and dates), rows and positive rate per split, the
+    categories of every string feature, the snapshot hash, excluded (incomplete) snapshots, the leakage
+    checks. Write it with :func:`write_training_set`; read one split at a time with :func:`read_split`.
+    ``horizon_days``: the label window (:func:`plan_training_set`).
+    """
+    plan = plan_training_set(con, timeline, settings, horizon_days)
+    frame, checks = training_rows(con, plan)
+    shard = shard_expr(settings.compute.shards)
+    parts = [summarize_rows(frame.filter(shard == k)) for k in range(settings.compute.shards)]
+    return frame, describe_training_set(plan, parts, [checks])
 
 
 def feature_snapshot_dates(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
@@ -429,8 +557,13 @@ def read_split(
     column is its own contiguous array and the frame is built without consolidation copies, so a split
     costs ~4 bytes per value (the 6M x 45 full-scale train split: ~1.1 GB instead of 2.2 GB float64 plus
     copies). ``with_features=False`` reads the labels only (``X`` has the rows, no columns).
+
+    A sharded training set (a directory of one file per customer shard, ``compute.engine = dask``) is
+    put in the local file's row order — as-of date, then customer — so a model fitted on it is the
+    model the local engine's file gives.
     """
     dataset = pads.dataset(path, format="parquet")
+    sharded = Path(path).is_dir()
     wanted = [*features] if with_features else []
     missing = [f for f in wanted if f not in dataset.schema.names]
     if missing:
@@ -441,18 +574,30 @@ def read_split(
     numeric = {f: np.empty(rows, np.float32) for f in wanted if f not in categories}
     codes = {f: np.empty(rows, _code_dtype(categories[f])) for f in wanted if f in categories}
     label = np.empty(rows, np.float64)
+    keys = {AS_OF: np.empty(rows, np.int64), ENTITY: np.empty(rows, np.int64)} if sharded else {}
     pos = 0
     batches = dataset.to_batches(
-        columns=[LABEL, *wanted], filter=pads.field(SPLIT) == split, batch_size=BATCH_ROWS
+        columns=[LABEL, *wanted, *keys], filter=pads.field(SPLIT) == split, batch_size=BATCH_ROWS
     )
     for batch in batches:
         n = batch.num_rows
         label[pos : pos + n] = batch.column(LABEL).to_numpy(zero_copy_only=False)
+        for name, out in keys.items():
+            out[pos : pos + n] = np.asarray(batch.column(name).to_numpy(zero_copy_only=False)).astype(
+                np.int64
+            )
         for name, out in numeric.items():
             out[pos : pos + n] = batch.column(name).to_numpy(zero_copy_only=False)
         for name, out in codes.items():
             out[pos : pos + n] = _codes(batch.column(name), categories[name])
         pos += n
+    if sharded:
+        order = np.lexsort((keys[ENTITY], keys[AS_OF]))
+        label = label[order]
+        for name in numeric:  # one column at a time: at most one extra column in memory
+            numeric[name] = numeric[name][order]
+        for name in codes:
+            codes[name] = codes[name][order]
     columns: dict[str, Any] = {}
     for name in wanted:
         columns[name] = (

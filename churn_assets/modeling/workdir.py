@@ -2,7 +2,9 @@
 
 :class:`TrainingWorkdir` is the only place that knows their names::
 
-    <training_dir>/training_set.parquet        the training set (training_set.write_training_set)
+    <training_dir>/training_set.parquet        the training set (training_set.write_training_set): one
+                                               file (local engine) or a directory of one file per
+                                               customer shard (dask engine, churn_assets.compute.training_set)
     <training_dir>/training_set.json           its metadata (features, categories, splits, sha256, ...)
     <training_dir>/candidates/candidates.json  the candidate step's result (CandidateStage) + its files
     <training_dir>/challenger/challenger.json  the challenger step's result (ChallengerStage) + its files
@@ -15,6 +17,8 @@ This module stays light (no pandas / scikit-learn at import): the Dagster code l
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,11 +84,28 @@ class TrainingWorkdir:
     # -- training set -----------------------------------------------------------------------------
     def write_training_set(self, frame: pl.DataFrame, meta: dict[str, Any]) -> Path:
         """Write the training set (``training_set.write_training_set``: row groups in as-of order) and
-        its metadata."""
+        its metadata (replacing a sharded set the dask engine wrote)."""
         from churn_assets.modeling.training_set import write_training_set
 
+        if self.training_set.is_dir():
+            shutil.rmtree(self.training_set)
         write_training_set(frame, self.training_set)
         self.training_set_meta.write_text(json.dumps(meta, indent=1, default=str))
+        return self.training_set
+
+    def publish_training_set(self, shards: Path, meta: dict[str, Any]) -> Path:
+        """Make the directory ``shards`` (one Parquet file per customer shard, on the same filesystem) the
+        training set, replacing the previous one (file or directory), and write its metadata."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        old = self.root / f".training_set.old-{uuid.uuid4().hex}"
+        if self.training_set.exists():
+            self.training_set.rename(old)
+        shards.rename(self.training_set)
+        self.training_set_meta.write_text(json.dumps(meta, indent=1, default=str))
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
         return self.training_set
 
     def has_training_set(self) -> bool:

@@ -140,6 +140,8 @@ def reference_frame(settings: Settings, champion: Champion) -> pl.DataFrame:
             f"exists at {cache}"
         )
     frame = pl.read_parquet(path).filter(pl.col("split").cast(pl.String) == "train")
+    if path.is_dir():  # sharded (compute.engine = dask): the local file's row order, hence the same sample
+        frame = frame.sort("as_of", "customer_id")
     keep = [c for c in frame.columns if c not in ("split", "period", "churned")]
     frame = frame.select(keep)
     cap = settings.monitoring.reference_max_rows

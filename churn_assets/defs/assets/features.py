@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from churn_assets.compute.engine import materialize_features
 from churn_assets.defs.keys import (
     FEATURE_KEYS,
     FEATURES_GROUP,
@@ -13,10 +14,10 @@ from churn_assets.defs.keys import (
 )
 from churn_assets.defs.metadata import markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
-from churn_assets.defs.resources import OnlineStoreResource, WarehouseResource
+from churn_assets.defs.resources import ComputeResource, OnlineStoreResource, WarehouseResource
 from churn_assets.feature_store.definitions import FEATURE_GROUPS, FeatureGroup
 from churn_assets.feature_store.lifecycle import deprecated_features
-from churn_assets.feature_store.materialize import materialize_offline, materialize_online
+from churn_assets.feature_store.materialize import materialize_online
 from churn_assets.settings import Settings
 from churn_assets.timeline import Timeline
 
@@ -67,14 +68,21 @@ def _spec(group: FeatureGroup) -> dg.AssetSpec:
     can_subset=False,
 )
 def feature_groups(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    compute: ComputeResource,
+    settings: dg.ResourceParam[Settings],
 ):
-    """Compute the snapshots of every group for the weeks that carry one (see timeline.py)."""
+    """Compute the snapshots of every group for the weeks that carry one (see timeline.py), on the
+    configured engine (docs/scale_out.md)."""
     timeline = Timeline.from_settings(settings.simulation)
     weeks = [dt.date.fromisoformat(k) for k in context.partition_keys]
     as_of_dates = sorted({d for w in weeks if (d := timeline.snapshot_for_week(w)) is not None})
-    with warehouse.warehouse().connect() as con:
-        written = materialize_offline(con, as_of_dates)
+    with compute.engine() as engine, warehouse.warehouse().connect() as con:
+        written = materialize_features(engine, con, as_of_dates)
+        engine_meta = engine.metadata()
+    if written.shard_rows:
+        engine_meta["shard_rows"] = dg.MetadataValue.json(written.shard_rows)
     for group in FEATURE_GROUPS:
         yield dg.MaterializeResult(
             asset_key=feature_asset_key(group.name),
@@ -84,6 +92,7 @@ def feature_groups(
                     ", ".join(d.isoformat() for d in as_of_dates) or "none in these weeks"
                 ),
                 "seconds": round(written.seconds, 2),
+                **engine_meta,
             },
         )
 

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
+from churn_assets.compute.engine import ingest_raw
 from churn_assets.defs.keys import LANDING_GROUP, RAW_GROUP, landing_asset_key, raw_asset_key
 from churn_assets.defs.metadata import contract_table_schema, markdown_table
 from churn_assets.defs.partitions import single_run, weekly_partitions
-from churn_assets.defs.resources import WarehouseResource
+from churn_assets.defs.resources import ComputeResource, WarehouseResource
 from churn_assets.ingestion.contract_files import ContractOptions
-from churn_assets.ingestion.ingest import ingest_partitions
 from churn_assets.settings import Settings
 from data_contracts.raw_tables import RAW_CONTRACTS, RAW_TABLES
 
@@ -44,11 +44,13 @@ def _build_raw_asset(table: str) -> dg.AssetsDefinition:
     def _raw(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
+        compute: ComputeResource,
         settings: dg.ResourceParam[Settings],
     ) -> dg.MaterializeResult:
         weeks = context.partition_keys
-        with warehouse.warehouse().connect() as con:
-            report = ingest_partitions(
+        with compute.engine() as engine, warehouse.warehouse().connect() as con:
+            report = ingest_raw(
+                engine,
                 con,
                 settings.landing_dir,
                 table,
@@ -56,6 +58,9 @@ def _build_raw_asset(table: str) -> dg.AssetsDefinition:
                 max_reject_share=settings.contracts.max_quarantine_share,
                 options=ContractOptions.from_settings(settings),
             )
+            engine_meta = engine.metadata()
+        if report.shard_rows:
+            engine_meta["shard_rows"] = dg.MetadataValue.json(report.shard_rows)
         if report.kept_previous:
             context.log.error(
                 f"raw.{table}: weeks {', '.join(report.kept_previous)} rejected too many rows; "
@@ -78,6 +83,7 @@ def _build_raw_asset(table: str) -> dg.AssetsDefinition:
                 "violations": dg.MetadataValue.md(markdown_table(report.violations) or "none"),
                 "weeks_kept_previous": ", ".join(report.kept_previous) or "none",
                 "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in report.warnings) or "none"),
+                **engine_meta,
             }
         )
 

@@ -20,7 +20,7 @@ from churn_assets.defs.keys import (
     TRAINING_SET,
 )
 from churn_assets.defs.metadata import markdown_table, png_markdown
-from churn_assets.defs.resources import WarehouseResource
+from churn_assets.defs.resources import ComputeResource, WarehouseResource
 from churn_assets.modeling.paths import tracking_uri
 from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import Settings, mask_url
@@ -84,17 +84,20 @@ def _fmt(value: Any) -> Any:
 def training_set(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
+    compute: ComputeResource,
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
-    from churn_assets.modeling.training_set import build_training_table, check_training_set
+    from churn_assets.compute.engine import build_training_set
 
-    with warehouse.warehouse().connect() as con:
-        con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
-        frame, meta = build_training_table(con, Timeline.from_settings(settings.simulation), settings)
-    check_training_set(meta)  # fail here on bad input, before anything is written
     workdir = TrainingWorkdir.of(settings)
-    workdir.write_training_set(frame, meta)
-    del frame
+    timeline = Timeline.from_settings(settings.simulation)
+    with compute.engine() as engine, warehouse.warehouse().connect() as con:
+        con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
+        # checked before anything is written: bad input fails here and leaves the stored set as it was
+        meta = build_training_set(engine, con, timeline, workdir)
+        engine_meta = engine.metadata()
+    if "shard_rows" in meta and engine.client is not None:
+        engine_meta["shard_rows"] = dg.MetadataValue.json(meta["shard_rows"])
     rows = [
         {"split": name, **{k: _fmt(v) for k, v in s.items() if k != "periods_present"}}
         for name, s in meta["splits"].items()
@@ -127,6 +130,7 @@ def training_set(
             "leakage_feature_timestamps_after_as_of": meta["leakage_feature_timestamps_after_as_of"],
             "cancelled_before_as_of": meta["cancelled_before_as_of"],
             "path": dg.MetadataValue.path(str(workdir.training_set)),
+            **engine_meta,
         }
     )
 
