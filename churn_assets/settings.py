@@ -316,19 +316,31 @@ class RolloutCheckSettings(BaseModel):
         default=0.25,
         ge=0,
         le=1,
-        description="KS statistic between candidate and stable score distributions at most this "
-        "(a retrained model is expected to move scores somewhat; a broken one moves them a lot).",
+        description="KS statistic between the candidate's live scores and its own validation-time score "
+        "distribution (registered with the version) at most this: an honest retrain scores like it did on "
+        "its held-out rows, a broken model or feature pipeline does not.",
     )
     max_positive_rate_shift: float = Field(
-        default=0.10, ge=0, le=1, description="|candidate - stable| share of positive decisions at most this."
+        default=0.10,
+        ge=0,
+        le=1,
+        description="|candidate's live share of positive decisions - its validation-time share| at most this.",
     )
     min_labelled_rows: int = Field(
         default=500, ge=1, description="Labelled candidate predictions needed before outcome metrics count."
     )
-    max_auc_drop: float = Field(
-        default=0.0,
-        ge=0,
-        description="Once labels exist: candidate AUC may trail the stable model by at most this.",
+    min_auc_improvement: float = Field(
+        default=0.02,
+        ge=-1,
+        description="Once labels exist: candidate AUC must beat the stable model's on the same labelled "
+        "customers by at least this relative gain (the spec's rollback trigger: < 2 % improvement or any "
+        "regression).",
+    )
+    outcome_weeks: int = Field(
+        default=8,
+        ge=1,
+        description="The outcome check reads the rollout's predictions of up to this many production weeks "
+        "back (labels of a week arrive after its label window).",
     )
 
 
@@ -411,6 +423,11 @@ class AutomationSettings(BaseModel):
     demo_baselines: list[str] = Field(
         default=["logistic_regression"],
         description="Demo: scikit-learn baselines beside LightGBM (RF/MLP fitted twice each are slow on 2 cores).",
+    )
+    demo_rollout_review: Literal["manual", "auto"] = Field(
+        default="auto",
+        description="Demo: serving.rollout_review (auto: the rollout checks pass the business review at 50 %, "
+        "recorded as approved by auto-review).",
     )
     rollout: RolloutCheckSettings = RolloutCheckSettings()
 
@@ -495,7 +512,16 @@ class ServingSettings(BaseModel):
         5.0, gt=0, description="An idle keep-alive connection is closed after this long."
     )
     previous_retention_days: int = Field(
-        14, ge=0, description="The previous champion stays in the BentoML store this many days."
+        14,
+        ge=0,
+        description="After a full rollout the previous champion stays loadable (BentoML store) and the "
+        "registry's rollback target (alias `previous`) this many days.",
+    )
+    rollout_review: Literal["manual", "auto"] = Field(
+        "manual",
+        description="Business-stakeholder review at 50 %: `manual` holds a rollout at canary_50 until "
+        "`churnops rollout approve --by NAME`; `auto` lets the rollout checks advance it (`make demo`). "
+        "Recorded in the registry audit log either way.",
     )
     rollout_backend: Literal["file", "redis"] = Field(
         "file", description="Rollout state in a JSON file under home/serving or a Redis key."

@@ -13,14 +13,20 @@ Checks (limits in ``settings.automation.rollout``):
   size, so a 5 % canary batch looks "slower" per row than the stable 95 % at sub-millisecond values);
 * ``error_rate``: share of candidate rows without a valid score (null, NaN, outside [0, 1]) <=
   ``max_error_rate``;
-* ``score_distribution``: two-sample KS statistic between candidate and stable scores <= ``max_score_ks``
-  and |difference of positive-decision rates| <= ``max_positive_rate_shift`` (a broken model or feature
-  pipeline moves the distribution far more than an honest retrain does);
-* ``outcomes`` (only once >= ``min_labelled_rows`` candidate predictions have realised labels): candidate
-  AUC >= stable AUC on the same weeks - ``max_auc_drop``; before that it passes as "not yet available".
+* ``score_distribution``: the candidate's valid scores against **its own** validation-time score
+  distribution (the ``score_reference`` registered with the version, ``modeling.score_reference``): KS
+  statistic <= ``max_score_ks`` and |positive-decision rate - the reference's| <= ``max_positive_rate_shift``.
+  An honest retrain after a concept shift scores customers differently from the old model but like it
+  scored its own held-out rows; a broken model or feature pipeline moves the scores away from both. The
+  comparison with the stable model's scores (KS, positive rates, mean scores) is reported as information
+  only. A version registered without a reference is compared with the stable model instead (said so);
+* ``outcomes`` (only once >= ``min_labelled_rows`` candidate predictions have realised labels): the
+  spec's rollback trigger "< 2 % improvement or any regression": candidate AUC >= stable AUC x (1 +
+  ``min_auc_improvement``) on the same labelled weeks; before that it passes as "not yet available".
 
 Verdict: every check passes -> ``advance``; ``volume`` fails -> ``hold``; any other failure ->
-``rollback``. The phase ``none`` (no rollout) has nothing to review.
+``rollback``. At ``canary_50`` under a manual business review (``serving.rollout_review = manual``) a
+passing week is a ``hold`` until the rollout is approved (``churnops rollout approve --by NAME``). The phase ``none`` (no rollout) has nothing to review.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import polars as pl
 from scipy.stats import ks_2samp
 from sklearn.metrics import roc_auc_score
 
+from churn_assets.modeling.score_reference import ScoreReference
 from churn_assets.settings import RolloutCheckSettings
 
 Action = Literal["advance", "hold", "rollback", "none"]
@@ -108,9 +115,15 @@ def review_phase(
     candidate: str | None,
     cfg: RolloutCheckSettings,
     outcomes: pl.DataFrame | None = None,
+    reference: ScoreReference | None = None,
+    outcome_predictions: pl.DataFrame | None = None,
+    manual_review: bool = False,
 ) -> RolloutVerdict:
-    """Run the phase checks on one week of predictions. ``outcomes``: ``customer_id, as_of, churned``
-    (realised labels of complete windows only)."""
+    """Run the phase checks on one week of ``predictions``. ``outcomes``: ``customer_id, as_of, churned``
+    (realised labels of complete windows only), matched against ``outcome_predictions`` (the rollout's
+    earlier weeks; default: ``predictions``). ``reference``: the candidate's registered validation-time
+    score distribution. ``manual_review``: the business review at 50 % is manual (a passing ``canary_50``
+    week holds)."""
     if phase == "none" or candidate is None:
         return RolloutVerdict("none", phase, stable, candidate, "no rollout in progress")
     stab, cand = split_variants(predictions, stable, candidate)
@@ -166,25 +179,11 @@ def review_phase(
         )
     )
 
-    stable_scores = _valid(stab.get_column("score"))
-    if valid.len() and stable_scores.len():
-        ks = float(ks_2samp(valid.to_numpy(), stable_scores.to_numpy()).statistic)
-        pos_c = _mean(cand.get_column("label").cast(pl.Float64))
-        pos_s = _mean(stab.get_column("label").cast(pl.Float64))
-        shift = abs(pos_c - pos_s)
-        dist_ok = ks <= cfg.max_score_ks and shift <= cfg.max_positive_rate_shift
-        detail = (
-            f"KS {ks:.3f} (<= {cfg.max_score_ks}); positive rate {pos_c:.3f} vs {pos_s:.3f} "
-            f"(|diff| {shift:.3f} <= {cfg.max_positive_rate_shift}); mean score "
-            f"{_mean(valid):.3f} vs {_mean(stable_scores):.3f}"
-        )
-        checks.append(PhaseCheck("score_distribution", dist_ok, ks, f"KS <= {cfg.max_score_ks}", detail))
-    else:
-        checks.append(
-            PhaseCheck("score_distribution", False, None, "scores on both sides", "no valid scores")
-        )
-
-    checks.append(_outcome_check(stab, cand, outcomes, cfg))
+    checks.append(_distribution_check(stab, cand, valid, reference, cfg))
+    labelled = (
+        split_variants(outcome_predictions, stable, candidate) if outcome_predictions is not None else None
+    )
+    checks.append(_outcome_check(*(labelled or (stab, cand)), outcomes, cfg))
     failed = [c.name for c in checks if not c.passed]
     if failed:
         return RolloutVerdict(
@@ -197,15 +196,66 @@ def review_phase(
             n_cand,
             n_stab,
         )
-    return RolloutVerdict(
-        "advance", phase, stable, candidate, f"all {len(checks)} checks passed", checks, n_cand, n_stab
+    passed = f"all {len(checks)} checks passed"
+    if phase == "canary_50" and manual_review:
+        return RolloutVerdict(
+            "hold",
+            phase,
+            stable,
+            candidate,
+            f"{passed}; awaiting the business review at 50 % (churnops rollout approve --by NAME)",
+            checks,
+            n_cand,
+            n_stab,
+        )
+    return RolloutVerdict("advance", phase, stable, candidate, passed, checks, n_cand, n_stab)
+
+
+def _distribution_check(
+    stab: pl.DataFrame,
+    cand: pl.DataFrame,
+    valid: pl.Series,
+    reference: ScoreReference | None,
+    cfg: RolloutCheckSettings,
+) -> PhaseCheck:
+    """Candidate scores vs its own reference (the verdict); vs the stable model's (information)."""
+    if not valid.len():
+        return PhaseCheck("score_distribution", False, None, "valid candidate scores", "no valid scores")
+    limit = f"KS <= {cfg.max_score_ks}, |positive-rate shift| <= {cfg.max_positive_rate_shift}"
+    pos_c = _mean(cand.get_column("label").cast(pl.Float64))
+    stable_scores = _valid(stab.get_column("score"))
+    vs_stable = "no stable scores"
+    ks_stable: float | None = None
+    if stable_scores.len():
+        ks_stable = float(ks_2samp(valid.to_numpy(), stable_scores.to_numpy()).statistic)
+        pos_s = _mean(stab.get_column("label").cast(pl.Float64))
+        vs_stable = (
+            f"KS {ks_stable:.3f}, positive rate {pos_c:.3f} vs {pos_s:.3f}, mean score "
+            f"{_mean(valid):.3f} vs {_mean(stable_scores):.3f}"
+        )
+    if reference is None:
+        if ks_stable is None:
+            return PhaseCheck("score_distribution", False, None, limit, "no reference and no stable scores")
+        pos_s = _mean(stab.get_column("label").cast(pl.Float64))
+        shift = abs(pos_c - pos_s)
+        ok = ks_stable <= cfg.max_score_ks and shift <= cfg.max_positive_rate_shift
+        detail = f"no score reference registered with the candidate: vs the stable model {vs_stable}"
+        return PhaseCheck("score_distribution", ok, ks_stable, limit, detail)
+    ks_own = reference.ks(valid.to_numpy())
+    shift = abs(pos_c - reference.positive_rate)
+    ok = ks_own <= cfg.max_score_ks and shift <= cfg.max_positive_rate_shift
+    detail = (
+        f"vs its own validation scores: KS {ks_own:.3f}, positive rate {pos_c:.3f} vs "
+        f"{reference.positive_rate:.3f} (|shift| {shift:.3f}); vs the stable model (information): {vs_stable}"
     )
+    return PhaseCheck("score_distribution", ok, ks_own, limit, detail)
 
 
 def _outcome_check(
     stab: pl.DataFrame, cand: pl.DataFrame, outcomes: pl.DataFrame | None, cfg: RolloutCheckSettings
 ) -> PhaseCheck:
-    limit = f"candidate AUC >= stable AUC - {cfg.max_auc_drop} once >= {cfg.min_labelled_rows} labelled"
+    gain = cfg.min_auc_improvement
+    limit = f"candidate AUC >= stable AUC x {1 + gain:g} once >= {cfg.min_labelled_rows} labelled"
     if outcomes is None or outcomes.is_empty():
         return PhaseCheck("outcomes", True, None, limit, "no realised labels yet (label window still open)")
     keys = ["customer_id", "as_of"]
@@ -219,11 +269,13 @@ def _outcome_check(
     auc_c, auc_s = _auc(lc), _auc(ls)
     if auc_c is None or auc_s is None:
         return PhaseCheck("outcomes", True, None, limit, "labelled rows hold a single class")
-    ok = auc_c >= auc_s - cfg.max_auc_drop
+    improvement = auc_c / auc_s - 1.0
+    ok = improvement >= gain
     return PhaseCheck(
         "outcomes",
         ok,
         auc_c,
         limit,
-        f"AUC candidate {auc_c:.3f} vs stable {auc_s:.3f} on {lc.height:,} labelled",
+        f"AUC candidate {auc_c:.3f} vs stable {auc_s:.3f} ({improvement:+.1%}) on {lc.height:,} labelled "
+        "candidate predictions",
     )

@@ -57,6 +57,7 @@ from churn_assets.modeling.registry import (
     check_registrable,
     holdout_sha256,
 )
+from churn_assets.modeling.score_reference import REFERENCE_TAG, ScoreReference
 from churn_assets.modeling.splits import Splits
 from churn_assets.modeling.stage_json import JsonStage, clean_json
 from churn_assets.modeling.tracking import configure, log_candidate_run
@@ -327,7 +328,10 @@ def evaluate_challenger(
         tags={"role": "final", "data_sha256": data_hash},
         input_example=splits.X_test,
     )
-    extra = {"eval_sha256": holdout_sha256(splits.X_test, splits.y_test)}
+    extra = {
+        "eval_sha256": holdout_sha256(splits.X_test, splits.y_test),
+        REFERENCE_TAG: ScoreReference.from_scores(np.concatenate([s.val, s.test]), threshold).to_tag(),
+    }
     if candidates.best == "lightgbm":
         extra[LIGHTGBM_PARAMS_TAG] = json.dumps(clean_json(candidates.lightgbm_params))
     registered = registry.register(

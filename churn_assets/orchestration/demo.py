@@ -38,7 +38,8 @@ WORKSPACE = ROOT / "workspace.yaml"
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo's scenario and budgets (``automation.demo_*``) applied to the simulation and modeling."""
+    """The demo's scenario and budgets (``automation.demo_*``) applied to the simulation, modeling and
+    the rollout's business review."""
     auto = settings.automation
     simulation = settings.simulation.model_copy(
         update={
@@ -60,7 +61,8 @@ def demo_settings(settings: Settings) -> Settings:
             "gate_max_disparity": auto.demo_gate_max_disparity,
         }
     )
-    return settings.model_copy(update={"simulation": simulation, "modeling": modeling})
+    serving = settings.serving.model_copy(update={"rollout_review": auto.demo_rollout_review})
+    return settings.model_copy(update={"simulation": simulation, "modeling": modeling, "serving": serving})
 
 
 def check_world(settings: Settings) -> None:

@@ -165,9 +165,10 @@ def production_label_status(
     deps=[BATCH_SCORES],
     kinds={"polars"},
     description=(
-        "The rollout phase's checks on this week's predictions (latency, error rate, candidate vs stable "
-        "score distribution, outcomes once labelled): verdict advance / hold / rollback. The rollout sensor "
-        "acts on it (one step per production week)."
+        "The rollout phase's checks on this week's predictions (latency, error rate, the candidate's score "
+        "distribution vs its own validation-time scores, outcomes once labelled: >= 2 % AUC gain): verdict "
+        "advance / hold / rollback; a manual business review holds at canary_50. The rollout sensor acts on "
+        "it (one step per production week). Also retires the previous model once its retention ended."
     ),
 )
 def rollout_review(
@@ -176,36 +177,48 @@ def rollout_review(
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     from churn_assets.automation.rollout_checks import review_phase  # SciPy / scikit-learn: run time only
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.modeling.score_reference import ScoreReference
     from churn_assets.serving.prediction_log import read_predictions
     from churn_assets.serving.rollout import RolloutStore
 
-    state = RolloutStore(settings).load()
+    store = RolloutStore(settings)
     as_of = _week_as_of(settings, context.partition_key)
+    retired = store.retire_expired(as_of, by="rollout-review") if as_of is not None else None
+    state = store.load()
+    cfg = settings.automation.rollout
+    reference: ScoreReference | None = None
     if as_of is None or not state.active:
         verdict = review_phase(
             read_predictions(settings, dt.datetime(1970, 1, 1), dt.datetime(1970, 1, 2)),
             "none",
             state.stable_version,
             None,
-            settings.automation.rollout,
+            cfg,
         )
     else:
         start = dt.datetime.combine(as_of, dt.time())
-        predictions = read_predictions(settings, start, start + dt.timedelta(days=7))
+        end = start + dt.timedelta(days=7)
+        earlier = read_predictions(settings, start - dt.timedelta(weeks=cfg.outcome_weeks), end)
+        predictions = earlier.filter(earlier["ts"] >= start.replace(tzinfo=dt.UTC))
         with warehouse.warehouse().connect() as con:
             outcomes = realised_outcomes(
                 con,
                 Timeline.from_settings(settings.simulation),
                 7 * settings.simulation.label_delay_weeks,
-                [as_of],
+                earlier.get_column("as_of").drop_nulls().unique().to_list(),
             )
+        reference = ScoreReference.of_version(ModelRegistry(settings).tags(str(state.candidate_version)))
         verdict = review_phase(
             predictions,
             state.phase,
             state.stable_version,
             state.candidate_version,
-            settings.automation.rollout,
+            cfg,
             outcomes,
+            reference=reference,
+            outcome_predictions=earlier,
+            manual_review=settings.serving.rollout_review == "manual" and state.approved_by is None,
         )
     context.log.info(f"rollout review {context.partition_key}: {verdict.action} ({verdict.reason})")
     return dg.MaterializeResult(
@@ -216,6 +229,13 @@ def rollout_review(
             "candidate_version": verdict.candidate_version or "none",
             "reason": verdict.reason,
             "candidate_rows": verdict.candidate_rows,
+            "score_reference": (
+                f"{reference.rows:,} validation-time scores of v{state.candidate_version}"
+                if reference is not None
+                else "none registered"
+            ),
+            "review_mode": settings.serving.rollout_review,
+            "retired_version": retired or "none",
             "checks": dg.MetadataValue.md(
                 markdown_table(
                     [
@@ -297,7 +317,8 @@ def rollout_step(
     before = store.load()
     reason = f"week {config.week}: {config.reason}"
     if config.action == "advance":
-        after = store.advance(by="rollout-sensor", reason=reason)
+        on = _week_as_of(settings, config.week) if config.week else None
+        after = store.advance(by="rollout-sensor", reason=reason, on=on)
     elif config.action == "rollback":
         after = store.rollback(by="rollout-sensor", reason=reason)
     else:
