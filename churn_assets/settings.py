@@ -424,6 +424,9 @@ class AutomationSettings(BaseModel):
         default=["logistic_regression"],
         description="Demo: scikit-learn baselines beside LightGBM (RF/MLP fitted twice each are slow on 2 cores).",
     )
+    demo_service_start_seconds: float = Field(
+        default=120.0, gt=0, description="Demo: wait this long for the live service's /ready."
+    )
     demo_rollout_review: Literal["manual", "auto"] = Field(
         default="auto",
         description="Demo: serving.rollout_review (auto: the rollout checks pass the business review at 50 %, "
@@ -538,7 +541,18 @@ class ServingSettings(BaseModel):
     prediction_log_flush_rows: int = Field(5_000, gt=0, description="... or when this many are buffered.")
     explain_top_k: int = Field(3, ge=1, description="SHAP reasons returned when asked.")
     as_of: dt.date | None = Field(
-        None, description="Simulated clock of online reads; None = newest snapshot in the offline store."
+        None,
+        description="Simulated clock of online reads; None = the live clock file (home/serving/live_clock.json, "
+        "moved by each production week) or else the newest snapshot in the offline store.",
+    )
+    live_clock_refresh_seconds: float = Field(
+        1.0, gt=0, description="The service checks the live clock file at most this often."
+    )
+    model_load_retry_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A model version the rollout state names but the service could not load (not exported "
+        "to the BentoML store yet) is retried after this long.",
     )
     slo_error_rate: float = Field(
         0.001,
@@ -553,6 +567,55 @@ class ServingSettings(BaseModel):
     slo_latency_p99_ms: float = Field(
         120.0, gt=0, description="SLO: P99 predict latency at most this (alert ChurnLatencyP99High)."
     )
+
+
+class TrafficSettings(BaseModel):
+    """Live traffic of a production week: the replayer that sends the week's scoring requests to the running
+    service over HTTP (``churn_assets.serving.traffic``, docs/serving.md "Live traffic")."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Production weeks replay their scoring requests against the live service when one "
+        "answers /ready at `url` (else every customer is batch scored). `make demo` turns it on, with the "
+        "address of the service it starts.",
+    )
+    url: str | None = Field(
+        default=None,
+        description="The live service; None = http://{serving.host}:{serving.port}. Loopback only.",
+    )
+    requests_per_second: float = Field(
+        default=40.0, gt=0, le=2_000, description="Request rate of the replay."
+    )
+    max_requests: int = Field(
+        default=400, ge=1, le=100_000, description="At most this many requests per production week."
+    )
+    max_seconds: float = Field(
+        default=12.0, gt=0, le=600, description="A week's replay stops after this long (whatever is left)."
+    )
+    concurrency: int = Field(default=8, ge=1, le=256, description="Requests in flight at most.")
+    customers_per_request: int = Field(
+        default=1, ge=1, le=1_000, description="Customer ids in one `/predict` request."
+    )
+    request_timeout_seconds: float = Field(default=5.0, gt=0, description="Client timeout of one request.")
+    ready_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="How long a week waits for the live service's /ready before batch only.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        host = urlsplit(value).hostname or ""
+        if host != "localhost" and not host.startswith("127.") and host != "::1":
+            raise ValueError(
+                f"traffic.url must be a loopback address (localhost, 127.x, ::1), got host {host!r}"
+            )
+        return value
 
 
 class MonitoringSettings(BaseModel):
@@ -782,6 +845,7 @@ class Settings(BaseSettings):
     modeling: ModelingSettings = ModelingSettings()
     automation: AutomationSettings = AutomationSettings()
     serving: ServingSettings = ServingSettings()
+    traffic: TrafficSettings = TrafficSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
     deployment: DeploymentSettings = DeploymentSettings()

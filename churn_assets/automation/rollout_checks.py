@@ -8,7 +8,8 @@ rows are ``variant in {"shadow", "canary"}`` with ``model_version == candidate``
 Checks (limits in ``settings.automation.rollout``):
 
 * ``volume``: at least ``min_candidate_rows`` candidate predictions (else **hold** — no verdict yet);
-* ``latency``: candidate P95 latency <= ``max_latency_p95_ms`` and <= ``max_latency_ratio`` x stable P95
+* ``latency``: candidate P95 latency <= ``max_latency_p95_ms`` and <= ``max_latency_ratio`` x stable P95,
+  on the live service's rows (``source == "http"``) when both sides have some, else on all rows
   (that ratio limit never below ``latency_ratio_floor_ms``: a batch's time per row shrinks with the batch
   size, so a 5 % canary batch looks "slower" per row than the stable 95 % at sub-millisecond values);
 * ``error_rate``: share of candidate rows without a valid score (null, NaN, outside [0, 1]) <=
@@ -151,7 +152,12 @@ def review_phase(
             n_stab,
         )
 
-    p95_c, p95_s = _p95(cand), _p95(stab)
+    # Live requests (source http) measure latency; batch rows only when the service scored none of a side.
+    live_c, live_s = (
+        f.filter(pl.col("source") == "http") if "source" in f.columns else f for f in (cand, stab)
+    )
+    timed_c, timed_s = (live_c, live_s) if live_c.height and live_s.height else (cand, stab)
+    p95_c, p95_s = _p95(timed_c), _p95(timed_s)
     latency_limit = cfg.max_latency_p95_ms
     if p95_s is not None and p95_s > 0:
         latency_limit = min(latency_limit, max(cfg.max_latency_ratio * p95_s, cfg.latency_ratio_floor_ms))

@@ -231,9 +231,10 @@ def demo(
         demo_settings,
         final_report,
         run_weeks,
+        with_live_service,
     )
 
-    settings = demo_settings(settings_for(scale))
+    settings = with_live_service(demo_settings(settings_for(scale)))
     check_world(settings)
     started = time.perf_counter()
     _simulate(settings, None, overwrite=False)

@@ -45,6 +45,7 @@ CHAMPION = dg.AssetKey(["training", "champion"])
 CHAMPION_BENTO = dg.AssetKey(["serving", "champion_bento"])
 
 # ---- weekly production, rollout, monitoring -------------------------------------------------------
+LIVE_TRAFFIC = dg.AssetKey(["production", "live_traffic"])
 BATCH_SCORES = dg.AssetKey(["production", "batch_scores"])
 LABEL_STATUS = dg.AssetKey(["production", "label_status"])
 ROLLOUT_REVIEW = dg.AssetKey(["production", "rollout_review"])

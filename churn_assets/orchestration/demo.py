@@ -10,6 +10,13 @@ from the instance (run tags, asset metadata), the registry and the rollout state
 per week. The daemon is stopped by signalling its process group (SIGTERM, then SIGKILL after
 ``daemon_stop_grace_seconds``: Dagster's children may ignore SIGTERM).
 
+The live service: before the first production week the demo starts the champion's bento with
+``churnops serve`` (its own process group, a free loopback port, ``serving.workers`` workers, an API key
+generated for the run) and keeps it up across all weeks; each week's ``production/live_traffic`` asset
+replays the week's scoring requests to it (``traffic.*``, :func:`with_live_service`). A newly promoted
+champion reaches the running service without a restart (the service loads the version the rollout state
+names, ``serving/runtime.py``). The service is stopped with the daemon.
+
 Settings reach the daemon and its runs through the environment the demo starts the daemon with
 (``daemon_env``: ``CHURNOPS_*``, nested sections as JSON), so every run it launches sees the demo's values
 (scale, budgets, rolling split); in this process they are passed as objects (the in-process bootstrap run
@@ -19,7 +26,9 @@ gets ``build_definitions(settings)``). The demo never changes its own environmen
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,20 +102,44 @@ def daemon_env(settings: Settings, base: Mapping[str, str] | None = None) -> dic
     return env | {"DAGSTER_HOME": str(settings.dagster_home)}
 
 
-class Daemon:
-    """``dagster-daemon run`` in its own process group."""
+def with_live_service(settings: Settings) -> Settings:
+    """``settings`` with live traffic on: a free loopback port for ``churnops serve``, the replay aimed at
+    it, and an API key (generated when none is configured) both sides share through the environment."""
+    from pydantic import SecretStr
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    serving = settings.serving.model_copy(
+        update={
+            "host": "127.0.0.1",
+            "port": port,
+            "api_key": settings.serving.api_key or SecretStr(secrets.token_urlsafe(24)),
+        }
+    )
+    traffic = settings.traffic.model_copy(update={"enabled": True, "url": f"http://127.0.0.1:{port}"})
+    return settings.model_copy(update={"serving": serving, "traffic": traffic})
+
+
+class Daemon:
+    """``dagster-daemon run`` (or another command: ``argv``) in its own process group."""
+
+    def __init__(self, settings: Settings, log_path: Path, argv: list[str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.argv = argv or [
+            str(Path(sys.executable).with_name("dagster-daemon")),
+            "run",
+            "-w",
+            str(WORKSPACE),
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str]) -> None:
-        exe = Path(sys.executable).with_name("dagster-daemon")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(exe), "run", "-w", str(WORKSPACE)],
+            self.argv,
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -161,6 +194,7 @@ class WeekRow:
     champion: str = "none"
     seconds: float = 0.0
     failed_runs: list[str] = field(default_factory=list)
+    live: str = "-"
 
     def cells(self) -> list[str]:
         auc = "-" if self.auc is None else f"{self.auc:.3f}"
@@ -173,6 +207,7 @@ class WeekRow:
         return [
             str(self.number),
             self.week,
+            self.live,
             drift,
             f"{auc} / {est}",
             self.trigger,
@@ -183,7 +218,33 @@ class WeekRow:
         ]
 
 
-HEADERS = ["#", "week", "drifted features", "AUC / est. AUC", "trigger", "action", "rollout", "champion", "s"]
+HEADERS = [
+    "#",
+    "week",
+    "live traffic (requests @ rate, P95, errors; versions)",
+    "drifted features",
+    "AUC / est. AUC",
+    "trigger",
+    "action",
+    "rollout",
+    "champion",
+    "s",
+]
+
+
+def live_cell(meta: dict[str, Any]) -> str:
+    """The table's live-traffic cell from ``production/live_traffic`` metadata."""
+    requests = meta.get("requests")
+    if not isinstance(requests, int) or requests == 0:
+        return "batch only"
+    p95 = meta.get("latency_p95_ms")
+    rate = meta.get("requests_per_second")
+    versions = sorted({str(k).split(" ")[-1] for k in (meta.get("by_variant") or {})})
+    return (
+        f"{requests} @ {rate:.0f}/s, P95 {p95:.1f} ms, {meta.get('errors', '?')} err"
+        if isinstance(p95, float) and isinstance(rate, float)
+        else f"{requests} requests, {meta.get('errors', '?')} err"
+    ) + (f"; {', '.join(versions)}" if versions else "")
 
 
 def _runs_since(instance: dg.DagsterInstance, since: float) -> list[Any]:
@@ -274,6 +335,7 @@ def collect_row(
         CHALLENGER,
         CHAMPION,
         DRIFT_REPORT,
+        LIVE_TRAFFIC,
         PERFORMANCE_REPORT,
         ROLLOUT_START,
         ROLLOUT_STEP,
@@ -283,6 +345,9 @@ def collect_row(
     from churn_assets.serving.rollout import RolloutStore
 
     row = WeekRow(number, week, seconds=seconds)
+    live = metadata_of(instance, LIVE_TRAFFIC, week)
+    if live:
+        row.live = live_cell(live[0])
     drift = metadata_of(instance, DRIFT_REPORT, week)
     if drift:
         row.drifted = int(drift[0].get("n_drifted_features") or 0)
@@ -374,8 +439,20 @@ def simulate_week(settings: Settings) -> str:
 def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
     """Start the daemon, play ``weeks`` production weeks, stop the daemon; one row per week."""
     from churn_assets.orchestration import instance_for
+    from churn_assets.serving.traffic import live_url, service_ready
 
     instance = instance_for(settings)
+    service: Daemon | None = None
+    if settings.traffic.enabled:
+        churnops = str(Path(sys.executable).with_name("churnops"))
+        service = Daemon(settings, settings.logs_dir / "live-service.log", [churnops, "serve"])
+        service.start(daemon_env(settings))
+        if not service_ready(settings, timeout=settings.automation.demo_service_start_seconds):
+            service.stop()
+            raise RuntimeError(f"the live service did not answer /ready (see {service.log_path})")
+        out(
+            f"live service up at {live_url(settings)} (churnops serve, pid {service.proc.pid if service.proc else '?'})"
+        )
     daemon = Daemon(settings, settings.logs_dir / "dagster-daemon.log")
     daemon.start(daemon_env(settings))
     rows: list[WeekRow] = []
@@ -391,6 +468,9 @@ def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> lis
     finally:
         daemon.stop()
         out("dagster-daemon stopped")
+        if service is not None:
+            service.stop()
+            out("live service stopped")
     return rows
 
 
