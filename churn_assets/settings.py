@@ -581,16 +581,16 @@ class TrafficSettings(BaseModel):
     )
     url: str | None = Field(
         default=None,
-        description="The live service; None = http://{serving.host}:{serving.port}. Loopback only.",
+        description="The live service; None = http://127.0.0.1:{serving.port}. Loopback only.",
     )
     requests_per_second: float = Field(
         default=40.0, gt=0, le=2_000, description="Request rate of the replay."
     )
     max_requests: int = Field(
-        default=400, ge=1, le=100_000, description="At most this many requests per production week."
+        default=300, ge=1, le=100_000, description="At most this many requests per production week."
     )
     max_seconds: float = Field(
-        default=12.0, gt=0, le=600, description="A week's replay stops after this long (whatever is left)."
+        default=10.0, gt=0, le=600, description="A week's replay stops after this long (whatever is left)."
     )
     concurrency: int = Field(default=8, ge=1, le=256, description="Requests in flight at most.")
     customers_per_request: int = Field(

@@ -15,6 +15,7 @@ import time
 
 import polars as pl
 import pytest
+from pydantic import SecretStr
 
 from churn_assets.serving.bento_build import export_version
 from churn_assets.serving.rollout import RolloutState, RolloutStore
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def live_settings(service: Service, **traffic: object) -> Settings:
-    serving = service.settings.serving.model_copy(update={"api_key": service.api_key})
+    serving = service.settings.serving.model_copy(update={"api_key": SecretStr(service.api_key)})
     return service.settings.model_copy(
         update={"serving": serving, "traffic": TrafficSettings(url=service.url, **traffic)}  # type: ignore[arg-type]
     )
@@ -75,7 +76,9 @@ def test_model_swap_at_300_requests_per_second_drops_no_request(service: Service
     ids = [1 + (i % N_CUSTOMERS) for i in range(2_400)]  # 8 s at 300 requests/s
     result: dict[str, TrafficSummary] = {}
     sender = threading.Thread(
-        target=lambda: result.setdefault("summary", replay(settings, ids, rate=300.0, max_seconds=30.0))
+        target=lambda: result.setdefault(
+            "summary", replay(settings, ids, rate=300.0, max_requests=len(ids), max_seconds=30.0)
+        )
     )
     sender.start()
     try:
