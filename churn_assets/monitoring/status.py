@@ -48,7 +48,7 @@ def traffic_stats(log: pl.DataFrame | None) -> dict[str, Any]:
     elif "as_of" in rows.columns and rows.get_column("as_of").null_count() < rows.height:
         newest = rows.get_column("as_of").max()
         rows = rows.filter(pl.col("as_of") == newest)
-        source = f"http, snapshot {newest}"
+        source = f"http, snapshot {newest!s}"
     span = (rows.get_column("ts").max() - rows.get_column("ts").min()).total_seconds()  # type: ignore[operator, union-attr]
     lat = rows.get_column("latency_ms")
     by = (
