@@ -230,6 +230,7 @@ def demo(
         check_world,
         demo_settings,
         final_report,
+        live_summary,
         run_weeks,
         with_live_service,
     )
@@ -251,6 +252,7 @@ def demo(
         for row in rows:
             table.add_row(*row.cells())
         out.print(table)
+        out.print(live_summary(rows), highlight=False)
     out.print("\n[bold]MLOps status report[/bold]")
     out.print(final_report(settings), highlight=False)
     out.print(

@@ -195,6 +195,9 @@ class WeekRow:
     seconds: float = 0.0
     failed_runs: list[str] = field(default_factory=list)
     live: str = "-"
+    live_requests: int = 0
+    live_errors: int = 0
+    live_versions: list[str] = field(default_factory=list)
 
     def cells(self) -> list[str]:
         auc = "-" if self.auc is None else f"{self.auc:.3f}"
@@ -348,6 +351,10 @@ def collect_row(
     live = metadata_of(instance, LIVE_TRAFFIC, week)
     if live:
         row.live = live_cell(live[0])
+        requests, errors = live[0].get("requests"), live[0].get("errors")
+        row.live_requests = requests if isinstance(requests, int) else 0
+        row.live_errors = errors if isinstance(errors, int) else 0
+        row.live_versions = sorted({str(k).split(" ")[-1] for k in (live[0].get("by_variant") or {})})
     drift = metadata_of(instance, DRIFT_REPORT, week)
     if drift:
         row.drifted = int(drift[0].get("n_drifted_features") or 0)
@@ -397,6 +404,24 @@ def collect_row(
     row.phase = state.phase if not state.active else f"{state.phase} (v{state.candidate_version})"
     row.champion = ModelRegistry(settings).aliases().get("champion", "none")
     return row
+
+
+def live_summary(rows: list[WeekRow]) -> str:
+    """One line: the live traffic over all weeks, failed requests, and the model versions that answered
+    (a new champion reaching the running service shows as a new version, without failed requests)."""
+    live = [r for r in rows if r.live_requests]
+    if not live:
+        return "live service: no traffic replayed (batch scoring only)"
+    changes = [
+        f"week {r.number}: {', '.join(r.live_versions)}"
+        for prev, r in zip([None, *live], live, strict=False)
+        if prev is None or r.live_versions != prev.live_versions
+    ]
+    return (
+        f"live service: {sum(r.live_requests for r in live):,} requests in {len(live)} weeks, "
+        f"{sum(r.live_errors for r in live)} failed, one service process throughout; versions answering: "
+        + "; ".join(changes)
+    )
 
 
 def bootstrap(settings: Settings, out: Callable[[str], None]) -> None:
