@@ -262,7 +262,9 @@ class Runtime:
         return found
 
     def ready(self) -> tuple[bool, str]:
-        """Model loaded AND the feature store answers (a one-id read through the breaker)."""
+        """Model loaded AND the feature store answers (a one-id read through the breaker). Also starts the
+        load of a version the rollout state names but this worker lacks (a readiness probe warms it)."""
+        self.state()
         if not self.models:
             return False, "no model loaded"
         try:
