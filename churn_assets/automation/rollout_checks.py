@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from scipy.stats import ks_2samp
+from scipy.stats import ks_2samp, norm
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.modeling.score_reference import ScoreReference
@@ -284,4 +284,69 @@ def _outcome_check(
         limit,
         f"AUC candidate {auc_c:.3f} vs stable {auc_s:.3f} ({improvement:+.1%}) on {lc.height:,} labelled "
         "candidate predictions",
+    )
+
+
+@dataclass(frozen=True)
+class BusinessImpact:
+    """A/B test of business impact: realised churn of the customers the candidate served (canary) against
+    the customers the stable model served (control) in the same canary weeks, once labels exist. Each
+    group's flagged customers got the retention offer (simulated), so a model that flags the right
+    customers lowers its group's churn. ``difference`` = canary - control rate, with a normal-approximation
+    95 % confidence interval and the two-sided p-value of the two-proportion z-test (pooled)."""
+
+    canary_customers: int
+    control_customers: int
+    canary_churn_rate: float | None
+    control_churn_rate: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def business_impact(
+    predictions: pl.DataFrame, stable: str | None, candidate: str | None, outcomes: pl.DataFrame | None
+) -> BusinessImpact:
+    """Canary vs control realised churn on the labelled weeks of ``predictions`` that had canary traffic."""
+    keys = ["customer_id", "as_of"]
+    if outcomes is None or outcomes.is_empty() or candidate is None:
+        return BusinessImpact(0, 0, None, None, None, None, None, None, "no realised labels yet")
+    canary = predictions.filter((pl.col("variant") == "canary") & (pl.col("model_version") == str(candidate)))
+    weeks = canary.get_column("as_of").unique()
+    control = predictions.filter(
+        (pl.col("variant") == STABLE_VARIANT)
+        & (pl.col("model_version") == str(stable))
+        & pl.col("as_of").is_in(weeks.implode())
+    )
+    o = outcomes.select(*keys, pl.col("churned").cast(pl.Int8))
+    groups = [
+        f.unique(subset=keys).join(o, on=keys, how="inner").get_column("churned") for f in (canary, control)
+    ]
+    n_c, n_s = (g.len() for g in groups)
+    if n_c == 0 or n_s == 0:
+        return BusinessImpact(n_c, n_s, None, None, None, None, None, None, "no labelled canary weeks yet")
+    k_c, k_s = (int(g.sum()) for g in groups)
+    p_c, p_s = k_c / n_c, k_s / n_s
+    diff = p_c - p_s
+    se = float(np.sqrt(p_c * (1 - p_c) / n_c + p_s * (1 - p_s) / n_s))
+    pooled = (k_c + k_s) / (n_c + n_s)
+    se0 = float(np.sqrt(pooled * (1 - pooled) * (1 / n_c + 1 / n_s)))
+    p_value = float(2 * norm.sf(abs(diff) / se0)) if se0 > 0 else 1.0
+    z = float(norm.ppf(0.975))
+    return BusinessImpact(
+        n_c,
+        n_s,
+        p_c,
+        p_s,
+        diff,
+        diff - z * se,
+        diff + z * se,
+        p_value,
+        f"canary churn {p_c:.2%} ({n_c:,}) vs control {p_s:.2%} ({n_s:,}): {diff:+.2%} "
+        f"[95 % CI {diff - z * se:+.2%}, {diff + z * se:+.2%}], p = {p_value:.3g}",
     )

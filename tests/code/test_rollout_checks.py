@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from churn_assets.automation.rollout_checks import review_phase
+from churn_assets.automation.rollout_checks import business_impact, review_phase
 from churn_assets.modeling.score_reference import ScoreReference
 from churn_assets.settings import RolloutCheckSettings
 
@@ -177,3 +177,23 @@ def test_outcomes_need_a_2_percent_gain_once_labels_exist() -> None:
 def test_no_rollout_means_nothing_to_review() -> None:
     verdict = review_phase(shadow_week(similar_scores()), "none", "1", None, CFG)
     assert verdict.action == "none" and verdict.checks == []
+
+
+def test_business_impact_compares_canary_and_control_churn_with_ci_and_p_value() -> None:
+    rng = np.random.default_rng(11)
+    n_c, n_s = 3_000, 6_000
+    canary = rows("canary", "2", similar_scores(n_c), start_id=1)
+    control = rows("champion", "1", similar_scores(n_s), start_id=n_c + 1)
+    churned = np.concatenate([rng.random(n_c) < 0.05, rng.random(n_s) < 0.10]).astype(np.int8)
+    outcomes = pl.DataFrame(
+        {"customer_id": np.arange(1, n_c + n_s + 1), "as_of": [AS_OF] * (n_c + n_s), "churned": churned}
+    )
+    impact = business_impact(pl.concat([canary, control]), "1", "2", outcomes)
+    assert (impact.canary_customers, impact.control_customers) == (n_c, n_s)
+    assert impact.difference is not None and impact.ci_low is not None and impact.ci_high is not None
+    assert impact.ci_low < impact.difference < impact.ci_high < 0  # the canary group churns less
+    assert impact.p_value is not None and impact.p_value < 0.001
+    same = np.concatenate([rng.random(n_c) < 0.08, rng.random(n_s) < 0.08]).astype(np.int8)
+    null = business_impact(pl.concat([canary, control]), "1", "2", outcomes.with_columns(churned=same))
+    assert null.ci_low is not None and null.ci_high is not None and null.ci_low < 0 < null.ci_high
+    assert business_impact(pl.concat([canary, control]), "1", "2", None).note == "no realised labels yet"

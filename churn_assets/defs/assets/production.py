@@ -238,7 +238,10 @@ def rollout_review(
     warehouse: WarehouseResource,
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
-    from churn_assets.automation.rollout_checks import review_phase  # SciPy / scikit-learn: run time only
+    from churn_assets.automation.rollout_checks import (  # SciPy / scikit-learn: run time only
+        business_impact,
+        review_phase,
+    )
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.modeling.score_reference import ScoreReference
     from churn_assets.serving.prediction_log import read_predictions, read_snapshots
@@ -250,6 +253,7 @@ def rollout_review(
     state = store.load()
     cfg = settings.automation.rollout
     reference: ScoreReference | None = None
+    impact = None
     if as_of is None or not state.active:
         verdict = review_phase(
             read_predictions(settings, dt.datetime(1970, 1, 1), dt.datetime(1970, 1, 2)),
@@ -281,6 +285,7 @@ def rollout_review(
             outcome_predictions=earlier,
             manual_review=settings.serving.rollout_review == "manual" and state.approved_by is None,
         )
+        impact = business_impact(earlier, state.stable_version, state.candidate_version, outcomes)
     context.log.info(f"rollout review {context.partition_key}: {verdict.action} ({verdict.reason})")
     return dg.MaterializeResult(
         metadata={
@@ -296,6 +301,8 @@ def rollout_review(
                 else "none registered"
             ),
             "review_mode": settings.serving.rollout_review,
+            "ab_test": impact.note if impact is not None else "no rollout in progress",
+            "ab_test_detail": dg.MetadataValue.json(impact.as_dict() if impact is not None else {}),
             "retired_version": retired or "none",
             "checks": dg.MetadataValue.md(
                 markdown_table(
