@@ -84,6 +84,14 @@ class SimulationSettings(BaseModel):
     initial_tenure_years: float = Field(
         12.0, gt=0, description="Signup dates of the initial base spread over this many years before start."
     )
+    retention_offer_uplift: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Relative cut of a customer's weekly churn probability while a retention offer runs "
+        "(offers go to the customers the serving model flags: `World.send_offers`); 0 = offers change nothing.",
+    )
+    retention_offer_weeks: int = Field(4, ge=1, description="Simulated weeks a retention offer lasts.")
 
     @model_validator(mode="after")
     def _monday(self) -> SimulationSettings:
@@ -423,6 +431,13 @@ class AutomationSettings(BaseModel):
     demo_baselines: list[str] = Field(
         default=["logistic_regression"],
         description="Demo: scikit-learn baselines beside LightGBM (RF/MLP fitted twice each are slow on 2 cores).",
+    )
+    demo_retention_offer_uplift: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Demo: simulation.retention_offer_uplift (each week the customers the live service or "
+        "batch scoring flagged get a retention offer; the A/B test compares canary and control churn).",
     )
     demo_service_start_seconds: float = Field(
         default=120.0, gt=0, description="Demo: wait this long for the live service's /ready."

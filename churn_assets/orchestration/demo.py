@@ -56,6 +56,7 @@ def demo_settings(settings: Settings) -> Settings:
             "campaign_start_week": auto.demo_campaign_start_week,
             "concept_shift_week": auto.demo_concept_shift_week,
             "concept_shift_ramp_weeks": auto.demo_concept_shift_ramp_weeks,
+            "retention_offer_uplift": auto.demo_retention_offer_uplift,
         }
     )
     modeling = settings.modeling.model_copy(
@@ -84,7 +85,7 @@ def check_world(settings: Settings) -> None:
     stored = world.settings
     if stored is not None and stored != settings.simulation:
         diff = {
-            k: (getattr(stored, k), v)
+            k: (getattr(stored, k, None), v)
             for k, v in settings.simulation.model_dump().items()
             if getattr(stored, k, None) != v
         }
@@ -450,11 +451,34 @@ def bootstrap(settings: Settings, out: Callable[[str], None]) -> None:
     )
 
 
+def flagged_last_week(settings: Settings, world: Any) -> list[int]:
+    """The customers the serving models flagged (label 1, the prediction a customer got: variant champion
+    or canary, live or batch) in the newest production week the world has simulated."""
+    import datetime as dt
+
+    import polars as pl
+
+    from churn_assets.serving.prediction_log import read_snapshots
+
+    as_of = world.timeline.snapshot_for_week(world.current_date - dt.timedelta(days=7))
+    if as_of is None:
+        return []
+    rows = read_snapshots(settings, [as_of]).filter(
+        pl.col("variant").is_in(["champion", "canary"]) & (pl.col("label") == 1)
+    )
+    return [int(i) for i in rows.get_column("customer_id").unique().to_list()]
+
+
 def simulate_week(settings: Settings) -> str:
+    """One more production week of the outside world: the business sends retention offers to the
+    customers flagged last week (when ``simulation.retention_offer_uplift`` > 0), then the week is
+    simulated, landed and its partition registered."""
     from churn_assets.orchestration import instance_for, register_weeks
     from churn_assets.simulation import World
 
     world = World.load(settings.world_state_path)
+    if settings.simulation.retention_offer_uplift > 0:
+        world.send_offers(flagged_last_week(settings, world))
     [key] = world.advance(1, settings.landing_dir)
     world.save(settings.world_state_path)
     register_weeks(instance_for(settings), [key])
