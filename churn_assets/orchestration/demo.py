@@ -523,6 +523,46 @@ def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> lis
     return rows
 
 
+def ab_results(settings: Settings) -> list[str]:
+    """The A/B test of business impact of every rollout that had canary traffic: canary vs control
+    realised churn (``automation.rollout_checks.business_impact``) on its canary weeks whose label window
+    has closed by now."""
+    from churn_assets.automation.production import realised_outcomes
+    from churn_assets.automation.rollout_checks import business_impact
+    from churn_assets.serving.prediction_log import read_predictions
+    from churn_assets.serving.rollout import RolloutStore
+    from churn_assets.storage.warehouse import Warehouse
+    from churn_assets.timeline import Timeline
+
+    pairs = list(
+        dict.fromkeys(
+            (str(h["candidate_version"]), str(h["stable_version"]))
+            for h in RolloutStore(settings).load().history
+            if h.get("action") == "start" and h.get("candidate_version")
+        )
+    )
+    if not pairs:
+        return []
+    log = read_predictions(settings)
+    lines = []
+    for candidate, stable in pairs:
+        canary = log.filter((log["variant"] == "canary") & (log["model_version"] == candidate))
+        if canary.is_empty():
+            continue
+        with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+            outcomes = realised_outcomes(
+                con,
+                Timeline.from_settings(settings.simulation),
+                7 * settings.simulation.label_delay_weeks,
+                canary.get_column("as_of").unique().to_list(),
+            )
+        impact = business_impact(log, stable, candidate, outcomes)
+        lines.append(
+            f"A/B business impact, rollout of v{candidate} (canary) vs v{stable} (control): {impact.note}"
+        )
+    return lines
+
+
 def final_report(settings: Settings) -> str:
     """The final MLOps status report (``churnops status``) plus the rollout state and the registry's
     recent decisions."""
@@ -543,4 +583,8 @@ def final_report(settings: Settings) -> str:
         "Registry decisions: "
         + ", ".join(f"{e.action} v{e.version}" + (f" ({e.actor})" if e.actor else "") for e in audit[-10:]),
     ]
+    try:
+        lines += ab_results(settings)
+    except Exception as exc:  # like the status report: show the rest if a store cannot be read
+        lines.append(f"(A/B results failed: {type(exc).__name__}: {exc})")
     return "\n".join(lines)
