@@ -55,6 +55,8 @@ def traffic_stats(log: pl.DataFrame | None) -> dict[str, Any]:
         rows.group_by("variant", "model_version")
         .agg(pl.len().alias("n"), pl.col("latency_ms").quantile(0.95).alias("p95"))
         .sort("variant", "model_version")
+        if {"variant", "model_version"} <= set(rows.columns)
+        else pl.DataFrame()
     )
     return {
         "source": f"prediction log ({source})",
