@@ -267,7 +267,10 @@ def _outcome_check(
     keys = ["customer_id", "as_of"]
     o = outcomes.select(*keys, pl.col("churned").cast(pl.Int8))
     lc = cand.join(o, on=keys, how="inner")
-    ls = stab.join(o, on=keys, how="inner")
+    # The stable model on the same labelled weeks as the candidate (in shadow: the same customers).
+    ls = stab.join(o, on=keys, how="inner").filter(
+        pl.col("as_of").is_in(lc.get_column("as_of").unique().implode())
+    )
     if lc.height < cfg.min_labelled_rows:
         return PhaseCheck(
             "outcomes", True, None, limit, f"only {lc.height:,} labelled candidate predictions so far"
