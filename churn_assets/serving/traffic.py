@@ -180,6 +180,9 @@ async def _replay(
     summary.requests = len(tasks)
     summary.ok = statuses.get("200", 0)
     summary.errors = summary.requests - summary.ok
+    unfinished = summary.requests - sum(statuses.values())  # still open when the replay's time ran out
+    if unfinished:
+        statuses["unfinished"] += unfinished
     summary.errors_by_status = {k: v for k, v in statuses.items() if k != "200"}
     summary.requests_per_second = summary.requests / summary.seconds if summary.seconds > 0 else 0.0
     if latencies:
