@@ -28,6 +28,9 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def live_settings(service: Service, **traffic: object) -> Settings:
+    """The service's settings with its API key and the replay aimed at it (a generous client timeout: the
+    tests count failed requests, and a shared box can be slow)."""
+    traffic = {"request_timeout_seconds": 30.0, **traffic}
     serving = service.settings.serving.model_copy(update={"api_key": SecretStr(service.api_key)})
     return service.settings.model_copy(
         update={"serving": serving, "traffic": TrafficSettings(url=service.url, **traffic)}  # type: ignore[arg-type]
@@ -68,7 +71,7 @@ def test_replay_is_loopback_only_and_bounded(service: Service) -> None:
 
 
 def test_model_swap_at_300_requests_per_second_drops_no_request(service: Service) -> None:
-    settings = live_settings(service, concurrency=32, request_timeout_seconds=10.0)
+    settings = live_settings(service, concurrency=32)
     v3 = register(service.settings, train_model(feature_frame(range(1, 601)), 3), threshold=0.45, auc=0.95)
     export_version(service.settings, v3)  # what the promotion's bento build does
     store = RolloutStore(service.settings)
