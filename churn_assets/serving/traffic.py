@@ -10,8 +10,9 @@ covers the customers the service did not score (``source="batch"``).
 :func:`replay` sends ``POST /predict {"customer_ids": [...]}`` requests at ``traffic.requests_per_second``
 (each request has its own start time on a fixed schedule, at most ``traffic.concurrency`` in flight), to a
 loopback address only, and stops after ``traffic.max_requests`` requests or ``traffic.max_seconds``,
-whichever comes first. :class:`TrafficSummary` holds what the client saw: requests, errors by status,
-achieved rate, client-side latency P50/P95/P99 and the variants / versions that answered.
+whichever comes first (requests still waiting for a free slot then are not sent: ``not_sent``; sent ones
+still unanswered count as ``unfinished`` errors). :class:`TrafficSummary` holds what the client saw:
+requests sent, errors by status, achieved rate, client-side latency P50/P95/P99 and the variants / versions that answered.
 
 :func:`live_week` is a production week's whole step (``production/live_traffic``): move the service's
 live clock to the week's snapshot, pick the callers, replay, and wait until the service has flushed their
@@ -91,6 +92,7 @@ class TrafficSummary:
     latency_p99_ms: float | None = None
     by_variant: dict[str, int] = field(default_factory=dict)  # "variant vVERSION" -> scored customers
     scored_ids: list[int] = field(default_factory=list)
+    not_sent: int = 0  # scheduled but still waiting for a free slot when max_seconds ran out
     stopped_by: str = "max_requests"
 
     def as_dict(self, with_ids: bool = False) -> dict[str, Any]:
@@ -135,6 +137,7 @@ async def _replay(
     statuses: Counter[str] = Counter()
     variants: Counter[str] = Counter()
     scored: list[int] = []
+    in_flight: list[int] = []
     gate = asyncio.Semaphore(cfg.concurrency)
     limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     started = time.perf_counter()
@@ -146,6 +149,9 @@ async def _replay(
 
         async def one(ids: Sequence[int]) -> None:
             async with gate:
+                if time.perf_counter() >= deadline:
+                    return  # max_seconds ran out while it waited for a slot: not sent
+                in_flight.append(1)  # sent: counts as a request from here on
                 sent = time.perf_counter()
                 try:
                     response = await client.post("/predict", json={"customer_ids": list(ids)})
@@ -177,10 +183,13 @@ async def _replay(
             task.cancel()
 
     summary.seconds = time.perf_counter() - started
-    summary.requests = len(tasks)
+    summary.requests = len(in_flight)
+    summary.not_sent = len(tasks) - len(in_flight)
+    if summary.not_sent:
+        summary.stopped_by = "max_seconds"
     summary.ok = statuses.get("200", 0)
     summary.errors = summary.requests - summary.ok
-    unfinished = summary.requests - sum(statuses.values())  # still open when the replay's time ran out
+    unfinished = summary.requests - sum(statuses.values())  # sent, unanswered when the time ran out
     if unfinished:
         statuses["unfinished"] += unfinished
     summary.errors_by_status = {k: v for k, v in statuses.items() if k != "200"}

@@ -88,6 +88,7 @@ def live_traffic(
             "logged_rows": result.logged_rows,
             "by_variant": dg.MetadataValue.json(summary.by_variant),
             "stopped_by": summary.stopped_by,
+            "not_sent": summary.not_sent,
             "seconds": round(summary.seconds, 1),
         }
     else:
