@@ -438,8 +438,7 @@ class AutomationSettings(BaseModel):
         lt=1,
         description="Demo: simulation.retention_offer_uplift (> 0: each week the customers the live service or "
         "batch scoring flagged get a retention offer; the A/B test compares canary and control churn). Off "
-        "by default: with 0.2 the treated customers' labels move the newest holdout enough that the demo's "
-        "retrains fail the train-test gap gate (docs/automation.md).",
+        "by default: with 0.2 the demo's retrains of weeks 7-11 were blocked by the gates (docs/automation.md).",
     )
     demo_service_start_seconds: float = Field(
         default=120.0, gt=0, description="Demo: wait this long for the live service's /ready."
