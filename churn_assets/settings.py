@@ -84,6 +84,14 @@ class SimulationSettings(BaseModel):
     initial_tenure_years: float = Field(
         12.0, gt=0, description="Signup dates of the initial base spread over this many years before start."
     )
+    retention_offer_uplift: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Relative cut of a customer's weekly churn probability while a retention offer runs "
+        "(offers go to the customers the serving model flags: `World.send_offers`); 0 = offers change nothing.",
+    )
+    retention_offer_weeks: int = Field(4, ge=1, description="Simulated weeks a retention offer lasts.")
 
     @model_validator(mode="after")
     def _monday(self) -> SimulationSettings:
@@ -343,19 +351,31 @@ class RolloutCheckSettings(BaseModel):
         default=0.25,
         ge=0,
         le=1,
-        description="KS statistic between candidate and stable score distributions at most this "
-        "(a retrained model is expected to move scores somewhat; a broken one moves them a lot).",
+        description="KS statistic between the candidate's live scores and its own validation-time score "
+        "distribution (registered with the version) at most this: an honest retrain scores like it did on "
+        "its held-out rows, a broken model or feature pipeline does not.",
     )
     max_positive_rate_shift: float = Field(
-        default=0.10, ge=0, le=1, description="|candidate - stable| share of positive decisions at most this."
+        default=0.10,
+        ge=0,
+        le=1,
+        description="|candidate's live share of positive decisions - its validation-time share| at most this.",
     )
     min_labelled_rows: int = Field(
         default=500, ge=1, description="Labelled candidate predictions needed before outcome metrics count."
     )
-    max_auc_drop: float = Field(
-        default=0.0,
-        ge=0,
-        description="Once labels exist: candidate AUC may trail the stable model by at most this.",
+    min_auc_improvement: float = Field(
+        default=0.02,
+        ge=-1,
+        description="Once labels exist: candidate AUC must beat the stable model's on the same labelled "
+        "customers by at least this relative gain (the spec's rollback trigger: < 2 % improvement or any "
+        "regression).",
+    )
+    outcome_weeks: int = Field(
+        default=8,
+        ge=1,
+        description="The outcome check reads the rollout's predictions of up to this many production weeks "
+        "back (labels of a week arrive after its label window).",
     )
 
 
@@ -438,6 +458,22 @@ class AutomationSettings(BaseModel):
     demo_baselines: list[str] = Field(
         default=["logistic_regression"],
         description="Demo: scikit-learn baselines beside LightGBM (RF/MLP fitted twice each are slow on 2 cores).",
+    )
+    demo_retention_offer_uplift: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Demo: simulation.retention_offer_uplift (> 0: each week the customers the live service or "
+        "batch scoring flagged get a retention offer; the A/B test compares canary and control churn). Off "
+        "by default: with 0.2 the demo's retrains of weeks 7-11 were blocked by the gates (docs/automation.md).",
+    )
+    demo_service_start_seconds: float = Field(
+        default=120.0, gt=0, description="Demo: wait this long for the live service's /ready."
+    )
+    demo_rollout_review: Literal["manual", "auto"] = Field(
+        default="auto",
+        description="Demo: serving.rollout_review (auto: the rollout checks pass the business review at 50 %, "
+        "recorded as approved by auto-review).",
     )
     rollout: RolloutCheckSettings = RolloutCheckSettings()
 
@@ -522,7 +558,16 @@ class ServingSettings(BaseModel):
         5.0, gt=0, description="An idle keep-alive connection is closed after this long."
     )
     previous_retention_days: int = Field(
-        14, ge=0, description="The previous champion stays in the BentoML store this many days."
+        14,
+        ge=0,
+        description="After a full rollout the previous champion stays loadable (BentoML store) and the "
+        "registry's rollback target (alias `previous`) this many days.",
+    )
+    rollout_review: Literal["manual", "auto"] = Field(
+        "manual",
+        description="Business-stakeholder review at 50 %: `manual` holds a rollout at canary_50 until "
+        "`churnops rollout approve --by NAME`; `auto` lets the rollout checks advance it (`make demo`). "
+        "Recorded in the registry audit log either way.",
     )
     rollout_backend: Literal["file", "redis"] = Field(
         "file", description="Rollout state in a JSON file under home/serving or a Redis key."
@@ -539,7 +584,18 @@ class ServingSettings(BaseModel):
     prediction_log_flush_rows: int = Field(5_000, gt=0, description="... or when this many are buffered.")
     explain_top_k: int = Field(3, ge=1, description="SHAP reasons returned when asked.")
     as_of: dt.date | None = Field(
-        None, description="Simulated clock of online reads; None = newest snapshot in the offline store."
+        None,
+        description="Simulated clock of online reads; None = the live clock file (home/serving/live_clock.json, "
+        "moved by each production week) or else the newest snapshot in the offline store.",
+    )
+    live_clock_refresh_seconds: float = Field(
+        1.0, gt=0, description="The service checks the live clock file at most this often."
+    )
+    model_load_retry_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A model version the rollout state names but the service could not load (not exported "
+        "to the BentoML store yet) is retried after this long.",
     )
     slo_error_rate: float = Field(
         0.001,
@@ -585,6 +641,55 @@ class LoggingSettings(BaseModel):
     def _key_fits_blake2b(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not 1 <= len(value.get_secret_value().encode()) <= 64:
             raise ValueError("logging.customer_id_hash_key must be 1 to 64 bytes (a BLAKE2b key)")
+        return value
+
+
+class TrafficSettings(BaseModel):
+    """Live traffic of a production week: the replayer that sends the week's scoring requests to the running
+    service over HTTP (``churn_assets.serving.traffic``, docs/serving.md "Live traffic")."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Production weeks replay their scoring requests against the live service when one "
+        "answers /ready at `url` (else every customer is batch scored). `make demo` turns it on, with the "
+        "address of the service it starts.",
+    )
+    url: str | None = Field(
+        default=None,
+        description="The live service; None = http://127.0.0.1:{serving.port}. Loopback only.",
+    )
+    requests_per_second: float = Field(
+        default=40.0, gt=0, le=2_000, description="Request rate of the replay."
+    )
+    max_requests: int = Field(
+        default=300, ge=1, le=100_000, description="At most this many requests per production week."
+    )
+    max_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="A week's replay stops after this long (whatever is left)."
+    )
+    concurrency: int = Field(default=8, ge=1, le=256, description="Requests in flight at most.")
+    customers_per_request: int = Field(
+        default=1, ge=1, le=1_000, description="Customer ids in one `/predict` request."
+    )
+    request_timeout_seconds: float = Field(default=5.0, gt=0, description="Client timeout of one request.")
+    ready_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="How long a week waits for the live service's /ready before batch only.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        host = urlsplit(value).hostname or ""
+        if host != "localhost" and not host.startswith("127.") and host != "::1":
+            raise ValueError(
+                f"traffic.url must be a loopback address (localhost, 127.x, ::1), got host {host!r}"
+            )
         return value
 
 
@@ -865,6 +970,7 @@ class Settings(BaseSettings):
     modeling: ModelingSettings = ModelingSettings()
     automation: AutomationSettings = AutomationSettings()
     serving: ServingSettings = ServingSettings()
+    traffic: TrafficSettings = TrafficSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     logging: LoggingSettings = LoggingSettings()
     alerts: AlertSettings = AlertSettings()

@@ -285,10 +285,12 @@ def demo(
         check_world,
         demo_settings,
         final_report,
+        live_summary,
         run_weeks,
+        with_live_service,
     )
 
-    settings = demo_settings(settings_for(scale))
+    settings = with_live_service(demo_settings(settings_for(scale)))
     check_world(settings)
     started = time.perf_counter()
     _simulate(settings, None, overwrite=False)
@@ -305,6 +307,7 @@ def demo(
         for row in rows:
             table.add_row(*row.cells())
         out.print(table)
+        out.print(live_summary(rows), highlight=False)
     out.print("\n[bold]MLOps status report[/bold]")
     out.print(final_report(settings), highlight=False)
     out.print(

@@ -1,4 +1,5 @@
-"""Serving commands of ``churnops``: ``serve``, ``bento-build`` and ``rollout status|advance|rollback``.
+"""Serving commands of ``churnops``: ``serve``, ``bento-build`` and
+``rollout status|advance|approve|rollback``.
 
 With ``--json`` stdout is one JSON document (:mod:`churn_assets.cli.output`); BentoML and the
 registry are imported inside the commands.
@@ -132,6 +133,12 @@ def _show(state: object, as_json: bool) -> None:
     out.print(
         f"phase [bold]{data['phase']}[/bold]  stable v{data['stable_version']}  "
         f"candidate {('v' + data['candidate_version']) if data['candidate_version'] else '-'}"
+        + (f"  approved by {data['approved_by']}" if data.get("approved_by") else "")
+        + (
+            f"  retained v{data['retained_version']} until {data['retained_until']}"
+            if data.get("retained_version")
+            else ""
+        )
     )
     table = Table("at", "action", "phase", "stable", "candidate", "by", "reason")
     for h in data["history"][-10:]:
@@ -164,6 +171,24 @@ def rollout_advance(by: ByOpt = "cli", reason: ReasonOpt = "", as_json: JsonOpt 
 
         try:
             state = RolloutStore(get_settings()).advance(by=by, reason=reason)
+        except RolloutError as exc:
+            fail(str(exc), 1)
+    _show(state, as_json)
+
+
+@rollout_app.command("approve")
+def rollout_approve(
+    by: Annotated[str, typer.Option("--by", help="The approver (recorded in the audit log).")],
+    reason: ReasonOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """The business review at 50 %: approve the rollout at canary_50 and complete it (candidate -> stable)."""
+    with json_output(as_json):
+        from churn_assets.serving.rollout import RolloutError, RolloutStore
+        from churn_assets.settings import get_settings
+
+        try:
+            state = RolloutStore(get_settings()).approve(by=by, reason=reason)
         except RolloutError as exc:
             fail(str(exc), 1)
     _show(state, as_json)

@@ -60,8 +60,8 @@ weekly_production = dg.define_asset_job(
     partitions_def=weekly_partitions,
     description=(
         "One production week (launched by the new-week sensor): raw -> contracts -> features -> online store "
-        "-> batch scoring into the prediction log -> label status, rollout review, drift and performance "
-        "reports."
+        "-> live traffic to the running service (when traffic.enabled) -> batch scoring of the other "
+        "customers into the prediction log -> label status, rollout review, drift and performance reports."
     ),
 )
 

@@ -47,6 +47,7 @@ CHAMPION_BENTO = dg.AssetKey(["serving", "champion_bento"])
 CHURN_30D_MODEL = dg.AssetKey(["shared_models", "churn_30d"])
 
 # ---- weekly production, rollout, monitoring -------------------------------------------------------
+LIVE_TRAFFIC = dg.AssetKey(["production", "live_traffic"])
 BATCH_SCORES = dg.AssetKey(["production", "batch_scores"])
 LABEL_STATUS = dg.AssetKey(["production", "label_status"])
 ROLLOUT_REVIEW = dg.AssetKey(["production", "rollout_review"])

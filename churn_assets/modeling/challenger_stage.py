@@ -58,6 +58,7 @@ from churn_assets.modeling.registry import (
     check_registrable,
     holdout_sha256,
 )
+from churn_assets.modeling.score_reference import REFERENCE_TAG, ScoreReference
 from churn_assets.modeling.splits import Splits
 from churn_assets.modeling.stage_json import JsonStage, clean_json
 from churn_assets.modeling.tracking import configure, log_candidate_run
@@ -342,6 +343,7 @@ def evaluate_challenger(
         "eval_sha256": holdout_sha256(splits.X_test, splits.y_test),
         "calibration": cal.method,
         "calibration_val_auc": json.dumps(clean_json(cal.auc)),
+        REFERENCE_TAG: ScoreReference.from_scores(np.concatenate([s.val, s.test]), threshold).to_tag(),
     }
     if candidates.members:
         extra["ensemble_members"] = json.dumps(candidates.members)

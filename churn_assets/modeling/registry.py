@@ -428,6 +428,23 @@ class ModelRegistry:
         )
         return PromotionDecision("rolled_back", reason, prev, cur, prev, float("nan"), None)
 
+    def retire_previous(self, version: str, by: str = "system") -> None:
+        """End the retention of ``version`` after a full rollout: alias ``previous`` is removed when it
+        points at it (rollback to it is no longer offered); tag ``retired`` and an audit entry record it."""
+        if self.aliases().get(PREVIOUS) == str(version):
+            self.client.delete_registered_model_alias(self.name, PREVIOUS)
+        self.client.set_model_version_tag(self.name, str(version), "retired", "true")
+        champion = self.aliases().get(CHAMPION)
+        self.audit.append(
+            "retired",
+            self.name,
+            by,
+            f"v{version}: retention after the full rollout ended",
+            version=str(version),
+            champion_before=champion,
+            champion_after=champion,
+        )
+
     def _promote(self, version: str) -> None:
         champion = self.aliases().get(CHAMPION)
         if champion is not None:

@@ -50,15 +50,28 @@ def _num(value: Any) -> float | None:
 
 
 def traffic_stats(log: pl.DataFrame | None) -> dict[str, Any]:
-    """Requests/s and latency P50/P95/P99 of a prediction-log frame (HTTP rows when there are any)."""
+    """Requests/s and latency P50/P95/P99 of a prediction-log frame: the live service's rows (``source``
+    http) of the newest snapshot it served when there are any (with a breakdown per variant and model
+    version), else every row (batch scoring: time per row)."""
     if log is None or log.height == 0:
         return {"source": "no prediction log", "requests": 0}
     rows = log.filter(pl.col("source") == "http") if "source" in log.columns else log
     source = "http"
     if rows.height == 0:
         rows, source = log, "batch"
+    elif "as_of" in rows.columns and rows.get_column("as_of").null_count() < rows.height:
+        newest = rows.get_column("as_of").max()
+        rows = rows.filter(pl.col("as_of") == newest)
+        source = f"http, snapshot {newest!s}"
     span = (rows.get_column("ts").max() - rows.get_column("ts").min()).total_seconds()  # type: ignore[operator, union-attr]
     lat = rows.get_column("latency_ms")
+    by = (
+        rows.group_by("variant", "model_version")
+        .agg(pl.len().alias("n"), pl.col("latency_ms").quantile(0.95).alias("p95"))
+        .sort("variant", "model_version")
+        if {"variant", "model_version"} <= set(rows.columns)
+        else pl.DataFrame()
+    )
     return {
         "source": f"prediction log ({source})",
         "requests": rows.height,
@@ -68,7 +81,19 @@ def traffic_stats(log: pl.DataFrame | None) -> dict[str, Any]:
         "latency_p50_ms": _num(lat.quantile(0.50)),
         "latency_p95_ms": _num(lat.quantile(0.95)),
         "latency_p99_ms": _num(lat.quantile(0.99)),
+        "by_variant": {
+            f"{r['variant']} v{r['model_version']}": {"predictions": r["n"], "latency_p95_ms": _num(r["p95"])}
+            for r in by.iter_rows(named=True)
+        },
     }
+
+
+def live_traffic_summary(settings: Settings) -> dict[str, Any] | None:
+    """The newest production week's replay summary (what the client saw: requests, errors, rate)."""
+    from churn_assets.serving.traffic import summaries_dir
+
+    files = sorted(summaries_dir(settings).glob("*.json")) if summaries_dir(settings).exists() else []
+    return json.loads(files[-1].read_text()) | {"as_of": files[-1].stem} if files else None
 
 
 def _champion_section(settings: Settings, registry: ModelRegistry) -> dict[str, Any]:
@@ -254,6 +279,7 @@ def build_status_report(settings: Settings, predictions: pl.DataFrame | None = N
     report.update(monitoring)
     log = predictions if predictions is not None else read_predictions(settings)
     report["traffic"] = traffic_stats(log)
+    report["live_traffic"] = live_traffic_summary(settings)
     audit = registry.read_audit()
     last = audit[-1] if audit else None
     report["action_taken"] = (
@@ -331,8 +357,24 @@ def render_status(report: dict[str, Any]) -> str:
             + " / ".join(format_ms(traffic.get(f"latency_{p}_ms")) for p in ("p50", "p95", "p99"))
             + " ms"
         )
+        if traffic.get("by_variant"):
+            lines.append(
+                "  by variant: "
+                + ", ".join(
+                    f"{k} {v['predictions']:,} (P95 {format_ms(v['latency_p95_ms'])} ms)"
+                    for k, v in traffic["by_variant"].items()
+                )
+            )
     else:
         lines.append(f"Traffic: {traffic['source']}")
+    live = report.get("live_traffic")
+    if live:
+        lines.append(
+            f"Live traffic (snapshot {live['as_of']}, client side): {live['requests']:,} requests at "
+            f"{_f(live.get('requests_per_second'), 1)}/s, {live['errors']} failed "
+            f"({', '.join(f'{k}: {v}' for k, v in live.get('errors_by_status', {}).items()) or 'none'}), "
+            f"P95 {format_ms(live.get('latency_p95_ms'))} ms"
+        )
     act = report.get("action_taken")
     lines.append(
         f"Last action: {act['action']} v{act['version']} by {act['actor']} at {act['at']} — {act['reason']}"

@@ -76,21 +76,20 @@ def week_predictions(
 ) -> tuple[pl.DataFrame, int]:
     """The champion's score of every customer of the snapshot as of ``as_of``, and how many were scored here.
 
-    Read from the prediction log: the rows ``production/batch_scores`` wrote for that as-of date with the
-    champion's version (``source=batch``; variant ``champion``, ``shadow`` or ``canary`` — in a rollout the
-    registry champion is the candidate), the newest row per customer. Customers without such a row — a
+    Read from the prediction log: the rows of that as-of date with the champion's version — the live
+    service's (``source=http``, the customers who called) and ``production/batch_scores``' (``source=batch``,
+    the rest); variant ``champion``, ``shadow`` or ``canary`` (in a rollout the registry champion is the
+    candidate) — the newest row per customer. Customers without such a row — a
     canary phase routes most of them to the stable model, and the standalone monitoring path
     (``benchmarks/monitoring_evaluation.py``) runs without batch scoring — are scored here with the same
     serving code, so a week is scored once when production scored it.
     """
-    from churn_assets.serving.prediction_log import read_predictions
+    from churn_assets.serving.prediction_log import read_snapshots
 
-    start = dt.datetime.combine(as_of, dt.time())
     logged = (
-        read_predictions(settings, start, start + dt.timedelta(days=1))
+        read_snapshots(settings, [as_of])
         .filter(
-            (pl.col("source") == "batch")
-            & (pl.col("as_of") == as_of)
+            pl.col("source").is_in(["http", "batch"])
             & (pl.col("model_version") == champion.version)
             & (pl.col("model_name") == champion.name)
         )

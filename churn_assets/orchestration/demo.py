@@ -10,6 +10,13 @@ from the instance (run tags, asset metadata), the registry and the rollout state
 per week. The daemon is stopped by signalling its process group (SIGTERM, then SIGKILL after
 ``daemon_stop_grace_seconds``: Dagster's children may ignore SIGTERM).
 
+The live service: before the first production week the demo starts the champion's bento with
+``churnops serve`` (its own process group, a free loopback port, ``serving.workers`` workers, an API key
+generated for the run) and keeps it up across all weeks; each week's ``production/live_traffic`` asset
+replays the week's scoring requests to it (``traffic.*``, :func:`with_live_service`). A newly promoted
+champion reaches the running service without a restart (the service loads the version the rollout state
+names, ``serving/runtime.py``). The service is stopped with the daemon.
+
 Settings reach the daemon and its runs through the environment the demo starts the daemon with
 (``daemon_env``: ``CHURNOPS_*``, nested sections as JSON), so every run it launches sees the demo's values
 (scale, budgets, rolling split); in this process they are passed as objects (the in-process bootstrap run
@@ -19,7 +26,9 @@ gets ``build_definitions(settings)``). The demo never changes its own environmen
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,7 +47,8 @@ WORKSPACE = ROOT / "workspace.yaml"
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo's scenario and budgets (``automation.demo_*``) applied to the simulation and modeling."""
+    """The demo's scenario and budgets (``automation.demo_*``) applied to the simulation, modeling and
+    the rollout's business review."""
     auto = settings.automation
     simulation = settings.simulation.model_copy(
         update={
@@ -46,6 +56,7 @@ def demo_settings(settings: Settings) -> Settings:
             "campaign_start_week": auto.demo_campaign_start_week,
             "concept_shift_week": auto.demo_concept_shift_week,
             "concept_shift_ramp_weeks": auto.demo_concept_shift_ramp_weeks,
+            "retention_offer_uplift": auto.demo_retention_offer_uplift,
         }
     )
     modeling = settings.modeling.model_copy(
@@ -60,7 +71,8 @@ def demo_settings(settings: Settings) -> Settings:
             "gate_max_disparity": auto.demo_gate_max_disparity,
         }
     )
-    return settings.model_copy(update={"simulation": simulation, "modeling": modeling})
+    serving = settings.serving.model_copy(update={"rollout_review": auto.demo_rollout_review})
+    return settings.model_copy(update={"simulation": simulation, "modeling": modeling, "serving": serving})
 
 
 def check_world(settings: Settings) -> None:
@@ -73,7 +85,7 @@ def check_world(settings: Settings) -> None:
     stored = world.settings
     if stored is not None and stored != settings.simulation:
         diff = {
-            k: (getattr(stored, k), v)
+            k: (getattr(stored, k, None), v)
             for k, v in settings.simulation.model_dump().items()
             if getattr(stored, k, None) != v
         }
@@ -91,20 +103,44 @@ def daemon_env(settings: Settings, base: Mapping[str, str] | None = None) -> dic
     return env | {"DAGSTER_HOME": str(settings.dagster_home)}
 
 
-class Daemon:
-    """``dagster-daemon run`` in its own process group."""
+def with_live_service(settings: Settings) -> Settings:
+    """``settings`` with live traffic on: a free loopback port for ``churnops serve``, the replay aimed at
+    it, and an API key (generated when none is configured) both sides share through the environment."""
+    from pydantic import SecretStr
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    serving = settings.serving.model_copy(
+        update={
+            "host": "127.0.0.1",
+            "port": port,
+            "api_key": settings.serving.api_key or SecretStr(secrets.token_urlsafe(24)),
+        }
+    )
+    traffic = settings.traffic.model_copy(update={"enabled": True, "url": f"http://127.0.0.1:{port}"})
+    return settings.model_copy(update={"serving": serving, "traffic": traffic})
+
+
+class Daemon:
+    """``dagster-daemon run`` (or another command: ``argv``) in its own process group."""
+
+    def __init__(self, settings: Settings, log_path: Path, argv: list[str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.argv = argv or [
+            str(Path(sys.executable).with_name("dagster-daemon")),
+            "run",
+            "-w",
+            str(WORKSPACE),
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str]) -> None:
-        exe = Path(sys.executable).with_name("dagster-daemon")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(exe), "run", "-w", str(WORKSPACE)],
+            self.argv,
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -159,6 +195,10 @@ class WeekRow:
     champion: str = "none"
     seconds: float = 0.0
     failed_runs: list[str] = field(default_factory=list)
+    live: str = "-"
+    live_requests: int = 0
+    live_errors: int = 0
+    live_versions: list[str] = field(default_factory=list)
 
     def cells(self) -> list[str]:
         auc = "-" if self.auc is None else f"{self.auc:.3f}"
@@ -171,6 +211,7 @@ class WeekRow:
         return [
             str(self.number),
             self.week,
+            self.live,
             drift,
             f"{auc} / {est}",
             self.trigger,
@@ -181,7 +222,33 @@ class WeekRow:
         ]
 
 
-HEADERS = ["#", "week", "drifted features", "AUC / est. AUC", "trigger", "action", "rollout", "champion", "s"]
+HEADERS = [
+    "#",
+    "week",
+    "live traffic (requests @ rate, P95, errors; versions)",
+    "drifted features",
+    "AUC / est. AUC",
+    "trigger",
+    "action",
+    "rollout",
+    "champion",
+    "s",
+]
+
+
+def live_cell(meta: dict[str, Any]) -> str:
+    """The table's live-traffic cell from ``production/live_traffic`` metadata."""
+    requests = meta.get("requests")
+    if not isinstance(requests, int) or requests == 0:
+        return "batch only"
+    p95 = meta.get("latency_p95_ms")
+    rate = meta.get("requests_per_second")
+    versions = sorted({str(k).split(" ")[-1] for k in (meta.get("by_variant") or {})})
+    return (
+        f"{requests} @ {rate:.0f}/s, P95 {p95:.1f} ms, {meta.get('errors', '?')} err"
+        if isinstance(p95, float) and isinstance(rate, float)
+        else f"{requests} requests, {meta.get('errors', '?')} err"
+    ) + (f"; {', '.join(versions)}" if versions else "")
 
 
 def _runs_since(instance: dg.DagsterInstance, since: float) -> list[Any]:
@@ -272,6 +339,7 @@ def collect_row(
         CHALLENGER,
         CHAMPION,
         DRIFT_REPORT,
+        LIVE_TRAFFIC,
         PERFORMANCE_REPORT,
         ROLLOUT_START,
         ROLLOUT_STEP,
@@ -281,6 +349,13 @@ def collect_row(
     from churn_assets.serving.rollout import RolloutStore
 
     row = WeekRow(number, week, seconds=seconds)
+    live = metadata_of(instance, LIVE_TRAFFIC, week)
+    if live:
+        row.live = live_cell(live[0])
+        requests, errors = live[0].get("requests"), live[0].get("errors")
+        row.live_requests = requests if isinstance(requests, int) else 0
+        row.live_errors = errors if isinstance(errors, int) else 0
+        row.live_versions = sorted({str(k).split(" ")[-1] for k in (live[0].get("by_variant") or {})})
     drift = metadata_of(instance, DRIFT_REPORT, week)
     if drift:
         row.drifted = int(drift[0].get("n_drifted_features") or 0)
@@ -332,6 +407,24 @@ def collect_row(
     return row
 
 
+def live_summary(rows: list[WeekRow]) -> str:
+    """One line: the live traffic over all weeks, failed requests, and the model versions that answered
+    (a new champion reaching the running service shows as a new version, without failed requests)."""
+    live = [r for r in rows if r.live_requests]
+    if not live:
+        return "live service: no traffic replayed (batch scoring only)"
+    changes = [
+        f"week {r.number}: {', '.join(r.live_versions)}"
+        for prev, r in zip([None, *live], live, strict=False)
+        if prev is None or r.live_versions != prev.live_versions
+    ]
+    return (
+        f"live service: {sum(r.live_requests for r in live):,} requests in {len(live)} weeks, "
+        f"{sum(r.live_errors for r in live)} failed, one service process throughout; versions answering: "
+        + "; ".join(changes)
+    )
+
+
 def bootstrap(settings: Settings, out: Callable[[str], None]) -> None:
     """Champion v1 + bento + first deployment: the retraining job, run once in process (trigger=bootstrap)."""
     from churn_assets.definitions import build_definitions
@@ -358,11 +451,34 @@ def bootstrap(settings: Settings, out: Callable[[str], None]) -> None:
     )
 
 
+def flagged_last_week(settings: Settings, world: Any) -> list[int]:
+    """The customers the serving models flagged (label 1, the prediction a customer got: variant champion
+    or canary, live or batch) in the newest production week the world has simulated."""
+    import datetime as dt
+
+    import polars as pl
+
+    from churn_assets.serving.prediction_log import read_snapshots
+
+    as_of = world.timeline.snapshot_for_week(world.current_date - dt.timedelta(days=7))
+    if as_of is None:
+        return []
+    rows = read_snapshots(settings, [as_of]).filter(
+        pl.col("variant").is_in(["champion", "canary"]) & (pl.col("label") == 1)
+    )
+    return [int(i) for i in rows.get_column("customer_id").unique().to_list()]
+
+
 def simulate_week(settings: Settings) -> str:
+    """One more production week of the outside world: the business sends retention offers to the
+    customers flagged last week (when ``simulation.retention_offer_uplift`` > 0), then the week is
+    simulated, landed and its partition registered."""
     from churn_assets.orchestration import instance_for, register_weeks
     from churn_assets.simulation import World
 
     world = World.load(settings.world_state_path)
+    if settings.simulation.retention_offer_uplift > 0:
+        world.send_offers(flagged_last_week(settings, world))
     [key] = world.advance(1, settings.landing_dir)
     world.save(settings.world_state_path)
     register_weeks(instance_for(settings), [key])
@@ -372,8 +488,20 @@ def simulate_week(settings: Settings) -> str:
 def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
     """Start the daemon, play ``weeks`` production weeks, stop the daemon; one row per week."""
     from churn_assets.orchestration import instance_for
+    from churn_assets.serving.traffic import live_url, service_ready
 
     instance = instance_for(settings)
+    service: Daemon | None = None
+    if settings.traffic.enabled:
+        churnops = str(Path(sys.executable).with_name("churnops"))
+        service = Daemon(settings, settings.logs_dir / "live-service.log", [churnops, "serve"])
+        service.start(daemon_env(settings))
+        if not service_ready(settings, timeout=settings.automation.demo_service_start_seconds):
+            service.stop()
+            raise RuntimeError(f"the live service did not answer /ready (see {service.log_path})")
+        out(
+            f"live service up at {live_url(settings)} (churnops serve, pid {service.proc.pid if service.proc else '?'})"
+        )
     daemon = Daemon(settings, settings.logs_dir / "dagster-daemon.log")
     daemon.start(daemon_env(settings))
     rows: list[WeekRow] = []
@@ -389,7 +517,50 @@ def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> lis
     finally:
         daemon.stop()
         out("dagster-daemon stopped")
+        if service is not None:
+            service.stop()
+            out("live service stopped")
     return rows
+
+
+def ab_results(settings: Settings) -> list[str]:
+    """The A/B test of business impact of every rollout that had canary traffic: canary vs control
+    realised churn (``automation.rollout_checks.business_impact``) on its canary weeks whose label window
+    has closed by now."""
+    from churn_assets.automation.production import realised_outcomes
+    from churn_assets.automation.rollout_checks import business_impact
+    from churn_assets.serving.prediction_log import read_predictions
+    from churn_assets.serving.rollout import RolloutStore
+    from churn_assets.storage.warehouse import Warehouse
+    from churn_assets.timeline import Timeline
+
+    pairs = list(
+        dict.fromkeys(
+            (str(h["candidate_version"]), str(h["stable_version"]))
+            for h in RolloutStore(settings).load().history
+            if h.get("action") == "start" and h.get("candidate_version")
+        )
+    )
+    if not pairs:
+        return []
+    log = read_predictions(settings)
+    lines = []
+    for candidate, stable in pairs:
+        canary = log.filter((log["variant"] == "canary") & (log["model_version"] == candidate))
+        if canary.is_empty():
+            continue
+        with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+            outcomes = realised_outcomes(
+                con,
+                Timeline.from_settings(settings.simulation),
+                7 * settings.simulation.label_delay_weeks,
+                canary.get_column("as_of").unique().to_list(),
+            )
+        impact = business_impact(log, stable, candidate, outcomes)
+        lines.append(
+            f"A/B business impact, rollout of v{candidate} (canary) vs v{stable} (control): {impact.note}"
+        )
+    return lines
 
 
 def final_report(settings: Settings) -> str:
@@ -412,4 +583,8 @@ def final_report(settings: Settings) -> str:
         "Registry decisions: "
         + ", ".join(f"{e.action} v{e.version}" + (f" ({e.actor})" if e.actor else "") for e in audit[-10:]),
     ]
+    try:
+        lines += ab_results(settings)
+    except Exception as exc:  # like the status report: show the rest if a store cannot be read
+        lines.append(f"(A/B results failed: {type(exc).__name__}: {exc})")
     return "\n".join(lines)

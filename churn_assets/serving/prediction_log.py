@@ -331,5 +331,16 @@ def read_predictions(
     return lazy.sort("ts", maintain_order=True).collect()
 
 
+def read_snapshots(settings: Settings, as_of: Sequence[dt.date]) -> pl.DataFrame:
+    """Flushed predictions of the given feature-snapshot dates (column ``as_of``), whatever their ``ts``:
+    a production week's batch rows (``ts`` = the as-of midnight) and the live service's rows (``ts`` = wall
+    clock, ``as_of`` = the snapshot its live clock served), ordered by ts."""
+    files = sorted(segments_dir(settings).glob("*.parquet")) if segments_dir(settings).exists() else []
+    if not files or not as_of:
+        return pl.DataFrame(schema=PREDICTION_LOG_SCHEMA)
+    lazy = pl.scan_parquet(files, schema=PREDICTION_LOG_SCHEMA)
+    return lazy.filter(pl.col("as_of").is_in(list(as_of))).sort("ts", maintain_order=True).collect()
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

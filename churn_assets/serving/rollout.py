@@ -7,6 +7,17 @@ request, logged as variant ``shadow`` and never returned. Advancing from ``canar
 the candidate becomes the stable version and the phase returns to ``none`` (the history records the
 ``full`` step). A rollback restores stable traffic and rolls the registry back (champion <- previous).
 
+Business review at 50 % (``serving.rollout_review``): in ``manual`` mode the rollout cannot advance from
+``canary_50`` until someone approves it (:meth:`RolloutStore.approve`, ``churnops rollout approve --by
+NAME``), which records the approver and completes the rollout; in ``auto`` mode the advance from
+``canary_50`` records an approval by ``auto-review``. Either way the approval is in the registry audit
+log (action ``rollout_approved``) and the rollout history.
+
+Retention: a full rollout keeps the old stable version as ``retained_version`` until ``retained_until``
+(the full rollout's date + ``serving.previous_retention_days``); until then ``churnops rollout rollback``
+restores it. :meth:`RolloutStore.retire_expired` (run by each production week's rollout review) then
+retires it: the registry alias ``previous`` is removed and the audit log says so.
+
 State location (``settings.serving.rollout_backend``):
 
 * ``file`` (default): JSON at ``home/serving/rollout.json``, replaced atomically; readers re-read it when
@@ -72,6 +83,9 @@ class RolloutState:
     candidate_version: str | None = None
     started_at: str | None = None
     updated_at: str | None = None
+    approved_by: str | None = None  # the business review of the active rollout (manual or auto-review)
+    retained_version: str | None = None  # the stable version a full rollout replaced, kept for rollback
+    retained_until: str | None = None  # ISO date: retire ``retained_version`` from this date on
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -273,28 +287,101 @@ class RolloutStore:
             raise RolloutError(f"candidate and stable are the same version ({candidate_version})")
         state.phase = "shadow"
         state.stable_version, state.candidate_version = str(stable_version), str(candidate_version)
-        state.started_at = _now()
+        state.started_at, state.approved_by = _now(), None
         self._event(state, "start", by, reason or "new champion promoted")
         self.save(state)
         return state
 
-    def advance(self, by: str = "system", reason: str = "") -> RolloutState:
-        """Next phase; from ``canary_50`` to ``full``, which makes the candidate stable (phase ``none``)."""
+    def advance(self, by: str = "system", reason: str = "", on: dt.date | None = None) -> RolloutState:
+        """Next phase; from ``canary_50`` to ``full``, which makes the candidate stable (phase ``none``)
+        and retains the old stable version until ``on`` (default: today, UTC) + the retention.
+
+        From ``canary_50`` in ``manual`` review mode the rollout must have been approved
+        (:meth:`approve`); in ``auto`` mode this step records the approval (``auto-review``)."""
         state = self.load()
         if not state.active:
             raise RolloutError("no rollout is active: nothing to advance")
+        if state.phase == "canary_50" and state.approved_by is None:
+            if self.settings.serving.rollout_review == "manual":
+                raise RolloutError(
+                    f"the rollout of v{state.candidate_version} awaits the business review at 50 %: "
+                    "`churnops rollout approve --by NAME` (serving.rollout_review = manual)"
+                )
+            self._approve(state, "auto-review", reason or "all rollout checks passed at canary_50")
         nxt = PHASES[PHASES.index(state.phase) + 1]
         state.phase = nxt
         self._event(state, "advance", by, reason or f"advance to {nxt}")
         if nxt == "full":
-            state.phase, state.stable_version, state.candidate_version = (
-                "none",
-                state.candidate_version,
-                None,
-            )
-            self._event(state, "complete", by, "candidate serves all traffic and becomes stable")
+            self._complete(state, by, on)
         self.save(state)
         return state
+
+    def approve(self, by: str, reason: str = "", on: dt.date | None = None) -> RolloutState:
+        """The business-stakeholder review at 50 %: record ``by`` as approver and complete the rollout."""
+        if not by.strip():
+            raise RolloutError("approve needs the approver's name (--by NAME)")
+        state = self.load()
+        if not state.active or state.phase != "canary_50":
+            raise RolloutError(
+                f"nothing to approve: the business review happens at canary_50 (phase is {state.phase})"
+            )
+        self._approve(state, by, reason or "business review at 50 %")
+        state.phase = "full"
+        self._event(state, "advance", by, "approved: advance to full")
+        self._complete(state, by, on)
+        self.save(state)
+        return state
+
+    def _approve(self, state: RolloutState, by: str, reason: str) -> None:
+        state.approved_by = by
+        self._event(state, "approve", by, reason)
+        self._audit("rollout_approved", by, f"v{state.candidate_version} at canary_50: {reason}", state)
+
+    def _complete(self, state: RolloutState, by: str, on: dt.date | None) -> None:
+        day = on or dt.datetime.now(dt.UTC).date()
+        keep = dt.timedelta(days=self.settings.serving.previous_retention_days)
+        state.retained_version, state.retained_until = state.stable_version, (day + keep).isoformat()
+        state.phase, state.stable_version, state.candidate_version = "none", state.candidate_version, None
+        state.approved_by = None
+        self._event(
+            state,
+            "complete",
+            by,
+            f"candidate serves all traffic and becomes stable; v{state.retained_version} retained until "
+            f"{state.retained_until}",
+        )
+
+    def retire_expired(self, on: dt.date, by: str = "system") -> str | None:
+        """Retire the retained previous version once ``on`` reached ``retained_until``: the registry alias
+        ``previous`` no longer points at it (no rollback to it). Returns the retired version, if any."""
+        state = self.load()
+        if state.retained_version is None or state.retained_until is None:
+            return None
+        if on < dt.date.fromisoformat(state.retained_until):
+            return None
+        from churn_assets.modeling.registry import ModelRegistry
+
+        retired = state.retained_version
+        ModelRegistry(self.settings).retire_previous(retired, by=by)
+        state.retained_version, state.retained_until = None, None
+        self._event(state, "retire", by, f"v{retired}: retention ended on {on.isoformat()}")
+        self.save(state)
+        return retired
+
+    def _audit(self, action: str, by: str, reason: str, state: RolloutState) -> None:
+        from churn_assets.modeling.registry import ModelRegistry
+
+        registry = ModelRegistry(self.settings)
+        champion = registry.aliases().get("champion")
+        registry.audit.append(
+            action,
+            registry.name,
+            by,
+            reason,
+            version=state.candidate_version,
+            champion_before=champion,
+            champion_after=champion,
+        )
 
     def rollback(self, by: str = "system", reason: str = "", registry: bool = True) -> RolloutState:
         """Stop the rollout (all traffic to the stable version) and roll the registry back.
@@ -319,6 +406,9 @@ class RolloutStore:
         elif not state.active:
             raise RolloutError("no rollout is active and registry=False: nothing to roll back")
         state.phase, state.candidate_version, state.stable_version = "none", None, restored
+        state.approved_by = None
+        if restored == state.retained_version:
+            state.retained_version, state.retained_until = None, None
         self._event(state, "rollback", by, reason)
         self.save(state)
         return state

@@ -2,12 +2,24 @@
 online-feature reads behind the TTL cache and the circuit breaker, rollout routing, scoring, shadow scoring
 and the prediction log. :mod:`churn_assets.serving.app` puts HTTP around it; the bento builds it from the
 models in its BentoML store.
+
+Model swap without downtime: when the rollout state names a version the worker has not loaded (a new
+champion promoted and exported to the BentoML model store while the service runs), a background thread
+loads it from the store (``serving.bento_build.model_store``) while the loaded versions keep serving; the
+new version takes traffic from the first request after it is in :attr:`Runtime.models` (one atomic
+assignment). Versions no longer named by the state (stable, candidate, retained previous) are dropped.
+A failed load is logged and retried after ``serving.model_load_retry_seconds``.
+
+Clock: the live clock file (:mod:`churn_assets.serving.live_clock`) moves the worker's feature reads and
+the ``as_of`` of its prediction-log rows to the week the production run serves (the feature cache is
+cleared then).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,6 +29,7 @@ from typing import Any
 import cachetools
 
 from churn_assets.feature_store.online import OnlineStore, make_online_store
+from churn_assets.serving.live_clock import LiveClock, read_live_clock
 from churn_assets.serving.prediction_log import PredictionLogWriter
 from churn_assets.serving.resilience import (
     CustomerRateLimit,
@@ -34,9 +47,13 @@ _UNKNOWN: dict[str, Any] = {}  # cached marker: the store has no row for the cus
 
 
 def serving_clock(settings: Settings) -> dt.datetime:
-    """The clock of online reads: ``serving.as_of`` or the newest offline snapshot, else wall-clock UTC."""
+    """The clock of online reads: ``serving.as_of``, the live clock file, the newest offline snapshot, or
+    else wall-clock UTC."""
     if settings.serving.as_of is not None:
         return dt.datetime.combine(settings.serving.as_of, dt.time())
+    live = read_live_clock(settings)
+    if live is not None:
+        return dt.datetime.combine(live, dt.time())
     try:
         from churn_assets.feature_store.offline import OfflineStore
         from churn_assets.storage.warehouse import Warehouse
@@ -105,10 +122,14 @@ class Runtime:
             if cfg.feature_cache_ttl_seconds > 0
             else None
         )
+        self.clock = LiveClock(settings) if cfg.as_of is None else None
         self.now = serving_clock(settings)
         self.as_of = self.now.date()
         # Every model reads the union of their features (one store round trip).
         self.features = sorted({f for m in self.models.values() for f in m.features})
+        self._loading: set[str] = set()
+        self._load_failed: dict[str, float] = {}  # version -> monotonic time of the failed load
+        self._load_lock = threading.Lock()
 
     # -- versions ---------------------------------------------------------------------------------
     def state(self) -> RolloutState:
@@ -124,7 +145,85 @@ class Runtime:
         if self._state_unreadable:
             self._state_unreadable = False
             log.warning("rollout state readable again: phase %s", state.phase)
+        named = {state.stable_version, state.candidate_version if state.active else None}
+        if any(v is not None and v not in self.models for v in named):
+            self._load_missing(state)
         return state
+
+    # -- clock and model swap ---------------------------------------------------------------------
+    def _follow_clock(self) -> None:
+        try:
+            day = self.clock.changed() if self.clock is not None else None
+        except ValueError as exc:
+            log.warning("live clock unreadable (%s): keeping as_of %s", exc, self.as_of)
+            return
+        if day is not None and day != self.as_of:
+            self.now, self.as_of = dt.datetime.combine(day, dt.time()), day
+            if self.cache is not None:
+                self.cache.clear()
+            log.info("live clock: serving features as of %s", day)
+
+    def _load_missing(self, state: RolloutState) -> None:
+        """Start one background load of the versions ``state`` names but this worker has not loaded."""
+        now = time.monotonic()
+        retry = self.settings.serving.model_load_retry_seconds
+        wanted = [
+            v
+            for v in (state.stable_version, state.candidate_version if state.active else None)
+            if v is not None and v not in self.models and now - self._load_failed.get(v, -retry) >= retry
+        ]
+        with self._load_lock:
+            wanted = [v for v in wanted if v not in self._loading]
+            if not wanted:
+                return
+            self._loading.update(wanted)
+        threading.Thread(target=self._load_versions, args=(wanted,), name="model-loader", daemon=True).start()
+
+    def _load_versions(self, versions: list[str]) -> None:
+        from churn_assets.serving.bento_build import bento_tag_of, load_exported, model_store
+
+        try:
+            store = model_store(self.settings)
+            for version in versions:
+                try:
+                    model = load_exported(store.get(bento_tag_of(self.settings, version)).path)
+                except Exception as exc:
+                    self._load_failed[version] = time.monotonic()
+                    log.warning("model v%s named by the rollout state could not be loaded: %s", version, exc)
+                    continue
+                self.install(model)
+        finally:
+            with self._load_lock:
+                self._loading.difference_update(versions)
+
+    def install(self, model: ScoringModel) -> None:
+        """Add a loaded version and drop the versions the rollout state no longer names (the new version
+        serves from the next request; in-flight requests finish on the models they started with)."""
+        try:
+            state: RolloutState | None = self.rollout.current()
+        except Exception as exc:  # unreadable state: add the model, drop nothing
+            log.warning("rollout state unreadable while installing v%s (%s)", model.version, exc)
+            state = None
+        models = dict(self.models)
+        if state is not None:
+            keep = {
+                state.stable_version,
+                state.candidate_version,
+                state.retained_version,
+                self.default_version,
+            }
+            models = {v: m for v, m in models.items() if v in keep}
+        models[model.version] = model
+        if state is not None and state.stable_version in models:
+            self.default_version = state.stable_version
+        features = sorted({f for m in models.values() for f in m.features})
+        if features != self.features:
+            self.features = features  # before the new model can be routed to
+            if self.cache is not None:
+                self.cache.clear()
+        self.models = models
+        self._load_failed.pop(model.version, None)
+        log.info("model v%s loaded: serving versions %s", model.version, sorted(models))
 
     def model_for(self, version: str | None) -> ScoringModel:
         if version is not None and version in self.models:
@@ -146,6 +245,8 @@ class Runtime:
 
         Raises :class:`FeatureStoreUnavailable` when the breaker is open or the read fails.
         """
+        if self.clock is not None:
+            self._follow_clock()  # before the read: a new week's features need the new clock
         found: dict[int, dict[str, Any]] = {}
         missing: list[int] = []
         cache = self.cache
@@ -164,7 +265,9 @@ class Runtime:
         return found
 
     def ready(self) -> tuple[bool, str]:
-        """Model loaded AND the feature store answers (a one-id read through the breaker)."""
+        """Model loaded AND the feature store answers (a one-id read through the breaker). Also starts the
+        load of a version the rollout state names but this worker lacks (a readiness probe warms it)."""
+        self.state()
         if not self.models:
             return False, "no model loaded"
         try:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from data_contracts.raw_tables import RAW_TABLES
 Progress = Callable[[int, int], None]
 EPOCH = dt.date(1970, 1, 1)
 US_PER_DAY = 86_400_000_000
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: retention offers (``offers``)
 
 
 def to_day(day: dt.date) -> int:
@@ -56,6 +56,8 @@ class World:
     next_ticket_id: int = 1
     expected_churn: float = 0.0  # churn-replacement signups for the next week
     baseline_signups: float = 0.0  # weekly signups at the end of history (campaign reference)
+    # Retention offers: customer_id -> index of the last week the offer lowers the churn hazard.
+    offers: dict[int, int] = field(default_factory=dict)
     version: int = STATE_VERSION
 
     # ------------------------------------------------------------------ construction
@@ -150,6 +152,17 @@ class World:
             raise TypeError(f"{path} does not hold a churnops world (state version {STATE_VERSION})")
         return world
 
+    def send_offers(self, customer_ids: Iterable[int]) -> int:
+        """A retention offer to each customer (the business acting on a model's churn flags): for the next
+        ``settings.retention_offer_weeks`` simulated weeks their weekly churn probability is multiplied by
+        ``1 - settings.retention_offer_uplift``. Returns how many customers got one."""
+        last = self.week + self.settings.retention_offer_weeks - 1
+        n = 0
+        for cid in customer_ids:
+            self.offers[int(cid)] = last
+            n += 1
+        return n
+
     # ------------------------------------------------------------------ one week
     def step(self) -> tuple[str, dict[str, pa.Table]]:
         """Simulate the next week; returns its key and the six raw tables that land in it."""
@@ -179,6 +192,10 @@ class World:
         act = np.flatnonzero(c.active)
         m.step_latent(rng, c, act)
         p = 1.0 / (1.0 + np.exp(-m.weekly_logit(c, act, day0, shift)))
+        self.offers = {cid: last for cid, last in self.offers.items() if last >= w}
+        if self.offers and self.settings.retention_offer_uplift > 0:
+            offered = np.isin(act + 1, np.fromiter(self.offers, dtype=np.int64))
+            p = np.where(offered, p * (1.0 - self.settings.retention_offer_uplift), p)
         self.expected_churn = float(p.sum())
         if pweek is None:  # running mean of weekly churn over the last ~13 history weeks
             self.baseline_signups += (self.expected_churn - self.baseline_signups) / min(w + 1, 13)

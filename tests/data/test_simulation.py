@@ -175,3 +175,24 @@ def test_settings_entry_points(tmp_path: Path) -> None:
     assert simulate_history(settings, overwrite=True) == keys
     assert not (settings.landing_dir / "usage" / "2025-09-08.parquet").exists()
     assert math.isclose(World.load(settings.world_state_path).week, 101)
+
+
+def test_retention_offers_lower_the_churn_of_the_customers_who_got_one(world_dir: tuple[Path, Path]) -> None:
+    """Same state, same random draws: with offers to half the active base (uplift 0.5), those customers
+    churn less (a subset of the churners without offers), the others exactly as before."""
+    _, state = world_dir
+    base, offered = World.load(state), World.load(state)
+    for world in (base, offered):
+        world.settings = world.settings.model_copy(update={"retention_offer_uplift": 0.5})
+    active = np.flatnonzero(base.customers.active)
+    half = active[::2] + 1  # customer ids
+    assert offered.send_offers(half.tolist()) == half.shape[0]
+    base.step()
+    offered.step()
+    churned_base = set(np.flatnonzero(~base.customers.active[active]).tolist())
+    churned_offered = set(np.flatnonzero(~offered.customers.active[active]).tolist())
+    got_offer = set(range(0, active.shape[0], 2))
+    assert churned_offered < churned_base  # fewer churners, no new ones (same uniform draws)
+    assert churned_offered - got_offer == churned_base - got_offer  # the rest churn exactly as before
+    assert len(churned_offered & got_offer) < len(churned_base & got_offer)
+    assert offered.offers and min(offered.offers.values()) >= offered.week - 1

@@ -270,3 +270,54 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay, receiver: Rec
     [post] = [p for p in receiver.posts if "Rollout rolled back" in p["text"]]
     assert f"(week {week2})" in post["text"] and f"http://ui.example/runs/{rollback.run_id}" in post["text"]
     assert "champion back to v1" in post["text"], post["text"]
+
+
+def test_rollout_review_of_real_models_honest_retrain_advances_broken_feature_rolls_back(
+    replay: Replay,
+) -> None:
+    """The retrained v2 (after the campaign and the concept shift of week 1) against its own registered
+    validation-time scores: scored on the newest production snapshot it advances; fed the same snapshot
+    with a unit change (values in hundredths) in the column where that matters most to it, it is rolled
+    back, while the stable v1 keeps scoring the correct
+    features."""
+    import numpy as np
+    import polars as pl
+
+    from churn_assets.automation.production import snapshot_features
+    from churn_assets.automation.rollout_checks import review_phase
+    from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP
+    from churn_assets.modeling.score_reference import ScoreReference
+    from churn_assets.serving.scoring import load_version, log_rows
+    from churn_assets.storage.warehouse import Warehouse
+
+    settings = replay.settings
+    with Warehouse(settings.warehouse_path).connect() as con:
+        [(as_of,)] = con.execute(
+            f"SELECT max(CAST({EVENT_TIMESTAMP} AS DATE)) FROM features.customer_account"
+        ).fetchall()
+        features = snapshot_features(con, as_of).to_pandas()
+    ids = features[ENTITY].to_numpy()
+    stable, candidate = load_version(settings, "1"), load_version(settings, "2")
+    reference = ScoreReference.of_version(candidate.tags)
+    assert reference is not None and reference.rows > 0  # registered with the version at training
+    stable_rows = log_rows(stable, features, ids, variant="champion", as_of=as_of)
+    honest = log_rows(candidate, features, ids, variant="shadow", as_of=as_of)
+    cfg = settings.automation.rollout
+    verdict = review_phase(pl.concat([stable_rows, honest]), "shadow", "1", "2", cfg, reference=reference)
+    assert verdict.action == "advance", verdict.reason
+
+    # The column where a unit change matters most to this model (values arriving in hundredths, e.g.
+    # cents read as currency units): the broken pipeline a rollout must stop.
+    scores = honest.get_column("score").to_numpy()
+    numeric = [f for f in candidate.features if features[f].dtype.kind in "if" and features[f].nunique() > 2]
+
+    def shift(column: str) -> float:
+        moved = candidate.score(features.assign(**{column: features[column] / 100})).scores
+        return float(np.mean(np.abs(moved - scores)))
+
+    column = max(numeric, key=shift)
+    broken_features = features.assign(**{column: features[column] / 100})
+    broken = log_rows(candidate, broken_features, ids, variant="shadow", as_of=as_of)
+    verdict = review_phase(pl.concat([stable_rows, broken]), "shadow", "1", "2", cfg, reference=reference)
+    assert verdict.action == "rollback", (column, shift(column), verdict.reason)
+    assert "score_distribution" in verdict.reason and "vs its own validation scores" in verdict.reason

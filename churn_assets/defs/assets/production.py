@@ -1,13 +1,15 @@
-"""Weekly production assets (batch scoring, label status, rollout review) and the rollout state assets.
+"""Weekly production assets (live traffic, batch scoring, label status, rollout review) and the rollout
+state assets.
 
 Thin wrappers over ``churn_assets.automation`` (``production``, ``rollout_checks``) and
-``churn_assets.serving`` (``scoring``, ``rollout``, ``prediction_log``). See docs/automation.md.
+``churn_assets.serving`` (``traffic``, ``scoring``, ``rollout``, ``prediction_log``). See docs/automation.md.
 """
 
 import datetime as dt
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from churn_assets.automation.production import (
     label_status,
@@ -20,6 +22,7 @@ from churn_assets.defs.keys import (
     CHAMPION_BENTO,
     FEATURE_KEYS,
     LABEL_STATUS,
+    LIVE_TRAFFIC,
     ONLINE_STORE,
     PRODUCTION_GROUP,
     ROLLOUT_GROUP,
@@ -40,15 +43,69 @@ def _week_as_of(settings: Settings, week: str) -> dt.date | None:
 
 
 @dg.asset(
-    key=BATCH_SCORES,
+    key=LIVE_TRAFFIC,
     group_name=PRODUCTION_GROUP,
     partitions_def=weekly_partitions,
     deps=[*FEATURE_KEYS, ONLINE_STORE],
+    kinds={"bentoml"},
+    description=(
+        "The week's scoring requests sent over HTTP to the live service (serving/traffic.py): the customers "
+        "who logged in or contacted support, bounded by traffic.max_requests / max_seconds at "
+        "traffic.requests_per_second, loopback only. The service's live clock moves to the week first. "
+        "Without a service answering /ready the week is batch scored only."
+    ),
+)
+def live_traffic(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+) -> dg.MaterializeResult:
+    from churn_assets.serving.traffic import live_week
+
+    week = context.partition_key
+    as_of = _week_as_of(settings, week)
+    if as_of is None:
+        return dg.MaterializeResult(metadata={"requests": 0, "note": "no feature snapshot in this week"})
+    with warehouse.warehouse().connect() as con:
+        features = snapshot_features(con, as_of)
+    result = live_week(settings, features, as_of, seed=settings.simulation.seed + as_of.toordinal())
+    context.log.info(f"live traffic {week}: {result.note}")
+    summary = result.summary
+    metadata: dict[str, Any] = {"as_of": as_of.isoformat(), "note": result.note, "callers": result.callers}
+    if summary is not None:
+        metadata |= {
+            "url": summary.url,
+            "requests": summary.requests,
+            "ok": summary.ok,
+            "errors": summary.errors,
+            "errors_by_status": dg.MetadataValue.json(summary.errors_by_status),
+            "requests_per_second": round(summary.requests_per_second, 1),
+            "latency_p50_ms": summary.latency_p50_ms,
+            "latency_p95_ms": summary.latency_p95_ms,
+            "latency_p99_ms": summary.latency_p99_ms,
+            "scored_customers": summary.customers,
+            "logged_rows": result.logged_rows,
+            "by_variant": dg.MetadataValue.json(summary.by_variant),
+            "stopped_by": summary.stopped_by,
+            "not_sent": summary.not_sent,
+            "seconds": round(summary.seconds, 1),
+        }
+    else:
+        metadata["requests"] = 0
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    key=BATCH_SCORES,
+    group_name=PRODUCTION_GROUP,
+    partitions_def=weekly_partitions,
+    deps=[*FEATURE_KEYS, ONLINE_STORE, LIVE_TRAFFIC],
     kinds={"lightgbm", "parquet"},
     description=(
-        "Batch scoring of the week's feature snapshot with the serving code (serving/scoring.py): the stable "
-        "champion scores every customer; the rollout candidate scores them too in shadow, or its canary "
-        "share of customers (the service's routing hash). Rows go to the prediction log (source=batch)."
+        "Batch scoring, with the serving code (serving/scoring.py), of the customers of the week's feature "
+        "snapshot the live service did not score (production/live_traffic): the stable champion scores "
+        "them; the rollout candidate scores them too in shadow, or its canary share of them (the service's "
+        "routing hash). Rows go to the prediction log labelled source=batch."
     ),
 )
 def batch_scores(
@@ -70,8 +127,12 @@ def batch_scores(
         why = "no feature snapshot in this week" if as_of is None else "no champion registered yet"
         context.log.info(f"week {week}: nothing scored ({why})")
         return dg.MaterializeResult(metadata={"scored_rows": 0, "note": why, "dagster/row_count": 0})
+    from churn_assets.serving.prediction_log import read_snapshots
+
     with warehouse.warehouse().connect() as con:
-        features = snapshot_features(con, as_of)
+        snapshot = snapshot_features(con, as_of)
+    live = read_snapshots(settings, [as_of]).filter(pl.col("source") == "http").select("customer_id").unique()
+    features = snapshot.join(live, on="customer_id", how="anti") if live.height else snapshot
     cache: dict[str, Any] = {}
 
     def load(version: str) -> Any:
@@ -96,7 +157,9 @@ def batch_scores(
             "as_of": as_of.isoformat(),
             "scored_rows": written,
             "dagster/row_count": written,
-            "customers": features.height,
+            "customers": snapshot.height,
+            "batch_customers": features.height,
+            "live_customers": snapshot.height - features.height,
             "rows_by_variant": dg.MetadataValue.json(counts),
             "stable_version": str(stable),
             "candidate_version": state.candidate_version or "none",
@@ -175,9 +238,10 @@ def production_label_status(
     deps=[BATCH_SCORES],
     kinds={"polars"},
     description=(
-        "The rollout phase's checks on this week's predictions (latency, error rate, candidate vs stable "
-        "score distribution, outcomes once labelled): verdict advance / hold / rollback. The rollout sensor "
-        "acts on it (one step per production week)."
+        "The rollout phase's checks on this week's predictions (latency, error rate, the candidate's score "
+        "distribution vs its own validation-time scores, outcomes once labelled: >= 2 % AUC gain): verdict "
+        "advance / hold / rollback; a manual business review holds at canary_50. The rollout sensor acts on "
+        "it (one step per production week). Also retires the previous model once its retention ended."
     ),
 )
 def rollout_review(
@@ -185,38 +249,54 @@ def rollout_review(
     warehouse: WarehouseResource,
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
-    from churn_assets.automation.rollout_checks import review_phase  # SciPy / scikit-learn: run time only
-    from churn_assets.serving.prediction_log import read_predictions
+    from churn_assets.automation.rollout_checks import (  # SciPy / scikit-learn: run time only
+        business_impact,
+        review_phase,
+    )
+    from churn_assets.modeling.registry import ModelRegistry
+    from churn_assets.modeling.score_reference import ScoreReference
+    from churn_assets.serving.prediction_log import read_predictions, read_snapshots
     from churn_assets.serving.rollout import RolloutStore
 
-    state = RolloutStore(settings).load()
+    store = RolloutStore(settings)
     as_of = _week_as_of(settings, context.partition_key)
+    retired = store.retire_expired(as_of, by="rollout-review") if as_of is not None else None
+    state = store.load()
+    cfg = settings.automation.rollout
+    reference: ScoreReference | None = None
+    impact = None
     if as_of is None or not state.active:
         verdict = review_phase(
             read_predictions(settings, dt.datetime(1970, 1, 1), dt.datetime(1970, 1, 2)),
             "none",
             state.stable_version,
             None,
-            settings.automation.rollout,
+            cfg,
         )
     else:
-        start = dt.datetime.combine(as_of, dt.time())
-        predictions = read_predictions(settings, start, start + dt.timedelta(days=7))
+        weeks = [as_of - dt.timedelta(weeks=k) for k in range(cfg.outcome_weeks + 1)]
+        earlier = read_snapshots(settings, weeks)
+        predictions = earlier.filter(earlier["as_of"] == as_of)
         with warehouse.warehouse().connect() as con:
             outcomes = realised_outcomes(
                 con,
                 Timeline.from_settings(settings.simulation),
                 7 * settings.simulation.label_delay_weeks,
-                [as_of],
+                earlier.get_column("as_of").drop_nulls().unique().to_list(),
             )
+        reference = ScoreReference.of_version(ModelRegistry(settings).tags(str(state.candidate_version)))
         verdict = review_phase(
             predictions,
             state.phase,
             state.stable_version,
             state.candidate_version,
-            settings.automation.rollout,
+            cfg,
             outcomes,
+            reference=reference,
+            outcome_predictions=earlier,
+            manual_review=settings.serving.rollout_review == "manual" and state.approved_by is None,
         )
+        impact = business_impact(earlier, state.stable_version, state.candidate_version, outcomes)
     context.log.info(f"rollout review {context.partition_key}: {verdict.action} ({verdict.reason})")
     return dg.MaterializeResult(
         metadata={
@@ -226,6 +306,15 @@ def rollout_review(
             "candidate_version": verdict.candidate_version or "none",
             "reason": verdict.reason,
             "candidate_rows": verdict.candidate_rows,
+            "score_reference": (
+                f"{reference.rows:,} validation-time scores of v{state.candidate_version}"
+                if reference is not None
+                else "none registered"
+            ),
+            "review_mode": settings.serving.rollout_review,
+            "ab_test": impact.note if impact is not None else "no rollout in progress",
+            "ab_test_detail": dg.MetadataValue.json(impact.as_dict() if impact is not None else {}),
+            "retired_version": retired or "none",
             "checks": dg.MetadataValue.md(
                 markdown_table(
                     [
@@ -307,7 +396,8 @@ def rollout_step(
     before = store.load()
     reason = f"week {config.week}: {config.reason}"
     if config.action == "advance":
-        after = store.advance(by="rollout-sensor", reason=reason)
+        on = _week_as_of(settings, config.week) if config.week else None
+        after = store.advance(by="rollout-sensor", reason=reason, on=on)
     elif config.action == "rollback":
         after = store.rollback(by="rollout-sensor", reason=reason)
     else:
