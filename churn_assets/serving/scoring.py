@@ -201,7 +201,9 @@ class ScoringModel:
         df = df[self.features]
         dtypes: dict[str, Any] = {}
         for col in self.features:
-            if col in self.categorical or df[col].dtype == object:
+            # A column of text is categorical; one that holds only nulls (one request's missing number) is
+            # numeric: as a category it would give the model a categorical column training never had.
+            if col in self.categorical or (df[col].dtype == object and df[col].notna().any()):
                 if not isinstance(df[col].dtype, pd.CategoricalDtype):
                     dtypes[col] = "category"
             elif df[col].dtype != np.float64:

@@ -85,6 +85,21 @@ def test_calibrated_and_sklearn_models_score_through_the_frame_path() -> None:
     assert out.reasons == [[] for _ in rows]  # no SHAP for a non-tree model: empty reasons, not made up
 
 
+def test_one_row_with_a_null_numeric_feature_scores_through_a_calibrated_model() -> None:
+    """One request = one row: a numeric feature that is null in it is a missing number, not a category
+    (LightGBM refuses a frame whose categorical columns differ from training's)."""
+    X, y, _ = synthetic_churn(800, seed=5)
+    lgbm = lgb.LGBMClassifier(n_estimators=15, verbose=-1).fit(X, y)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(lgbm), method="isotonic").fit(X, y)
+    features = list(X.columns)
+    numeric = next(c for c in features if X[c].dtype.kind == "f")
+    cal = ScoringModel("m", "2", calibrated, features, 0.3, flavor="sklearn")
+    row = X.head(1).astype(object).to_dict("records")[0] | {numeric: None}
+    reference = X.head(1).copy()
+    reference.loc[reference.index[0], numeric] = np.nan
+    np.testing.assert_allclose(cal.score([row]).scores, calibrated.predict_proba(reference)[:, 1], rtol=1e-9)
+
+
 def test_an_ensemble_champion_is_scored_member_by_member_like_predict_proba(tmp_path: Path) -> None:
     settings = serving_settings(tmp_path)
     frame = feature_frame(range(1, 601), seed=4)
