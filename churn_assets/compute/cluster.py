@@ -99,7 +99,7 @@ def dask_client(compute: ComputeSettings, *, storage_root: Path | None = None) -
                     memory_limit=compute.worker_memory_limit,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address="127.0.0.1:0",  # a free port: parallel clusters never collide
                     silence_logs=logging.WARNING,
                 )
             )
