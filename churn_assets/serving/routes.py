@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from churn_assets.feature_store.request_time import ticket_features
 from churn_assets.serving.http_metrics import Metrics
@@ -97,6 +98,10 @@ class FastPath:
         self.request_lines = logging_cfg.request_lines  # one log line per predict request
         self.customer_hash = customer_id_hasher(logging_cfg)
         self._watchers: set[asyncio.Task[None]] = set()  # disconnect watchers of requests in flight
+        self._predict_endpoints = {
+            "/predict": self.endpoint("predict", self.predict),
+            "/predict_features": self.endpoint("predict_features", self.predict_features),
+        }
 
     # -- guards ----------------------------------------------------------------------------------
     def current(self) -> Runtime:
@@ -154,20 +159,45 @@ class FastPath:
             raise HttpError(413, f"{n} {what} exceed max_batch_size {self.cfg.max_batch_size}")
 
     def limit(self, rt: Runtime, ids: list[int]) -> None:
+        """The per-customer rate limit of ``ids`` (blocking: in a worker thread)."""
         for cid in dict.fromkeys(ids):
             try:
                 retry = rt.rate_limit.hit(cid)
             except RateLimitUnavailable as exc:  # rate_limit_on_store_failure = closed
-                raise HttpError(503, str(exc), {"Retry-After": self.retry_after()}) from None
+                raise self.limiter_unavailable(exc) from None
             finally:
                 self.metrics.rate_limit_degraded.set(int(rt.rate_limit.degraded))
             if retry is not None:
-                self.metrics.rate_limited.inc()
-                raise HttpError(
-                    429,
-                    f"customer {cid}: rate limit {self.cfg.rate_limit} exceeded",
-                    {"Retry-After": str(int(retry + 0.999))},
-                )
+                raise self.limited(cid, retry)
+
+    async def alimit(self, rt: Runtime, ids: list[int], deadline: Deadline) -> None:
+        """:meth:`limit` awaited in the event loop (stage ``rate_limit``, bounded by ``deadline``)."""
+        deadline.enter("rate_limit")
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                for cid in dict.fromkeys(ids):
+                    try:
+                        retry = await rt.rate_limit.ahit(cid)
+                    except RateLimitUnavailable as exc:  # rate_limit_on_store_failure = closed
+                        raise self.limiter_unavailable(exc) from None
+                    finally:
+                        self.metrics.rate_limit_degraded.set(int(rt.rate_limit.degraded))
+                    if retry is not None:
+                        raise self.limited(cid, retry)
+        except TimeoutError:
+            deadline.expire()
+            raise RequestTimedOut("rate_limit", deadline.seconds) from None
+
+    def limiter_unavailable(self, exc: RateLimitUnavailable) -> HttpError:
+        return HttpError(503, str(exc), {"Retry-After": self.retry_after()})
+
+    def limited(self, cid: int, retry: float) -> HttpError:
+        self.metrics.rate_limited.inc()
+        return HttpError(
+            429,
+            f"customer {cid}: rate limit {self.cfg.rate_limit} exceeded",
+            {"Retry-After": str(int(retry + 0.999))},
+        )
 
     # -- deadline and error mapping ------------------------------------------------------------------
     def retry_after(self) -> str:
@@ -227,6 +257,22 @@ class FastPath:
             await anyio.to_thread.run_sync(done.result)  # committed: only the log write is left
         return done.result()
 
+    async def in_loop(self, name: str, deadline: Deadline, work: Callable[[], T], request: Request) -> T:
+        """``work()`` (which never waits) right here in the event loop, unless ``request``'s client has gone
+        (:class:`ClientDisconnected`: nothing scored or logged). Its stages and commit check ``deadline`` as
+        in a thread."""
+        if await request.is_disconnected():
+            raise ClientDisconnected(deadline.stage)
+        try:
+            return work()
+        except RequestTimedOut as exc:
+            self.metrics.work_stopped.labels(name, exc.stage).inc()
+            raise
+
+    def inline(self, n_items: int) -> bool:
+        """Whether a request of ``n_items`` customers / rows may be worked on in the event loop."""
+        return n_items <= self.cfg.inline_max_items
+
     def endpoint(self, name: str, handler: Handler) -> Handler:
         """``handler`` with a deadline, its errors mapped to responses, and latency / error metrics."""
 
@@ -248,6 +294,9 @@ class FastPath:
             except ClientDisconnected as exc:  # nobody reads this answer; nothing was logged
                 metrics.disconnects.labels(name, exc.stage).inc()
                 response = json_response({"error": str(exc), "stage": exc.stage}, 499)
+            except Exception:
+                log.exception("%s: unexpected error", name)
+                response = json_response({"error": "internal server error"}, 500)
             if response.status_code >= 400:
                 metrics.errors.labels(name, str(response.status_code)).inc()
             version = response.headers.get("x-model-version", "none")
@@ -317,42 +366,61 @@ class FastPath:
 
     async def predict(self, request: Request) -> Response:
         req, rt = await self.parse(request, PredictRequest, lambda r: len(r.customer_ids), "customer ids")
+        ids = req.customer_ids
         if self.request_lines:
-            request.state.customer_ids = req.customer_ids
+            request.state.customer_ids = ids
         deadline = deadline_of(request)
+        cached = cached_features(rt, ids) if not req.context and self.inline(len(ids)) else None
+        if cached is not None:
+            await self.alimit(rt, ids, deadline)
+            return await self.in_loop(
+                "predict", deadline, lambda: self.score_ids(rt, req, cached, deadline), request
+            )
 
         def work() -> Response:
             deadline.enter("rate_limit")
-            self.limit(rt, req.customer_ids)
-            deadline.enter("feature_store")
-            try:
-                feats = rt.features_for(req.customer_ids)
-            except FeatureStoreUnavailable as exc:
-                self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 2))
-                raise HttpError(
-                    503,
-                    f"{exc}; id-only predictions are unavailable, POST /predict_features still works",
-                    {"Retry-After": self.retry_after()},
-                ) from None
-            self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
-            live = self.request_time_features(rt, req, deadline)
-            rows: list[dict[str, Any] | None] = []
-            errors = {}
-            for i, cid in enumerate(req.customer_ids):
-                values = feats.get(cid)
-                if not values:
-                    rows.append(None)
-                    errors[i] = f"unknown customer_id {cid}: no features in the online store"
-                    self.metrics.item_errors.labels("unknown_customer").inc()
-                else:
-                    rows.append({**values, **live[cid]} if cid in live else values)
-            scoring = rt.score_rows(req.customer_ids, rows, req.explain, errors, deadline)
+            self.limit(rt, ids)
+            return self.score_ids(rt, req, self.features(rt, ids, deadline), deadline)
+
+        return await self.in_thread("predict", deadline, work, request)
+
+    def features(self, rt: Runtime, ids: list[int], deadline: Deadline) -> dict[int, dict[str, Any]]:
+        """The customers' online features (cache, then one store read through the breaker; blocking)."""
+        deadline.enter("feature_store")
+        try:
+            feats = rt.features_for(ids)
+        except FeatureStoreUnavailable as exc:
+            self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 2))
+            raise HttpError(
+                503,
+                f"{exc}; id-only predictions are unavailable, POST /predict_features still works",
+                {"Retry-After": self.retry_after()},
+            ) from None
+        self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
+        return feats
+
+    def score_ids(
+        self, rt: Runtime, req: PredictRequest, feats: dict[int, dict[str, Any]], deadline: Deadline
+    ) -> Response:
+        """Score the customers of ``req`` on their features ``feats`` (plus the request-time ones), answer
+        and log."""
+        live = self.request_time_features(rt, req, deadline)
+        rows: list[dict[str, Any] | None] = []
+        errors = {}
+        for i, cid in enumerate(req.customer_ids):
+            values = feats.get(cid)
+            if not values:
+                rows.append(None)
+                errors[i] = f"unknown customer_id {cid}: no features in the online store"
+                self.metrics.item_errors.labels("unknown_customer").inc()
+            else:
+                rows.append({**values, **live[cid]} if cid in live else values)
+        scoring = rt.score_rows(req.customer_ids, rows, req.explain, errors, deadline)
+        if live:
             for item in scoring.items:
                 if item["customer_id"] in live and "error" not in item:
                     item["live_features"] = sorted(live[item["customer_id"]])
-            return self.respond(rt, scoring, deadline)
-
-        return await self.in_thread("predict", deadline, work, request)
+        return self.respond(rt, scoring, deadline)
 
     def request_time_features(
         self, rt: Runtime, req: PredictRequest, deadline: Deadline
@@ -385,13 +453,21 @@ class FastPath:
             )
 
         deadline = deadline_of(request)
+        ids = [r.pop("customer_id") for r in dumped]
+        known = [i for i in ids if i is not None]
 
-        def work() -> Response:
-            ids = [r.pop("customer_id") for r in dumped]
-            deadline.enter("rate_limit")
-            self.limit(rt, [i for i in ids if i is not None])
+        def score() -> Response:
             scoring = rt.score_rows(ids, dumped, req.explain, deadline=deadline)
             return self.respond(rt, scoring, deadline)
+
+        if self.inline(len(ids)):
+            await self.alimit(rt, known, deadline)
+            return await self.in_loop("predict_features", deadline, score, request)
+
+        def work() -> Response:
+            deadline.enter("rate_limit")
+            self.limit(rt, known)
+            return score()
 
         return await self.in_thread("predict_features", deadline, work, request)
 
@@ -417,14 +493,42 @@ class FastPath:
             }
         )
 
+    def predict_endpoints(self) -> dict[str, Handler]:
+        """``POST`` path -> the endpoint (the Starlette routes and :meth:`hot_routes` share them)."""
+        return self._predict_endpoints
+
+    def hot_routes(self) -> dict[str, ASGIApp]:
+        """The predict endpoints as bare ASGI apps (``POST`` path -> app): what the routes of
+        :meth:`routes` do for them, without a router or middleware in front (unexpected errors are
+        already answered 500 by :meth:`endpoint`)."""
+        return {path: _asgi(handler) for path, handler in self.predict_endpoints().items()}
+
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/predict", self.endpoint("predict", self.predict), methods=["POST"]),
-            Route(
-                "/predict_features",
-                self.endpoint("predict_features", self.predict_features),
-                methods=["POST"],
-            ),
+            *(Route(path, handler, methods=["POST"]) for path, handler in self.predict_endpoints().items()),
             Route("/ready", self.ready, methods=["GET"]),
             Route("/rollout", self.endpoint("rollout", self.rollout), methods=["GET"]),
         ]
+
+
+def _asgi(handler: Handler) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
+
+def cached_features(rt: Runtime, ids: list[int]) -> dict[int, dict[str, Any]] | None:
+    """The customers' features when all of them are in the runtime's feature cache (an empty dict marks
+    a customer the store does not know), else None."""
+    cache = rt.cache
+    if cache is None:
+        return None
+    found: dict[int, dict[str, Any]] = {}
+    for cid in ids:
+        values = cache.get(cid)
+        if values is None:
+            return None
+        found[cid] = values
+    return found
