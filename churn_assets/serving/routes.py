@@ -281,6 +281,8 @@ class FastPath:
             metrics = self.metrics
             start = time.perf_counter()
             request.state.deadline = Deadline(self.cfg.request_timeout_seconds)
+            in_progress = metrics.in_progress_of(name)
+            in_progress.inc()
             try:
                 response = await handler(request)
             except HttpError as exc:
@@ -297,12 +299,14 @@ class FastPath:
             except Exception:
                 log.exception("%s: unexpected error", name)
                 response = json_response({"error": "internal server error"}, 500)
+            finally:
+                in_progress.dec()
             if response.status_code >= 400:
                 metrics.errors.labels(name, str(response.status_code)).inc()
             version = response.headers.get("x-model-version", "none")
             variant = response.headers.get("x-variant", "none")
             elapsed = time.perf_counter() - start
-            metrics.latency.labels(name, version, variant).observe(elapsed)
+            metrics.latency_of(name, version, variant).observe(elapsed)
             if self.request_lines:
                 self.log_request(name, request, response, elapsed, version, variant)
             return response
@@ -350,7 +354,7 @@ class FastPath:
         rt.log(scoring, deadline)
         for i in items:
             if "variant" in i:
-                self.metrics.predictions.labels(i["model_version"], i["variant"]).inc()
+                self.metrics.predictions_of(i["model_version"], i["variant"]).inc()
         return response
 
     # -- handlers ------------------------------------------------------------------------------------
