@@ -21,7 +21,8 @@ The protocol also routes the **hot endpoints** past BentoML's ASGI stack: uvicor
 the app BentoML built (its middlewares — OpenTelemetry, its request metrics, the traffic timeout and
 concurrency limit, its context — in front of its router and the mounted fast-path app). With
 ``hot_routes`` (``{path: ASGI app}``, from :meth:`churn_assets.serving.routes.FastPath.hot_routes`) a
-``POST`` to one of those paths goes straight to its handler (:class:`HotPathDispatch`); every other request
+``POST`` to one of those paths goes straight to its handler (:class:`HotPathDispatch`; uvicorn's own
+proxy-headers middleware is skipped too: the handlers never read the client's address); every other request
 (other methods on those paths included) takes BentoML's stack unchanged.
 """
 
