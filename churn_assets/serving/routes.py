@@ -271,7 +271,8 @@ class FastPath:
 
     def inline(self, n_items: int) -> bool:
         """Whether a request of ``n_items`` customers / rows may be worked on in the event loop."""
-        return n_items <= self.cfg.inline_max_items
+        limit = self.cfg.inline_max_items
+        return limit > 0 and n_items <= limit
 
     def endpoint(self, name: str, handler: Handler) -> Handler:
         """``handler`` with a deadline, its errors mapped to responses, and latency / error metrics."""
