@@ -2,8 +2,16 @@
 ``GET /ready`` (see ``serving.app`` for the errors they answer with).
 
 :class:`FastPath` holds what every handler needs (settings, the worker's runtime, the metrics): request
-guards (API key, body and batch limits, per-customer rate limit), the deadline around the work
-(:meth:`FastPath.in_thread`), the error mapping (:meth:`FastPath.endpoint`) and the handlers.
+guards (API key, body and batch limits, per-customer rate limit), the deadline around the work, the error
+mapping (:meth:`FastPath.endpoint`) and the handlers. :meth:`FastPath.hot_routes` are the predict
+endpoints as bare ASGI apps (the service's HTTP server dispatches them past BentoML's middlewares:
+``serving.http_server``).
+
+Where the work runs: by default in the thread pool (:meth:`FastPath.in_thread`), waited for until the
+deadline or the client's disconnect. With ``serving.inline_max_items`` N > 0, a request whose work cannot
+block — at most N customers or rows, every customer's features in the feature cache, no request-time
+context — is handled entirely in the event loop (:meth:`FastPath.in_loop`; the rate limit's Redis round
+trip is awaited, not blocked on).
 """
 
 from __future__ import annotations
