@@ -2,8 +2,10 @@
 
 Models are declared as ``bentoml.models.BentoModel`` class attributes from ``serving_models.json`` (written by
 ``churn_assets.serving.bento_build``): ``stable`` always, ``candidate`` while a rollout is active. The hot
-endpoints live in a Starlette app mounted with ``@bentoml.asgi_app`` (the fast path); BentoML keeps its own
-``/livez``, ``/readyz`` (``__is_ready__``: model loaded AND feature store answers) and ``/metrics``.
+endpoints live in a Starlette app mounted with ``@bentoml.asgi_app`` (the fast path); ``POST /predict`` and
+``/predict_features`` are dispatched by the HTTP server straight to its endpoints (``serving.http_server``).
+BentoML keeps its own ``/livez``, ``/readyz`` (``__is_ready__``: model loaded AND feature store answers) and
+``/metrics``.
 """
 
 import gc
@@ -14,7 +16,7 @@ from typing import Any
 
 import bentoml
 
-from churn_assets.serving.app import build_app
+from churn_assets.serving.app import build_app, hot_routes
 from churn_assets.serving.bento_build import load_exported
 from churn_assets.serving.bentoml_schema import SchemaWithFastPath, fast_path_routes
 from churn_assets.serving.http_server import install as install_http_timeouts
@@ -27,12 +29,17 @@ SETTINGS = get_settings()
 configure_logging(SETTINGS.logging)  # console lines or JSON lines (logging.format), on stderr
 _RUNTIME: dict[str, Runtime] = {}
 log = logging.getLogger("churnops.serving")
-# uvicorn (started by BentoML after this import) closes connections that are slow to send their headers.
-install_http_timeouts(SETTINGS.serving.header_timeout_seconds, SETTINGS.serving.keep_alive_timeout_seconds)
-
 # /docs.json (the spec behind BentoML's docs page `/`) = BentoML's spec + the mounted endpoints.
 fast_app = build_app(
     SETTINGS, lambda: _RUNTIME.get("runtime"), bentoml.metrics, lambda: ChurnService.openapi_spec.asdict()
+)
+# uvicorn (started by BentoML after this import) closes connections that are slow to send their headers,
+# and hands POST /predict and /predict_features straight to the fast app's endpoints, past BentoML's
+# middlewares (OpenTelemetry, its request metrics, traffic timeout); everything else takes BentoML's stack.
+install_http_timeouts(
+    SETTINGS.serving.header_timeout_seconds,
+    SETTINGS.serving.keep_alive_timeout_seconds,
+    hot_routes(fast_app),
 )
 
 

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from churn_assets.serving.http_metrics import metrics_for
 from churn_assets.serving.openapi import SWAGGER_HTML, merged_spec, openapi_spec, swagger_assets
@@ -75,13 +76,23 @@ def build_app(
     metrics_module: Any = None,
     base_spec: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
-    """The Starlette app; ``runtime()`` returns the worker's :class:`Runtime` (None until loaded).
+    """The Starlette app; ``runtime()`` returns the worker's :class:`Runtime` (None until loaded). Its
+    predict endpoints are also in :func:`hot_routes` as bare ASGI apps.
 
     ``base_spec()`` (inside BentoML: the service's own OpenAPI) makes the app answer ``/docs.json`` — the
     spec behind BentoML's docs page ``/`` — with that spec plus these endpoints.
     """
     fast_path = FastPath(settings.serving, runtime, metrics_for(metrics_module), settings.logging)
-    return Starlette(
+    app = Starlette(
         routes=fast_path.routes() + _doc_routes(base_spec, settings.serving),
         exception_handlers={StarletteHTTPException: _http_error},
     )
+    app.state.hot_routes = fast_path.hot_routes()
+    return app
+
+
+def hot_routes(app: Starlette) -> dict[str, ASGIApp]:
+    """The predict endpoints of an app of :func:`build_app` as bare ASGI apps (``POST`` path -> app), for
+    the HTTP server to dispatch past the host's middlewares (``serving.http_server``)."""
+    routes: dict[str, ASGIApp] = app.state.hot_routes
+    return routes

@@ -17,6 +17,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.045, 0.08, 0.12, 0.
 
 class Metrics:
     def __init__(self, module: Any) -> None:
+        self._latency: dict[tuple[str, str, str], Any] = {}
+        self._predictions: dict[tuple[str, str], Any] = {}
+        self._in_progress: dict[str, Any] = {}
         self.latency = module.Histogram(
             "churn_request_seconds",
             "Request latency by endpoint, model version and variant.",
@@ -60,6 +63,18 @@ class Metrics:
             "endpoint and stage.",
             ["endpoint", "stage"],
         )
+        self.in_progress = (
+            module.Gauge(
+                "churn_requests_in_progress",
+                "Requests the fast path is handling, by endpoint.",
+                ["endpoint"],
+                multiprocess_mode="livesum",
+            )
+            if _accepts_multiprocess(module)
+            else module.Gauge(
+                "churn_requests_in_progress", "Requests the fast path is handling, by endpoint.", ["endpoint"]
+            )
+        )
         self.rate_limit_degraded = _gauge(
             module,
             "churn_rate_limit_degraded",
@@ -77,6 +92,28 @@ class Metrics:
                 "churn_breaker_state", "Feature-store circuit breaker: 0 closed, 1 half-open, 2 open."
             )
         )
+
+    def latency_of(self, endpoint: str, version: str, variant: str) -> Any:
+        """The latency histogram's child of these labels (looked up once per label set)."""
+        key = (endpoint, version, variant)
+        child = self._latency.get(key)
+        if child is None:
+            child = self._latency[key] = self.latency.labels(endpoint, version, variant)
+        return child
+
+    def in_progress_of(self, endpoint: str) -> Any:
+        """The in-progress gauge's child of ``endpoint`` (looked up once)."""
+        child = self._in_progress.get(endpoint)
+        if child is None:
+            child = self._in_progress[endpoint] = self.in_progress.labels(endpoint)
+        return child
+
+    def predictions_of(self, version: str, variant: str) -> Any:
+        """The predictions counter's child of these labels (looked up once per label set)."""
+        child = self._predictions.get((version, variant))
+        if child is None:
+            child = self._predictions[version, variant] = self.predictions.labels(version, variant)
+        return child
 
 
 _METRICS: dict[str, Metrics] = {}

@@ -16,18 +16,29 @@ is imported: :func:`install` (called by ``bento/service.py``) points that entry 
 * the **keep-alive timeout** from the settings (uvicorn's is an int from the command line).
 
 A slow body is bounded by the app itself (``serving.request_timeout_seconds``: 504, stage ``read_body``).
+
+The protocol also routes the **hot endpoints** past BentoML's ASGI stack: uvicorn hands each connection
+the app BentoML built (its middlewares — OpenTelemetry, its request metrics, the traffic timeout and
+concurrency limit, its context — in front of its router and the mounted fast-path app). With
+``hot_routes`` (``{path: ASGI app}``, from :meth:`churn_assets.serving.routes.FastPath.hot_routes`) a
+``POST`` to one of those paths goes straight to its handler (:class:`HotPathDispatch`; uvicorn's own
+proxy-headers middleware is skipped too: the handlers never read the client's address); every other request
+(other methods on those paths included) takes BentoML's stack unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import uvicorn.config
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 log = logging.getLogger(__name__)
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 _BODY_408 = b'{"error": "request line and headers not sent in time"}'
 REQUEST_TIMEOUT_408 = (
@@ -38,18 +49,46 @@ REQUEST_TIMEOUT_408 = (
 )
 
 
-class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-    """uvicorn's HTTP protocol with a header-read timeout and a configurable keep-alive timeout."""
+class HotPathDispatch:
+    """ASGI app: an HTTP ``POST`` whose path is in ``routes`` goes to that route's app, everything else
+    (lifespan included) to ``app``."""
 
+    def __init__(self, app: ASGIApp, routes: Mapping[str, ASGIApp]) -> None:
+        self.app, self.routes = app, dict(routes)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            hot = self.routes.get(scope["path"])
+            if hot is not None:
+                await hot(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with a header-read timeout, a configurable keep-alive timeout and, with
+    ``hot_routes``, the hot endpoints dispatched past the server app's middleware stack."""
+
+    app: Any  # the server's ASGI app (uvicorn's protocol sets it)
     header_timeout: float = 10.0
     keep_alive_timeout: float | None = None
+    hot_routes: Mapping[str, ASGIApp] | None = None
+    _dispatch: tuple[Any, HotPathDispatch] | None = None  # (the server's app, its dispatch), built once
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.keep_alive_timeout is not None:
             self.timeout_keep_alive = self.keep_alive_timeout
+        if self.hot_routes:
+            self.app = self._dispatcher(self.app)
         self._header_timer: asyncio.TimerHandle | None = None
         self._partial = False  # bytes of a request arrived while waiting for its headers
+
+    @classmethod
+    def _dispatcher(cls, app: ASGIApp) -> HotPathDispatch:
+        if cls._dispatch is None or cls._dispatch[0] is not app:
+            cls._dispatch = (app, HotPathDispatch(app, cls.hot_routes or {}))
+        return cls._dispatch[1]
 
     def _waiting_for_headers(self) -> bool:
         """No request in progress: before the first one, or after the previous response."""
@@ -92,9 +131,14 @@ class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         super().connection_lost(exc)
 
 
-def install(header_timeout: float, keep_alive_timeout: float) -> None:
+def install(
+    header_timeout: float, keep_alive_timeout: float, hot_routes: Mapping[str, ASGIApp] | None = None
+) -> None:
     """Make uvicorn's default protocol (``http="auto"``, BentoML's choice) :class:`HeaderTimeoutProtocol`
-    with these timeouts. Call before the server starts (importing the service module is before)."""
+    with these timeouts and ``hot_routes`` (``POST`` path -> ASGI app, dispatched past the server app's
+    middlewares). Call before the server starts (importing the service module is before)."""
     HeaderTimeoutProtocol.header_timeout = header_timeout
     HeaderTimeoutProtocol.keep_alive_timeout = keep_alive_timeout
+    HeaderTimeoutProtocol.hot_routes = dict(hot_routes) if hot_routes else None
+    HeaderTimeoutProtocol._dispatch = None
     uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:{HeaderTimeoutProtocol.__name__}"

@@ -19,9 +19,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pybreaker
+import redis
 from limits import parse
+from limits.aio.storage import RedisStorage as AsyncRedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindowRateLimiter
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from churn_assets.feature_store.online import fail_fast_redis_options
 from churn_assets.settings import Settings
@@ -107,20 +112,42 @@ class RateBreaker:
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise
 
+    def _admit(self) -> bool:
+        """Refuse a call (raise ``error``) while the breaker is not closed, except the one trial of a breaker
+        without a probe; True when this call is that trial."""
+        if self.state == "closed":
+            return False
+        if self.probe is not None:
+            raise self.error(f"{self.name} circuit is open (last error: {self.last_error})")
+        with self._lock:
+            if self._trial:
+                raise self.error(f"{self.name} circuit is open (a trial call is under way)")
+            self._trial = True
+        return True
+
+    def _end_trial(self, trial: bool) -> None:
+        if trial:
+            with self._lock:
+                self._trial = False
+
+    def _refused(self, exc: pybreaker.CircuitBreakerError, called: bool) -> StoreUnavailable:
+        if called:  # the trial itself failed (pybreaker re-opened the circuit)
+            return self.error(f"{self.name} failed (trial call): {self.last_error}")
+        return self.error(f"{self.name} circuit is open: {exc}")
+
+    def _failed(self) -> StoreUnavailable:
+        if self.state == "closed" and self._record(False):
+            self.breaker.open()
+        return self.error(f"{self.name} failed: {self.last_error}")
+
     def call(self, func: Callable[..., T], *args: Any) -> T:
         """``func(*args)`` through the breaker; raises ``error`` when it is open or the call fails.
 
         While the breaker is not closed, a breaker with a ``probe`` refuses every call at once (a timer probes
         the store ``reset_seconds`` after each opening); without one, one call at a time is the trial.
         """
-        trial = called = False
-        if self.state != "closed":
-            if self.probe is not None:
-                raise self.error(f"{self.name} circuit is open (last error: {self.last_error})")
-            with self._lock:
-                if self._trial:
-                    raise self.error(f"{self.name} circuit is open (a trial call is under way)")
-                self._trial = trial = True
+        trial = self._admit()
+        called = False
         try:
             # Not ``breaker.call``: that holds the breaker's lock for the whole call, so concurrent store
             # calls would queue behind one another (behind every timeout of a frozen store). ``calling()``
@@ -129,17 +156,33 @@ class RateBreaker:
                 called = True
                 result = self._noted(func, *args)
         except pybreaker.CircuitBreakerError as exc:
-            if called:  # the trial itself failed (pybreaker re-opened the circuit)
-                raise self.error(f"{self.name} failed (trial call): {self.last_error}") from None
-            raise self.error(f"{self.name} circuit is open: {exc}") from None
+            raise self._refused(exc, called) from None
         except Exception as exc:
-            if self.state == "closed" and self._record(False):
-                self.breaker.open()
-            raise self.error(f"{self.name} failed: {self.last_error}") from exc
+            raise self._failed() from exc
         finally:
-            if trial:
-                with self._lock:
-                    self._trial = False
+            self._end_trial(trial)
+        if self.state == "closed":
+            self._record(True)
+        return result
+
+    async def acall(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """:meth:`call` for a coroutine function, awaited in the event loop (same states and errors)."""
+        trial = self._admit()
+        called = False
+        try:
+            with self.breaker.calling():
+                called = True
+                try:
+                    result = await func(*args)
+                except Exception as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    raise
+        except pybreaker.CircuitBreakerError as exc:
+            raise self._refused(exc, called) from None
+        except Exception as exc:
+            raise self._failed() from exc
+        finally:
+            self._end_trial(trial)
         if self.state == "closed":
             self._record(True)
         return result
@@ -209,6 +252,10 @@ class CustomerRateLimit:
     (or its breaker is open) the limiter is *degraded*: per ``serving.rate_limit_on_store_failure`` it counts
     in an in-process moving window (``open``, the default) or raises :class:`RateLimitUnavailable`
     (``closed``). Entering and leaving the degraded state is logged once each.
+
+    Two doors to the same counters: :meth:`hit` (blocking, sync ``redis``: for a worker thread) and
+    :meth:`ahit` (awaited in the event loop: ``limits``' asyncio storage over ``redis.asyncio`` with
+    hiredis, the same Lua scripts and keys, the same breaker and fallback).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -222,6 +269,7 @@ class CustomerRateLimit:
         self.local = MovingWindowRateLimiter(MemoryStorage())
         self.limiter = self.local
         self.breaker: RateBreaker | None = None
+        self.async_limiter: AsyncMovingWindowRateLimiter | None = None
         self.degraded = False
         self._lock = threading.Lock()
         if use_redis:
@@ -230,6 +278,17 @@ class CustomerRateLimit:
                 cfg.redis_url.get_secret_value(), key_prefix=f"{cfg.redis_key_prefix}:ratelimit", **options
             )
             self.limiter = MovingWindowRateLimiter(storage)
+            self.async_limiter = AsyncMovingWindowRateLimiter(
+                AsyncRedisStorage(
+                    f"async+{cfg.redis_url.get_secret_value()}",
+                    implementation="redispy",
+                    key_prefix=f"{cfg.redis_key_prefix}:ratelimit",
+                    **{
+                        **options,
+                        "retry": AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                    },
+                )
+            )
             self.breaker = RateBreaker(
                 cfg.breaker_error_rate,
                 cfg.breaker_window_seconds,
@@ -244,6 +303,12 @@ class CustomerRateLimit:
         if limiter.hit(self.item, key):
             return None
         reset_at = limiter.get_window_stats(self.item, key).reset_time
+        return max(1.0, reset_at - time.time())
+
+    async def _ahit(self, limiter: AsyncMovingWindowRateLimiter, key: str) -> float | None:
+        if await limiter.hit(self.item, key):
+            return None
+        reset_at = (await limiter.get_window_stats(self.item, key)).reset_time
         return max(1.0, reset_at - time.time())
 
     def _set_degraded(self, degraded: bool, reason: str = "") -> None:
@@ -271,6 +336,23 @@ class CustomerRateLimit:
             return self._hit(self.limiter, key)
         try:
             retry = self.breaker.call(self._hit, self.limiter, key)
+        except StoreUnavailable as exc:
+            self._set_degraded(True, str(exc))
+            if self.on_failure == "closed":
+                raise RateLimitUnavailable(f"rate limiter unavailable: {exc}") from None
+            return self._hit(self.local, key)
+        if self.degraded:
+            self._set_degraded(False)
+        return retry
+
+    async def ahit(self, customer_id: int) -> float | None:
+        """:meth:`hit` awaited in the event loop: the Redis round trip does not block it (the in-process
+        counters, the fallback included, are called directly: they never wait)."""
+        key = str(customer_id)
+        if self.breaker is None or self.async_limiter is None:
+            return self._hit(self.limiter, key)
+        try:
+            retry = await self.breaker.acall(self._ahit, self.async_limiter, key)
         except StoreUnavailable as exc:
             self._set_degraded(True, str(exc))
             if self.on_failure == "closed":

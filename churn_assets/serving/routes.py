@@ -2,8 +2,16 @@
 ``GET /ready`` (see ``serving.app`` for the errors they answer with).
 
 :class:`FastPath` holds what every handler needs (settings, the worker's runtime, the metrics): request
-guards (API key, body and batch limits, per-customer rate limit), the deadline around the work
-(:meth:`FastPath.in_thread`), the error mapping (:meth:`FastPath.endpoint`) and the handlers.
+guards (API key, body and batch limits, per-customer rate limit), the deadline around the work, the error
+mapping (:meth:`FastPath.endpoint`) and the handlers. :meth:`FastPath.hot_routes` are the predict
+endpoints as bare ASGI apps (the service's HTTP server dispatches them past BentoML's middlewares:
+``serving.http_server``).
+
+Where the work runs: by default in the thread pool (:meth:`FastPath.in_thread`), waited for until the
+deadline or the client's disconnect. With ``serving.inline_max_items`` N > 0, a request whose work cannot
+block — at most N customers or rows, every customer's features in the feature cache, no request-time
+context — is handled entirely in the event loop (:meth:`FastPath.in_loop`; the rate limit's Redis round
+trip is awaited, not blocked on).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from churn_assets.feature_store.request_time import ticket_features
 from churn_assets.serving.http_metrics import Metrics
@@ -97,6 +106,10 @@ class FastPath:
         self.request_lines = logging_cfg.request_lines  # one log line per predict request
         self.customer_hash = customer_id_hasher(logging_cfg)
         self._watchers: set[asyncio.Task[None]] = set()  # disconnect watchers of requests in flight
+        self._predict_endpoints = {
+            "/predict": self.endpoint("predict", self.predict),
+            "/predict_features": self.endpoint("predict_features", self.predict_features),
+        }
 
     # -- guards ----------------------------------------------------------------------------------
     def current(self) -> Runtime:
@@ -154,20 +167,45 @@ class FastPath:
             raise HttpError(413, f"{n} {what} exceed max_batch_size {self.cfg.max_batch_size}")
 
     def limit(self, rt: Runtime, ids: list[int]) -> None:
+        """The per-customer rate limit of ``ids`` (blocking: in a worker thread)."""
         for cid in dict.fromkeys(ids):
             try:
                 retry = rt.rate_limit.hit(cid)
             except RateLimitUnavailable as exc:  # rate_limit_on_store_failure = closed
-                raise HttpError(503, str(exc), {"Retry-After": self.retry_after()}) from None
+                raise self.limiter_unavailable(exc) from None
             finally:
                 self.metrics.rate_limit_degraded.set(int(rt.rate_limit.degraded))
             if retry is not None:
-                self.metrics.rate_limited.inc()
-                raise HttpError(
-                    429,
-                    f"customer {cid}: rate limit {self.cfg.rate_limit} exceeded",
-                    {"Retry-After": str(int(retry + 0.999))},
-                )
+                raise self.limited(cid, retry)
+
+    async def alimit(self, rt: Runtime, ids: list[int], deadline: Deadline) -> None:
+        """:meth:`limit` awaited in the event loop (stage ``rate_limit``, bounded by ``deadline``)."""
+        deadline.enter("rate_limit")
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                for cid in dict.fromkeys(ids):
+                    try:
+                        retry = await rt.rate_limit.ahit(cid)
+                    except RateLimitUnavailable as exc:  # rate_limit_on_store_failure = closed
+                        raise self.limiter_unavailable(exc) from None
+                    finally:
+                        self.metrics.rate_limit_degraded.set(int(rt.rate_limit.degraded))
+                    if retry is not None:
+                        raise self.limited(cid, retry)
+        except TimeoutError:
+            deadline.expire()
+            raise RequestTimedOut("rate_limit", deadline.seconds) from None
+
+    def limiter_unavailable(self, exc: RateLimitUnavailable) -> HttpError:
+        return HttpError(503, str(exc), {"Retry-After": self.retry_after()})
+
+    def limited(self, cid: int, retry: float) -> HttpError:
+        self.metrics.rate_limited.inc()
+        return HttpError(
+            429,
+            f"customer {cid}: rate limit {self.cfg.rate_limit} exceeded",
+            {"Retry-After": str(int(retry + 0.999))},
+        )
 
     # -- deadline and error mapping ------------------------------------------------------------------
     def retry_after(self) -> str:
@@ -227,6 +265,23 @@ class FastPath:
             await anyio.to_thread.run_sync(done.result)  # committed: only the log write is left
         return done.result()
 
+    async def in_loop(self, name: str, deadline: Deadline, work: Callable[[], T], request: Request) -> T:
+        """``work()`` (which never waits) right here in the event loop, unless ``request``'s client has gone
+        (:class:`ClientDisconnected`: nothing scored or logged). Its stages and commit check ``deadline`` as
+        in a thread."""
+        if await request.is_disconnected():
+            raise ClientDisconnected(deadline.stage)
+        try:
+            return work()
+        except RequestTimedOut as exc:
+            self.metrics.work_stopped.labels(name, exc.stage).inc()
+            raise
+
+    def inline(self, n_items: int) -> bool:
+        """Whether a request of ``n_items`` customers / rows may be worked on in the event loop."""
+        limit = self.cfg.inline_max_items
+        return limit > 0 and n_items <= limit
+
     def endpoint(self, name: str, handler: Handler) -> Handler:
         """``handler`` with a deadline, its errors mapped to responses, and latency / error metrics."""
 
@@ -235,6 +290,8 @@ class FastPath:
             metrics = self.metrics
             start = time.perf_counter()
             request.state.deadline = Deadline(self.cfg.request_timeout_seconds)
+            in_progress = metrics.in_progress_of(name)
+            in_progress.inc()
             try:
                 response = await handler(request)
             except HttpError as exc:
@@ -248,12 +305,17 @@ class FastPath:
             except ClientDisconnected as exc:  # nobody reads this answer; nothing was logged
                 metrics.disconnects.labels(name, exc.stage).inc()
                 response = json_response({"error": str(exc), "stage": exc.stage}, 499)
+            except Exception:
+                log.exception("%s: unexpected error", name)
+                response = json_response({"error": "internal server error"}, 500)
+            finally:
+                in_progress.dec()
             if response.status_code >= 400:
                 metrics.errors.labels(name, str(response.status_code)).inc()
             version = response.headers.get("x-model-version", "none")
             variant = response.headers.get("x-variant", "none")
             elapsed = time.perf_counter() - start
-            metrics.latency.labels(name, version, variant).observe(elapsed)
+            metrics.latency_of(name, version, variant).observe(elapsed)
             if self.request_lines:
                 self.log_request(name, request, response, elapsed, version, variant)
             return response
@@ -301,7 +363,7 @@ class FastPath:
         rt.log(scoring, deadline)
         for i in items:
             if "variant" in i:
-                self.metrics.predictions.labels(i["model_version"], i["variant"]).inc()
+                self.metrics.predictions_of(i["model_version"], i["variant"]).inc()
         for version, member, seconds in scoring.member_seconds:
             self.metrics.member_latency.labels(version, member).observe(seconds)
         return response
@@ -319,42 +381,61 @@ class FastPath:
 
     async def predict(self, request: Request) -> Response:
         req, rt = await self.parse(request, PredictRequest, lambda r: len(r.customer_ids), "customer ids")
+        ids = req.customer_ids
         if self.request_lines:
-            request.state.customer_ids = req.customer_ids
+            request.state.customer_ids = ids
         deadline = deadline_of(request)
+        cached = cached_features(rt, ids) if not req.context and self.inline(len(ids)) else None
+        if cached is not None:
+            await self.alimit(rt, ids, deadline)
+            return await self.in_loop(
+                "predict", deadline, lambda: self.score_ids(rt, req, cached, deadline), request
+            )
 
         def work() -> Response:
             deadline.enter("rate_limit")
-            self.limit(rt, req.customer_ids)
-            deadline.enter("feature_store")
-            try:
-                feats = rt.features_for(req.customer_ids)
-            except FeatureStoreUnavailable as exc:
-                self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 2))
-                raise HttpError(
-                    503,
-                    f"{exc}; id-only predictions are unavailable, POST /predict_features still works",
-                    {"Retry-After": self.retry_after()},
-                ) from None
-            self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
-            live = self.request_time_features(rt, req, deadline)
-            rows: list[dict[str, Any] | None] = []
-            errors = {}
-            for i, cid in enumerate(req.customer_ids):
-                values = feats.get(cid)
-                if not values:
-                    rows.append(None)
-                    errors[i] = f"unknown customer_id {cid}: no features in the online store"
-                    self.metrics.item_errors.labels("unknown_customer").inc()
-                else:
-                    rows.append({**values, **live[cid]} if cid in live else values)
-            scoring = rt.score_rows(req.customer_ids, rows, req.explain, errors, deadline)
+            self.limit(rt, ids)
+            return self.score_ids(rt, req, self.features(rt, ids, deadline), deadline)
+
+        return await self.in_thread("predict", deadline, work, request)
+
+    def features(self, rt: Runtime, ids: list[int], deadline: Deadline) -> dict[int, dict[str, Any]]:
+        """The customers' online features (cache, then one store read through the breaker; blocking)."""
+        deadline.enter("feature_store")
+        try:
+            feats = rt.features_for(ids)
+        except FeatureStoreUnavailable as exc:
+            self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 2))
+            raise HttpError(
+                503,
+                f"{exc}; id-only predictions are unavailable, POST /predict_features still works",
+                {"Retry-After": self.retry_after()},
+            ) from None
+        self.metrics.breaker.set(BREAKER_STATE_CODE.get(rt.breaker.state, 0))
+        return feats
+
+    def score_ids(
+        self, rt: Runtime, req: PredictRequest, feats: dict[int, dict[str, Any]], deadline: Deadline
+    ) -> Response:
+        """Score the customers of ``req`` on their features ``feats`` (plus the request-time ones), answer
+        and log."""
+        live = self.request_time_features(rt, req, deadline)
+        rows: list[dict[str, Any] | None] = []
+        errors = {}
+        for i, cid in enumerate(req.customer_ids):
+            values = feats.get(cid)
+            if not values:
+                rows.append(None)
+                errors[i] = f"unknown customer_id {cid}: no features in the online store"
+                self.metrics.item_errors.labels("unknown_customer").inc()
+            else:
+                rows.append({**values, **live[cid]} if cid in live else values)
+        scoring = rt.score_rows(req.customer_ids, rows, req.explain, errors, deadline)
+        if live:
             for item in scoring.items:
                 if item["customer_id"] in live and "error" not in item:
                     item["live_features"] = sorted(live[item["customer_id"]])
-            return self.respond(rt, scoring, deadline)
-
-        return await self.in_thread("predict", deadline, work, request)
+        return self.respond(rt, scoring, deadline)
 
     def request_time_features(
         self, rt: Runtime, req: PredictRequest, deadline: Deadline
@@ -387,13 +468,21 @@ class FastPath:
             )
 
         deadline = deadline_of(request)
+        ids = [r.pop("customer_id") for r in dumped]
+        known = [i for i in ids if i is not None]
 
-        def work() -> Response:
-            ids = [r.pop("customer_id") for r in dumped]
-            deadline.enter("rate_limit")
-            self.limit(rt, [i for i in ids if i is not None])
+        def score() -> Response:
             scoring = rt.score_rows(ids, dumped, req.explain, deadline=deadline)
             return self.respond(rt, scoring, deadline)
+
+        if self.inline(len(ids)):
+            await self.alimit(rt, known, deadline)
+            return await self.in_loop("predict_features", deadline, score, request)
+
+        def work() -> Response:
+            deadline.enter("rate_limit")
+            self.limit(rt, known)
+            return score()
 
         return await self.in_thread("predict_features", deadline, work, request)
 
@@ -419,14 +508,42 @@ class FastPath:
             }
         )
 
+    def predict_endpoints(self) -> dict[str, Handler]:
+        """``POST`` path -> the endpoint (the Starlette routes and :meth:`hot_routes` share them)."""
+        return self._predict_endpoints
+
+    def hot_routes(self) -> dict[str, ASGIApp]:
+        """The predict endpoints as bare ASGI apps (``POST`` path -> app): what the routes of
+        :meth:`routes` do for them, without a router or middleware in front (unexpected errors are
+        already answered 500 by :meth:`endpoint`)."""
+        return {path: _asgi(handler) for path, handler in self.predict_endpoints().items()}
+
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/predict", self.endpoint("predict", self.predict), methods=["POST"]),
-            Route(
-                "/predict_features",
-                self.endpoint("predict_features", self.predict_features),
-                methods=["POST"],
-            ),
+            *(Route(path, handler, methods=["POST"]) for path, handler in self.predict_endpoints().items()),
             Route("/ready", self.ready, methods=["GET"]),
             Route("/rollout", self.endpoint("rollout", self.rollout), methods=["GET"]),
         ]
+
+
+def _asgi(handler: Handler) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
+
+def cached_features(rt: Runtime, ids: list[int]) -> dict[int, dict[str, Any]] | None:
+    """The customers' features when all of them are in the runtime's feature cache (an empty dict marks
+    a customer the store does not know), else None."""
+    cache = rt.cache
+    if cache is None:
+        return None
+    found: dict[int, dict[str, Any]] = {}
+    for cid in ids:
+        values = cache.get(cid)
+        if values is None:
+            return None
+        found[cid] = values
+    return found

@@ -5,6 +5,7 @@ store is back (with no traffic), and each state change is logged once. And the r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -71,12 +72,16 @@ def test_open_breaker_refuses_at_once_and_its_probe_closes_it_when_the_store_ret
     assert len(lines) <= 2 + 2 * 4  # open, close and one half-open/open pair per probe
 
 
+@pytest.mark.parametrize("door", ["blocking", "asyncio"])
 @pytest.mark.parametrize("on_failure", ["open", "closed"])
 def test_rate_limit_degrades_per_setting_when_its_redis_stops_and_recovers_when_it_returns(
-    on_failure: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    on_failure: str, door: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Through either door of the limiter (``hit`` in a thread, ``ahit`` awaited in an event loop): the
+    same shared counters, the same breaker, fallback and log lines."""
     server = RedisServer(tmp_path)
     server.start()
+    runner = asyncio.Runner()
     try:
         serving = ServingSettings(  # type: ignore[call-arg]
             rate_limit="3/minute",
@@ -87,28 +92,37 @@ def test_rate_limit_degrades_per_setting_when_its_redis_stops_and_recovers_when_
             rate_limit_on_store_failure=on_failure,
         )
         limiter = CustomerRateLimit(Settings(home=tmp_path, serving=serving))
+        other = limiter.hit if door == "asyncio" else (lambda c: runner.run(limiter.ahit(c)))
+
+        def hit(customer_id: int) -> float | None:
+            if door == "asyncio":
+                return runner.run(limiter.ahit(customer_id))
+            return limiter.hit(customer_id)
+
         caplog.set_level(logging.WARNING, logger="churn_assets.serving.resilience")
-        assert [limiter.hit(1) for _ in range(3)] == [None] * 3 and limiter.hit(1) is not None  # shared
+        assert [hit(1) for _ in range(3)] == [None] * 3 and hit(1) is not None  # shared
+        assert other(1) is not None  # the other door counts in the same Redis window
         server.stop()
         start = time.monotonic()
         for _ in range(20):
             if on_failure == "open":
-                limiter.hit(2)  # counted in process: 3 pass, then Retry-After
+                hit(2)  # counted in process: 3 pass, then Retry-After
             else:
                 with pytest.raises(RateLimitUnavailable, match="rate limiter unavailable"):
-                    limiter.hit(2)
+                    hit(2)
         assert time.monotonic() - start < 1.0  # refused connections and an open breaker: no waiting
         assert limiter.degraded and limiter.breaker is not None and limiter.breaker.state == "open"
         if on_failure == "open":
-            assert [limiter.hit(3) for _ in range(3)] == [None] * 3 and limiter.hit(3) is not None
+            assert [hit(3) for _ in range(3)] == [None] * 3 and hit(3) is not None
         server.start()  # same data (saved by stop)
         deadline = time.monotonic() + 3
         while limiter.breaker.state != "closed" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert limiter.hit(1) is not None  # the shared window of customer 1 is back
+        assert hit(1) is not None  # the shared window of customer 1 is back
         assert not limiter.degraded
         lines = [r.getMessage() for r in caplog.records]
         assert sum(m.startswith("rate limiter degraded") for m in lines) == 1
         assert sum(m.startswith("rate limiter recovered") for m in lines) == 1
     finally:
+        runner.close()
         server.close()

@@ -192,6 +192,27 @@ def test_metrics_have_latency_by_version_and_variant(service: Service) -> None:
     assert "churn_rate_limited" in text and "churn_errors" in text
 
 
+def test_predict_endpoints_bypass_bentomls_middlewares_and_other_requests_do_not(service: Service) -> None:
+    """POST /predict and /predict_features go from the HTTP server straight to their handlers: BentoML's
+    request metrics never see them, the service's own do; other methods on those paths and every other
+    endpoint still take BentoML's stack (a GET /predict is BentoML's router -> the mounted app's 405)."""
+    with service.client() as client:
+        assert client.post("/predict", json={"customer_ids": [7]}).status_code == 200
+        wrong_method = client.get("/predict")
+        assert client.get("/ready").status_code == 200
+        text = client.get("/metrics").text
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    bentoml_requests = set()  # (endpoint, status) of the requests BentoML's middleware counted
+    for line in text.splitlines():
+        if line.startswith("bentoml_service_request_total{"):
+            labels = dict(p.split("=", 1) for p in line[line.index("{") + 1 : line.index("}")].split(","))
+            bentoml_requests.add((labels["endpoint"].strip('"'), labels["http_response_code"].strip('"')))
+    assert ("/ready", "200") in bentoml_requests and ("/predict", "405") in bentoml_requests
+    assert {s for e, s in bentoml_requests if e in ("/predict", "/predict_features")} == {"405"}  # no POST
+    assert 'churn_request_seconds_count{endpoint="predict"' in text
+    assert 'churn_requests_in_progress{endpoint="predict"} 0.0' in text
+
+
 def test_prediction_log_count_sent_equals_stored_across_a_service_restart(service: Service) -> None:
     from tests.serving.conftest import stop_service, wait_ready
 
