@@ -84,6 +84,17 @@ def _is_xgboost(model: Any) -> bool:
     return type(model).__module__.startswith("xgboost")
 
 
+def _xgboost_categories(model: Any) -> dict[str, list[Any]]:
+    """The training categories of each categorical feature of an ``XGBClassifier`` (XGBoost >= 3.1 stores
+    them): scoring frames use them, so a category training never saw is missing, as LightGBM treats it,
+    instead of XGBoost's error."""
+    try:
+        stored = model.get_booster().get_categories(export_to_arrow=True).to_arrow()
+    except (AttributeError, ValueError):  # no categorical feature, or a model saved without them
+        return {}
+    return {str(name): values.to_pylist() for name, values in stored if values is not None}
+
+
 def _inner_lightgbm(model: Any) -> Any | None:
     """The fitted LightGBM estimator inside ``model`` (itself, a FrozenEstimator, a calibrated wrapper)."""
     try:
@@ -154,6 +165,7 @@ class ScoringModel:
                 self._codes[col] = {v: float(i) for i, v in enumerate(values)}
         self._fast = self._booster is not None and self._lgbm is self.model
         self._xgboost = _is_xgboost(self.model)
+        self._category_lists = _xgboost_categories(self.model) if self._xgboost else {}
         self.members: list[tuple[str, float, ScoringModel]] = []
         self._calibrator: Any | None = None
         parts = _ensemble_parts(self.model)
@@ -167,6 +179,8 @@ class ScoringModel:
                 )
             ]
             self.categorical = sorted({c for _, _, m in self.members for c in m.categorical})
+            for _, _, member in self.members:
+                self._category_lists = member._category_lists | self._category_lists
 
     @property
     def explainable(self) -> bool:
@@ -211,6 +225,9 @@ class ScoringModel:
         df = df[self.features]
         dtypes: dict[str, Any] = {}
         for col in self.features:
+            if col in self._category_lists:  # the model's own category list: an unseen value is missing
+                dtypes[col] = pd.CategoricalDtype(self._category_lists[col])
+                continue
             # A column of text is categorical; one that holds only nulls (one request's missing number) is
             # numeric: as a category it would give the model a categorical column training never had.
             if col in self.categorical or (df[col].dtype == object and df[col].notna().any()):

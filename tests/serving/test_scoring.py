@@ -141,6 +141,18 @@ def test_an_ensemble_champion_is_scored_member_by_member_like_predict_proba(tmp_
         )
     # The batch path (a pandas frame) gives the same scores.
     np.testing.assert_allclose(model.score(test).scores, scored.scores, rtol=1e-9)
+    # A category training never saw (a new signup cohort, every production quarter) is a missing value
+    # for every member, XGBoost included (which raises on it unless told the training categories).
+    unseen = [dict(rows[0], signup_cohort="2099Q1"), dict(rows[1], plan_type="never-sold")]
+    reference = test.head(2).copy()
+    reference.loc[reference.index[0], "signup_cohort"] = np.nan
+    reference.loc[reference.index[1], "plan_type"] = np.nan
+    np.testing.assert_allclose(
+        model.score(unseen).scores, ensemble.predict_proba(reference[model.features])[:, 1], rtol=1e-6
+    )
+    batch = test.head(2).astype({"signup_cohort": object, "plan_type": object})
+    batch.loc[batch.index[0], "signup_cohort"], batch.loc[batch.index[1], "plan_type"] = "2099Q1", "never-sold"
+    np.testing.assert_allclose(model.score(batch).scores, model.score(unseen).scores, rtol=1e-9)
 
 
 def test_bad_models_and_inputs_are_named() -> None:
