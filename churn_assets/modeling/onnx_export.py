@@ -164,7 +164,7 @@ def _calibration_nodes(
             helper.make_node("Mul", [score, n("zero")], [n("z")]),
             helper.make_node("Add", [n("z"), n("y")], [n("out")]),
         ]
-        return nodes, inits, n("out")
+        return _tie_break(calibrator, score, n, nodes, inits)
     inits = [
         _const(n("lo"), xs[0]),
         _const(n("hi"), xs[-1]),
@@ -191,7 +191,35 @@ def _calibration_nodes(
         helper.make_node("Mul", [n("slope"), n("dt")], [n("rise")]),
         helper.make_node("Add", [n("rise"), n("y0")], [n("out")]),
     ]
-    return nodes, inits, n("out")
+    return _tie_break(calibrator, score, n, nodes, inits)
+
+
+def _tie_break(
+    calibrator: Any, score: str, n: Any, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """The isotonic graph as it is (``out``), or, for the training's :class:`RankedIsotonic`, its plateaus
+    broken by the raw score: ``(1 - w) * out + w * sigmoid((score - center) / scale)``."""
+    from churn_assets.modeling.evaluation import TIE_BREAK_WEIGHT, RankedIsotonic
+
+    if not isinstance(calibrator, RankedIsotonic):
+        return nodes, inits, n("out")
+    inits = [
+        *inits,
+        _const(n("center"), calibrator.center_),
+        _const(n("scale"), calibrator.scale_),
+        _const(n("w"), TIE_BREAK_WEIGHT),
+        _const(n("1mw"), 1.0 - TIE_BREAK_WEIGHT),
+    ]
+    nodes = [
+        *nodes,
+        helper.make_node("Sub", [score, n("center")], [n("centred")]),
+        helper.make_node("Div", [n("centred"), n("scale")], [n("zc")]),
+        helper.make_node("Sigmoid", [n("zc")], [n("rank")]),
+        helper.make_node("Mul", [n("rank"), n("w")], [n("wrank")]),
+        helper.make_node("Mul", [n("out"), n("1mw")], [n("wiso")]),
+        helper.make_node("Add", [n("wiso"), n("wrank")], [n("ranked")]),
+    ]
+    return nodes, inits, n("ranked")
 
 
 def _finish(

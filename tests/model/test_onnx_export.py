@@ -19,7 +19,7 @@ from sklearn.frozen import FrozenEstimator
 
 from churn_assets.feature_store.definitions import FEATURE_GROUPS
 from churn_assets.modeling.candidates import baseline_specs, fit_spec, lightgbm_spec
-from churn_assets.modeling.evaluation import calibrate
+from churn_assets.modeling.evaluation import RankedIsotonic, calibrate, response
 from churn_assets.modeling.onnx_export import OnnxExportError, to_onnx
 from churn_assets.modeling.splits import build_splits
 from churn_assets.modeling.training_set import feature_names
@@ -80,6 +80,21 @@ def test_onnxruntime_scores_equal_native_within_1e_5(fitted, method: str) -> Non
     assert scored.shape == (ROWS,)
     assert np.max(np.abs(scored - native)) <= 1e-5
     assert np.std(native) > 0.01  # the scores vary: the comparison means something
+
+
+def test_the_rank_preserving_isotonic_calibrator_converts_exactly(fitted) -> None:  # type: ignore[no-untyped-def]
+    """The training's isotonic calibrator breaks its plateaus by the raw score (``RankedIsotonic``, at most
+    1e-5 from plain isotonic): the ONNX graph carries that term too, so the scores agree far below 1e-5
+    and keep the native ranking."""
+    splits, raw = fitted
+    model = CalibratedClassifierCV(FrozenEstimator(raw), method="isotonic").fit(splits.X_val, splits.y_val)
+    scores = response(raw, splits.X_val)
+    ranked = RankedIsotonic(out_of_bounds="clip").fit(scores, np.asarray(splits.y_val).astype(int))
+    model.calibrated_classifiers_[0].calibrators[0] = ranked
+    native = np.asarray(model.predict_proba(splits.X_test))[:, 1]
+    scored = to_onnx(model, splits.features, splits.X_test).predict(splits.X_test)
+    assert np.max(np.abs(scored - native)) <= 1e-9
+    assert len(np.unique(scored)) == len(np.unique(native))  # no plateau comes back
 
 
 def test_a_family_without_a_converter_is_a_clear_error(fitted) -> None:  # type: ignore[no-untyped-def]
