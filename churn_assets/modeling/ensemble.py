@@ -36,6 +36,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from churn_assets.modeling.categories import align_categories, training_categories
+
 ENSEMBLE = "ensemble"
 WEIGHT_STEP = 0.1
 FOLDS = 5
@@ -64,6 +66,8 @@ class BlendEnsemble(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def member_proba(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """Each member's ``predict_proba[:, 1]`` on ``X``."""
+        # Categories XGBoost members never saw are missing for every member (as in the served ensemble).
+        X = align_categories(training_categories(self), X)
         return {
             n: np.asarray(m.predict_proba(X))[:, 1] for n, m in zip(self.names, self.members, strict=True)
         }

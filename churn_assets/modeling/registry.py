@@ -56,6 +56,7 @@ from churn_assets.feature_store.definitions import all_features, unknown_feature
 from churn_assets.feature_store.lifecycle import AliasedVersion, feature_clock, observe_usage
 from churn_assets.feature_store.registry import record_model_features
 from churn_assets.modeling.audit import AuditEntry, AuditLog
+from churn_assets.modeling.categories import align_categories, training_categories
 from churn_assets.modeling.evaluation import GateResult
 from churn_assets.modeling.paths import audit_url
 from churn_assets.modeling.tracking import LoggedRun, configure, load_model
@@ -222,7 +223,8 @@ class ModelRegistry:
                 "data are not compared"
             )
         model = load_model(str(mv.source), mv.tags.get("flavor", "sklearn"))
-        p = np.asarray(model.predict_proba(X[features] if features else X))[:, 1]
+        frame = align_categories(training_categories(model), X[features] if features else X)
+        p = np.asarray(model.predict_proba(frame))[:, 1]
         return float(roc_auc_score(np.asarray(y).astype(int), p))
 
     def lightgbm_params(self, alias: str = CHAMPION) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ import pandas as pd
 import polars as pl
 
 from churn_assets.feature_store.definitions import all_features
+from churn_assets.modeling.categories import training_categories
 from churn_assets.settings import Settings
 
 _STRING_FEATURES = {f.name for f in all_features() if f.dtype == "string"}
@@ -82,17 +83,6 @@ def _xgboost_contributions(model: Any, frame: pd.DataFrame) -> np.ndarray:
 
 def _is_xgboost(model: Any) -> bool:
     return type(model).__module__.startswith("xgboost")
-
-
-def _xgboost_categories(model: Any) -> dict[str, list[Any]]:
-    """The training categories of each categorical feature of an ``XGBClassifier`` (XGBoost >= 3.1 stores
-    them): scoring frames use them, so a category training never saw is missing, as LightGBM treats it,
-    instead of XGBoost's error."""
-    try:
-        stored = model.get_booster().get_categories(export_to_arrow=True).to_arrow()
-    except (AttributeError, ValueError):  # no categorical feature, or a model saved without them
-        return {}
-    return {str(name): values.to_pylist() for name, values in stored if values is not None}
 
 
 def _inner_lightgbm(model: Any) -> Any | None:
@@ -165,7 +155,7 @@ class ScoringModel:
                 self._codes[col] = {v: float(i) for i, v in enumerate(values)}
         self._fast = self._booster is not None and self._lgbm is self.model
         self._xgboost = _is_xgboost(self.model)
-        self._category_lists = _xgboost_categories(self.model) if self._xgboost else {}
+        self._category_lists = training_categories(self.model)  # XGBoost's, alone or in an ensemble
         self.members: list[tuple[str, float, ScoringModel]] = []
         self._calibrator: Any | None = None
         parts = _ensemble_parts(self.model)
@@ -179,8 +169,6 @@ class ScoringModel:
                 )
             ]
             self.categorical = sorted({c for _, _, m in self.members for c in m.categorical})
-            for _, _, member in self.members:
-                self._category_lists = member._category_lists | self._category_lists
 
     @property
     def explainable(self) -> bool:

@@ -151,8 +151,19 @@ def test_an_ensemble_champion_is_scored_member_by_member_like_predict_proba(tmp_
         model.score(unseen).scores, ensemble.predict_proba(reference[model.features])[:, 1], rtol=1e-6
     )
     batch = test.head(2).astype({"signup_cohort": object, "plan_type": object})
-    batch.loc[batch.index[0], "signup_cohort"], batch.loc[batch.index[1], "plan_type"] = "2099Q1", "never-sold"
+    batch.loc[batch.index[0], "signup_cohort"], batch.loc[batch.index[1], "plan_type"] = (
+        "2099Q1",
+        "never-sold",
+    )
     np.testing.assert_allclose(model.score(batch).scores, model.score(unseen).scores, rtol=1e-9)
+    # The registered model itself too (the champion re-scored on a newer holdout, batch evaluation).
+    np.testing.assert_allclose(
+        ensemble.predict_proba(
+            batch[model.features].astype({"signup_cohort": "category", "plan_type": "category"})
+        )[:, 1],
+        model.score(unseen).scores,
+        rtol=1e-6,
+    )
 
 
 def test_bad_models_and_inputs_are_named() -> None:
