@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -195,6 +197,12 @@ def _workers(client: Client) -> set[str]:
     return set(client.scheduler_info(n_workers=-1).get("workers", {}))
 
 
+async def _kill_this_worker() -> None:
+    """Run on a worker's event loop (a coroutine: ``client.run(..., wait=False)`` takes no other kind):
+    end its process at once (SIGKILL); its nanny starts a new one."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def fit_watching_workers(
     client: Client,
     model: lgb.DaskLGBMClassifier,
@@ -232,13 +240,22 @@ def fit_watching_workers(
                 "Dask worker(s) %s lost during the LightGBM fit; restarting %s", sorted(lost), survivors
             )
             if survivors:
-                client.restart_workers(survivors, timeout=restart_timeout_seconds, raise_for_error=False)
+                # A survivor is stuck inside LightGBM's collective and cannot close gracefully: a graceful
+                # restart that times out makes the scheduler close its nanny for good (the cluster shrinks).
+                # Killed, its nanny starts a fresh worker process, as for the worker that was lost.
+                client.run(_kill_this_worker, workers=survivors, wait=False)
             thread.join(restart_timeout_seconds)
             raise WorkerLostError(
                 f"Dask worker(s) {sorted(lost)} were lost during LightGBM's data-parallel fit; the surviving "
                 f"workers {survivors} were restarted and nothing was written: rerun the stage"
             )
     if error:
+        lost = before - _workers(client)
+        if lost:  # the fit failed on the loss itself before the watcher saw it
+            raise WorkerLostError(
+                f"Dask worker(s) {sorted(lost)} were lost during LightGBM's data-parallel fit "
+                f"({type(error[0]).__name__}: {error[0]}); nothing was written: rerun the stage"
+            ) from error[0]
         raise error[0]
 
 

@@ -82,6 +82,10 @@ def replay_settings(home: Path, webhook_url: str) -> Settings:
             n_trials=2,
             timeout_seconds=30,
             baselines=["logistic_regression"],
+            # LightGBM and the logistic baseline only: the rollout rules under test, not the candidate families
+            xgboost=False,
+            extra_candidates=[],
+            ensemble_max_members=0,
             shap_max_rows=200,
             min_auc_gain=-1.0,
             **SMALL_WORLD_LIMITS,
