@@ -231,7 +231,8 @@ def test_prediction_log_count_sent_equals_stored_across_a_service_restart(servic
 
     def stored() -> int:
         log = read_predictions(service.settings)
-        return log.filter(pl.col("customer_id").is_between(50_000, 59_999)).height
+        served = log.filter(pl.col("customer_id").is_between(50_000, 59_999))
+        return served.filter(pl.col("variant") != "shadow").height  # the rows of returned predictions
 
     send(50_000, 40)
     stop_service(service.process)  # SIGTERM: the shutdown hook flushes the log
