@@ -5,9 +5,8 @@
 — and checks, before any work is submitted, that every worker can read and write the storage root. Bad
 configuration fails here with an error that names the setting, never half-way through a stage.
 
-Customers are assigned to shards by :func:`shard_of`, a multiplicative hash of the integer
-``customer_id``: stable across processes, machines and library versions (unlike Python's ``hash`` or a
-dataframe library's hash), so a customer's rows land on the same shard in every stage and every week.
+Customers are assigned to shards by :func:`~churn_assets.storage.customer_shards.shard_of` (re-exported
+here), a stable multiplicative hash of the integer ``customer_id``.
 """
 
 from __future__ import annotations
@@ -19,38 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import polars as pl
-
 from churn_assets.settings import ComputeSettings
+from churn_assets.storage.customer_shards import HASH_MULTIPLIER, ComputeConfigError, shard_expr, shard_of
 
 if TYPE_CHECKING:
     from distributed import Client
-
-# Knuth's multiplicative constant for 64 bits (2^64 / golden ratio); the product wraps modulo 2^64.
-HASH_MULTIPLIER = 0x9E3779B97F4A7C15
-
-
-class ComputeConfigError(RuntimeError):
-    """The ``compute`` settings cannot work: the message names the setting and what is wrong."""
-
-
-def shard_of(customer_id: np.ndarray, shards: int) -> np.ndarray:
-    """The shard (0 .. shards-1) of each customer id: the high 32 bits of ``id * golden`` mod ``shards``."""
-    if shards < 1:
-        raise ComputeConfigError(f"compute.shards must be at least 1, not {shards}")
-    ids = np.asarray(customer_id).astype(np.uint64, copy=False)
-    with np.errstate(over="ignore"):
-        mixed = ids * np.uint64(HASH_MULTIPLIER)
-    return ((mixed >> np.uint64(32)) % np.uint64(shards)).astype(np.int32)
-
-
-def shard_expr(shards: int, column: str = "customer_id") -> pl.Expr:
-    """:func:`shard_of` as a polars expression (same values; polars integer arithmetic wraps as numpy's)."""
-    if shards < 1:
-        raise ComputeConfigError(f"compute.shards must be at least 1, not {shards}")
-    mixed = pl.col(column).cast(pl.UInt64) * pl.lit(HASH_MULTIPLIER, dtype=pl.UInt64)
-    return ((mixed // pl.lit(1 << 32, dtype=pl.UInt64)) % shards).cast(pl.Int32)
 
 
 def _storage_access(root: str) -> str | None:

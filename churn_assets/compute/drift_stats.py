@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from churn_assets.compute.cluster import worker_count
+from churn_assets.compute.cluster import engine_label, worker_count
 from churn_assets.compute.scoring import cluster_client, stage_shards, staging_folder
 from churn_assets.feature_store.definitions import ENTITY
 from churn_assets.monitoring.drift import (
@@ -51,6 +51,8 @@ from churn_assets.settings import MonitoringSettings, Settings
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from churn_assets.monitoring.weekly import DriftDetector
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -318,11 +320,36 @@ def drift_on_cluster(
         )
 
 
+def drift_detector(settings: Settings) -> DriftDetector | None:
+    """The weekly drift step's engine (:func:`churn_assets.monitoring.weekly.drift_week`'s ``detect``):
+    None for ``compute.engine = local``; for ``dask``, per-shard statistics on the cluster, the root cause
+    found on the KS sample, and the engine's metadata."""
+    if settings.compute.engine != "dask":
+        return None
+
+    def detect(
+        profile: ReferenceProfile,
+        current: pl.DataFrame,
+        features: list[str],
+        importance: dict[str, float] | None,
+        keep: list[str],
+    ) -> tuple[DriftReport, pl.DataFrame, dict[str, Any]]:
+        sharded = drift_on_cluster(settings, profile, current, features, importance, keep)
+        return (
+            sharded.report,
+            sharded.stats.sample,
+            {"engine": engine_label(settings.compute), **sharded.metadata()},
+        )
+
+    return detect
+
+
 __all__ = [
     "BinSpec",
     "ShardDriftStats",
     "ShardedDrift",
     "detect_drift_sharded",
+    "drift_detector",
     "drift_on_cluster",
     "merge",
     "report_from_stats",

@@ -17,8 +17,8 @@ Layout of a stage folder (``<home>/cluster/<stage>-<32 hex>/``)::
     in/<schema>.<table>/shard=<k>/*.parquet     rows of the customers of shard k (no file: none)
     out/...                                      what the stage's tasks write (named by the stage)
 
-The shard of a row is :func:`~churn_assets.compute.cluster.shard_of` of its ``customer_id``, computed in
-SQL by :func:`shard_sql` (the same values).
+The shard of a row is :func:`~churn_assets.storage.customer_shards.shard_of` of its ``customer_id``, computed in
+SQL by :func:`~churn_assets.storage.customer_shards.shard_sql` (the same values).
 """
 
 from __future__ import annotations
@@ -31,20 +31,9 @@ from pathlib import Path
 
 import duckdb
 
-from churn_assets.compute.cluster import HASH_MULTIPLIER, ComputeConfigError
+from churn_assets.storage.customer_shards import shard_sql
 
 SHARD = "shard"
-
-
-def shard_sql(shards: int, column: str = "customer_id") -> str:
-    """:func:`~churn_assets.compute.cluster.shard_of` as a DuckDB expression (128-bit arithmetic for the
-    wrap-around multiplication modulo 2^64)."""
-    if shards < 1:
-        raise ComputeConfigError(f"compute.shards must be at least 1, not {shards}")
-    return (
-        f"CAST(((CAST({column} AS HUGEINT) * {HASH_MULTIPLIER}::HUGEINT) % {1 << 64}::HUGEINT) "
-        f"// {1 << 32} % {shards} AS INTEGER)"
-    )
 
 
 def cluster_root(home: Path) -> Path:

@@ -44,11 +44,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from churn_assets.compute.cluster import shard_expr
 from churn_assets.feature_store.definitions import ENTITY, EVENT_TIMESTAMP, FEATURE_GROUPS, all_features
 from churn_assets.feature_store.offline import OfflineStore
 from churn_assets.modeling.splits import SPLITS, TrainingDataError, assign_by_period
 from churn_assets.settings import Settings
+from churn_assets.storage.customer_shards import shard_expr
 from churn_assets.timeline import Timeline, week_key
 
 LABEL = "churned"

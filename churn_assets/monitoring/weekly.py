@@ -28,7 +28,13 @@ import polars as pl
 from churn_assets.feature_store.definitions import ENTITY
 from churn_assets.modeling.training_set import data_end, label_complete_until, label_snapshots
 from churn_assets.monitoring import history
-from churn_assets.monitoring.drift import DriftReport, detect_drift, profile_reference, root_cause
+from churn_assets.monitoring.drift import (
+    DriftReport,
+    ReferenceProfile,
+    detect_drift,
+    profile_reference,
+    root_cause,
+)
 from churn_assets.monitoring.performance import (
     WeekPerformance,
     estimate_performance,
@@ -47,6 +53,13 @@ from churn_assets.settings import Settings
 from churn_assets.timeline import WEEK, Timeline
 
 Scorer = Callable[[Champion, pl.DataFrame, dt.date], pl.DataFrame]
+# The drift tests of a week on some engine: (profile, current rows, features, importance, segment columns)
+# -> (report, the rows the KS tests saw, engine metadata). None = this process (``detect_drift``); the Dask
+# engine's is ``churn_assets.compute.drift_stats.drift_detector``.
+DriftDetector = Callable[
+    [ReferenceProfile, pl.DataFrame, list[str], dict[str, float] | None, list[str]],
+    tuple[DriftReport, pl.DataFrame, dict[str, Any]],
+]
 
 
 def score_with_serving_code(champion: Champion, features: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
@@ -135,8 +148,10 @@ def drift_week(
     timeline: Timeline,
     week: dt.date,
     champion: Champion | None = None,
+    detect: DriftDetector | None = None,
 ) -> DriftWeek | None:
-    """Drift of the week's production window against the champion's training data (None: history week)."""
+    """Drift of the week's production window against the champion's training data (None: history week).
+    ``detect``: the engine that runs the tests (default: this process)."""
     as_of = production_as_of(timeline, week)
     if as_of is None:
         return None
@@ -153,13 +168,8 @@ def drift_week(
     t3 = time.perf_counter()
     importance = feature_importance(champion.load(), champion.features)
     engine: dict[str, Any] = {"engine": "local"}
-    if settings.compute.engine == "dask":  # per-shard statistics on the cluster (compute/drift_stats.py)
-        from churn_assets.compute.cluster import engine_label
-        from churn_assets.compute.drift_stats import drift_on_cluster
-
-        sharded = drift_on_cluster(settings, profile, current, features, importance, cfg.segment_columns)
-        report, tested = sharded.report, sharded.stats.sample  # root cause on the KS sample
-        engine = {"engine": engine_label(settings.compute), **sharded.metadata()}
+    if detect is not None:  # e.g. per-shard statistics on a Dask cluster; root cause on the rows tested
+        report, tested, engine = detect(profile, current, features, importance, list(cfg.segment_columns))
     else:
         report, tested = detect_drift(profile, current, cfg, importance, features=features), current
     report.root_cause = root_cause(

@@ -12,6 +12,7 @@ Thin wrappers over ``churn_assets.monitoring.weekly``. Sensors read the metadata
 """
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -90,10 +91,12 @@ def drift_report(
 ) -> dg.MaterializeResult:
     # monitoring.weekly / plots pull in MLflow, scikit-learn and matplotlib: imported here, not when the
     # code location loads (docs/automation.md, "Where the time goes").
+    from churn_assets.compute.drift_stats import drift_detector
     from churn_assets.monitoring import plots
     from churn_assets.monitoring.weekly import drift_week
 
-    week, result = _for_week(context, warehouse, settings, drift_week)
+    detect = drift_detector(settings)  # None: this process; a Dask cluster's per-shard statistics
+    week, result = _for_week(context, warehouse, settings, functools.partial(drift_week, detect=detect))
     if result is None:
         return dg.MaterializeResult(
             metadata={"n_drifted_features": 0, "drifted_features": dg.MetadataValue.json([]),
