@@ -375,6 +375,15 @@ def render_status(report: dict[str, Any]) -> str:
             f"({', '.join(f'{k}: {v}' for k, v in live.get('errors_by_status', {}).items()) or 'none'}), "
             f"P95 {format_ms(live.get('latency_p95_ms'))} ms"
         )
+        service = live.get("service")
+        if service:
+            rate, up = service.get("error_rate"), service.get("uptime_seconds")
+            lines.append(
+                f"Live service (its /metrics, same window): {service['requests']:,} requests, error rate "
+                f"{'-' if rate is None else f'{rate:.2%}'}, P50/P95/P99 "
+                + " / ".join(format_ms(service.get(f"latency_{p}_ms")) for p in ("p50", "p95", "p99"))
+                + f" ms, up {'-' if up is None else f'{up / 3600:.2f} h'}"
+            )
     act = report.get("action_taken")
     lines.append(
         f"Last action: {act['action']} v{act['version']} by {act['actor']} at {act['at']} — {act['reason']}"

@@ -7,6 +7,7 @@ process (:func:`metrics_for`): a second app in the same process reuses them.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 # The latency SLOs (``serving.slo_latency_p95_ms`` 45 ms, ``slo_latency_p99_ms`` 120 ms) are bucket bounds, so
@@ -92,6 +93,20 @@ class Metrics:
                 "churn_breaker_state", "Feature-store circuit breaker: 0 closed, 1 half-open, 2 open."
             )
         )
+
+        # The start of the oldest live worker: the service's uptime (serving.service_metrics).
+        self.started = (
+            module.Gauge(
+                "churn_service_started_timestamp_seconds",
+                "Start time of the service's oldest live worker (Unix seconds).",
+                multiprocess_mode="livemin",
+            )
+            if _accepts_multiprocess(module)
+            else module.Gauge(
+                "churn_service_started_timestamp_seconds", "Start time of the service (Unix seconds)."
+            )
+        )
+        self.started.set(time.time())
 
     def latency_of(self, endpoint: str, version: str, variant: str) -> Any:
         """The latency histogram's child of these labels (looked up once per label set)."""

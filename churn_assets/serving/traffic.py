@@ -16,7 +16,9 @@ requests sent, errors by status, achieved rate, client-side latency P50/P95/P99 
 
 :func:`live_week` is a production week's whole step (``production/live_traffic``): move the service's
 live clock to the week's snapshot, pick the callers, replay, and wait until the service has flushed their
-predictions to the log (so batch scoring can leave those customers out).
+predictions to the log (so batch scoring can leave those customers out). Around the replay it reads the
+service's ``/metrics`` twice (``serving.service_metrics``): the week's requests, error rate, latency
+percentiles per variant and version, and uptime as the service counted them (``TrafficSummary.service``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import httpx
 import numpy as np
 import polars as pl
 
+from churn_assets.serving.service_metrics import scrape, service_window
 from churn_assets.settings import Settings
 
 CALLER_RULE = "login_count_last_7d > 0 or support_tickets_last_30d > 0"
@@ -94,6 +97,9 @@ class TrafficSummary:
     scored_ids: list[int] = field(default_factory=list)
     not_sent: int = 0  # scheduled but still waiting for a free slot when max_seconds ran out
     stopped_by: str = "max_requests"
+    # The service's own count of the window, from its /metrics (serving.service_metrics.service_window);
+    # None when it was not read (a plain replay) or did not answer.
+    service: dict[str, Any] | None = None
 
     def as_dict(self, with_ids: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -277,6 +283,7 @@ def live_week(settings: Settings, features: pl.DataFrame, as_of: dt.date, seed: 
     time.sleep(settings.serving.live_clock_refresh_seconds + 0.2)
     ids = callers(features, seed)
     before = _logged_live_rows(settings, as_of)
+    metrics_before = scrape(url)
     summary = replay(settings, ids)
     # The service flushes its prediction log every prediction_log_flush_seconds (and on shutdown).
     deadline = time.monotonic() + 3 * settings.serving.prediction_log_flush_seconds + 5.0
@@ -284,11 +291,19 @@ def live_week(settings: Settings, features: pl.DataFrame, as_of: dt.date, seed: 
     while logged < summary.customers and time.monotonic() < deadline:
         time.sleep(0.25)
         logged = _logged_live_rows(settings, as_of) - before
+    metrics_after = scrape(url)
+    summary.service = service_window(metrics_before, metrics_after) if metrics_after is not None else None
     note = (
         f"{summary.requests:,} requests from {len(ids):,} callers ({summary.stopped_by}) at "
         f"{summary.requests_per_second:.0f}/s, {summary.errors} errors, P95 "
         f"{summary.latency_p95_ms if summary.latency_p95_ms is None else round(summary.latency_p95_ms, 1)} ms"
     )
+    if summary.service is not None:
+        rate = summary.service["error_rate"]
+        note += (
+            f"; the service counted {summary.service['requests']:,} requests, error rate "
+            f"{'-' if rate is None else f'{rate:.2%}'}, P95 {summary.service['latency_p95_ms']} ms"
+        )
     summaries_dir(settings).mkdir(parents=True, exist_ok=True)
     (summaries_dir(settings) / f"{as_of.isoformat()}.json").write_text(
         json.dumps(summary.as_dict(), indent=1)

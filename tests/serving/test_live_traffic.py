@@ -128,5 +128,13 @@ def test_live_week_sends_the_callers_and_waits_for_their_logged_predictions(serv
     assert week.logged_rows >= week.summary.customers == 60  # flushed before live_week returned
     logged = read_snapshots(service.settings, [as_of]).filter(pl.col("source") == "http")
     assert set(week.summary.scored_ids) <= set(logged.get_column("customer_id").to_list())
+    # The service's own count of the same window (its /metrics before and after the replay).
+    counted = week.summary.service
+    assert counted is not None and counted["requests"] == 60 and counted["errors"] == 0, counted
+    assert counted["error_rate"] == 0.0 and not counted["restarted"]
+    assert {k: v["requests"] for k, v in counted["by_variant"].items()} == week.summary.by_variant
+    assert 0 < counted["latency_p50_ms"] <= counted["latency_p95_ms"] <= counted["latency_p99_ms"]
+    assert counted["uptime_seconds"] > counted["window_seconds"] > 0
+    assert "the service counted 60 requests, error rate 0.00%" in week.note
     off = live_week(live_settings(service, enabled=False), snapshot, as_of, seed=1)
     assert off.summary is None and "batch scoring only" in off.note

@@ -90,6 +90,18 @@ def live_traffic(
             "not_sent": summary.not_sent,
             "seconds": round(summary.seconds, 1),
         }
+        service = summary.service  # the service's own /metrics over the week's window
+        if service is not None:
+            metadata |= {
+                "service_requests": service["requests"],
+                "service_error_rate": service["error_rate"],
+                "service_latency_p95_ms": service["latency_p95_ms"],
+                "service_latency_p99_ms": service["latency_p99_ms"],
+                "service_uptime_hours": None
+                if service["uptime_seconds"] is None
+                else round(service["uptime_seconds"] / 3600, 3),
+                "service_by_variant": dg.MetadataValue.json(service["by_variant"]),
+            }
     else:
         metadata["requests"] = 0
     return dg.MaterializeResult(metadata=metadata)
