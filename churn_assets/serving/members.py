@@ -58,7 +58,7 @@ class RowBlock:
 
     rows: Sequence[Mapping[str, Any]] | pd.DataFrame
     numeric: np.ndarray
-    values: dict[str, list[Any]]
+    values: dict[str, Any]  # a list (rows) or an object array (a frame), None = missing
     frame: pd.DataFrame | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -76,7 +76,7 @@ def row_block(
     allowed = {c: set(v) for c, v in categories.items()}
     n = len(rows)
     numeric = np.full((n, len(features)), np.nan, dtype=np.float64)
-    values: dict[str, list[Any]] = {}
+    values: dict[str, Any] = {}
     if isinstance(rows, pd.DataFrame):
         absent = [f for f in features if f not in rows.columns]
         if absent:
@@ -84,8 +84,11 @@ def row_block(
         for j, name in enumerate(features):
             column = rows[name]
             if name in categorical:
-                raw = column.astype(object).tolist()
-                values[name] = [None if _missing(v) else v for v in raw]
+                raw = column.astype(object).to_numpy()
+                raw[pd.isna(raw)] = None
+                if name in allowed:  # vectorised alignment (a batch): unseen -> missing
+                    raw[~pd.Series(raw).isin(categories[name]).to_numpy()] = None
+                values[name] = raw
             else:
                 try:
                     numeric[:, j] = pd.to_numeric(column, errors="raise").to_numpy(
@@ -93,34 +96,58 @@ def row_block(
                     )
                 except (TypeError, ValueError) as exc:
                     raise MemberInputError(f"non-numeric value in numeric feature {name}: {exc}") from exc
-    else:
-        for name in categorical:
-            values[name] = [None] * n
-        for i, row in enumerate(rows):
-            for j, name in enumerate(features):
-                value = row.get(name)
-                if name in categorical:
-                    values[name][i] = None if _missing(value) else value
-                elif value is not None:
-                    try:
-                        numeric[i, j] = value
-                    except (TypeError, ValueError) as exc:
-                        raise MemberInputError(
-                            f"non-numeric value {value!r} in numeric feature {name}"
-                        ) from exc
+        return RowBlock(rows, numeric, values)
+    for name in categorical:
+        values[name] = [None] * n
+    for i, row in enumerate(rows):
+        for j, name in enumerate(features):
+            value = row.get(name)
+            if name in categorical:
+                values[name][i] = None if _missing(value) else value
+            elif value is not None:
+                try:
+                    numeric[i, j] = value
+                except (TypeError, ValueError) as exc:
+                    raise MemberInputError(f"non-numeric value {value!r} in numeric feature {name}") from exc
     for name, keep in allowed.items():
         if name in values:
             values[name] = [v if v in keep else None for v in values[name]]
     return RowBlock(rows, numeric, values)
 
 
-def _coded(block: RowBlock, features: Sequence[str], codes: Mapping[str, Mapping[Any, float]]) -> np.ndarray:
+def _positions(index: pd.Index, mapping: Mapping[Any, float], values: Sequence[Any]) -> np.ndarray:
+    """Each value's position in a category list (NaN when absent): dict look-ups for a request's few
+    rows, one vectorised ``get_indexer`` for a batch."""
+    if len(values) < SINGLE_THREAD_ROWS:
+        return np.fromiter((mapping.get(v, math.nan) for v in values), dtype=np.float64, count=len(values))
+    array = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    found = index.get_indexer(pd.Index(array, dtype=object, copy=False))
+    return np.where(found >= 0, found, np.nan).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class _Codes:
+    """A member's category list per categorical feature, as a look-up dict and a pandas index."""
+
+    mapping: dict[str, dict[Any, float]]
+    index: dict[str, pd.Index]
+
+    @classmethod
+    def of(cls, lists: Mapping[str, Sequence[Any]]) -> _Codes:
+        return cls(
+            {c: {v: float(i) for i, v in enumerate(vals)} for c, vals in lists.items()},
+            {c: pd.Index(list(vals), dtype=object) for c, vals in lists.items()},
+        )
+
+
+def _coded(block: RowBlock, features: Sequence[str], codes: _Codes) -> np.ndarray:
     """The block's numeric matrix with each categorical column as the member's category codes."""
     x = block.numeric.copy()
     for j, name in enumerate(features):
-        mapping = codes.get(name)
+        mapping = codes.mapping.get(name)
         if mapping is not None:
-            x[:, j] = [mapping.get(v, math.nan) for v in block.values.get(name, [None] * len(x))]
+            column = block.values.get(name, [None] * len(x))
+            x[:, j] = _positions(codes.index[name], mapping, column)
     return x
 
 
@@ -136,9 +163,7 @@ def _lightgbm(model: Any, features: Sequence[str]) -> Scorer | None:
     stored = booster.pandas_categorical or []
     if len(stored) != len(categorical):
         return None
-    codes = {
-        c: {v: float(i) for i, v in enumerate(vals)} for c, vals in zip(categorical, stored, strict=True)
-    }
+    codes = _Codes.of(dict(zip(categorical, stored, strict=True)))
 
     def score(block: RowBlock) -> np.ndarray:
         x = _coded(block, features, codes)
@@ -156,12 +181,13 @@ def _xgboost(model: Any, features: Sequence[str], categories: Mapping[str, list[
     ):
         return None
     types = booster.feature_types or []
-    codes: dict[str, dict[Any, float]] = {}
+    lists: dict[str, list[Any]] = {}
     for name, kind in zip(features, types, strict=False):
         if kind == "c":
             if name not in categories:
                 return None  # a categorical feature without stored categories: the frame path
-            codes[name] = {v: float(i) for i, v in enumerate(categories[name])}
+            lists[name] = list(categories[name])
+    codes = _Codes.of(lists)
     single = booster.copy()
     single.set_param({"nthread": 1})
     try:  # predict_proba's iteration range: up to the best iteration when early stopping kept one
@@ -242,17 +268,22 @@ def _categorical_branch(
     ):
         return None
     fills = list(imputer.statistics_)
-    index = [{v: i for i, v in enumerate(cats)} for cats in encoder.categories_]
+    encoders = _Codes.of({str(k): list(cats) for k, cats in enumerate(encoder.categories_)})
     widths = [len(c) for c in encoder.categories_]
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(int)
 
     def run(block: RowBlock) -> np.ndarray:
         out = np.zeros((len(block), int(sum(widths))), dtype=np.float64)
         for k, name in enumerate(columns):
-            for i, v in enumerate(block.values[name]):
-                code = index[k].get(fills[k] if v is None else v)
-                if code is not None:
-                    out[i, offsets[k] + code] = 1.0
+            column = block.values[name]
+            if isinstance(column, np.ndarray):
+                filled: Any = column.copy()
+                filled[pd.isna(filled)] = fills[k]
+            else:
+                filled = [fills[k] if v is None else v for v in column]
+            position = _positions(encoders.index[str(k)], encoders.mapping[str(k)], filled)
+            rows = np.flatnonzero(~np.isnan(position))
+            out[rows, offsets[k] + position[rows].astype(int)] = 1.0
         return out
 
     return run
