@@ -276,6 +276,13 @@ def _categorical_branch(
         out = np.zeros((len(block), int(sum(widths))), dtype=np.float64)
         for k, name in enumerate(columns):
             column = block.values[name]
+            if len(block) < SINGLE_THREAD_ROWS:  # a request's few rows: plain look-ups
+                mapping = encoders.mapping[str(k)]
+                for i, v in enumerate(column):
+                    code = mapping.get(fills[k] if v is None else v)
+                    if code is not None:
+                        out[i, offsets[k] + int(code)] = 1.0
+                continue
             if isinstance(column, np.ndarray):
                 filled: Any = column.copy()
                 filled[pd.isna(filled)] = fills[k]
@@ -357,3 +364,14 @@ def compile_member(
         if scorer is not None:
             return "linear", scorer
     return "frame", None
+
+
+def compile_calibrator(calibrator: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The calibrator's ``predict``; scikit-learn's sigmoid calibrator as its own formula
+    ``expit(-(a * s + b))`` on the array (its ``predict`` validates the input first: ~0.1 ms a request)."""
+    from sklearn.calibration import _SigmoidCalibration
+
+    if type(calibrator) is _SigmoidCalibration:
+        a, b = calibrator.a_, calibrator.b_
+        return lambda scores: np.asarray(expit(-(a * scores + b)))
+    return lambda scores: np.asarray(calibrator.predict(scores))

@@ -29,7 +29,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ from churn_assets.modeling.categories import training_categories
 from churn_assets.serving.members import (
     SINGLE_THREAD_ROWS,
     MemberInputError,
+    compile_calibrator,
     compile_member,
     row_block,
 )
@@ -160,6 +161,7 @@ class ScoringModel:
         self.members: list[tuple[str, float, ScoringModel]] = []
         self._calibrator: Any | None = None
         self._blend: Any | None = None
+        self._calibrate: Callable[[np.ndarray], np.ndarray] | None = None
         self._member_paths: list[tuple[str, Any]] = []
         parts = _ensemble_parts(self.model)
         if parts is not None:
@@ -173,6 +175,7 @@ class ScoringModel:
             ]
             self.categorical = sorted({c for _, _, m in self.members for c in m.categorical})
             self._blend = ensemble
+            self._calibrate = compile_calibrator(self._calibrator) if self._calibrator is not None else None
             shared = set(self.categorical) | set(self._category_lists)
             self._member_paths = [
                 compile_member(m.model, self.features, shared, self._category_lists)
@@ -318,8 +321,8 @@ class ScoringModel:
             start = now
         blend: Any = self._blend
         scores = np.clip(blend.blend(member_scores), 0.0, 1.0)
-        if self._calibrator is not None:
-            scores = np.clip(np.asarray(self._calibrator.predict(scores), dtype=np.float64), 0.0, 1.0)
+        if self._calibrate is not None:
+            scores = np.clip(np.asarray(self._calibrate(scores), dtype=np.float64), 0.0, 1.0)
         scores = np.asarray(scores, dtype=np.float64)
         labels = (scores >= self.threshold).astype(np.int8)
         reasons: list[list[dict[str, Any]]] | None = None

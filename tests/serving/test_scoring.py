@@ -114,6 +114,12 @@ def test_an_ensemble_champion_is_scored_member_by_member_like_predict_proba(tmp_
         ("logistic_regression", 0.2),
     ]
     assert model.members[0][2]._fast  # the LightGBM member on the booster fast path
+    # Loaded through MLflow (skops), every member is scored on numpy arrays (no pandas frame).
+    assert model.member_paths == {
+        "lightgbm": "lightgbm",
+        "xgboost": "xgboost",
+        "logistic_regression": "linear",
+    }
     test = feature_frame(range(601, 801), seed=5)
     rows = test.astype(object).where(test.notna(), None).to_dict("records")
     scored = model.score(rows, explain=True, top_k=4)
