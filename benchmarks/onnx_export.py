@@ -16,7 +16,8 @@ Measured, one thread each:
 * size: the ONNX file vs the native model as MLflow stores it (``skops``);
 * single-row latency over ``--repeat`` calls on random rows: native ``predict_proba`` on a 1-row pandas
   frame; onnxruntime ``run`` on the encoded row (``ort``); encoding + ``run`` (``ort+encode``);
-* the largest |ONNX - native| score difference on all rows.
+* the largest |ONNX - native| score difference on all rows (an ensemble: also per member, of the blend,
+  and the isotonic calibrator's steepest slope).
 
 Usage::
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +59,32 @@ def synthetic(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
 def percentiles(seconds: list[float]) -> str:
     ms = np.asarray(seconds) * 1000
     return f"p50 {np.percentile(ms, 50):.3f} ms, p99 {np.percentile(ms, 99):.3f} ms"
+
+
+def member_differences(onx: Any, blend: Any, model: Any, X: pd.DataFrame) -> None:
+    """Where an ensemble's ONNX - native difference comes from: each member's probability and the blend
+    read from the graph's intermediate tensors (``m<i>_p``, ``ens_blend``) against native, and the
+    steepest slope of an isotonic calibrator (which multiplies the blend's difference)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from churn_assets.modeling.onnx_export import OnnxModel
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(onx.proto)
+    names = [f"m{i}_p" for i in range(len(blend.names))] + ["ens_blend"]
+    proto.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.DOUBLE, None) for n in names)
+    probe = OnnxModel(proto, onx.features, onx.categories, onx.family, onx.calibration, onx.input_kind)
+    outputs = probe.session().run(names, probe.inputs(X))
+    for name, member, out in zip(blend.names, blend.members, outputs, strict=False):
+        native = np.asarray(member.predict_proba(X))[:, 1]
+        print(f"max |ONNX - native| of member {name}: {np.max(np.abs(out.ravel() - native)):.2e}")
+    blended = np.asarray(blend.predict_proba(X))[:, 1]
+    print(f"max |ONNX - native| of the blend: {np.max(np.abs(outputs[-1].ravel() - blended)):.2e}")
+    calibrator = model.calibrated_classifiers_[0].calibrators[0]
+    if hasattr(calibrator, "X_thresholds_"):
+        slopes = np.diff(calibrator.y_thresholds_) / np.diff(calibrator.X_thresholds_)
+        print(f"steepest isotonic calibrator slope: {np.max(slopes):,.0f}")
 
 
 def main() -> None:
@@ -137,6 +165,8 @@ def main() -> None:
     for name, seconds in timings.items():
         print(f"single row, {name}: {percentiles(seconds)} ({len(seconds):,} calls)")
     print(f"max |ONNX - native| on {len(X):,} rows: {diff:.2e}")
+    if args.model == "ensemble":
+        member_differences(onx, raw, model, X)
     print(f"load average after: {os.getloadavg()}")
 
 
