@@ -66,19 +66,28 @@ def labels(frame: pd.DataFrame, seed: int) -> np.ndarray:
     return (rng.random(len(frame)) < 1 / (1 + np.exp(-signal))).astype(int)
 
 
-def ensemble_model(frame: pd.DataFrame, seed: int = 3) -> CalibratedClassifierCV:
-    """A sigmoid-calibrated blend (0.5 LightGBM, 0.3 XGBoost, 0.2 logistic regression) fitted on
-    ``frame`` (members on its first half, the calibrator on the second), as the training stages build one."""
+def ensemble_model(
+    frame: pd.DataFrame,
+    seed: int = 3,
+    members: Sequence[str] = ("lightgbm", "xgboost", "logistic_regression"),
+    weights: Sequence[float] = (0.5, 0.3, 0.2),
+) -> CalibratedClassifierCV:
+    """A sigmoid-calibrated blend (by default 0.5 LightGBM, 0.3 XGBoost, 0.2 logistic regression; other
+    members: any ``baseline_specs`` name) fitted on ``frame`` (members on its first half, the calibrator
+    on the second), as the training stages build one."""
     X, y = frame[feature_names()], labels(frame, seed)
     half = len(frame) // 2
-    members = [
-        lgb.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1, random_state=seed, n_jobs=1),
-        xgboost_spec({"n_estimators": 20, "max_depth": 3}, seed).build(),
-        baseline_specs(seed, ("logistic_regression",))[0].build(),
-    ]
-    for m in members:
-        m.fit(X.iloc[:half], y[:half])
-    blend = BlendEnsemble(["lightgbm", "xgboost", "logistic_regression"], members, [0.5, 0.3, 0.2])
+    builders = {
+        "lightgbm": lambda: lgb.LGBMClassifier(
+            n_estimators=20, num_leaves=7, verbose=-1, random_state=seed, n_jobs=1
+        ),
+        "xgboost": lambda: xgboost_spec({"n_estimators": 20, "max_depth": 3}, seed).build(),
+    }
+    fitted = []
+    for name in members:
+        m = builders[name]() if name in builders else baseline_specs(seed, (name,))[0].build()
+        fitted.append(m.fit(X.iloc[:half], y[:half]))
+    blend = BlendEnsemble(list(members), fitted, list(weights))
     return CalibratedClassifierCV(FrozenEstimator(blend), method="sigmoid").fit(X.iloc[half:], y[half:])
 
 

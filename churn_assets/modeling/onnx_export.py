@@ -280,18 +280,27 @@ def _exact(values_by_tree: list[dict[np.float32, float]], tree: int, value: floa
     return values_by_tree[tree].get(np.float32(value), float(value))
 
 
-def _float64_trees(proto: onnx.ModelProto, booster: Any) -> str:
+def _float64_trees(proto: onnx.ModelProto, booster: Any | None) -> str:
     """Replace onnxmltools' ``TreeEnsembleRegressor`` (float32 thresholds, leaf weights and sums) by one
     ai.onnx.ml opset-5 ``TreeEnsemble`` in float64 with the same structure: thresholds and leaf values
     restored to LightGBM's float64 values (matched within each tree by their float32 rounding), a float64
     input and sum — each row takes the branches LightGBM takes and gets its margin to float64 precision.
-    Returns the name of the (N, 1) float64 margin."""
-    [old] = [n for n in proto.graph.node if n.op_type == "TreeEnsembleRegressor"]
+    ``booster`` None: an XGBoost ``TreeEnsembleClassifier`` (float32 values kept as they are: XGBoost's
+    own); its post-transform is dropped. Returns the name of the (N, 1) float64 margin."""
+    [old] = [n for n in proto.graph.node if n.op_type in ("TreeEnsembleRegressor", "TreeEnsembleClassifier")]
     a = {x.name: helper.get_attribute_value(x) for x in old.attribute}
+    if old.op_type == "TreeEnsembleClassifier":
+        if set(a.get("class_ids", [])) - {0}:
+            raise OnnxExportError("XGBoost model with more than one output class: not converted")
+        a.update({f"target_{k}": a[f"class_{k}"] for k in ("treeids", "nodeids", "weights")})
+        a.pop("base_values", None)  # the caller adds it (:func:`_tree_base`)
     if a.get("base_values") and any(a["base_values"]):
-        raise OnnxExportError("LightGBM model with a base value: not converted")
+        raise OnnxExportError("tree model with a base value: not converted")
     thresholds: list[dict[np.float32, float]] = []
     leaves: list[dict[np.float32, float]] = []
+    if booster is None:
+        trees = len(set(a["nodes_treeids"]))
+        thresholds, leaves = [{} for _ in range(trees)], [{} for _ in range(trees)]
 
     def walk(node: dict[str, Any], th: dict[np.float32, float], lv: dict[np.float32, float]) -> None:
         if "leaf_value" in node:
@@ -302,7 +311,7 @@ def _float64_trees(proto: onnx.ModelProto, booster: Any) -> str:
         walk(node["left_child"], th, lv)
         walk(node["right_child"], th, lv)
 
-    for tree in booster.dump_model()["tree_info"]:
+    for tree in booster.dump_model()["tree_info"] if booster is not None else []:
         th: dict[np.float32, float] = {}
         lv: dict[np.float32, float] = {}
         walk(tree["tree_structure"], th, lv)
@@ -356,7 +365,7 @@ def _float64_trees(proto: onnx.ModelProto, booster: Any) -> str:
         if mode == "LEAF" or key in absorbed:
             continue
         if mode not in _MODES:
-            raise OnnxExportError(f"LightGBM split mode {mode}: not converted")
+            raise OnnxExportError(f"tree split mode {mode}: not converted")
         t = key[0]
         value = float(a["nodes_values"][i])
         true_id, true_leaf = child(t, a["nodes_truenodeids"][i])
@@ -456,7 +465,11 @@ def _family(model: Any) -> str:
 def to_onnx(model: Any, features: list[str], sample: pd.DataFrame) -> OnnxModel:
     """Convert a final model (see the module docstring); ``sample``: rows of the features, used for the
     input types of scikit-learn models."""
+    from churn_assets.modeling.ensemble import BlendEnsemble
+
     base, calibrator, method = _split_calibration(model)
+    if isinstance(base, BlendEnsemble):
+        return _ensemble_to_onnx(base, calibrator, method, features, sample)
     family = _family(base)
     try:
         import lightgbm as lgb
@@ -599,3 +612,340 @@ def export_version(settings: Any, version: str | None = None, check_rows: int = 
     uri = f"runs:/{mv.run_id}/onnx/model.onnx"
     registry.client.set_model_version_tag(registry.name, str(mv.version), "onnx_artifact", uri)
     return {**info, "artifact_uri": uri}
+
+
+# -- ensembles -------------------------------------------------------------------------------------------
+
+
+def _tree_base(proto: onnx.ModelProto) -> float:
+    """The margin an onnxmltools ``TreeEnsembleClassifier`` adds to its trees' sum (``base_values``)."""
+    [node] = [n for n in proto.graph.node if n.op_type == "TreeEnsembleClassifier"]
+    base = [helper.get_attribute_value(x) for x in node.attribute if x.name == "base_values"]
+    values = list(base[0]) if base else []
+    if len(set(values)) > 1:
+        raise OnnxExportError(f"XGBoost model with several base values {values}: not converted")
+    return float(values[0]) if values else 0.0
+
+
+@dataclass
+class _Member:
+    """One converted ensemble member: its graph (names prefixed), the input it reads — ``matrix`` (one
+    float64 matrix ``{prefix}input`` of features with category codes ``codes``; ``float32`` rounds it as
+    XGBoost does) or ``columns`` (one tensor ``{prefix}{feature}`` per feature) — and the name of its
+    (N, 1) float64 probability in the graph."""
+
+    proto: onnx.ModelProto
+    kind: str
+    probability: str
+    codes: dict[str, list[str]]
+    float32: bool = False
+
+
+def _link(
+    prefix: str, margin: str, k: float, shift: float = 0.0
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """``sigmoid(k * (margin + shift))`` as nodes; returns (nodes, initializers, output name)."""
+    nodes = [
+        helper.make_node("Add", [margin, f"{prefix}shift"], [f"{prefix}shifted"]),
+        helper.make_node("Mul", [f"{prefix}shifted", f"{prefix}k"], [f"{prefix}ks"]),
+        helper.make_node("Sigmoid", [f"{prefix}ks"], [f"{prefix}p"]),
+    ]
+    return nodes, [_const(f"{prefix}shift", shift), _const(f"{prefix}k", k)], f"{prefix}p"
+
+
+def _ensemble_member(
+    name: str, model: Any, features: list[str], text: list[str], categories: dict[str, list[Any]], prefix: str
+) -> _Member:
+    """Convert one ensemble member (its graph renamed with ``prefix``); :class:`OnnxExportError` naming the
+    member when its family has no converter here."""
+    import lightgbm as lgb
+    from onnx.compose import add_prefix
+
+    if isinstance(model, lgb.LGBMClassifier):
+        from onnxmltools import convert_lightgbm
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        booster = model.booster_
+        if list(booster.feature_name()) != list(features):
+            raise OnnxExportError(
+                f"ensemble member {name!r}: LightGBM feature names differ from the version's"
+            )
+        codes = _lightgbm_categories(booster, features)
+        margin_booster, k = _lightgbm_margin_booster(booster)
+        proto = convert_lightgbm(
+            margin_booster,
+            initial_types=[("input", FloatTensorType([None, len(features)]))],
+            target_opset=ONNX_OPSET,
+        )
+        margin = _float64_trees(proto, margin_booster)
+        proto = add_prefix(proto, prefix)
+        nodes, inits, out = _link(prefix, prefix + margin, k)
+        proto.graph.node.extend(nodes)
+        proto.graph.initializer.extend(inits)
+        return _Member(proto, "matrix", out, codes)
+    if type(model).__module__.startswith("xgboost"):
+        from onnxmltools import convert_xgboost
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        if getattr(model, "objective", None) not in ("binary:logistic", None):
+            raise OnnxExportError(
+                f"ensemble member {name!r}: only XGBoost's binary:logistic objective converts"
+            )
+        if getattr(model, "best_iteration", None) is not None:
+            raise OnnxExportError(
+                f"ensemble member {name!r}: an early-stopped XGBoost model is not converted"
+            )
+        booster = model.get_booster().copy()
+        if list(booster.feature_names or []) != list(features):
+            raise OnnxExportError(
+                f"ensemble member {name!r}: XGBoost feature names differ from the version's"
+            )
+        kinds = list(booster.feature_types or [])
+        codes = {}
+        for f, kind in zip(features, kinds, strict=False):
+            if kind == "c":
+                if f not in categories:
+                    raise OnnxExportError(f"ensemble member {name!r}: no stored categories of {f}")
+                codes[f] = [str(v) for v in categories[f]]
+        booster.feature_names = [f"f{i}" for i in range(len(features))]  # what onnxmltools reads
+        try:
+            proto = convert_xgboost(
+                booster,
+                initial_types=[("input", FloatTensorType([None, len(features)]))],
+                target_opset=ONNX_OPSET,
+            )
+        except Exception as exc:  # onnxmltools raises RuntimeError, ValueError, ...
+            raise OnnxExportError(
+                f"ensemble member {name!r} (XGBoost) cannot be converted to ONNX: {type(exc).__name__}: {exc}"
+            ) from exc
+        shift = _tree_base(proto)
+        margin = _float64_trees(proto, None)
+        proto = add_prefix(proto, prefix)
+        nodes, inits, out = _link(prefix, prefix + margin, 1.0, shift)
+        proto.graph.node.extend(nodes)
+        proto.graph.initializer.extend(inits)
+        return _Member(proto, "matrix", out, codes, float32=True)
+    return _linear_member(name, model, features, text, prefix)
+
+
+def _linear_member(name: str, model: Any, features: list[str], text: list[str], prefix: str) -> _Member:
+    """``Pipeline(ColumnTransformer(numeric: imputer [+ StandardScaler]; categorical: imputer + one-hot
+    encoder ignoring unknowns), LogisticRegression)`` as float64 ONNX operators (imputation with the fitted
+    statistics, ``(x - mean) / scale``, one-hot by the encoder's categories, ``sigmoid(x @ coef.T + b)``),
+    reading one tensor per feature (missing category = ""). Anything else: :class:`OnnxExportError` naming
+    the member. (skl2onnx's graph of this pipeline does not run: no converter for a NaN-missing imputer of
+    strings, and onnxruntime has no float64 ``Imputer``.)"""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    def refuse(what: str) -> OnnxExportError:
+        return OnnxExportError(
+            f"ensemble member {name!r} (model family {_family(model)}) cannot be converted to ONNX: {what}; "
+            "LightGBM, XGBoost and logistic regression on imputed, scaled and one-hot columns convert"
+        )
+
+    if not (isinstance(model, Pipeline) and len(model.steps) == 2):
+        raise refuse("not a (column transformer, logistic regression) pipeline")
+    prep, final = model.steps[0][1], model.steps[1][1]
+    if not isinstance(prep, ColumnTransformer) or not isinstance(final, LogisticRegression):
+        raise refuse("not a (column transformer, logistic regression) pipeline")
+    if final.coef_.shape[0] != 1 or list(final.classes_) != [0, 1]:
+        raise refuse("not a binary logistic regression")
+    n = lambda s: f"{prefix}{s}"  # noqa: E731
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    blocks: list[str] = []
+    for b, (_, transformer, columns) in enumerate(prep.transformers_):
+        if (isinstance(transformer, str) and transformer == "drop") or len(columns) == 0:
+            continue
+        steps = [s for _, s in getattr(transformer, "steps", [])]
+        if not steps or not isinstance(steps[0], SimpleImputer) or steps[0].add_indicator:
+            raise refuse(f"column block {b} does not start with a simple imputer")
+        imputer = steps[0]
+        if all(c in text for c in columns):
+            if len(steps) != 2 or not isinstance(steps[1], OneHotEncoder):
+                raise refuse(f"categorical block {b} is not imputer + one-hot encoder")
+            encoder = steps[1]
+            if encoder.drop is not None or encoder.handle_unknown != "ignore" or encoder._infrequent_enabled:
+                raise refuse(
+                    f"one-hot encoder of block {b} drops, errors on unknowns or groups infrequent values"
+                )
+            for k, c in enumerate(columns):
+                cats = [str(v) for v in encoder.categories_[k]]
+                fill = str(imputer.statistics_[k])
+                keys = [*cats, ""] if fill in cats else cats
+                values = [*range(len(cats)), cats.index(fill)] if fill in cats else list(range(len(cats)))
+                inits.append(_const(n(f"range_{c}"), np.arange(len(cats)).reshape(1, -1), np.int64))
+                nodes += [
+                    helper.make_node(
+                        "LabelEncoder",
+                        [n(c)],
+                        [n(f"idx_{c}")],
+                        domain="ai.onnx.ml",
+                        keys_strings=keys,
+                        values_int64s=values,
+                        default_int64=-1,
+                    ),
+                    helper.make_node("Equal", [n(f"idx_{c}"), n(f"range_{c}")], [n(f"hot_{c}")]),
+                    helper.make_node("Cast", [n(f"hot_{c}")], [n(f"onehot_{c}")], to=TensorProto.DOUBLE),
+                ]
+                blocks.append(n(f"onehot_{c}"))
+        elif not any(c in text for c in columns):
+            stats = np.asarray(imputer.statistics_, dtype=np.float64)
+            if imputer.strategy not in ("mean", "median", "constant") or np.isnan(stats).any():
+                raise refuse(f"numeric imputer of block {b} ({imputer.strategy}) has no ONNX form here")
+            x = n(f"num{b}")
+            nodes += [
+                helper.make_node("Concat", [n(c) for c in columns], [x], axis=1),
+                helper.make_node("IsNaN", [x], [n(f"nan{b}")]),
+                helper.make_node("Where", [n(f"nan{b}"), n(f"fill{b}"), x], [n(f"imp{b}")]),
+            ]
+            inits.append(_const(n(f"fill{b}"), stats.reshape(1, -1)))
+            x = n(f"imp{b}")
+            for step in steps[1:]:
+                if not isinstance(step, StandardScaler):
+                    raise refuse(f"step {type(step).__name__} of block {b} has no ONNX form here")
+                if step.with_mean:
+                    inits.append(_const(n(f"mean{b}"), step.mean_.reshape(1, -1)))
+                    nodes.append(helper.make_node("Sub", [x, n(f"mean{b}")], [n(f"centred{b}")]))
+                    x = n(f"centred{b}")
+                if step.with_std:
+                    inits.append(_const(n(f"scale{b}"), step.scale_.reshape(1, -1)))
+                    nodes.append(helper.make_node("Div", [x, n(f"scale{b}")], [n(f"scaled{b}")]))
+                    x = n(f"scaled{b}")
+            blocks.append(x)
+        else:
+            raise refuse(f"column block {b} mixes numeric and categorical columns")
+    inits += [
+        _const(n("coef"), final.coef_.T),
+        _const(n("intercept"), final.intercept_.reshape(1, 1)),
+    ]
+    nodes += [
+        helper.make_node("Concat", blocks, [n("x")], axis=1),
+        helper.make_node("MatMul", [n("x"), n("coef")], [n("xw")]),
+        helper.make_node("Add", [n("xw"), n("intercept")], [n("logit")]),
+        helper.make_node("Sigmoid", [n("logit")], [n("p")]),
+    ]
+    graph = helper.make_graph(nodes, f"{prefix}linear", [], [], initializer=inits)
+    return _Member(helper.make_model(graph), "columns", n("p"), {})
+
+
+def _ensemble_to_onnx(
+    blend: Any, calibrator: Any | None, method: str, features: list[str], sample: pd.DataFrame
+) -> OnnxModel:
+    """ONE graph of an ensemble: per-feature inputs (float64 numbers, strings for categorical columns;
+    empty string = missing), each categorical value aligned to XGBoost's training categories (an unseen
+    value is missing for every member, as in ``BlendEnsemble.member_proba``), every member converted and
+    fed (tree members a float64 matrix of their category codes), ``sum(w_i * p_i)`` clipped to [0, 1],
+    then the calibrator."""
+    from churn_assets.modeling.categories import training_categories
+
+    text = [
+        f for f in features if isinstance(sample[f].dtype, pd.CategoricalDtype) or sample[f].dtype == object
+    ]
+    categories = training_categories(blend)
+    aligned = {f: [str(v) for v in categories[f]] for f in text if f in categories}
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    column: dict[str, str] = {}  # feature -> the graph tensor members read (text: aligned strings)
+    for f in features:
+        if f in aligned:
+            column[f] = f"ens_aligned_{f}"
+            nodes.append(
+                helper.make_node(
+                    "LabelEncoder",
+                    [f],
+                    [column[f]],
+                    domain="ai.onnx.ml",
+                    keys_strings=aligned[f],
+                    values_strings=aligned[f],
+                    default_string="",
+                )
+            )
+        else:
+            column[f] = f
+    members = [
+        _ensemble_member(n, m, features, text, categories, f"m{i}_")
+        for i, (n, m) in enumerate(zip(blend.names, blend.members, strict=True))
+    ]
+    graph_nodes: list[onnx.NodeProto] = []
+    for i, member in enumerate(members):
+        p = f"m{i}_"
+        if member.kind == "matrix":
+            parts = []
+            for f in features:
+                if f in member.codes:
+                    nodes += [
+                        helper.make_node(
+                            "LabelEncoder",
+                            [column[f]],
+                            [f"{p}code32_{f}"],
+                            domain="ai.onnx.ml",
+                            keys_strings=member.codes[f],
+                            values_floats=[float(k) for k in range(len(member.codes[f]))],
+                            default_float=float("nan"),
+                        ),
+                        helper.make_node("Cast", [f"{p}code32_{f}"], [f"{p}code_{f}"], to=TensorProto.DOUBLE),
+                    ]
+                    parts.append(f"{p}code_{f}")
+                elif f in text:
+                    raise OnnxExportError(f"ensemble member {blend.names[i]!r}: categorical {f} has no codes")
+                else:
+                    parts.append(column[f])
+            matrix = f"{p}matrix" if member.float32 else f"{p}input"
+            nodes.append(helper.make_node("Concat", parts, [matrix], axis=1))
+            if member.float32:  # XGBoost compares float32 features with its float32 thresholds
+                nodes += [
+                    helper.make_node("Cast", [matrix], [f"{p}matrix32"], to=TensorProto.FLOAT),
+                    helper.make_node("Cast", [f"{p}matrix32"], [f"{p}input"], to=TensorProto.DOUBLE),
+                ]
+        else:
+            nodes += [helper.make_node("Identity", [column[f]], [f"{p}{f}"]) for f in features]
+        graph_nodes += list(member.proto.graph.node)
+        inits += list(member.proto.graph.initializer)
+    weighted = []
+    for i, (member, w) in enumerate(zip(members, blend.weights, strict=True)):
+        inits.append(_const(f"ens_w{i}", float(w)))
+        graph_nodes.append(helper.make_node("Mul", [member.probability, f"ens_w{i}"], [f"ens_wp{i}"]))
+        weighted.append(f"ens_wp{i}")
+    inits += [_const("ens_zero", 0.0), _const("ens_one", 1.0), _const("ens_axis", [1], np.int64)]
+    graph_nodes += [
+        helper.make_node("Sum", weighted, ["ens_sum"]),
+        helper.make_node("Clip", ["ens_sum", "ens_zero", "ens_one"], ["ens_blend"]),
+    ]
+    score = "ens_blend"
+    if calibrator is not None:
+        cal_nodes, cal_inits, score = _calibration_nodes(calibrator, method, score, "ens_cal_")
+        graph_nodes += cal_nodes
+        inits += cal_inits
+    graph_nodes.append(helper.make_node("Squeeze", [score, "ens_axis"], [OUTPUT]))
+    inputs = [
+        helper.make_tensor_value_info(f, TensorProto.STRING if f in text else TensorProto.DOUBLE, [None, 1])
+        for f in features
+    ]
+    graph = helper.make_graph(
+        nodes + graph_nodes,
+        "churn_ensemble",
+        inputs,
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.DOUBLE, [None])],
+        initializer=inits,
+    )
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", TREE_OPSET), helper.make_opsetid("ai.onnx.ml", 5)],
+        producer_name="churnops",
+    )
+    proto.ir_version = 10
+    onnx.checker.check_model(proto)
+    family = (
+        "BlendEnsemble("
+        + ", ".join(
+            f"{n}={_family(m)}:{w:g}"
+            for n, m, w in zip(blend.names, blend.members, blend.weights, strict=True)
+        )
+        + ")"
+    )
+    return OnnxModel(proto, list(features), aligned, family, method, "columns", np.float64)

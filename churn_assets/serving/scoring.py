@@ -29,7 +29,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,14 +39,16 @@ import polars as pl
 
 from churn_assets.feature_store.definitions import all_features
 from churn_assets.modeling.categories import training_categories
+from churn_assets.serving.members import (
+    SINGLE_THREAD_ROWS,
+    MemberInputError,
+    compile_calibrator,
+    compile_member,
+    row_block,
+)
 from churn_assets.settings import Settings
 
 _STRING_FEATURES = {f.name for f in all_features() if f.dtype == "string"}
-
-
-# Fewer rows than this are predicted on one thread: for a request's few rows, starting LightGBM's OpenMP
-# team costs more than the work (40 µs → 250-750 µs per one-row predict on a busy 2-core box).
-SINGLE_THREAD_ROWS = 256
 
 
 def _threads(rows: int) -> int:
@@ -158,6 +160,9 @@ class ScoringModel:
         self._category_lists = training_categories(self.model)  # XGBoost's, alone or in an ensemble
         self.members: list[tuple[str, float, ScoringModel]] = []
         self._calibrator: Any | None = None
+        self._blend: Any | None = None
+        self._calibrate: Callable[[np.ndarray], np.ndarray] | None = None
+        self._member_paths: list[tuple[str, Any]] = []
         parts = _ensemble_parts(self.model)
         if parts is not None:
             ensemble, self._calibrator = parts
@@ -169,6 +174,19 @@ class ScoringModel:
                 )
             ]
             self.categorical = sorted({c for _, _, m in self.members for c in m.categorical})
+            self._blend = ensemble
+            self._calibrate = compile_calibrator(self._calibrator) if self._calibrator is not None else None
+            shared = set(self.categorical) | set(self._category_lists)
+            self._member_paths = [
+                compile_member(m.model, self.features, shared, self._category_lists)
+                for _, _, m in self.members
+            ]
+
+    @property
+    def member_paths(self) -> dict[str, str]:
+        """An ensemble's member -> how it is scored per request (``lightgbm``, ``xgboost``, ``linear``:
+        on arrays; ``frame``: ``predict_proba`` on a pandas frame); {} for a single model."""
+        return {name: path for (name, _, _), (path, _) in zip(self.members, self._member_paths, strict=True)}
 
     @property
     def explainable(self) -> bool:
@@ -273,34 +291,39 @@ class ScoringModel:
     def _score_ensemble(
         self, rows: Sequence[Mapping[str, Any]] | pd.DataFrame, explain: bool, top_k: int
     ) -> Scored:
-        """Score every member in turn (timed), blend, calibrate, threshold; reasons from the members'
-        contributions (module docstring)."""
+        """Score every member in turn (timed) on one shared :class:`~churn_assets.serving.members.RowBlock`
+        (its build time counted in the first member's), blend exactly as ``BlendEnsemble.blend``,
+        calibrate, threshold; reasons from the members' contributions (module docstring)."""
         member_scores: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
-        blended = np.zeros(len(rows), dtype=np.float64)
         contrib: np.ndarray | None = None
         explained_weight = 0.0
-        # One typed frame for every member on the pandas path (built once, counted in the first one's time).
-        frame: pd.DataFrame | None = None
-        for name, weight, member in self.members:
-            start = time.perf_counter()
-            if member._fast:
-                member_scores[name] = member.score(rows).scores
-                source: Sequence[Mapping[str, Any]] | pd.DataFrame = rows
-            else:
-                frame = self.frame(rows) if frame is None else frame
-                member_scores[name] = np.asarray(member.model.predict_proba(frame))[:, 1].astype(np.float64)
-                source = frame
+        start = time.perf_counter()
+        try:
+            block = row_block(
+                rows, self.features, set(self.categorical) | set(self._category_lists), self._category_lists
+            )
+        except MemberInputError as exc:
+            raise ScoringError(f"input: {exc}") from exc
+        for (name, weight, member), (_, scorer) in zip(self.members, self._member_paths, strict=True):
+            if scorer is not None:
+                member_scores[name] = scorer(block)
+            else:  # one typed frame for every member on the pandas path (built once)
+                block.frame = self.frame(rows) if block.frame is None else block.frame
+                member_scores[name] = np.asarray(member.model.predict_proba(block.frame))[:, 1]
             if explain:
-                c = member.contributions(source)
+                c = member.contributions(self.frame(rows) if member._xgboost else rows)
                 if c is not None:
                     contrib = weight * c if contrib is None else contrib + weight * c
                     explained_weight += weight
-            seconds[name] = time.perf_counter() - start
-            blended += weight * member_scores[name]
-        scores = np.clip(blended, 0.0, 1.0)
-        if self._calibrator is not None:
-            scores = np.clip(np.asarray(self._calibrator.predict(scores), dtype=np.float64), 0.0, 1.0)
+            now = time.perf_counter()
+            seconds[name] = now - start
+            start = now
+        blend: Any = self._blend
+        scores = np.clip(blend.blend(member_scores), 0.0, 1.0)
+        if self._calibrate is not None:
+            scores = np.clip(np.asarray(self._calibrate(scores), dtype=np.float64), 0.0, 1.0)
+        scores = np.asarray(scores, dtype=np.float64)
         labels = (scores >= self.threshold).astype(np.int8)
         reasons: list[list[dict[str, Any]]] | None = None
         if explain:

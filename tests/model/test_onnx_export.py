@@ -171,3 +171,82 @@ def test_export_onnx_logs_the_artifact_on_the_champion_version(tmp_path) -> None
     assert isinstance(older, dict) and older["version"] == raw_version and older["calibration"] == "none"
     missing = churnops("export-onnx", "--version", "99", home=settings.home, **_env(settings))
     assert_one_line_error(missing, 2, "has no version 99")
+
+    # An ENSEMBLE version (the LightGBM, an XGBoost and the logistic baseline, sigmoid-calibrated on
+    # validation): one graph, checked and logged on its version like a single model.
+    from churn_assets.modeling.candidates import xgboost_spec
+    from churn_assets.modeling.ensemble import BlendEnsemble
+
+    members = [
+        lgbm,
+        fit_spec(xgboost_spec({"n_estimators": 50, "max_depth": 3}), splits, "none")[0],
+        fit_spec(baseline_specs(names=("logistic_regression",))[0], splits, "none")[0],
+    ]
+    blend = BlendEnsemble(["lightgbm", "xgboost", "logistic_regression"], members, [0.5, 0.3, 0.2])
+    ensemble = CalibratedClassifierCV(FrozenEstimator(blend), method="sigmoid").fit(
+        splits.X_val, splits.y_val
+    )
+    logged = log_candidate_run(tracking, "final:ensemble+sigmoid", ensemble, "sklearn", {}, {"auc": 0.9})
+    blended = registry.register(logged, splits.features, "d" * 64, {"auc": 0.9}, [])
+    done = json_document(
+        churnops("export-onnx", "--version", blended.version, "--json", home=settings.home, **_env(settings))
+    )
+    assert isinstance(done, dict) and done["version"] == blended.version and done["input"] == "columns"
+    assert done["family"].startswith("BlendEnsemble(lightgbm=LGBMClassifier:0.5, xgboost=XGBClassifier:0.3")
+    assert done["checked_rows"] == len(splits.X_test) and done["max_abs_diff_vs_native"] <= 1e-5
+    mv = registry.client.get_model_version(registry.name, blended.version)
+    assert mv.tags["onnx_artifact"] == done["artifact_uri"] == f"runs:/{mv.run_id}/onnx/model.onnx"
+    proto = onnx.load(registry.client.download_artifacts(mv.run_id, "onnx/model.onnx", str(tmp_path / "ens")))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    onx = OnnxModel(
+        proto, splits.features, json.loads(meta["categories"]), meta["family"], "sigmoid", "columns"
+    )
+    native = np.asarray(ensemble.predict_proba(splits.X_test))[:, 1]
+    assert np.max(np.abs(onx.predict(splits.X_test) - native)) <= 1e-5
+
+
+def _blend(splits, names: tuple[str, ...], weights: tuple[float, ...], method: str):  # type: ignore[no-untyped-def]
+    """An ensemble as the training builds one: members fitted on train, blended, calibrated on val."""
+    from churn_assets.modeling.candidates import xgboost_spec
+    from churn_assets.modeling.ensemble import BlendEnsemble
+
+    specs = {
+        "lightgbm": lightgbm_spec({"n_estimators": 100, "num_leaves": 15, "learning_rate": 0.05}),
+        "xgboost": xgboost_spec({"n_estimators": 100, "max_depth": 4}),
+    }
+    members = [
+        fit_spec(specs[n] if n in specs else baseline_specs(names=(n,))[0], splits, "none")[0] for n in names
+    ]
+    blend = BlendEnsemble(list(names), members, list(weights))
+    return CalibratedClassifierCV(FrozenEstimator(blend), method=method).fit(splits.X_val, splits.y_val)
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_an_ensemble_converts_to_one_graph_equal_to_native_within_1e_5(fitted, method: str) -> None:  # type: ignore[no-untyped-def]
+    """LightGBM + XGBoost + logistic regression, blended and calibrated, as ONE ONNX graph: onnxruntime
+    equals ``predict_proba`` on 10,000 rows (~1 % missing values), also with categories the members never
+    saw (missing for every member, as the ensemble aligns them to XGBoost's categories)."""
+    splits, _ = fitted
+    model = _blend(splits, ("lightgbm", "xgboost", "logistic_regression"), (0.5, 0.3, 0.2), method)
+    onx = to_onnx(model, splits.features, splits.X_test)
+    assert onx.family.startswith("BlendEnsemble(") and onx.calibration == method
+    assert len(onx.proto.graph.output) == 1 and len(splits.X_test) == ROWS
+    native = np.asarray(model.predict_proba(splits.X_test))[:, 1]
+    scored = onx.predict(splits.X_test)
+    assert scored.shape == (ROWS,)
+    assert np.max(np.abs(scored - native)) <= 1e-5
+    assert np.std(native) > 0.01
+    text = [c for c in splits.features if isinstance(splits.X_test[c].dtype, pd.CategoricalDtype)]
+    unseen = splits.X_test.head(500).copy()
+    for col in text[:3]:
+        unseen[col] = unseen[col].cat.add_categories(["never-seen"])
+        unseen.loc[unseen.index[::7], col] = "never-seen"
+    native = np.asarray(model.predict_proba(unseen))[:, 1]
+    assert np.max(np.abs(onx.predict(unseen) - native)) <= 1e-5
+
+
+def test_an_ensemble_member_without_a_converter_is_named(fitted) -> None:  # type: ignore[no-untyped-def]
+    splits, _ = fitted
+    model = _blend(splits, ("lightgbm", "hist_gradient_boosting"), (0.5, 0.5), "sigmoid")
+    with pytest.raises(OnnxExportError, match="ensemble member 'hist_gradient_boosting'"):
+        to_onnx(model, splits.features, splits.X_test)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost as xgb
 from sklearn.calibration import CalibratedClassifierCV
@@ -113,11 +114,17 @@ def test_an_ensemble_champion_is_scored_member_by_member_like_predict_proba(tmp_
         ("logistic_regression", 0.2),
     ]
     assert model.members[0][2]._fast  # the LightGBM member on the booster fast path
+    # Loaded through MLflow (skops), every member is scored on numpy arrays (no pandas frame).
+    assert model.member_paths == {
+        "lightgbm": "lightgbm",
+        "xgboost": "xgboost",
+        "logistic_regression": "linear",
+    }
     test = feature_frame(range(601, 801), seed=5)
     rows = test.astype(object).where(test.notna(), None).to_dict("records")
     scored = model.score(rows, explain=True, top_k=4)
     expected = ensemble.predict_proba(test[model.features])[:, 1]
-    np.testing.assert_allclose(scored.scores, expected, rtol=1e-6)
+    np.testing.assert_allclose(scored.scores, expected, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(scored.labels, (scored.scores >= 0.45).astype(np.int8))
     assert scored.member_seconds is not None
     assert set(scored.member_seconds) == {"lightgbm", "xgboost", "logistic_regression"}
@@ -195,3 +202,38 @@ def test_rollout_rollback_rolls_the_registry_back(tmp_path: Path) -> None:
     assert (state.phase, state.stable_version) == ("none", v1)
     assert registry.aliases() == {"champion": v1, "previous": v2}
     assert registry.read_audit()[-1].action == "rollback"
+
+
+def test_served_ensemble_members_on_arrays_equal_predict_proba_to_1e_9() -> None:
+    """Every member family of an ensemble is scored on numpy arrays (no pandas frame) and the served
+    scores equal the fitted ensemble's ``predict_proba`` within 1e-9: missing numbers, missing
+    categories and categories training never saw (missing for every member), rows and frames alike."""
+    members = ("lightgbm", "xgboost", "spline_logistic_regression", "logistic_regression")
+    ensemble = ensemble_model(
+        feature_frame(range(1, 801), seed=6), members=members, weights=(0.4, 0.3, 0.2, 0.1)
+    )
+    features = feature_names()
+    model = ScoringModel("m", "1", ensemble, features, 0.5, flavor="sklearn")
+    assert model.member_paths == {
+        "lightgbm": "lightgbm",
+        "xgboost": "xgboost",
+        "spline_logistic_regression": "linear",
+        "logistic_regression": "linear",
+    }
+    test = feature_frame(range(801, 1801), seed=7)[features]
+    categorical = [c for c in features if isinstance(test[c].dtype, pd.CategoricalDtype)]
+    numeric = [c for c in features if c not in categorical]
+    test = test.astype(dict.fromkeys(categorical, object))
+    rng = np.random.default_rng(0)
+    for col in numeric[:5]:
+        test.loc[rng.random(len(test)) < 0.1, col] = np.nan
+    for col in categorical[:3]:
+        test.loc[rng.random(len(test)) < 0.1, col] = None
+        test.loc[rng.random(len(test)) < 0.05, col] = "never-seen"
+    reference = test.astype(dict.fromkeys(categorical, "category"))
+    expected = ensemble.predict_proba(reference)[:, 1]
+    rows = test.astype(object).where(test.notna(), None).to_dict("records")
+    np.testing.assert_allclose(model.score(rows).scores, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.score(test).scores, expected, rtol=0, atol=1e-9)
+    one = [model.score([row]).scores[0] for row in rows[:50]]  # one-row requests (one-thread paths)
+    np.testing.assert_allclose(one, expected[:50], rtol=0, atol=1e-9)
