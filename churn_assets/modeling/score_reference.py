@@ -8,7 +8,8 @@ model produced on its own held-out rows.
 
 The reference is the calibrated scores of the validation and test rows the challenger was evaluated on
 (the final model's probabilities, the same numbers the service returns), kept as ``QUANTILES``
-evenly spaced quantiles, plus the share of those rows at or above the decision threshold. It is the
+evenly spaced quantiles (``DECIMALS`` decimals; :meth:`ScoreReference.ks` rounds the compared scores
+alike), plus the share of those rows at or above the decision threshold. It is the
 registry tag ``score_reference`` (JSON) of the version.
 """
 
