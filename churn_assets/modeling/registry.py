@@ -9,7 +9,8 @@ there and serving deploys its champion. Any other name is a model of its own, e.
 Every version carries tags: ``semver`` (major.minor.patch), ``artifact_sha256`` (the model file),
 ``data_sha256`` (the training-data snapshot), ``eval_sha256`` (the holdout its metrics were measured
 on, :func:`holdout_sha256`), ``features`` (JSON list — the feature → model dependency), ``flavor``,
-``gates_passed`` and ``metric.<name>`` for each metric. A version whose features are all feature-store
+``gates_passed`` and ``metric.<name>`` for each metric (6 decimals; ``metric.threshold``, the decision
+threshold serving applies, with every digit: :func:`metric_tag`). A version whose features are all feature-store
 features (any registered model's, e.g. the production model and ``churn-30d``) also has them recorded in
 the warehouse's ``features.model_dependencies`` at the simulated clock, and the features of this model's
 aliased versions are stamped as used (``feature_store.lifecycle``): ``churnops features usage``.
@@ -65,6 +66,18 @@ from churn_assets.storage.warehouse import Warehouse
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 LIGHTGBM_PARAMS_TAG = "lightgbm_params"  # search-space params of a LightGBM version (retraining)
+
+
+def metric_tag(name: str, value: float) -> str:
+    """The ``metric.<name>`` tag value: 6 decimals, except the decision threshold, kept exactly (``repr``).
+
+    Serving labels a row positive when its score is at or above the tag's threshold, and the rollout
+    review compares those labels with the positive rate the version had at validation at the exact
+    threshold. An ``isotonic_ranked`` calibration (``evaluation.RankedIsotonic``) breaks its plateaus by
+    a 1e-5 share of the raw score, so the scores of one plateau differ from the 7th decimal on and the
+    F1-best threshold usually sits inside a plateau: rounded to 6 decimals it moves a slice of rows across
+    the threshold."""
+    return repr(float(value)) if name == "threshold" else f"{value:.6f}"
 
 
 class RegistryError(RuntimeError):
@@ -272,7 +285,7 @@ class ModelRegistry:
             "gates": json.dumps(
                 {g.name: {"value": g.value, "limit": g.limit, "passed": g.passed} for g in gates}
             ),
-            **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+            **{f"metric.{k}": metric_tag(k, v) for k, v in metrics.items()},
             **dict(extra_tags or {}),
         }
         try:

@@ -8,7 +8,8 @@ model produced on its own held-out rows.
 
 The reference is the calibrated scores of the validation and test rows the challenger was evaluated on
 (the final model's probabilities, the same numbers the service returns), kept as ``QUANTILES``
-evenly spaced quantiles, plus the share of those rows at or above the decision threshold. It is the
+evenly spaced quantiles (``DECIMALS`` decimals; :meth:`ScoreReference.ks` rounds the compared scores
+alike), plus the share of those rows at or above the decision threshold. It is the
 registry tag ``score_reference`` (JSON) of the version.
 """
 
@@ -23,6 +24,10 @@ from scipy.stats import ks_2samp
 
 REFERENCE_TAG = "score_reference"
 QUANTILES = 501  # 0.2 % steps: the KS statistic against the sketch is within ~0.002 of the exact one
+# Quantiles are stored with this many decimals (501 of them fit the registry's tag length) and the scores
+# compared with them are rounded the same way: an ``isotonic_ranked`` calibration's plateaus differ from
+# the 7th decimal on, so exact scores against rounded quantiles would land wholly on one side of a plateau.
+DECIMALS = 6
 
 
 class ScoreReferenceError(ValueError):
@@ -46,7 +51,7 @@ class ScoreReference:
             raise ScoreReferenceError("score reference: no finite scores to summarise")
         qs = np.quantile(values, np.linspace(0.0, 1.0, QUANTILES))
         return cls(
-            quantiles=[round(float(q), 6) for q in qs],
+            quantiles=[round(float(q), DECIMALS) for q in qs],
             rows=int(values.size),
             positive_rate=float(np.mean(values >= threshold)),
             threshold=float(threshold),
@@ -82,8 +87,9 @@ class ScoreReference:
         return None if raw is None else cls.from_tag(raw)
 
     def ks(self, scores: np.ndarray) -> float:
-        """Two-sample KS statistic between ``scores`` and the reference (its quantiles stand for it)."""
+        """Two-sample KS statistic between ``scores`` and the reference (its quantiles stand for it), both
+        at the stored precision (``DECIMALS``)."""
         values = np.asarray(scores, dtype=np.float64)
         if values.size == 0:
             raise ScoreReferenceError("score reference: no scores to compare")
-        return float(ks_2samp(values, np.asarray(self.quantiles)).statistic)
+        return float(ks_2samp(np.round(values, DECIMALS), np.asarray(self.quantiles)).statistic)

@@ -82,7 +82,12 @@ def replay_settings(home: Path, webhook_url: str) -> Settings:
             n_trials=2,
             timeout_seconds=30,
             baselines=["logistic_regression"],
-            # LightGBM and the logistic baseline only: the rollout rules under test, not the candidate families
+            # LightGBM and the logistic baseline only. With XGBoost and the ensemble the honest retrain is a
+            # calibrated LightGBM/XGBoost blend that flags most NEW customers (as on its validation rows,
+            # where new customers churn ~4x as often), and this tiny world's 40x campaign makes the reviewed
+            # snapshot 24 % new customers against 6-7 % in every snapshot the retrain could see: its
+            # positive rate then rises ~0.19 above its reference (0.11 among existing customers, as on
+            # validation), a population jump the positive-rate rule cannot tell from a broken pipeline.
             xgboost=False,
             extra_candidates=[],
             ensemble_max_members=0,
