@@ -71,7 +71,7 @@ class SingleRowPredictor:
 
         from lightgbm.basic import _LIB, _c_str, _safe_call
 
-        self._ctypes, self._lib, self._check = ctypes, _LIB, _safe_call
+        self._lib, self._check = _LIB, _safe_call
         self._n_features = n_features
         self._booster = booster  # keeps the booster (its handle) alive as long as this predictor
         self._handle = ctypes.c_void_p()
@@ -91,23 +91,23 @@ class SingleRowPredictor:
         self._out = np.empty(1, dtype=np.float64)
         self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._out_len = ctypes.c_int64(0)
+        self._row = np.empty(n_features, dtype=np.float64)  # the input, copied in under the lock
+        self._row_ptr = self._row.ctypes.data_as(ctypes.c_void_p)
+        self._out_len_ref = ctypes.byref(self._out_len)
         self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:  # a copy or pickle configures its own
         return (SingleRowPredictor, (self._booster, self._n_features))
 
     def predict(self, row: np.ndarray) -> float:
-        """The probability of one row (a C-contiguous float64 vector of the booster's features)."""
-        if row.shape != (self._n_features,) or row.dtype != np.float64 or not row.flags.c_contiguous:
-            raise ScoringError(f"single-row predict needs a contiguous float64 vector of {self._n_features}")
-        ctypes = self._ctypes
+        """The probability of one row (a vector of the booster's features, in order)."""
+        if row.shape != (self._n_features,):
+            raise ScoringError(f"single-row predict needs a vector of {self._n_features} features")
         with self._lock:
+            self._row[:] = row
             self._check(
                 self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                    self._handle,
-                    row.ctypes.data_as(ctypes.c_void_p),
-                    ctypes.byref(self._out_len),
-                    self._out_ptr,
+                    self._handle, self._row_ptr, self._out_len_ref, self._out_ptr
                 )
             )
             return float(self._out[0])
@@ -240,14 +240,13 @@ class ScoringModel:
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Rows -> float matrix in feature order (string features -> training category codes)."""
         out = np.empty((len(rows), len(self.features)), dtype=np.float64)
-        codes = self._codes
+        codes = [self._codes.get(name) for name in self.features]
+        columns = list(zip(self.features, codes, strict=True))
+        nan = math.nan
         for i, row in enumerate(rows):
-            for j, name in enumerate(self.features):
-                value = row.get(name)
-                if name in codes:
-                    out[i, j] = codes[name].get(value, math.nan)
-                else:
-                    out[i, j] = math.nan if value is None else value
+            get = row.get
+            values = [get(name) if code is None else code.get(get(name), nan) for name, code in columns]
+            out[i] = [nan if v is None else v for v in values]
         return out
 
     def matrix_from_frame(self, df: pd.DataFrame) -> np.ndarray:
