@@ -49,9 +49,67 @@ REQUEST_TIMEOUT_408 = (
 )
 
 
+class _HeldHeaders:
+    """A connection's transport during one response: the first ``write`` (uvicorn's status line and headers)
+    is held and sent together with the next one (the body), so the response leaves in one ``send``
+    system call and one TCP segment instead of two. Everything else goes to the transport; ``close``
+    sends what is held first."""
+
+    __slots__ = ("held", "transport")
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport, self.held = transport, b""
+
+    def write(self, data: bytes) -> None:
+        if not self.held:
+            self.held = data
+            return
+        held, self.held = self.held, b""
+        self.transport.write(held + data)
+
+    def flush(self) -> None:
+        if self.held:
+            held, self.held = self.held, b""
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def _one_write(send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """``send`` of uvicorn's request cycle (``send.__self__``) writing a response's headers and its first
+    body part in one transport write (:class:`_HeldHeaders`, from ``http.response.start`` to the first
+    ``http.response.body``); ``send`` itself when it is not such a cycle."""
+    cycle = getattr(send, "__self__", None)
+    if cycle is None or not hasattr(cycle, "transport"):
+        return send
+
+    async def coalescing(message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            transport = cycle.transport
+            if not isinstance(transport, _HeldHeaders):
+                cycle.transport = _HeldHeaders(transport)
+            await send(message)
+            return
+        held = cycle.transport
+        try:
+            await send(message)
+        finally:
+            if isinstance(held, _HeldHeaders) and kind == "http.response.body":
+                held.flush()
+                cycle.transport = held.transport
+
+    return coalescing
+
+
 class HotPathDispatch:
-    """ASGI app: an HTTP ``POST`` whose path is in ``routes`` goes to that route's app, everything else
-    (lifespan included) to ``app``."""
+    """ASGI app: an HTTP ``POST`` whose path is in ``routes`` goes to that route's app (its response
+    written in one transport write: :func:`_one_write`), everything else (lifespan included) to ``app``."""
 
     def __init__(self, app: ASGIApp, routes: Mapping[str, ASGIApp]) -> None:
         self.app, self.routes = app, dict(routes)
@@ -60,7 +118,7 @@ class HotPathDispatch:
         if scope["type"] == "http" and scope["method"] == "POST":
             hot = self.routes.get(scope["path"])
             if hot is not None:
-                await hot(scope, receive, send)
+                await hot(scope, receive, _one_write(send))
                 return
         await self.app(scope, receive, send)
 

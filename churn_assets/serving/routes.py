@@ -17,17 +17,16 @@ trip is awaited, not blocked on).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
@@ -61,6 +60,19 @@ request_log = logging.getLogger("churn_assets.serving.requests")
 # The outcome named in a request's log line (else ok / rejected / error by status class).
 OUTCOMES = {499: "client_disconnected", 504: "timeout", 429: "rate_limited", 503: "unavailable"}
 AUTH_CHALLENGE = {"WWW-Authenticate": 'ApiKey header="x-api-key"'}
+
+
+# Threads of the request work (rate limit, feature read, scoring, log): as many as anyio's default pool, whose
+# Queue-and-Condition hand-off and cancel scopes cost more per request than the executor's SimpleQueue.
+WORK_THREADS = 40
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def work_pool() -> ThreadPoolExecutor:
+    """The process's pool for request work (created on first use, in the worker process)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(WORK_THREADS, thread_name_prefix="fastpath-work"))
+    return _POOL[0]
 
 
 def json_response(
@@ -126,7 +138,7 @@ class FastPath:
         deadline = deadline_of(request)
         deadline.enter("read_body")
         try:
-            with anyio.fail_after(deadline.remaining()):
+            async with asyncio.timeout(deadline.remaining()):
                 body = await request.body()
         except TimeoutError:
             raise RequestTimedOut("read_body", deadline.seconds) from None
@@ -214,55 +226,64 @@ class FastPath:
     async def in_thread(
         self, name: str, deadline: Deadline, work: Callable[[], T], request: Request | None = None
     ) -> T:
-        """``work()`` in the thread pool, waited for until ``deadline`` or until ``request``'s client
-        disconnects.
+        """``work()`` in the worker's thread pool (:func:`work_pool`), waited for until ``deadline`` or until
+        ``request``'s client disconnects.
 
         Then the thread is abandoned (it cannot be killed) and :class:`RequestTimedOut` (or
         :class:`ClientDisconnected`) raised; the work stops at its next stage boundary (``Deadline.enter``)
         and, not having committed, logs nothing. If it had already committed (it is writing the prediction
         log), its answer is awaited.
 
-        The disconnect watcher is a detached task that ends by itself: the server's ``receive`` answers
-        ``http.disconnect`` when the client goes away or once the response is complete. It is never
-        cancelled: a cancelled task's exception would hold the whole request's objects in a reference cycle
-        that only the garbage collector frees (a long pause per collection under load).
+        The wait is one event-loop future, resolved by whichever comes first: the thread's end
+        (``call_soon_threadsafe``), a timer at the deadline, or the disconnect watcher — nothing is
+        cancelled. The watcher is a detached task that ends by itself: the server's ``receive`` answers
+        ``http.disconnect`` when the client goes away or once the response is complete. A cancelled task's
+        exception would hold the whole request's objects in a reference cycle that only the garbage
+        collector frees (a long pause per collection under load).
         """
-        done: Future[T] = Future()
-        disconnected = finished = False
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        disconnected = False
 
-        def run() -> None:
+        def wake() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        def run() -> T:
             try:
-                done.set_result(work())
+                return work()
             except RequestTimedOut as exc:
                 self.metrics.work_stopped.labels(name, exc.stage).inc()
                 log.info("%s: timed-out work stopped before stage %s", name, exc.stage)
-                done.set_exception(exc)
-            except BaseException as exc:
-                done.set_exception(exc)
+                raise
 
-        waiting = anyio.move_on_after(deadline.remaining())
+        def finished(_: Future[T]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): nobody waits
+                loop.call_soon_threadsafe(wake)
 
         async def watch(receive: Callable[[], Awaitable[Any]]) -> None:
             nonlocal disconnected
-            if await client_disconnected(receive) and not finished:
+            if await client_disconnected(receive) and not woken.done():
                 disconnected = True
-                waiting.cancel()
+                woken.set_result(None)
 
         if request is not None:
-            watcher = asyncio.get_running_loop().create_task(watch(request.receive))
+            watcher = loop.create_task(watch(request.receive))
             self._watchers.add(watcher)  # the loop keeps only a weak reference to a task
             watcher.add_done_callback(self._watchers.discard)
+        timer = loop.call_later(deadline.remaining(), wake)
+        done = work_pool().submit(run)
+        done.add_done_callback(finished)
         try:
-            with waiting:
-                await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            await woken
         finally:
-            finished = True
+            timer.cancel()
         if not done.done():
             if deadline.expire():
                 if disconnected:
                     raise ClientDisconnected(deadline.stage)
                 raise RequestTimedOut(deadline.stage, deadline.seconds)
-            await anyio.to_thread.run_sync(done.result)  # committed: only the log write is left
+            await asyncio.wrap_future(done)  # committed: only the log write is left
         return done.result()
 
     async def in_loop(self, name: str, deadline: Deadline, work: Callable[[], T], request: Request) -> T:

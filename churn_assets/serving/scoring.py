@@ -27,8 +27,10 @@ import datetime as dt
 import hashlib
 import json
 import math
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,63 @@ _STRING_FEATURES = {f.name for f in all_features() if f.dtype == "string"}
 def _threads(rows: int) -> int:
     """``num_threads`` of a LightGBM predict of ``rows`` rows (0 = OpenMP's default, all cores)."""
     return 1 if rows < SINGLE_THREAD_ROWS else 0
+
+
+class SingleRowPredictor:
+    """One-row probabilities of a LightGBM booster through LightGBM's C API for single rows
+    (``LGBM_BoosterPredictForMatSingleRowFast``: the prediction configuration parsed once, at creation).
+
+    ``Booster.predict`` builds a predictor and converts its input on every call — several times the cost of
+    a one-row prediction itself; this calls LightGBM once per row, with the same model, iterations
+    (the booster's ``best_iteration``, as ``Booster.predict`` uses), transform (probability) and one
+    thread, so the same result (tested). Calls are serialised by a lock (one configuration per booster).
+    """
+
+    def __init__(self, booster: Any, n_features: int) -> None:
+        import ctypes
+
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        self._lib, self._check = _LIB, _safe_call
+        self._n_features = n_features
+        self._booster = booster  # keeps the booster (its handle) alive as long as this predictor
+        self._handle = ctypes.c_void_p()
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,
+                ctypes.c_int(0),  # C_API_PREDICT_NORMAL: probabilities
+                ctypes.c_int(0),  # start iteration
+                ctypes.c_int(booster.best_iteration),
+                ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
+                ctypes.c_int32(n_features),
+                _c_str("num_threads=1"),
+                ctypes.byref(self._handle),
+            )
+        )
+        self._finalizer = weakref.finalize(self, _LIB.LGBM_FastConfigFree, self._handle)
+        self._out = np.empty(1, dtype=np.float64)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_len = ctypes.c_int64(0)
+        self._row = np.empty(n_features, dtype=np.float64)  # the input, copied in under the lock
+        self._row_ptr = self._row.ctypes.data_as(ctypes.c_void_p)
+        self._out_len_ref = ctypes.byref(self._out_len)
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a copy or pickle configures its own
+        return (SingleRowPredictor, (self._booster, self._n_features))
+
+    def predict(self, row: np.ndarray) -> float:
+        """The probability of one row (a vector of the booster's features, in order)."""
+        if row.shape != (self._n_features,):
+            raise ScoringError(f"single-row predict needs a vector of {self._n_features} features")
+        with self._lock:
+            self._row[:] = row
+            self._check(
+                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                    self._handle, self._row_ptr, self._out_len_ref, self._out_ptr
+                )
+            )
+            return float(self._out[0])
 
 
 class ScoringError(ValueError):
@@ -156,6 +215,7 @@ class ScoringModel:
             for col, values in zip(self.categorical, cats, strict=True):
                 self._codes[col] = {v: float(i) for i, v in enumerate(values)}
         self._fast = self._booster is not None and self._lgbm is self.model
+        self._single: SingleRowPredictor | None = None  # built on the first one-row score
         self._xgboost = _is_xgboost(self.model)
         self._category_lists = training_categories(self.model)  # XGBoost's, alone or in an ensemble
         self.members: list[tuple[str, float, ScoringModel]] = []
@@ -198,14 +258,13 @@ class ScoringModel:
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Rows -> float matrix in feature order (string features -> training category codes)."""
         out = np.empty((len(rows), len(self.features)), dtype=np.float64)
-        codes = self._codes
+        codes = [self._codes.get(name) for name in self.features]
+        columns = list(zip(self.features, codes, strict=True))
+        nan = math.nan
         for i, row in enumerate(rows):
-            for j, name in enumerate(self.features):
-                value = row.get(name)
-                if name in codes:
-                    out[i, j] = codes[name].get(value, math.nan)
-                else:
-                    out[i, j] = math.nan if value is None else value
+            get = row.get
+            values = [get(name) if code is None else code.get(get(name), nan) for name, code in columns]
+            out[i] = [nan if v is None else v for v in values]
         return out
 
     def matrix_from_frame(self, df: pd.DataFrame) -> np.ndarray:
@@ -263,7 +322,12 @@ class ScoringModel:
         if self._fast:
             x = self.matrix_from_frame(rows) if isinstance(rows, pd.DataFrame) else self.matrix(rows)
             booster: Any = self._booster
-            scores = np.asarray(booster.predict(x, num_threads=_threads(len(x))), dtype=np.float64)
+            if len(x) == 1:
+                if self._single is None:
+                    self._single = SingleRowPredictor(booster, len(self.features))
+                scores = np.array([self._single.predict(x[0])])
+            else:
+                scores = np.asarray(booster.predict(x, num_threads=_threads(len(x))), dtype=np.float64)
         else:
             scores = np.asarray(self.model.predict_proba(self.frame(rows)))[:, 1].astype(np.float64)
         labels = (scores >= self.threshold).astype(np.int8)

@@ -67,6 +67,30 @@ def test_champion_loads_with_features_and_threshold_and_scores_like_predict_prob
     assert batch.reasons == scored.reasons
 
 
+def test_one_row_requests_score_like_predict_proba(registered) -> None:
+    """A one-row score (LightGBM's single-row C API) equals the booster's batch prediction, row by row,
+    unknown categories and nulls included, also after the model is copied."""
+    import copy
+    import pickle
+
+    settings, _, _ = registered
+    model = load_alias(settings, "champion")
+    frame = feature_frame(range(1, 61), seed=3)
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    rows[0]["plan_type"] = "never-seen-category"
+    rows[1]["tenure_days"] = None
+    reference = frame.copy()
+    reference.loc[0, "plan_type"] = np.nan
+    reference.loc[1, "tenure_days"] = np.nan
+    expected = model.model.predict_proba(reference[model.features])[:, 1]
+    one_by_one = np.array([model.score([row]).scores[0] for row in rows])
+    np.testing.assert_allclose(one_by_one, expected, rtol=1e-12)
+    np.testing.assert_allclose(model.score(rows).scores, expected, rtol=1e-12)
+    assert model._single is not None  # the one-row path was taken
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        np.testing.assert_allclose([twin.score([row]).scores[0] for row in rows], expected, rtol=1e-12)
+
+
 def test_calibrated_and_sklearn_models_score_through_the_frame_path() -> None:
     X, y, _ = synthetic_churn(800, seed=3)
     lgbm = lgb.LGBMClassifier(n_estimators=15, verbose=-1).fit(X, y)
