@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from churn_assets.settings import ComputeSettings
 from churn_assets.storage.customer_shards import HASH_MULTIPLIER, ComputeConfigError, shard_expr, shard_of
@@ -95,9 +95,22 @@ def dask_client(compute: ComputeSettings, *, storage_root: Path | None = None) -
         yield client
 
 
+def _worker_addresses(dask_scheduler: Any) -> list[str]:
+    return list(dask_scheduler.workers)
+
+
+def scheduler_workers(client: Client) -> set[str]:
+    """The addresses of the workers the scheduler knows now, asked of the scheduler itself.
+
+    Not ``Client.scheduler_info()``: that returns the client's cached identity, which the client's own
+    periodic refresh overwrites with one that has no per-worker entries — read between the two, every
+    worker looks gone (a LightGBM fit's watcher then reported both workers "lost" mid-fit)."""
+    return set(client.run_on_scheduler(_worker_addresses))
+
+
 def worker_count(client: Client) -> int:
     """Workers the scheduler knows now (recorded in run metadata)."""
-    return len(client.scheduler_info().get("workers", {}))
+    return len(scheduler_workers(client))
 
 
 def engine_label(compute: ComputeSettings) -> str:
@@ -111,6 +124,7 @@ __all__ = [
     "check_storage",
     "dask_client",
     "engine_label",
+    "scheduler_workers",
     "shard_expr",
     "shard_of",
     "worker_count",

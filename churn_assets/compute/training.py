@@ -40,7 +40,7 @@ import pandas as pd
 import polars as pl
 import pyarrow.dataset as pads
 
-from churn_assets.compute.cluster import engine_label, shard_expr, worker_count
+from churn_assets.compute.cluster import engine_label, scheduler_workers, shard_expr, worker_count
 from churn_assets.compute.scoring import cluster_client
 from churn_assets.modeling.training_set import SPLIT, read_split
 from churn_assets.modeling.tuning import TrialJob
@@ -194,7 +194,7 @@ class WorkerLostError(RuntimeError):
 
 
 def _workers(client: Client) -> set[str]:
-    return set(client.scheduler_info(n_workers=-1).get("workers", {}))
+    return scheduler_workers(client)
 
 
 async def _kill_this_worker() -> None:

@@ -14,6 +14,7 @@ from churn_assets.compute.cluster import (
     ComputeConfigError,
     check_storage,
     dask_client,
+    scheduler_workers,
     shard_expr,
     shard_of,
     worker_count,
@@ -21,6 +22,18 @@ from churn_assets.compute.cluster import (
 from churn_assets.settings import ComputeSettings, Settings
 
 pytestmark = pytest.mark.distributed
+
+
+def test_workers_are_asked_of_the_scheduler_not_of_the_clients_cache(dask_client_2w):
+    client = dask_client_2w
+    addresses = set(client.scheduler_info()["workers"])
+    assert len(addresses) == 2
+    # The client's periodic refresh (every few seconds, on its own loop) stores an identity without
+    # per-worker entries: read then, the cache says the cluster has no workers. The fit's watcher took that
+    # for two lost workers; it asks the scheduler.
+    client.sync(client._update_scheduler_info)
+    assert client._scheduler_identity["workers"] == {}
+    assert scheduler_workers(client) == addresses and worker_count(client) == 2
 
 
 def test_local_cluster_has_the_configured_worker_processes_and_memory_limit(dask_client_2w, tmp_path: Path):
