@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import pickle
 import shutil
 import time
 import uuid
@@ -69,16 +71,28 @@ def staging_folder(settings: Settings, stage: str) -> Path:
     return settings.home / "compute" / "staging" / f"{stage}-{uuid.uuid4().hex[:12]}"
 
 
+@functools.lru_cache(maxsize=4)
+def _unpickled_models(payload: bytes) -> Mapping[str, Any]:
+    """The week's models on a worker, unpickled once per worker process and payload.
+
+    The models travel as standard pickle bytes: scattered as objects, Dask's serialization gave the
+    workers a ``RankedIsotonic`` calibrator without the interpolation scikit-learn rebuilds on unpickling
+    (``IsotonicRegression.f_``), and every calibrated version failed to score."""
+    models: Mapping[str, Any] = pickle.loads(payload)
+    return models
+
+
 def _score_shard(
     path: str,
     as_of: dt.date,
     phase: str,
     stable_version: str,
     candidate_version: str | None,
-    models: Mapping[str, Any],
+    models_pickle: bytes,
     route: Callable[[int], str],
 ) -> pl.DataFrame:
     """Run on a worker: the local engine's scoring of one shard's feature rows."""
+    models = _unpickled_models(models_pickle)
     features = pl.read_parquet(path)
     result = score_snapshot(
         features,
@@ -131,7 +145,9 @@ def score_snapshot_sharded(
     models = {version: load(version) for version in versions}
     try:
         files = stage_shards(features, staging, shards)
-        [remote_models] = client.scatter([models], broadcast=True)
+        [remote_models] = client.scatter(
+            [pickle.dumps(models, protocol=pickle.HIGHEST_PROTOCOL)], broadcast=True
+        )
         futures = [
             client.submit(
                 _score_shard,

@@ -8,10 +8,13 @@ from pathlib import Path
 import lightgbm as lgb
 import polars as pl
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 
 from churn_assets.automation.production import score_snapshot
 from churn_assets.compute.cluster import shard_of
 from churn_assets.compute.scoring import score_snapshot_sharded, stage_shards
+from churn_assets.modeling.evaluation import RankedIsotonic
 from churn_assets.modeling.training_set import read_split
 from churn_assets.serving.scoring import ScoringModel
 from tests.compute_helpers import CATEGORIES, FEATURES, synthetic_training_set
@@ -31,6 +34,18 @@ def _model(path: Path, version: str, seed: int) -> ScoringModel:
     return ScoringModel("churn-model", version, model, FEATURES, threshold=0.3)
 
 
+def _isotonic(path: Path, version: str) -> ScoringModel:
+    """A version calibrated as ``modeling.evaluation.calibrate`` registers ``isotonic_ranked``: the LightGBM
+    frozen in ``CalibratedClassifierCV``, its calibrator a :class:`RankedIsotonic` fitted on validation
+    (scikit-learn rebuilds the isotonic interpolation, ``f_``, when it is unpickled)."""
+    X, y = read_split(path, "val", FEATURES, CATEGORIES)
+    lgbm = _model(path, version, 3).model
+    calibrated = CalibratedClassifierCV(FrozenEstimator(lgbm), method="isotonic").fit(X, y)
+    scores = lgbm.predict_proba(X)[:, 1]
+    calibrated.calibrated_classifiers_[0].calibrators[0] = RankedIsotonic(out_of_bounds="clip").fit(scores, y)
+    return ScoringModel("churn-model", version, calibrated, FEATURES, threshold=0.3)
+
+
 def _snapshot(path: Path) -> pl.DataFrame:
     """The week's active customers: the test split's rows (ids, features as the feature store returns them)."""
     frame = pl.read_parquet(path).filter(pl.col("split") == "test")
@@ -43,7 +58,7 @@ def _snapshot(path: Path) -> pl.DataFrame:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring")
     path = synthetic_training_set(root / "training_set.parquet", n=6_000)
-    models = {"3": _model(path, "3", 1), "4": _model(path, "4", 2)}
+    models = {"3": _model(path, "3", 1), "4": _model(path, "4", 2), "5": _isotonic(path, "5")}
     return root, _snapshot(path), models
 
 
@@ -53,8 +68,8 @@ def _canary(customer_id: int) -> str:
 
 @pytest.mark.parametrize(
     ("phase", "candidate"),
-    [("none", None), ("shadow", "4"), ("canary_10", "4")],
-    ids=["stable", "shadow", "canary"],
+    [("none", None), ("shadow", "4"), ("canary_10", "4"), ("shadow", "5")],
+    ids=["stable", "shadow", "canary", "shadow-isotonic-calibrated"],
 )
 def test_sharded_batch_scores_equal_the_local_engines(dask_client_2w, world, phase, candidate):
     root, features, models = world
