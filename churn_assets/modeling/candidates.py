@@ -92,7 +92,9 @@ def spline_one_hot_scaler(n_knots: int = 5) -> ColumnTransformer:
     numeric = Pipeline(
         [
             ("impute", SimpleImputer(strategy="median")),
-            ("spline", SplineTransformer(n_knots=n_knots, degree=3, knots="quantile")),
+            # include_bias=False: B-splines sum to 1, so the full basis is collinear with the intercept;
+            # dropping one basis function per feature spans the same functions, better conditioned
+            ("spline", SplineTransformer(n_knots=n_knots, degree=3, knots="quantile", include_bias=False)),
             ("scale", StandardScaler()),
         ]
     )
@@ -120,9 +122,19 @@ def baseline_specs(
         "spline_logistic_regression": CandidateSpec(
             "spline_logistic_regression",
             lambda: Pipeline(
-                [("prep", spline_one_hot_scaler()), ("model", LogisticRegression(C=1.0, max_iter=3000))]
+                [
+                    ("prep", spline_one_hot_scaler()),
+                    # Newton steps on the Cholesky factor: a few iterations where lbfgs needed hundreds
+                    # (n_samples >> n_features, the balanced variant especially; docs/modeling.md)
+                    ("model", LogisticRegression(C=1.0, solver="newton-cholesky", max_iter=300)),
+                ]
             ),
-            {"C": 1.0, "encoding": "cubic splines (5 quantile knots) + one-hot", "scaling": "standard"},
+            {
+                "C": 1.0,
+                "solver": "newton-cholesky",
+                "encoding": "cubic splines (5 quantile knots, no bias column) + one-hot",
+                "scaling": "standard",
+            },
         ),
         "logistic_regression": CandidateSpec(
             "logistic_regression",
@@ -280,21 +292,62 @@ def xgboost_spec(params: dict[str, Any], seed: int = 42, n_jobs: int = 1) -> Can
     return CandidateSpec("xgboost", lambda: xgb.XGBClassifier(**full), dict(params))
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A baseline pipeline's preprocessing (every step but ``model``), fitted once on the train split,
+    with the train and val matrices it produced: the imbalance variants of one candidate differ only in
+    the final estimator's sample weights, and the preprocessing steps (imputers, splines, scalers,
+    one-hot) never see the labels or the weights."""
+
+    steps: list[tuple[str, Any]]
+    X_train: Any
+    X_val: Any
+    seconds: float
+
+
+def prepare(spec: CandidateSpec, splits: Splits, n_jobs: int = 1) -> Prepared | None:
+    """Fit ``spec``'s preprocessing once (None when the candidate is not a pipeline with preprocessing)."""
+    model = spec.build()
+    if not isinstance(model, Pipeline) or len(model.steps) < 2:
+        return None
+    prep = Pipeline(model.steps[:-1])
+    start = time.perf_counter()
+    with threadpool_limits(limits=n_jobs):
+        X_train = prep.fit_transform(splits.X_train)
+        seconds = time.perf_counter() - start
+        X_val = prep.transform(splits.X_val)
+    return Prepared(prep.steps, X_train, X_val, seconds)
+
+
 def fit_spec(
-    spec: CandidateSpec, splits: Splits, imbalance: Imbalance, n_jobs: int = 1
+    spec: CandidateSpec,
+    splits: Splits,
+    imbalance: Imbalance,
+    n_jobs: int = 1,
+    prepared: Prepared | None = None,
 ) -> tuple[Any, float, float]:
     """Fit one spec on the train split (OpenMP/BLAS threads capped at ``n_jobs``); returns
-    ``(model, validation AUC, seconds)``."""
+    ``(model, validation AUC, seconds)``. With ``prepared`` (:func:`prepare`) only the final estimator
+    is fitted, on the prepared matrix, and the pipeline is assembled from the fitted steps; the
+    seconds then include the preprocessing's."""
     model = spec.build()
     weight = compute_sample_weight("balanced", splits.y_train) if imbalance == "balanced" else None
     start = time.perf_counter()
     with threadpool_limits(limits=n_jobs):
-        if isinstance(model, Pipeline):
-            model.fit(splits.X_train, splits.y_train, model__sample_weight=weight)
+        if prepared is not None:
+            name, estimator = model.steps[-1]
+            estimator.fit(prepared.X_train, splits.y_train, sample_weight=weight)
+            model = Pipeline([*prepared.steps, (name, estimator)])
+            seconds = time.perf_counter() - start + prepared.seconds
+            p_val = np.asarray(estimator.predict_proba(prepared.X_val))[:, 1]
         else:
-            model.fit(splits.X_train, splits.y_train, sample_weight=weight)
-    seconds = time.perf_counter() - start
-    auc = float(roc_auc_score(splits.y_val, np.asarray(model.predict_proba(splits.X_val))[:, 1]))
+            if isinstance(model, Pipeline):
+                model.fit(splits.X_train, splits.y_train, model__sample_weight=weight)
+            else:
+                model.fit(splits.X_train, splits.y_train, sample_weight=weight)
+            seconds = time.perf_counter() - start
+            p_val = np.asarray(model.predict_proba(splits.X_val))[:, 1]
+    auc = float(roc_auc_score(splits.y_val, p_val))
     return model, auc, seconds
 
 
@@ -304,12 +357,14 @@ def fit_candidate(
     imbalance: Imbalance | Literal["compare"] = "compare",
     n_jobs: int = 1,
 ) -> FittedCandidate:
-    """Fit a candidate; with ``imbalance="compare"`` fit unweighted and balanced, keep the better on val.
+    """Fit a candidate; with ``imbalance="compare"`` fit unweighted and balanced (a pipeline's
+    preprocessing fitted once for both, :func:`prepare`), keep the better on val.
 
     A tie keeps the unweighted model (simpler, better calibrated).
     """
     choices: list[Imbalance] = ["none", "balanced"] if imbalance == "compare" else [imbalance]
-    results = {choice: fit_spec(spec, splits, choice, n_jobs) for choice in choices}
+    prepared = prepare(spec, splits, n_jobs) if len(choices) > 1 else None
+    results = {choice: fit_spec(spec, splits, choice, n_jobs, prepared) for choice in choices}
     best: Imbalance = max(choices, key=lambda c: (results[c][1], c == "none"))
     model, auc, seconds = results[best]
     return FittedCandidate(
