@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from churn_assets.modeling.candidates import (
     BASELINES,
+    EXTRA_CANDIDATES,
     baseline_specs,
     fit_candidate,
+    fit_spec,
     lightgbm_options,
     lightgbm_spec,
+    prepare,
     quantization_safe,
     with_options,
 )
@@ -23,7 +27,7 @@ def splits():
     return build_splits(X, y, assign_stratified(y, seed=3))
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", BASELINES + EXTRA_CANDIDATES)
 def test_baseline_learns_the_signal_and_records_imbalance_choice(splits, name) -> None:
     (spec,) = baseline_specs(seed=0, names=(name,))
     fitted = fit_candidate(spec, splits, "compare")
@@ -34,6 +38,26 @@ def test_baseline_learns_the_signal_and_records_imbalance_choice(splits, name) -
     )
     assert fitted.params["imbalance"] == fitted.imbalance
     assert fitted.predict_proba(splits.X_test).shape == (len(splits.y_test),)
+
+
+@pytest.mark.parametrize("name", ["logistic_regression", "spline_logistic_regression", "random_forest"])
+@pytest.mark.parametrize("imbalance", ["none", "balanced"])
+def test_shared_preprocessing_gives_the_model_a_full_pipeline_fit_gives(splits, name, imbalance) -> None:
+    """Both imbalance variants reuse one fitted preprocessing (it never sees labels or weights): the
+    assembled pipeline predicts exactly what fitting the whole pipeline predicts."""
+    (spec,) = baseline_specs(seed=0, names=(name,))
+    prepared = prepare(spec, splits)
+    assert prepared is not None and prepared.X_train.shape[0] == len(splits.y_train)
+    shared, shared_auc, _ = fit_spec(spec, splits, imbalance, prepared=prepared)
+    whole, whole_auc, _ = fit_spec(spec, splits, imbalance)
+    assert shared_auc == pytest.approx(whole_auc, abs=1e-12)
+    assert np.allclose(shared.predict_proba(splits.X_test), whole.predict_proba(splits.X_test), atol=1e-12)
+    assert [n for n, _ in shared.steps] == [n for n, _ in whole.steps]
+
+
+def test_a_pipeline_without_preprocessing_is_fitted_whole(splits) -> None:
+    (spec,) = baseline_specs(seed=0, names=("hist_gradient_boosting",))
+    assert prepare(spec, splits) is None
 
 
 def test_lightgbm_candidate_uses_categoricals_natively(splits) -> None:
