@@ -459,6 +459,11 @@ class AutomationSettings(BaseModel):
         default=["logistic_regression"],
         description="Demo: scikit-learn baselines beside LightGBM (RF/MLP fitted twice each are slow on 2 cores).",
     )
+    demo_extra_candidates: list[str] = Field(
+        default=[],
+        description="Demo: modeling.extra_candidates (the spline logistic regression is the slowest fit of a "
+        "retraining on 2 cores; the demo retrains up to 7 times, docs/automation.md).",
+    )
     demo_retention_offer_uplift: float = Field(
         default=0.0,
         ge=0,

@@ -66,6 +66,7 @@ def demo_settings(settings: Settings) -> Settings:
             "n_trials": min(settings.modeling.n_trials, auto.demo_n_trials),
             "timeout_seconds": min(settings.modeling.timeout_seconds, auto.demo_tuning_seconds),
             "baselines": list(auto.demo_baselines),
+            "extra_candidates": list(auto.demo_extra_candidates),
             "gate_max_auc_gap": auto.demo_gate_max_auc_gap,
             "gate_min_recall": auto.demo_gate_min_recall,
             "gate_max_disparity": auto.demo_gate_max_disparity,
