@@ -50,7 +50,7 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, postgres_url):
+def world(tmp_path_factory, postgres_url, history_cache):
     import sqlalchemy as sa
 
     settings = tiny_settings(tmp_path_factory.mktemp("engine"))
@@ -70,7 +70,7 @@ def world(tmp_path_factory, postgres_url):
         }
     )
     settings = settings.model_copy(update={"modeling": modeling})
-    instance, weeks = production_world(settings, production_weeks=1)
+    instance, weeks = production_world(settings, production_weeks=1, histories=history_cache)
     return settings, instance, weeks[0]
 
 
