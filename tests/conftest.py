@@ -57,6 +57,15 @@ def fresh_postgres_database(postgres_url: str):
 
 
 @pytest.fixture(scope="session")
+def history_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny worlds' simulated histories run through the main job once per session
+    (tests/monitoring_helpers.py, ``HistoryCache``)."""
+    from tests.monitoring_helpers import HistoryCache
+
+    return HistoryCache(tmp_path_factory.mktemp("histories"))
+
+
+@pytest.fixture(scope="session")
 def dask_client_2w():
     """A real Dask cluster for the session: a scheduler and 2 worker processes on loopback, 1 GiB each."""
     from churn_assets.compute.cluster import dask_client

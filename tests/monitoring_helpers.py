@@ -7,6 +7,9 @@ tests/model/test_training_e2e.py and is too slow to repeat here).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +17,7 @@ import numpy as np
 
 from churn_assets.defs.resources import build_resources
 from churn_assets.modeling.reference import register_champion
-from churn_assets.orchestration import run_pipeline
+from churn_assets.orchestration import register_weeks, run_pipeline
 from churn_assets.settings import ModelingSettings, Settings, SimulationSettings
 from churn_assets.simulation import World
 
@@ -39,13 +42,51 @@ def register_quick_champion(settings: Settings) -> str:
     return register_champion(settings, QUICK_PARAMS)
 
 
-def production_world(settings: Settings, production_weeks: int) -> tuple[dg.DagsterInstance, list[str]]:
-    """History + pipeline, a quick champion, then ``production_weeks`` weeks landed and processed."""
+class HistoryCache:
+    """Simulated histories run through the main job, built once per session and copied into each world.
+
+    The main job (raw + features groups) reads the simulation, feature-store and compute settings only,
+    and writes the landing files, the warehouse and the online store under ``home``, none of which holds
+    an absolute path; so the files a history left under one home are what simulating and running it under
+    another home would leave. A world gets a copy of them, the saved simulation state and its weeks as
+    partitions of its own instance (the runs' assets are MaterializeResults: no output lives in a Dagster
+    instance). Nothing of MLflow is cached: its store holds absolute artifact paths.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def history(self, settings: Settings, instance: dg.DagsterInstance) -> list[str]:
+        """``settings``' history simulated and run through the main job under ``settings.home``; its weeks."""
+        shared = settings.model_dump(mode="json", include={"simulation", "feature_store", "compute"})
+        key = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+        built, weeks_file = self.root / key, self.root / f"{key}.weeks.json"
+        if not built.exists():
+            staging = self.root / f"{key}.staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            source = settings.model_copy(update={"home": staging})
+            world = World.create(source.simulation)
+            weeks = world.simulate_history(source.landing_dir)
+            world.save(source.world_state_path)
+            ran = run_pipeline(dg.DagsterInstance.ephemeral(), weeks, resources=build_resources(source))
+            assert ran.success
+            weeks_file.write_text(json.dumps(weeks))
+            staging.rename(built)
+        shutil.copytree(built, settings.home, dirs_exist_ok=True)
+        weeks = json.loads(weeks_file.read_text())
+        register_weeks(instance, weeks)
+        return weeks
+
+
+def production_world(
+    settings: Settings, production_weeks: int, histories: HistoryCache
+) -> tuple[dg.DagsterInstance, list[str]]:
+    """History + pipeline (from ``histories``), a quick champion, then ``production_weeks`` weeks landed
+    and processed."""
     instance = dg.DagsterInstance.ephemeral()
-    world = World.create(settings.simulation)
-    history = world.simulate_history(settings.landing_dir)
-    assert run_pipeline(instance, history, resources=build_resources(settings)).success
+    histories.history(settings, instance)
     register_quick_champion(settings)
+    world = World.load(settings.world_state_path)
     weeks = world.advance(production_weeks, settings.landing_dir)
     world.save(settings.world_state_path)
     assert run_pipeline(instance, weeks, resources=build_resources(settings)).success

@@ -29,7 +29,6 @@ import mlflow
 import mlflow.lightgbm
 import mlflow.sklearn
 import pandas as pd
-import skops.io as sio
 from mlflow import MlflowClient
 from mlflow.entities import RunInfo
 from mlflow.models import infer_signature
@@ -131,6 +130,11 @@ def log_model(model: Any, flavor: str, input_example: pd.DataFrame | None = None
         return mlflow.lightgbm.log_model(
             model, name="model", pip_requirements=PIP_REQUIREMENTS["lightgbm"], **example
         )
+    # skops is imported here, not at module level: its import enumerates every scikit-learn estimator
+    # (sklearn.utils.all_estimators), seconds that each `churnops status` / `experiments` / `audit`
+    # process would pay without logging any model.
+    import skops.io as sio
+
     trusted = sio.get_untrusted_types(data=sio.dumps(model))
     return mlflow.sklearn.log_model(
         model,

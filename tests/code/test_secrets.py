@@ -254,7 +254,8 @@ def test_planted_secrets_do_not_show_anywhere(
     ):
         proc = _churnops(env, *args)
         cli_output.append(proc.stdout + proc.stderr)
-    assert json.loads(_churnops(env, "audit", "--model-name", "secret-shop", "--json").stdout)
+        if args[0] == "audit":
+            assert json.loads(proc.stdout)  # the audit log holds the training's entries
     assert _leaks("\n".join(cli_output)) == [], "a secret in the CLI output"
 
     # 3. The MLflow tracking store: params and tags of every run, tags of every registered version.

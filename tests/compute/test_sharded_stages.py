@@ -20,17 +20,11 @@ from churn_assets.modeling.training_set import build_training_table
 from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.storage.warehouse import Warehouse
 from churn_assets.timeline import Timeline
-from tests.cluster_helpers import copy_world, raw_warehouse, snapshot_dates, stored_features
+from tests.cluster_helpers import copy_world, snapshot_dates, stored_features
 
 pytestmark = pytest.mark.distributed
 
 SHARDS = 3
-
-
-@pytest.fixture(scope="module")
-def raw_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A warehouse with the raw tables of a tiny simulated world (no features yet)."""
-    return raw_warehouse(tmp_path_factory.mktemp("world"))
 
 
 def test_shard_sql_equals_shard_of(tmp_path: Path):

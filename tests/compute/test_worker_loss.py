@@ -26,7 +26,7 @@ from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.settings import ComputeSettings
 from churn_assets.storage.warehouse import Warehouse
 from churn_assets.timeline import Timeline
-from tests.cluster_helpers import copy_world, raw_warehouse, snapshot_dates, stored_features
+from tests.cluster_helpers import copy_world, snapshot_dates, stored_features
 
 pytestmark = pytest.mark.distributed
 
@@ -50,11 +50,6 @@ class KillOnTask(WorkerPlugin):
 
 
 COMPUTE = ComputeSettings(engine="dask", scheduler="local:2", worker_memory_limit="1GiB")
-
-
-@pytest.fixture(scope="module")
-def raw_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return raw_warehouse(tmp_path_factory.mktemp("world"))
 
 
 def _digest(path: Path) -> str:

@@ -227,18 +227,14 @@ def test_churn_30d_lineage_depends_on_the_shared_feature_groups_only() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
-def test_churn_30d_is_trained_from_the_feature_store_and_shares_its_groups(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_churn_30d_is_trained_from_the_feature_store_and_shares_its_groups(tmp_path, history_cache) -> None:  # type: ignore[no-untyped-def]
     """A tiny world, the production champion, then the 30-day model trained from the same offline store:
     `features usage` lists both models on the shared groups, only the production one on the others."""
     from churn_assets.modeling.horizon_model import CHURN_30D, train_shared_feature_model
-    from churn_assets.orchestration import run_pipeline
-    from churn_assets.simulation import World
     from tests.monitoring_helpers import register_quick_champion, tiny_settings
 
     settings = tiny_settings(tmp_path)
-    world = World.create(settings.simulation)
-    weeks = world.simulate_history(settings.landing_dir)
-    assert run_pipeline(dg.DagsterInstance.ephemeral(), weeks, resources=build_resources(settings)).success
+    history_cache.history(settings, dg.DagsterInstance.ephemeral())  # simulated history + main job
     production = register_quick_champion(settings)
     report = train_shared_feature_model(settings, n_trials=2, baselines=["logistic_regression"])
     assert report.model_name == "churn-30d" and 0.5 < report.test_auc <= 1

@@ -46,9 +46,9 @@ def _materialize(settings, instance, week: str) -> dict[str, dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def world(tmp_path_factory: pytest.TempPathFactory, history_cache):  # type: ignore[no-untyped-def]
     settings = tiny_settings(tmp_path_factory.mktemp("monitoring"))
-    instance, weeks = production_world(settings, production_weeks=16)
+    instance, weeks = production_world(settings, production_weeks=16, histories=history_cache)
     timeline = Timeline.from_settings(settings.simulation)
     first_as_of = dt.date.fromisoformat(weeks[0]) + dt.timedelta(days=7)
     ready = label_complete_until(first_as_of, timeline.label_horizon_days, 7)

@@ -113,24 +113,19 @@ def test_a_family_without_a_converter_is_a_clear_error(fitted) -> None:  # type:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
-def test_export_onnx_logs_the_artifact_on_the_champion_version(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_export_onnx_logs_the_artifact_on_the_champion_version(tmp_path, history_cache) -> None:  # type: ignore[no-untyped-def]
     import dagster as dg
     import onnx
 
-    from churn_assets.defs.resources import build_resources
     from churn_assets.modeling.registry import ModelRegistry
     from churn_assets.modeling.tracking import configure, log_candidate_run
     from churn_assets.modeling.workdir import TrainingWorkdir
-    from churn_assets.orchestration import run_pipeline
-    from churn_assets.simulation import World
     from tests.code.test_cli import assert_one_line_error, churnops, json_document
     from tests.model.test_status_cli import _env
     from tests.monitoring_helpers import register_quick_champion, tiny_settings
 
     settings = tiny_settings(tmp_path)
-    world = World.create(settings.simulation)
-    weeks = world.simulate_history(settings.landing_dir)
-    assert run_pipeline(dg.DagsterInstance.ephemeral(), weeks, resources=build_resources(settings)).success
+    history_cache.history(settings, dg.DagsterInstance.ephemeral())  # simulated history + main job
     raw_version = register_quick_champion(settings)
     registry = ModelRegistry(settings)
     splits, _ = TrainingWorkdir.of(settings).load_splits()

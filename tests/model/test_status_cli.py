@@ -65,9 +65,9 @@ def _retraining_run(settings: Settings, start: dt.datetime, seconds: float | Non
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def world(tmp_path_factory: pytest.TempPathFactory, history_cache):  # type: ignore[no-untyped-def]
     settings = tiny_settings(tmp_path_factory.mktemp("status"))
-    instance, weeks = production_world(settings, production_weeks=2)
+    instance, weeks = production_world(settings, production_weeks=2, histories=history_cache)
     result = dg.materialize(
         [drift_report, performance_report],
         partition_key=weeks[0],
