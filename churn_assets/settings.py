@@ -672,7 +672,7 @@ class TrafficSettings(BaseModel):
         description="The live service; None = http://127.0.0.1:{serving.port}. Loopback only.",
     )
     requests_per_second: float = Field(
-        default=100.0, gt=0, le=2_000, description="Request rate of the replay."
+        default=40.0, gt=0, le=2_000, description="Request rate of the replay."
     )
     max_requests: int = Field(
         default=300, ge=1, le=100_000, description="At most this many requests per production week."
