@@ -61,17 +61,20 @@ def demo_time(dagster_home: Path, top: int = 5) -> dict[str, Any]:
         if not (stats.start_time and stats.end_time):
             continue  # not finished
         created = record.create_timestamp.timestamp()
-        steps = [s for s in instance.get_run_step_stats(run.run_id) if s.start_time and s.end_time]
+        steps = [
+            (s.step_key, float(s.start_time), float(s.end_time))
+            for s in instance.get_run_step_stats(run.run_id)
+            if s.start_time and s.end_time
+        ]
         job = jobs[run.job_name]
         job.runs += 1
         job.launch += max(stats.start_time - created, 0.0)
         job.run += stats.end_time - stats.start_time
         if steps:
-            job.setup += min(s.start_time for s in steps) - stats.start_time  # type: ignore[operator]
-        for s in steps:
-            seconds = s.end_time - s.start_time  # type: ignore[operator]
-            job.steps += seconds
-            job.by_step[s.step_key] += seconds
+            job.setup += min(start for _, start, _ in steps) - stats.start_time
+        for key, start, end in steps:
+            job.steps += end - start
+            job.by_step[key] += end - start
         if previous_end is not None and created > previous_end:
             between += created - previous_end
         previous_end = max(previous_end or 0.0, stats.end_time)
