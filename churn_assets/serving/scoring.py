@@ -242,6 +242,24 @@ class ScoringModel:
                 for _, _, m in self.members
             ]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its defining fields: the derived state (an ensemble's compiled member scorers and
+        calibrator, which are closures, the single-row predictor) is rebuilt where it is unpickled, e.g. on
+        a Dask worker scoring a shard (compute/scoring.py)."""
+        return (
+            ScoringModel,
+            (
+                self.name,
+                self.version,
+                self.model,
+                self.features,
+                self.threshold,
+                self.flavor,
+                self.semver,
+                self.tags,
+            ),
+        )
+
     @property
     def member_paths(self) -> dict[str, str]:
         """An ensemble's member -> how it is scored per request (``lightgbm``, ``xgboost``, ``linear``:

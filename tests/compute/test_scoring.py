@@ -14,6 +14,8 @@ from sklearn.frozen import FrozenEstimator
 from churn_assets.automation.production import score_snapshot
 from churn_assets.compute.cluster import shard_of
 from churn_assets.compute.scoring import score_snapshot_sharded, stage_shards
+from churn_assets.modeling.candidates import baseline_specs
+from churn_assets.modeling.ensemble import BlendEnsemble
 from churn_assets.modeling.evaluation import RankedIsotonic
 from churn_assets.modeling.training_set import read_split
 from churn_assets.serving.scoring import ScoringModel
@@ -46,6 +48,17 @@ def _isotonic(path: Path, version: str) -> ScoringModel:
     return ScoringModel("churn-model", version, calibrated, FEATURES, threshold=0.3)
 
 
+def _ensemble(path: Path, version: str) -> ScoringModel:
+    """An ENSEMBLE version (LightGBM + logistic-regression pipeline, blended): served through compiled
+    per-member scorers (closures, serving/members.py) that a pickled model must not carry to a worker."""
+    X, y = read_split(path, "train", FEATURES, CATEGORIES)
+    lr = baseline_specs(names=("logistic_regression",))[0].build().fit(X, y)
+    blend = BlendEnsemble(
+        ["lightgbm", "logistic_regression"], [_model(path, version, 4).model, lr], [0.7, 0.3]
+    )
+    return ScoringModel("churn-model", version, blend, FEATURES, threshold=0.3)
+
+
 def _snapshot(path: Path) -> pl.DataFrame:
     """The week's active customers: the test split's rows (ids, features as the feature store returns them)."""
     frame = pl.read_parquet(path).filter(pl.col("split") == "test")
@@ -58,7 +71,12 @@ def _snapshot(path: Path) -> pl.DataFrame:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring")
     path = synthetic_training_set(root / "training_set.parquet", n=6_000)
-    models = {"3": _model(path, "3", 1), "4": _model(path, "4", 2), "5": _isotonic(path, "5")}
+    models = {
+        "3": _model(path, "3", 1),
+        "4": _model(path, "4", 2),
+        "5": _isotonic(path, "5"),
+        "6": _ensemble(path, "6"),
+    }
     return root, _snapshot(path), models
 
 
@@ -68,8 +86,8 @@ def _canary(customer_id: int) -> str:
 
 @pytest.mark.parametrize(
     ("phase", "candidate"),
-    [("none", None), ("shadow", "4"), ("canary_10", "4"), ("shadow", "5")],
-    ids=["stable", "shadow", "canary", "shadow-isotonic-calibrated"],
+    [("none", None), ("shadow", "4"), ("canary_10", "4"), ("shadow", "5"), ("canary_10", "6")],
+    ids=["stable", "shadow", "canary", "shadow-isotonic-calibrated", "canary-ensemble"],
 )
 def test_sharded_batch_scores_equal_the_local_engines(dask_client_2w, world, phase, candidate):
     root, features, models = world
