@@ -45,8 +45,8 @@ def register_quick_champion(settings: Settings) -> str:
 class HistoryCache:
     """Simulated histories run through the main job, built once per session and copied into each world.
 
-    The main job (raw + features groups) reads the simulation, feature-store and compute settings only,
-    and writes the landing files, the warehouse and the online store under ``home``, none of which holds
+    The main job (raw + features groups) reads the simulation, feature-store, compute and contract
+    settings only (the cache key), and writes the landing files, the warehouse and the online store under ``home``, none of which holds
     an absolute path; so the files a history left under one home are what simulating and running it under
     another home would leave. A world gets a copy of them, the saved simulation state and its weeks as
     partitions of its own instance (the runs' assets are MaterializeResults: no output lives in a Dagster
@@ -58,7 +58,9 @@ class HistoryCache:
 
     def history(self, settings: Settings, instance: dg.DagsterInstance) -> list[str]:
         """``settings``' history simulated and run through the main job under ``settings.home``; its weeks."""
-        shared = settings.model_dump(mode="json", include={"simulation", "feature_store", "compute"})
+        shared = settings.model_dump(
+            mode="json", include={"simulation", "feature_store", "compute", "contracts"}
+        )
         key = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
         built, weeks_file = self.root / key, self.root / f"{key}.weeks.json"
         if not built.exists():
