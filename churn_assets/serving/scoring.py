@@ -32,7 +32,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -246,19 +246,7 @@ class ScoringModel:
         """Pickled as its defining fields: the derived state (an ensemble's compiled member scorers and
         calibrator, which are closures, the single-row predictor) is rebuilt where it is unpickled, e.g. on
         a Dask worker scoring a shard (compute/scoring.py)."""
-        return (
-            ScoringModel,
-            (
-                self.name,
-                self.version,
-                self.model,
-                self.features,
-                self.threshold,
-                self.flavor,
-                self.semver,
-                self.tags,
-            ),
-        )
+        return (ScoringModel, tuple(getattr(self, f.name) for f in fields(self) if f.init))
 
     @property
     def member_paths(self) -> dict[str, str]:
