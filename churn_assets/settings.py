@@ -416,6 +416,11 @@ class AutomationSettings(BaseModel):
         "counterpart in simulated time).",
     )
     demo_weeks: int = Field(default=16, ge=1, description="Production weeks `make demo` simulates.")
+    demo_driver: Literal["in_process", "daemon"] = Field(
+        default="in_process",
+        description="Demo: who ticks the sensors and runs their runs: this process (in_process, no process "
+        "start or imports per run) or a dagster-daemon the demo starts (daemon: one subprocess per run).",
+    )
     demo_week_timeout_seconds: float = Field(
         default=1800.0,
         gt=0,

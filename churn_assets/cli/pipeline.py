@@ -9,7 +9,7 @@ imported inside the commands.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -273,12 +273,21 @@ def demo(
         typer.Option(
             "--weeks",
             min=0,
-            help="Production weeks driven by the Dagster daemon (default automation.demo_weeks).",
+            help="Production weeks driven by the sensors (default automation.demo_weeks).",
+            show_default=False,
+        ),
+    ] = None,
+    driver: Annotated[
+        Literal["in_process", "daemon"] | None,
+        typer.Option(
+            "--driver",
+            help="Who ticks the sensors and runs their runs: this process, or a dagster-daemon "
+            "(default automation.demo_driver).",
             show_default=False,
         ),
     ] = None,
 ) -> None:
-    """The whole story: history -> pipeline -> champion v1 + bento -> N production weeks run by the daemon."""
+    """The whole story: history -> pipeline -> champion v1 + bento -> N production weeks run by the sensors."""
     from churn_assets.orchestration.demo import (
         HEADERS,
         bootstrap,
@@ -291,6 +300,10 @@ def demo(
     )
 
     settings = with_live_service(demo_settings(settings_for(scale)))
+    if driver is not None:
+        settings = settings.model_copy(
+            update={"automation": settings.automation.model_copy(update={"demo_driver": driver})}
+        )
     check_world(settings)
     started = time.perf_counter()
     _simulate(settings, None, overwrite=False)
@@ -301,7 +314,8 @@ def demo(
     n = settings.automation.demo_weeks if weeks is None else weeks
     rows = run_weeks(settings, n, lambda line: err.print(line, highlight=False)) if n > 0 else []
     if rows:
-        table = Table(title=f"{n} production weeks driven by the Dagster daemon's sensors")
+        by = "the Dagster daemon" if settings.automation.demo_driver == "daemon" else "this process"
+        table = Table(title=f"{n} production weeks driven by the sensors (ticked by {by})")
         for col in HEADERS:
             table.add_column(col)
         for row in rows:

@@ -1,26 +1,34 @@
-"""`make demo`: history -> champion v1 -> bento -> N production weeks driven by the Dagster DAEMON.
+"""`make demo`: history -> champion v1 -> bento -> N production weeks driven by the code location's SENSORS.
 
-The demo process plays the *outside world* only: it simulates one production week at a time (landing
-files) and registers its partition, exactly what an upstream system would do. Everything else is done
-by ``dagster-daemon run`` (started here in its own process group on ``workspace.yaml``, DAGSTER_HOME =
-``settings.dagster_home``): its sensors launch the weekly production run, the retraining and the
-rollout steps as subprocess runs (queued, one at a time). The demo polls the instance until the week's
-runs are finished and the daemon has been idle for ``demo_idle_seconds``, then reads what happened back
-from the instance (run tags, asset metadata), the registry and the rollout state, and prints one row
-per week. The daemon is stopped by signalling its process group (SIGTERM, then SIGKILL after
-``daemon_stop_grace_seconds``: Dagster's children may ignore SIGTERM).
+The demo process plays the *outside world*: it simulates one production week at a time (landing files)
+and registers its partition, exactly what an upstream system would do. What happens next is decided by
+the sensors of ``churn_assets.defs.sensors`` -- the weekly production run, the retraining and the rollout
+steps -- run by one of two drivers (``automation.demo_driver``, ``churnops demo --driver``):
+
+* ``in_process`` (default): :class:`~churn_assets.orchestration.sensor_driver.SensorDriver` ticks the same
+  sensors in this process and executes the runs they request here, one at a time, tagged as the daemon
+  tags them. No run pays a process start, a code-location load and the heavy imports again: on 2 cores
+  that is what keeps the 16-week story near 15 minutes (docs/automation.md, "Where the time goes").
+* ``daemon``: ``dagster-daemon run`` (started here in its own process group on ``workspace.yaml``,
+  DAGSTER_HOME = ``settings.dagster_home``) ticks them and launches every run as a queued subprocess --
+  the deployment's shape. The demo polls the instance until the week's runs are finished and the
+  sensors' cursors reached the week, and stops the daemon by signalling its process group (SIGTERM,
+  then SIGKILL after ``daemon_stop_grace_seconds``: Dagster's children may ignore SIGTERM).
+
+Either way the demo then reads what happened back from the instance (run tags, asset metadata), the
+registry and the rollout state, and prints one row per week; ``make ui`` shows the same runs.
 
 The live service: before the first production week the demo starts the champion's bento with
 ``churnops serve`` (its own process group, a free loopback port, ``serving.workers`` workers, an API key
 generated for the run) and keeps it up across all weeks; each week's ``production/live_traffic`` asset
 replays the week's scoring requests to it (``traffic.*``, :func:`with_live_service`). A newly promoted
 champion reaches the running service without a restart (the service loads the version the rollout state
-names, ``serving/runtime.py``). The service is stopped with the daemon.
+names, ``serving/runtime.py``). The service is stopped after the last week.
 
-Settings reach the daemon and its runs through the environment the demo starts the daemon with
-(``daemon_env``: ``CHURNOPS_*``, nested sections as JSON), so every run it launches sees the demo's values
-(scale, budgets, rolling split); in this process they are passed as objects (the in-process bootstrap run
-gets ``build_definitions(settings)``). The demo never changes its own environment.
+Settings reach the daemon, its runs and the service through the environment the demo starts them with
+(``daemon_env``: ``CHURNOPS_*``, nested sections as JSON), so every run sees the demo's values (scale,
+budgets, rolling split); in this process they are passed as objects (``build_definitions(settings)``).
+The demo never changes its own environment.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from churn_assets.settings import Settings, child_env
 
 if TYPE_CHECKING:
     import dagster as dg
+
+    from churn_assets.orchestration.sensor_driver import DrivenRun
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = ROOT / "workspace.yaml"
@@ -264,15 +274,6 @@ def _utc(ts: float) -> Any:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
-def sensor_cursors(instance: dg.DagsterInstance) -> dict[str, str | None]:
-    """The daemon's stored cursor of every sensor (name -> cursor; schedules have none)."""
-    return {
-        s.instigator_name: getattr(s.instigator_data, "cursor", None)
-        for s in instance.all_instigator_state()
-        if s.instigator_type.value == "SENSOR"
-    }
-
-
 def wait_for_week(
     instance: dg.DagsterInstance, week: str, since: float, settings: Settings, daemon: Daemon
 ) -> list[Any]:
@@ -283,6 +284,7 @@ def wait_for_week(
     from dagster import DagsterRunStatus
 
     from churn_assets.defs.jobs import PRODUCTION_JOB
+    from churn_assets.orchestration.sensor_driver import daemon_cursors
 
     cfg = settings.automation
     finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -301,7 +303,7 @@ def wait_for_week(
         busy = any(r.dagster_run.status not in finished for r in records)
         done = bool(production) and all(r.dagster_run.status in finished for r in production)
         if done and not busy:
-            cursors = sensor_cursors(instance)
+            cursors = daemon_cursors(instance)
             if all((cursors.get(name) or "") >= week for name in ("retrain_sensor", "rollout_sensor")):
                 return records
             failed = any(r.dagster_run.status != DagsterRunStatus.SUCCESS for r in production)
@@ -486,23 +488,77 @@ def simulate_week(settings: Settings) -> str:
     return key
 
 
-def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
-    """Start the daemon, play ``weeks`` production weeks, stop the daemon; one row per week."""
-    from churn_assets.orchestration import instance_for
+def start_live_service(settings: Settings, out: Callable[[str], None]) -> Daemon:
+    """``churnops serve`` in its own process group, up once ``/ready`` answers."""
     from churn_assets.serving.traffic import live_url, service_ready
 
-    instance = instance_for(settings)
-    service: Daemon | None = None
-    if settings.traffic.enabled:
-        churnops = str(Path(sys.executable).with_name("churnops"))
-        service = Daemon(settings, settings.logs_dir / "live-service.log", [churnops, "serve"])
-        service.start(daemon_env(settings))
-        if not service_ready(settings, timeout=settings.automation.demo_service_start_seconds):
+    churnops = str(Path(sys.executable).with_name("churnops"))
+    service = Daemon(settings, settings.logs_dir / "live-service.log", [churnops, "serve"])
+    service.start(daemon_env(settings))
+    if not service_ready(settings, timeout=settings.automation.demo_service_start_seconds):
+        service.stop()
+        raise RuntimeError(f"the live service did not answer /ready (see {service.log_path})")
+    out(
+        f"live service up at {live_url(settings)} (churnops serve, pid {service.proc.pid if service.proc else '?'})"
+    )
+    return service
+
+
+def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
+    """Play ``weeks`` production weeks with the live service up; one row per week. The sensors run in
+    this process (``automation.demo_driver = in_process``, :class:`SensorDriver`) or in a
+    ``dagster-daemon`` the demo starts and stops (``daemon``)."""
+    service = start_live_service(settings, out) if settings.traffic.enabled else None
+    try:
+        if settings.automation.demo_driver == "daemon":
+            return _weeks_with_daemon(settings, weeks, out)
+        return _weeks_in_process(settings, weeks, out)
+    finally:
+        if service is not None:
             service.stop()
-            raise RuntimeError(f"the live service did not answer /ready (see {service.log_path})")
-        out(
-            f"live service up at {live_url(settings)} (churnops serve, pid {service.proc.pid if service.proc else '?'})"
-        )
+            out("live service stopped")
+
+
+def _run_line(run: DrivenRun) -> str:
+    trigger = run.request.tags.get("churnops/trigger", "?")
+    status = "ok" if run.result.success else "FAILED"
+    return f"  {run.job_name} (trigger {trigger}, run {run.run_id[:8]}): {status}, {run.seconds:.0f} s"
+
+
+def _weeks_in_process(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
+    from churn_assets.definitions import build_definitions
+    from churn_assets.orchestration import instance_for
+    from churn_assets.orchestration.sensor_driver import SensorDriver
+
+    instance = instance_for(settings)
+    driver = SensorDriver(
+        settings,
+        instance,
+        build_definitions(settings),
+        cursor_path=settings.home / "demo" / "sensor_cursors.json",
+        on_run=lambda run: out(_run_line(run)),
+    )
+    out(
+        "sensors evaluated in this process ("
+        + ", ".join(s.name for s in driver.job_sensors)
+        + "); their runs execute here, recorded in the Dagster instance"
+    )
+    rows: list[WeekRow] = []
+    for number in range(1, weeks + 1):
+        started = time.time()
+        week = simulate_week(settings)
+        driver.settle()
+        records = _runs_since(instance, started - 1)
+        row = collect_row(instance, number, week, records, settings, time.time() - started)
+        rows.append(row)
+        out(" | ".join(row.cells()))
+    return rows
+
+
+def _weeks_with_daemon(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
+    from churn_assets.orchestration import instance_for
+
+    instance = instance_for(settings)
     daemon = Daemon(settings, settings.logs_dir / "dagster-daemon.log")
     daemon.start(daemon_env(settings))
     rows: list[WeekRow] = []
@@ -518,9 +574,6 @@ def run_weeks(settings: Settings, weeks: int, out: Callable[[str], None]) -> lis
     finally:
         daemon.stop()
         out("dagster-daemon stopped")
-        if service is not None:
-            service.stop()
-            out("live service stopped")
     return rows
 
 

@@ -1,9 +1,9 @@
 """Small-scale replay of the automation chain, in process.
 
-The sensors are evaluated with ``dg.build_sensor_context`` against a real (temporary) instance and each
-RunRequest they return is executed in process (``job.execute_in_process`` with the request's partition,
-tags and run config) — the same definitions the daemon runs; the daemon path itself is exercised by
-``make demo`` (churn_assets/orchestration/demo.py).
+The sensors are ticked by the demo's in-process driver (``orchestration/sensor_driver.py``) against a
+real (temporary) instance and each RunRequest they return is executed in process (``execute_in_process``
+with the request's partition, tags and run config) — the same definitions the daemon runs; the daemon
+path itself is exercised by tests/model/test_demo_drivers.py and ``churnops demo --driver daemon``.
 
 World: 1,500 customers, 6 history months, the campaign from production week 1 (its new customers shift
 the feature distributions at once). The first champion is trained on history; each production week is
@@ -27,7 +27,6 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from churn_assets.definitions import build_definitions
 from churn_assets.defs.jobs import PRODUCTION_JOB, RETRAINING_JOB, ROLLOUT_STEP_JOB
 from churn_assets.defs.keys import (
     CHAMPION,
@@ -41,6 +40,7 @@ from churn_assets.defs.sensors import metadata_of
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.workdir import TrainingWorkdir
 from churn_assets.orchestration import QUIET_CONSOLE, register_weeks
+from churn_assets.orchestration.sensor_driver import SensorDriver
 from churn_assets.settings import (
     AlertSettings,
     AutomationSettings,
@@ -99,65 +99,31 @@ def replay_settings(home: Path, webhook_url: str) -> Settings:
     )
 
 
-def requests_of(result: Any) -> list[dg.RunRequest]:
-    if result is None or isinstance(result, dg.SkipReason):
-        return []
-    if isinstance(result, dg.RunRequest):
-        return [result]
-    return list(result)
+class Replay(SensorDriver):
+    """The demo's in-process sensor driver, one production week at a time, with the runs grouped by the
+    sensor that requested them."""
 
-
-class Replay:
     def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
-        self.settings, self.instance = settings, instance
-        self.defs = build_definitions(settings)  # the code location, with these settings as its resources
-        self.sensors = {s.name: s for s in self.defs.sensors or []}
-        self.cursors: dict[str, str | None] = {}
-        self.log: list[tuple[str, dg.RunRequest, dg.ExecuteInProcessResult]] = []
+        super().__init__(settings, instance)  # the code location, with these settings as its resources
 
-    def execute(
-        self, job_name: str, request: dg.RunRequest | None = None, **kw: Any
-    ) -> dg.ExecuteInProcessResult:
-        job = self.defs.resolve_job_def(job_name)
-        config = dict(QUIET_CONSOLE)
-        if request is not None and request.run_config:
-            config |= dict(request.run_config)
-        return job.execute_in_process(
-            instance=self.instance,
-            run_config=config,
-            partition_key=request.partition_key if request is not None else None,
-            tags=dict(request.tags) if request is not None else kw.get("tags"),
-            raise_on_error=True,
-        )
-
-    def alert_tick(self, name: str) -> None:
-        """One daemon tick of an alert sensor (a run-status sensor keeps its cursor in the tick data)."""
-        ctx = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursors.get(name), resources={"settings": self.settings}
-        )
-        self.cursors[name] = self.sensors[name].evaluate_tick(ctx).cursor
-
-    def tick(self, name: str, job_name: str) -> list[dg.RunRequest]:
-        ctx = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursors.get(name), resources={"settings": self.settings}
-        )
-        requests = requests_of(self.sensors[name](ctx))
-        self.cursors[name] = ctx.cursor
-        seen = {r.run_key for _, r, _ in self.log}
-        fresh = [r for r in requests if r.run_key not in seen]  # what the daemon does with run keys
-        for request in fresh:
-            self.log.append((job_name, request, self.execute(job_name, request)))
-        return fresh
+    @property
+    def log(self) -> list[tuple[str, dg.RunRequest, dg.ExecuteInProcessResult]]:
+        return [(r.job_name, r.request, r.result) for r in self.runs]
 
     def week(self) -> dict[str, list[dg.RunRequest]]:
         world = World.load(self.settings.world_state_path)
         keys = world.advance(1, self.settings.landing_dir)
         world.save(self.settings.world_state_path)
         register_weeks(self.instance, keys)
+        runs = self.settle()
+        assert all(r.result.success or r.job_name == RETRAINING_JOB for r in runs), runs
         return {
-            "production": self.tick("new_week_sensor", PRODUCTION_JOB),
-            "retrain": self.tick("retrain_sensor", RETRAINING_JOB),
-            "rollout": self.tick("rollout_sensor", ROLLOUT_STEP_JOB),
+            group: [r.request for r in runs if r.sensor == sensor]
+            for group, sensor in (
+                ("production", "new_week_sensor"),
+                ("retrain", "retrain_sensor"),
+                ("rollout", "rollout_sensor"),
+            )
         }
 
 
@@ -187,12 +153,12 @@ def replay(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iter
             },
         )
         assert history.success
-        assert r.execute(RETRAINING_JOB, tags={"churnops/trigger": "bootstrap"}).success
+        assert r.execute(RETRAINING_JOB, tags={"churnops/trigger": "bootstrap"}, raise_on_error=True).success
         yield r
 
 
 def test_chain_drift_retrain_promote_bento_rollout(replay: Replay, receiver: Receiver) -> None:
-    replay.alert_tick("week_alerts")  # the first tick starts at the newest run event
+    replay.alert_tick()  # the first tick starts at the newest run event
     registry = ModelRegistry(replay.settings)
     assert registry.aliases()["champion"] == "1"
     from churn_assets.serving.rollout import RolloutStore
@@ -215,8 +181,8 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay, receiver: Rec
     assert set(checks) == {"no_material_drift", "auc_at_or_above_0_78", "estimated_auc_at_or_above_0_78"}
     assert not checks["no_material_drift"].passed
     assert checks["no_material_drift"].severity == dg.AssetCheckSeverity.WARN
-    replay.alert_tick("week_alerts")
-    replay.alert_tick("week_alerts")
+    replay.alert_tick()
+    replay.alert_tick()
     drift_alerts = [p for p in receiver.posts if "Material feature drift" in p["text"]]
     assert len(drift_alerts) == 1, receiver.posts
     assert f"(week {week1})" in drift_alerts[0]["text"]
@@ -272,10 +238,11 @@ def test_chain_drift_retrain_promote_bento_rollout(replay: Replay, receiver: Rec
         dg.RunRequest(
             run_config={"ops": {"rollout__step": {"config": config}}}, tags={"churnops/week": week2}
         ),
+        raise_on_error=True,
     )
     assert rollback.success and store.load().phase == "none"
-    replay.alert_tick("week_alerts")
-    replay.alert_tick("week_alerts")
+    replay.alert_tick()
+    replay.alert_tick()
     [post] = [p for p in receiver.posts if "Rollout rolled back" in p["text"]]
     assert f"(week {week2})" in post["text"] and f"http://ui.example/runs/{rollback.run_id}" in post["text"]
     assert "champion back to v1" in post["text"], post["text"]
