@@ -460,6 +460,12 @@ class AutomationSettings(BaseModel):
     )
     demo_n_trials: int = Field(default=6, ge=1, description="Demo: Optuna trials per training (budget).")
     demo_tuning_seconds: float = Field(default=60.0, gt=0, description="Demo: Optuna seconds per training.")
+    demo_n_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Demo: modeling.n_jobs, threads per model fit (None = every core of this machine: the demo "
+        "trains one model at a time while the live service idles).",
+    )
     demo_baselines: list[str] = Field(
         default=["logistic_regression"],
         description="Demo: scikit-learn baselines beside LightGBM (RF/MLP fitted twice each are slow on 2 cores).",
@@ -694,6 +700,13 @@ class TrafficSettings(BaseModel):
         default=3.0,
         gt=0,
         description="How long a week waits for the live service's /ready before batch only.",
+    )
+    model_load_timeout_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Before the replay, wait at most this long until the service has loaded the versions the "
+        "rollout names (a new champion or candidate loads in the background): the week's traffic then "
+        "measures the models, not their load (0 = do not wait).",
     )
 
     @field_validator("url")

@@ -296,6 +296,7 @@ def demo(
         final_report,
         live_summary,
         run_weeks,
+        shared_cluster,
         with_live_service,
     )
 
@@ -306,22 +307,27 @@ def demo(
         )
     check_world(settings)
     started = time.perf_counter()
-    _simulate(settings, None, overwrite=False)
-    code = _run_pipeline(settings, None)
-    if code != 0:
-        raise typer.Exit(code)
-    bootstrap(settings, err.print)
-    n = settings.automation.demo_weeks if weeks is None else weeks
-    rows = run_weeks(settings, n, lambda line: err.print(line, highlight=False)) if n > 0 else []
-    if rows:
-        by = "the Dagster daemon" if settings.automation.demo_driver == "daemon" else "this process"
-        table = Table(title=f"{n} production weeks driven by the sensors (ticked by {by})")
-        for col in HEADERS:
-            table.add_column(col)
-        for row in rows:
-            table.add_row(*row.cells())
-        out.print(table)
-        out.print(live_summary(rows), highlight=False)
+
+    def say(line: str) -> None:
+        err.print(line, highlight=False)
+
+    with shared_cluster(settings, say) as settings:
+        _simulate(settings, None, overwrite=False)
+        code = _run_pipeline(settings, None)
+        if code != 0:
+            raise typer.Exit(code)
+        bootstrap(settings, err.print)
+        n = settings.automation.demo_weeks if weeks is None else weeks
+        rows = run_weeks(settings, n, say) if n > 0 else []
+        if rows:
+            by = "the Dagster daemon" if settings.automation.demo_driver == "daemon" else "this process"
+            table = Table(title=f"{n} production weeks driven by the sensors (ticked by {by})")
+            for col in HEADERS:
+                table.add_column(col)
+            for row in rows:
+                table.add_row(*row.cells())
+            out.print(table)
+            out.print(live_summary(rows), highlight=False)
     out.print("\n[bold]MLOps status report[/bold]")
     out.print(final_report(settings), highlight=False)
     out.print(

@@ -22,7 +22,7 @@ from churn_assets.settings import ComputeSettings
 from churn_assets.storage.customer_shards import HASH_MULTIPLIER, ComputeConfigError, shard_expr, shard_of
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, LocalCluster
 
 
 def _storage_access(root: str) -> str | None:
@@ -56,25 +56,35 @@ def check_storage(client: Client, root: Path) -> int:
 
 
 @contextlib.contextmanager
+def local_cluster(compute: ComputeSettings) -> Iterator[LocalCluster]:
+    """The ``LocalCluster`` of a ``local:N`` scheduler: N worker processes on loopback with the settings'
+    threads and memory limit, stopped when the block ends."""
+    from distributed import LocalCluster
+
+    workers = compute.local_workers
+    if workers is None:
+        raise ComputeConfigError(f"compute.scheduler: {compute.scheduler} is not local:N")
+    with LocalCluster(
+        n_workers=workers,
+        threads_per_worker=compute.threads_per_worker,
+        memory_limit=compute.worker_memory_limit,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",  # a free port: parallel clusters never collide
+        silence_logs=logging.WARNING,
+    ) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
 def dask_client(compute: ComputeSettings, *, storage_root: Path | None = None) -> Iterator[Client]:
     """A client of the configured cluster for the duration of the block (a ``local:N`` cluster is started
     and stopped with it); with ``storage_root``, every worker's access to it is checked first."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     with contextlib.ExitStack() as stack:
-        workers = compute.local_workers
-        if workers is not None:
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=compute.threads_per_worker,
-                    memory_limit=compute.worker_memory_limit,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0",  # a free port: parallel clusters never collide
-                    silence_logs=logging.WARNING,
-                )
-            )
+        if compute.local_workers is not None:
+            cluster = stack.enter_context(local_cluster(compute))
             client = stack.enter_context(Client(cluster, set_as_default=False))
         else:
             try:
@@ -124,6 +134,7 @@ __all__ = [
     "check_storage",
     "dask_client",
     "engine_label",
+    "local_cluster",
     "scheduler_workers",
     "shard_expr",
     "shard_of",

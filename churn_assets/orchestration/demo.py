@@ -33,6 +33,7 @@ The demo never changes its own environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -40,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,12 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = ROOT / "workspace.yaml"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, else the CPU count)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -74,6 +81,7 @@ def demo_settings(settings: Settings) -> Settings:
             "split_mode": auto.demo_split_mode,
             "rolling_window_snapshots": auto.demo_rolling_window_snapshots,
             "n_trials": min(settings.modeling.n_trials, auto.demo_n_trials),
+            "n_jobs": auto.demo_n_jobs or usable_cores(),
             "timeout_seconds": min(settings.modeling.timeout_seconds, auto.demo_tuning_seconds),
             "baselines": list(auto.demo_baselines),
             "extra_candidates": list(auto.demo_extra_candidates),
@@ -131,6 +139,27 @@ def with_live_service(settings: Settings) -> Settings:
     )
     traffic = settings.traffic.model_copy(update={"enabled": True, "url": f"http://127.0.0.1:{port}"})
     return settings.model_copy(update={"serving": serving, "traffic": traffic})
+
+
+@contextlib.contextmanager
+def shared_cluster(settings: Settings, out: Callable[[str], None]) -> Iterator[Settings]:
+    """``settings`` for the whole demo. With ``compute.engine = dask`` on a ``local:N`` scheduler, one
+    ``LocalCluster`` is started for the demo and its address replaces ``local:N``: every run (in this
+    process or launched by the daemon) connects to the same warm workers instead of starting its own
+    cluster. Otherwise the settings are returned unchanged."""
+    compute = settings.compute
+    if compute.engine != "dask" or compute.local_workers is None:
+        yield settings
+        return
+    from churn_assets.compute.cluster import local_cluster
+
+    with local_cluster(compute) as cluster:
+        out(
+            f"Dask cluster for the demo: {cluster.scheduler_address}, {compute.local_workers} workers "
+            f"(dashboard {cluster.dashboard_link})"
+        )
+        shared = compute.model_copy(update={"scheduler": cluster.scheduler_address})
+        yield settings.model_copy(update={"compute": shared})
 
 
 class Daemon:
@@ -526,6 +555,8 @@ def _run_line(run: DrivenRun) -> str:
 
 
 def _weeks_in_process(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
+    import dagster as dg
+
     from churn_assets.definitions import build_definitions
     from churn_assets.orchestration import instance_for
     from churn_assets.orchestration.sensor_driver import SensorDriver
@@ -536,19 +567,20 @@ def _weeks_in_process(settings: Settings, weeks: int, out: Callable[[str], None]
         instance,
         build_definitions(settings),
         cursor_path=settings.home / "demo" / "sensor_cursors.json",
+        log_path=settings.logs_dir / "sensor-ticks.log",
         on_run=lambda run: out(_run_line(run)),
     )
     out(
         "sensors evaluated in this process ("
         + ", ".join(s.name for s in driver.job_sensors)
-        + "); their runs execute here, recorded in the Dagster instance"
+        + f"); their runs execute here, recorded in the Dagster instance; sensor log {settings.logs_dir / 'sensor-ticks.log'}"
     )
     rows: list[WeekRow] = []
     for number in range(1, weeks + 1):
         started = time.time()
         week = simulate_week(settings)
-        driver.settle()
-        records = _runs_since(instance, started - 1)
+        ran = [run.run_id for run in driver.settle()]  # this week's runs (they follow each other closely)
+        records = list(instance.get_run_records(dg.RunsFilter(run_ids=ran))) if ran else []
         row = collect_row(instance, number, week, records, settings, time.time() - started)
         rows.append(row)
         out(" | ".join(row.cells()))

@@ -17,12 +17,15 @@ and the automation tests:
   when a tick requests nothing (:meth:`SensorDriver.settle`).
 
 Cursors are kept in a JSON file (``cursor_path``) so that a resumed demo continues where it stopped; the
-daemon's stored cursors are the starting point when the file does not exist yet.
+daemon's stored cursors are the starting point when the file does not exist yet. What the sensors log
+(``context.log``: why a week did or did not trigger) goes to ``log_path`` when given, as the daemon's
+goes to its log, instead of the console.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +78,7 @@ class SensorDriver:
         definitions: dg.Definitions | None = None,
         *,
         cursor_path: Path | None = None,
+        log_path: Path | None = None,
         on_run: Callable[[DrivenRun], None] | None = None,
     ) -> None:
         from churn_assets.definitions import build_definitions
@@ -96,16 +100,26 @@ class SensorDriver:
             self.cursors |= json.loads(cursor_path.read_text())
         self.on_run = on_run
         self.runs: list[DrivenRun] = []
+        self._log_handler: logging.Handler | None = None
+        if log_path is not None:  # the sensors' own log lines (what the daemon writes to its log)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handler = logging.FileHandler(log_path)
+            self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     # ---- one sensor --------------------------------------------------------------------------------
     def _context(self, name: str) -> dg.SensorEvaluationContext:
-        return dg.build_sensor_context(
+        context = dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursors.get(name),
             resources={"settings": self.settings},
             sensor_name=name,
             definitions=self.defs,  # resolves partitioned run requests, as the daemon's code location does
         )
+        if self._log_handler is not None:  # context.log is a logging.Logger: to the file, not the console
+            for handler in list(context.log.handlers):
+                context.log.removeHandler(handler)
+            context.log.addHandler(self._log_handler)
+        return context
 
     def evaluate(self, sensor: dg.SensorDefinition) -> list[dg.RunRequest]:
         """One tick of ``sensor``: its run requests (the cursor it leaves is stored)."""

@@ -15,7 +15,11 @@ still unanswered count as ``unfinished`` errors). :class:`TrafficSummary` holds 
 requests sent, errors by status, achieved rate, client-side latency P50/P95/P99 and the variants / versions that answered.
 
 :func:`live_week` is a production week's whole step (``production/live_traffic``): move the service's
-live clock to the week's snapshot, pick the callers, replay, and wait until the service has flushed their
+live clock to the week's snapshot, wait (bounded by ``traffic.model_load_timeout_seconds``) until the
+service has loaded the versions its rollout state names (:func:`await_rollout_models`: a version promoted
+in the last retraining loads in the background; the week's latencies then measure the models, not the
+load -- the swap itself is measured under traffic in tests/serving/test_live_traffic.py), pick the
+callers, replay, and wait until the service has flushed their
 predictions to the log (so batch scoring can leave those customers out). Around the replay it reads the
 service's ``/metrics`` twice (``serving.service_metrics``): the week's requests, error rate, latency
 percentiles per variant and version, and uptime as the service counted them (``TrafficSummary.service``).
@@ -111,6 +115,32 @@ class TrafficSummary:
 def _headers(settings: Settings) -> dict[str, str]:
     key = settings.serving.api_key
     return {"x-api-key": key.get_secret_value()} if key is not None else {}
+
+
+def await_rollout_models(settings: Settings, url: str, timeout: float) -> tuple[float, list[str] | None]:
+    """Wait until the service's ``GET /rollout`` reports loaded every version its rollout state names
+    (the stable one, and the candidate while a rollout is active), at most ``timeout`` seconds; with
+    several workers, until ``serving.workers`` answers in a row say so. Returns the seconds waited and
+    the versions loaded at the end (None when ``/rollout`` did not answer 200: the wait is skipped)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    in_a_row, loaded = 0, None
+    while True:
+        try:
+            answer = httpx.get(f"{url}/rollout", headers=_headers(settings), timeout=1.0)
+        except httpx.HTTPError:
+            answer = None
+        if answer is None or answer.status_code != 200:
+            return time.monotonic() - started, None
+        body = answer.json()
+        loaded = [str(v) for v in body.get("loaded_versions") or []]
+        wanted = {body.get("stable_version")}
+        if body.get("phase") not in ("none", "full") and body.get("candidate_version"):
+            wanted.add(body["candidate_version"])
+        in_a_row = in_a_row + 1 if {str(v) for v in wanted if v is not None} <= set(loaded) else 0
+        if in_a_row >= settings.serving.workers or time.monotonic() >= deadline:
+            return time.monotonic() - started, loaded
+        time.sleep(0.2)
 
 
 def service_ready(settings: Settings, url: str | None = None, timeout: float | None = None) -> bool:
@@ -255,6 +285,7 @@ class LiveWeek:
     callers: int
     logged_rows: int
     note: str
+    model_load_wait_seconds: float = 0.0
 
 
 def summaries_dir(settings: Settings) -> Path:
@@ -279,8 +310,11 @@ def live_week(settings: Settings, features: pl.DataFrame, as_of: dt.date, seed: 
     if not service_ready(settings, url):
         return LiveWeek(None, 0, 0, f"no live service answers {url}/ready: batch scoring only")
     set_live_clock(settings, as_of)
+    # A version the rollout state names but the service has not loaded yet (promoted in this week's
+    # retraining) is loading in the background since the /ready probe above: wait for it, bounded.
+    waited, loaded = await_rollout_models(settings, url, settings.traffic.model_load_timeout_seconds)
     # Every worker checks the clock file on its first feature read after this long.
-    time.sleep(settings.serving.live_clock_refresh_seconds + 0.2)
+    time.sleep(max(settings.serving.live_clock_refresh_seconds + 0.2 - waited, 0.0))
     ids = callers(features, seed)
     before = _logged_live_rows(settings, as_of)
     metrics_before = scrape(url)
@@ -298,6 +332,8 @@ def live_week(settings: Settings, features: pl.DataFrame, as_of: dt.date, seed: 
         f"{summary.requests_per_second:.0f}/s, {summary.errors} errors, P95 "
         f"{summary.latency_p95_ms if summary.latency_p95_ms is None else round(summary.latency_p95_ms, 1)} ms"
     )
+    if waited >= 0.5:
+        note += f"; waited {waited:.1f} s for the service to load v{', v'.join(loaded or [])}"
     if summary.service is not None:
         rate = summary.service["error_rate"]
         note += (
@@ -308,4 +344,4 @@ def live_week(settings: Settings, features: pl.DataFrame, as_of: dt.date, seed: 
     (summaries_dir(settings) / f"{as_of.isoformat()}.json").write_text(
         json.dumps(summary.as_dict(), indent=1)
     )
-    return LiveWeek(summary, len(ids), logged, note)
+    return LiveWeek(summary, len(ids), logged, note, round(waited, 1))

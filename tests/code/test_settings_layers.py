@@ -202,3 +202,14 @@ def test_the_demo_hands_its_settings_to_the_daemon_through_the_child_environment
         if key.startswith("CHURNOPS_"):
             env.setenv(key, value)
     assert Settings() == settings
+
+
+def test_the_demo_trains_on_every_usable_core_unless_told_otherwise(tmp_path: Path) -> None:
+    from churn_assets.orchestration.demo import demo_settings, usable_cores
+    from churn_assets.settings import AutomationSettings
+
+    assert usable_cores() == len(os.sched_getaffinity(0))
+    assert demo_settings(Settings(home=tmp_path)).modeling.n_jobs == usable_cores()
+    told = Settings(home=tmp_path, automation=AutomationSettings(demo_n_jobs=1))
+    assert demo_settings(told).modeling.n_jobs == 1
+    assert Settings(home=tmp_path).modeling.n_jobs == 1  # outside the demo: one thread per fit

@@ -103,3 +103,30 @@ def test_shards_are_stable_balanced_and_equal_in_numpy_and_polars():
     assert set(shard_of(ids, 1).tolist()) == {0}
     with pytest.raises(ComputeConfigError, match=r"compute\.shards must be at least 1"):
         shard_of(ids, 0)
+
+
+def test_the_demo_shares_one_local_cluster_with_every_run_then_stops_it(tmp_path: Path):
+    """``churnops demo`` on ``local:N`` starts one cluster and hands its address to every run."""
+    from churn_assets.orchestration.demo import shared_cluster
+
+    settings = Settings(
+        home=tmp_path,
+        compute=ComputeSettings(engine="dask", scheduler="local:2", worker_memory_limit="512MiB"),
+    )
+    lines: list[str] = []
+    with shared_cluster(settings, lines.append) as shared:
+        address = shared.compute.scheduler
+        assert address.startswith("tcp://127.0.0.1:") and shared.home == settings.home
+        # two runs connect to the same workers (a run's own dask_client on the address starts nothing)
+        with dask_client(shared.compute, storage_root=tmp_path) as first:
+            pids = set(first.run(lambda: __import__("os").getpid()).values())
+        with dask_client(shared.compute) as second:
+            assert set(second.run(lambda: __import__("os").getpid()).values()) == pids
+            limits = {w["memory_limit"] for w in second.scheduler_info()["workers"].values()}
+        assert len(pids) == 2 and limits == {512 * 1024**2}
+    assert lines and address in lines[0]
+    with socket.socket() as s:  # the scheduler's port is closed with the demo
+        assert s.connect_ex(("127.0.0.1", int(address.rsplit(":", 1)[1]))) != 0
+    local = Settings(home=tmp_path)
+    with shared_cluster(local, lines.append) as unchanged:
+        assert unchanged is local  # the local engine: nothing started

@@ -91,3 +91,6 @@ def test_daemon_and_in_process_drivers_tick_the_same_sensors_into_the_same_runs(
     assert daemon["new_week_sensor"] == first.week
     driver = json.loads((settings.home / "demo" / "sensor_cursors.json").read_text())
     assert {driver[name] for name in ("new_week_sensor", "retrain_sensor", "rollout_sensor")} == {second.week}
+    # What the sensors logged (the retraining conditions of the week) went to the demo's sensor log.
+    ticks = (settings.logs_dir / "sensor-ticks.log").read_text()
+    assert f"{second.week}: performance:" in ticks and "new_labels:" in ticks, ticks

@@ -140,3 +140,52 @@ def test_live_week_sends_the_callers_and_waits_for_their_logged_predictions(serv
     assert "the service counted 60 requests, error rate 0.00%" in week.note
     off = live_week(live_settings(service, enabled=False), snapshot, as_of, seed=1)
     assert off.summary is None and "batch scoring only" in off.note
+
+
+def test_a_week_waits_for_the_candidate_to_load_so_every_live_request_is_shadow_scored(
+    service: Service,
+) -> None:
+    """A version the rollout names in shadow but the service cannot load yet (not exported: its load fails
+    and is retried after ``serving.model_load_retry_seconds``) keeps a bounded wait waiting; once exported,
+    the week replays only after the service reports it loaded -- seconds longer than the clock's own
+    refresh wait -- so the candidate is judged on every live request, not on those after its load."""
+    from churn_assets.serving.prediction_log import read_snapshots
+    from churn_assets.serving.traffic import await_rollout_models, live_week
+
+    settings = live_settings(service, enabled=True, requests_per_second=100.0, max_requests=80)
+    new = register(service.settings, train_model(feature_frame(range(1, 601)), 5), threshold=0.45, auc=0.95)
+    store = RolloutStore(service.settings)
+    before = store.load()
+    as_of = dt.date.fromisoformat(service.env["CHURNOPS_SERVING__AS_OF"])
+    ids = list(range(1, 201))
+    snapshot = pl.DataFrame(
+        {
+            "customer_id": ids,
+            "login_count_last_7d": [1] * len(ids),
+            "support_tickets_last_30d": [0] * len(ids),
+        }
+    )
+    try:
+        store.save(RolloutState(phase="shadow", stable_version=before.stable_version, candidate_version=new))
+        waited, loaded = await_rollout_models(settings, service.url, timeout=1.0)
+        assert waited >= 1.0 and loaded is not None and new not in loaded, (waited, loaded)  # bounded
+        export_version(service.settings, new)  # what the promotion's bento build does
+        week = live_week(settings, snapshot, as_of, seed=2)
+        _, loaded = await_rollout_models(settings, service.url, timeout=0.0)
+    finally:
+        store.save(before)
+    assert loaded is not None and new in loaded and before.stable_version in loaded, loaded
+    retry = service.settings.serving.model_load_retry_seconds
+    assert retry - 1.5 <= week.model_load_wait_seconds <= retry + 5.0, (
+        week.model_load_wait_seconds,
+        week.note,
+    )
+    assert f"waited {week.model_load_wait_seconds:.1f} s for the service to load" in week.note
+    assert week.summary is not None and (week.summary.requests, week.summary.errors) == (80, 0)
+    shadow = read_snapshots(service.settings, [as_of]).filter(
+        (pl.col("source") == "http") & (pl.col("variant") == "shadow") & (pl.col("model_version") == new)
+    )
+    assert set(shadow.get_column("customer_id").to_list()) == set(week.summary.scored_ids), week.note
+    # Without an admin key the service does not say what it loaded: the week does not wait.
+    keyless = settings.model_copy(update={"serving": settings.serving.model_copy(update={"api_key": None})})
+    assert await_rollout_models(keyless, service.url, timeout=5.0)[1] is None

@@ -89,6 +89,7 @@ def live_traffic(
             "stopped_by": summary.stopped_by,
             "not_sent": summary.not_sent,
             "seconds": round(summary.seconds, 1),
+            "model_load_wait_seconds": result.model_load_wait_seconds,
         }
         service = summary.service  # the service's own /metrics over the week's window
         if service is not None:
