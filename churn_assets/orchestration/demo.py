@@ -82,6 +82,7 @@ def demo_settings(settings: Settings) -> Settings:
             "rolling_window_snapshots": auto.demo_rolling_window_snapshots,
             "n_trials": min(settings.modeling.n_trials, auto.demo_n_trials),
             "n_jobs": auto.demo_n_jobs or usable_cores(),
+            "sample_rows": min(settings.modeling.sample_rows, auto.demo_sample_rows),
             "timeout_seconds": min(settings.modeling.timeout_seconds, auto.demo_tuning_seconds),
             "baselines": list(auto.demo_baselines),
             "extra_candidates": list(auto.demo_extra_candidates),

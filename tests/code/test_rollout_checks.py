@@ -73,12 +73,17 @@ def test_latency_regression_rolls_back() -> None:
 
 
 def test_latency_ratio_rolls_back_above_the_floor_only() -> None:
-    """Stable 2 ms: a 5 ms candidate (2.5x) rolls back. Batch rows at 0.01 vs 0.07 ms per row (a small
-    canary batch amortises less fixed cost) are under the 1 ms floor: no ratio verdict."""
-    verdict = review_phase(
-        shadow_week(similar_scores(), latency=5.0), "shadow", "1", "2", CFG, reference=REFERENCE
-    )
+    """Stable 8 ms: a 20 ms candidate (2.5x, over the 10-ms floor) rolls back. Stable 2 ms: a 6 ms
+    candidate (3x, but under the floor and the absolute limit) advances. Batch rows at 0.01 vs 0.07 ms
+    per row (a small canary batch amortises less fixed cost) are under the floor too: no ratio verdict."""
+    stable = rows("champion", "1", similar_scores(), latency=8.0)
+    slow = rows("shadow", "2", similar_scores(), latency=20.0)
+    verdict = review_phase(pl.concat([stable, slow]), "shadow", "1", "2", CFG, reference=REFERENCE)
     assert verdict.action == "rollback" and "latency" in verdict.reason
+    verdict = review_phase(
+        shadow_week(similar_scores(), latency=6.0), "shadow", "1", "2", CFG, reference=REFERENCE
+    )
+    assert verdict.action == "advance", verdict.reason
     stable = rows("champion", "1", similar_scores(), latency=0.01)
     canary = rows("canary", "2", similar_scores(), latency=0.07)
     verdict = review_phase(pl.concat([stable, canary]), "canary_5", "1", "2", CFG, reference=REFERENCE)

@@ -44,8 +44,8 @@ def champion_bento(
 
 def _kept_bento(context: dg.AssetExecutionContext, settings: Settings) -> str | None:
     """Only in a run that also decided the promotion (``training/champion`` selected, e.g. the
-    ``retraining`` job); the standalone ``serving`` job always builds."""
+    ``retraining`` job); the standalone ``serving`` job always builds. A run of the whole job has no
+    asset selection of its own (None from a launched run, empty from ``execute_in_process``): the job's."""
     selection = context.run.asset_selection
-    asset_layer = context.job_def.asset_layer
-    decided = CHAMPION in (selection if selection is not None else asset_layer.selected_asset_keys)
+    decided = CHAMPION in (selection or context.job_def.asset_layer.selected_asset_keys)
     return kept_bento(decided, TrainingWorkdir.of(settings).champion, settings)
