@@ -18,6 +18,7 @@ cleared then).
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import threading
 import time
@@ -184,6 +185,7 @@ class Runtime:
 
         try:
             store = model_store(self.settings)
+            installed = 0
             for version in versions:
                 try:
                     model = load_exported(store.get(bento_tag_of(self.settings, version)).path)
@@ -192,6 +194,13 @@ class Runtime:
                     log.warning("model v%s named by the rollout state could not be loaded: %s", version, exc)
                     continue
                 self.install(model)
+                installed += 1
+            if installed:
+                # As at start-up (bento/service.py): the new version's long-lived objects out of the
+                # collector's sight. Left in the young generations, a swapped-in ensemble made every
+                # collection traverse it: shadow calls of ~1 s at P95 in a demo week.
+                gc.collect()
+                gc.freeze()
         finally:
             with self._load_lock:
                 self._loading.difference_update(versions)

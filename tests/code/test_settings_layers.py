@@ -209,7 +209,9 @@ def test_the_demo_trains_on_every_usable_core_unless_told_otherwise(tmp_path: Pa
     from churn_assets.settings import AutomationSettings
 
     assert usable_cores() == len(os.sched_getaffinity(0))
-    assert demo_settings(Settings(home=tmp_path)).modeling.n_jobs == usable_cores()
+    demo = demo_settings(Settings(home=tmp_path))
+    assert demo.modeling.n_jobs == usable_cores()
+    assert demo.modeling.sample_rows == demo.automation.demo_sample_rows < Settings().modeling.sample_rows
     told = Settings(home=tmp_path, automation=AutomationSettings(demo_n_jobs=1))
     assert demo_settings(told).modeling.n_jobs == 1
     assert Settings(home=tmp_path).modeling.n_jobs == 1  # outside the demo: one thread per fit
