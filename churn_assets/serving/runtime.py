@@ -197,8 +197,7 @@ class Runtime:
                 installed += 1
             if installed:
                 # As at start-up (bento/service.py): the new version's long-lived objects out of the
-                # collector's sight. Left in the young generations, a swapped-in ensemble made every
-                # collection traverse it: shadow calls of ~1 s at P95 in a demo week.
+                # collector's sight, instead of traversed by collections in the request path.
                 gc.collect()
                 gc.freeze()
         finally:
