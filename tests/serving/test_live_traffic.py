@@ -157,7 +157,7 @@ def test_a_week_waits_for_the_candidate_to_load_so_every_live_request_is_shadow_
     store = RolloutStore(service.settings)
     before = store.load()
     as_of = dt.date.fromisoformat(service.env["CHURNOPS_SERVING__AS_OF"])
-    ids = list(range(1, 201))
+    ids = list(range(401, N_CUSTOMERS + 1))  # customers no other test of the shared service logs as shadow
     snapshot = pl.DataFrame(
         {
             "customer_id": ids,
