@@ -310,7 +310,7 @@ def live_week(settings: Settings, features: pl.DataFrame, as_of: dt.date, seed: 
     if not service_ready(settings, url):
         return LiveWeek(None, 0, 0, f"no live service answers {url}/ready: batch scoring only")
     set_live_clock(settings, as_of)
-    # A version the rollout state names but the service has not loaded yet (promoted in this week's
+    # A version the rollout state names but the service has not loaded yet (promoted by the last
     # retraining) is loading in the background since the /ready probe above: wait for it, bounded.
     waited, loaded = await_rollout_models(settings, url, settings.traffic.model_load_timeout_seconds)
     # Every worker checks the clock file on its first feature read after this long.
