@@ -576,16 +576,12 @@ def _weeks_in_process(settings: Settings, weeks: int, out: Callable[[str], None]
         + ", ".join(s.name for s in driver.job_sensors)
         + f"); their runs execute here, recorded in the Dagster instance; sensor log {settings.logs_dir / 'sensor-ticks.log'}"
     )
-    rows: list[WeekRow] = []
-    for number in range(1, weeks + 1):
-        started = time.time()
-        week = simulate_week(settings)
+
+    def week_runs(week: str, started: float) -> list[Any]:
         ran = [run.run_id for run in driver.settle()]  # this week's runs (they follow each other closely)
-        records = list(instance.get_run_records(dg.RunsFilter(run_ids=ran))) if ran else []
-        row = collect_row(instance, number, week, records, settings, time.time() - started)
-        rows.append(row)
-        out(" | ".join(row.cells()))
-    return rows
+        return list(instance.get_run_records(dg.RunsFilter(run_ids=ran))) if ran else []
+
+    return _play_weeks(settings, instance, weeks, out, week_runs)
 
 
 def _weeks_with_daemon(settings: Settings, weeks: int, out: Callable[[str], None]) -> list[WeekRow]:
@@ -594,19 +590,37 @@ def _weeks_with_daemon(settings: Settings, weeks: int, out: Callable[[str], None
     instance = instance_for(settings)
     daemon = Daemon(settings, settings.logs_dir / "dagster-daemon.log")
     daemon.start(daemon_env(settings))
-    rows: list[WeekRow] = []
     out(f"dagster-daemon started (pid {daemon.proc.pid if daemon.proc else '?'}, log {daemon.log_path})")
     try:
-        for number in range(1, weeks + 1):
-            started = time.time()
-            week = simulate_week(settings)
-            records = wait_for_week(instance, week, started - 1, settings, daemon)
-            row = collect_row(instance, number, week, records, settings, time.time() - started)
-            rows.append(row)
-            out(" | ".join(row.cells()))
+        return _play_weeks(
+            settings,
+            instance,
+            weeks,
+            out,
+            lambda week, started: wait_for_week(instance, week, started - 1, settings, daemon),
+        )
     finally:
         daemon.stop()
         out("dagster-daemon stopped")
+
+
+def _play_weeks(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    weeks: int,
+    out: Callable[[str], None],
+    week_runs: Callable[[str, float], list[Any]],
+) -> list[WeekRow]:
+    """Simulate ``weeks`` weeks one at a time; ``week_runs(week, started)`` returns the run records the
+    sensors made of each (once they are finished); one row per week, printed as it ends."""
+    rows: list[WeekRow] = []
+    for number in range(1, weeks + 1):
+        started = time.time()
+        week = simulate_week(settings)
+        records = week_runs(week, started)
+        row = collect_row(instance, number, week, records, settings, time.time() - started)
+        rows.append(row)
+        out(" | ".join(row.cells()))
     return rows
 
 
