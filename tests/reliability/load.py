@@ -26,6 +26,7 @@ class Outcome:
     status: int | None  # None: transport error (reset, refused, client timeout)
     body: str
     error: str = ""
+    request_id: str = ""  # the service's x-request-id: the prediction log's request_id of its rows
 
     @property
     def seconds(self) -> float:
@@ -74,7 +75,14 @@ class Load:
                 start = time.monotonic()
                 try:
                     r = client.post(f"/{endpoint}", json=body)
-                    outcome = Outcome(endpoint, start, time.monotonic(), r.status_code, r.text)
+                    outcome = Outcome(
+                        endpoint,
+                        start,
+                        time.monotonic(),
+                        r.status_code,
+                        r.text,
+                        request_id=r.headers.get("x-request-id", ""),
+                    )
                 except httpx.HTTPError as exc:
                     outcome = Outcome(
                         endpoint, start, time.monotonic(), None, "", f"{type(exc).__name__}: {exc}"

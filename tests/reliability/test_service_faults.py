@@ -2,7 +2,8 @@
 Redis frozen (``SIGSTOP``), a worker killed. Targets: never a 500 nor a reset connection; ``/predict`` gets a
 503 within 50 ms once its breaker is open; ``/predict_features`` keeps answering 200; full recovery within
 5 s of Redis returning; one log line per state change, no tracebacks; a killed worker costs at most the
-requests in flight at the kill, and the prediction log holds exactly the predictions returned."""
+requests in flight at the kill, and the prediction log holds every prediction returned (plus at most one per
+failed request: a prediction the killed worker logged but never answered)."""
 
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ def _worker_pids(deployment: Deployment) -> list[int]:
     return pids
 
 
-def test_a_killed_worker_costs_at_most_its_in_flight_requests_and_the_log_equals_the_200s(
+def test_a_killed_worker_costs_at_most_its_in_flight_requests_and_every_answer_is_logged(
     deployment: Deployment,
 ) -> None:
     workers = _worker_pids(deployment)
@@ -190,15 +191,29 @@ def test_a_killed_worker_costs_at_most_its_in_flight_requests_and_the_log_equals
         time.sleep(0.2)
     assert len(_worker_pids(deployment)) == 2, "the killed worker was not replaced"
 
-    returned = sum(o.scored for o in outcomes)
+    # Every answered prediction is in the log (none lost with the dead worker). The log may also hold a
+    # prediction the killed worker made and logged but whose answer died with it: at most one per request
+    # that failed in flight.
+    returned = {o.request_id for o in outcomes if o.status == 200}
+    assert "" not in returned, "a 200 without an x-request-id"
 
-    def logged() -> int:
-        return read_predictions(deployment.settings).filter(pl.col("ts") >= since).height
+    def logged() -> set[str]:
+        rows = read_predictions(deployment.settings).filter(pl.col("ts") >= since)
+        return set(rows["request_id"].to_list())
 
     flushed = (
         time.monotonic() + 15
     )  # flushes every 0.5 s; the dead worker's WAL is recovered by its successor
-    while logged() != returned and time.monotonic() < flushed:
+    while not returned <= logged() and time.monotonic() < flushed:
         time.sleep(0.3)
-    assert logged() == returned > 0
-    print(f"worker kill: {len(outcomes)} requests, {len(failed)} failed, {in_flight} in flight at the kill")
+    in_log = logged()
+    missing = returned - in_log
+    assert returned and not missing, f"{len(missing)} answered predictions missing from the log"
+    unanswered = in_log - returned
+    assert len(unanswered) <= len(failed), (
+        f"{len(unanswered)} logged predictions were never answered, but only {len(failed)} requests failed"
+    )
+    print(
+        f"worker kill: {len(outcomes)} requests, {len(failed)} failed, {in_flight} in flight at the kill, "
+        f"{len(unanswered)} logged but unanswered"
+    )
