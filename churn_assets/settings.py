@@ -630,6 +630,13 @@ class ServingSettings(BaseModel):
         description="A model version the rollout state names but the service could not load (not exported "
         "to the BentoML store yet) is retried after this long.",
     )
+    shadow_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="Requests whose shadow scoring waits for the worker's one shadow-scoring thread; when "
+        "full, a request's shadow work is dropped and counted (churn_shadow_dropped), never queued in the "
+        "request path.",
+    )
     slo_error_rate: float = Field(
         0.001,
         gt=0,

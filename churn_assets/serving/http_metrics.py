@@ -55,6 +55,11 @@ class Metrics:
             "logged).",
             ["endpoint", "stage"],
         )
+        self.shadow_dropped = module.Counter(
+            "churn_shadow_dropped",
+            "Shadow predictions not made because the worker's shadow queue was full "
+            "(serving.shadow_queue_size).",
+        )
         self.rate_limited = module.Counter(
             "churn_rate_limited", "Requests rejected by the per-customer limit."
         )

@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -374,14 +373,15 @@ class FastPath:
         items, shadow = scoring.items, scoring.shadow
         variants = {i["variant"] for i in items if "variant" in i}
         versions = {i["model_version"] for i in items if "model_version" in i}
-        task = BackgroundTask(run_in_threadpool, rt.score_shadow, shadow) if shadow else None
         headers = {
             "x-model-version": ",".join(sorted(versions)) or "none",
             "x-variant": ",".join(sorted(variants)) or "none",
             "x-request-id": scoring.request_id,
         }
-        response = json_response({"predictions": items}, headers=headers, background=task)
+        response = json_response({"predictions": items}, headers=headers)
         rt.log(scoring, deadline)
+        if shadow and not rt.shadow.submit(shadow):
+            self.metrics.shadow_dropped.inc(len(shadow))
         for i in items:
             if "variant" in i:
                 self.metrics.predictions_of(i["model_version"], i["variant"]).inc()

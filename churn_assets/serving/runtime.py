@@ -8,7 +8,14 @@ champion promoted and exported to the BentoML model store while the service runs
 loads it from the store (``serving.bento_build.model_store``) while the loaded versions keep serving; the
 new version takes traffic from the first request after it is in :attr:`Runtime.models` (one atomic
 assignment). Versions no longer named by the state (stable, candidate, retained previous) are dropped.
-A failed load is logged and retried after ``serving.model_load_retry_seconds``.
+A failed load is logged and retried after ``serving.model_load_retry_seconds``. A loaded version is
+scored once (one row and a batch) and frozen out of the collector's sight *before* it is installed, so its
+first requests pay no set-up and no collection pause.
+
+Shadow scoring runs on one thread per worker (:class:`ShadowScorer`), after the responses, from a bounded
+queue: it never takes a request thread, the shadow latency it logs is the candidate's scoring time (not
+time spent waiting for other requests' threads), and when the queue is full the work is dropped and
+counted instead of queued without bound.
 
 Clock: the live clock file (:mod:`churn_assets.serving.live_clock`) moves the worker's feature reads and
 the ``as_of`` of its prediction-log rows to the week the production run serves (the feature cache is
@@ -20,10 +27,12 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import os
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +54,75 @@ from churn_assets.settings import Settings
 
 log = logging.getLogger(__name__)
 _UNKNOWN: dict[str, Any] = {}  # cached marker: the store has no row for the customer
+
+
+ShadowWork = Sequence[tuple[ScoringModel, int | None, Mapping[str, Any]]]
+
+
+class ShadowScorer:
+    """One thread that scores the shadow work of a worker's requests in arrival order, from a queue of at
+    most ``capacity`` requests' work. :meth:`submit` never blocks: a full queue drops the work (returns
+    False). The thread starts with the first submission in the process that submits (a forked worker
+    starts its own)."""
+
+    def __init__(self, score: Callable[[ShadowWork], None], capacity: int) -> None:
+        self._score = score
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._queue: queue.Queue[ShadowWork | None] = queue.Queue(capacity)
+        self._thread: threading.Thread | None = None
+
+    def _started(self) -> queue.Queue[ShadowWork | None]:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._queue = queue.Queue(self._capacity)
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._queue,), name="shadow-scorer", daemon=True
+                )
+                self._thread.start()
+            return self._queue
+
+    def submit(self, work: ShadowWork) -> bool:
+        try:
+            self._started().put_nowait(work)
+        except queue.Full:
+            return False
+        return True
+
+    def _run(self, work_queue: queue.Queue[ShadowWork | None]) -> None:
+        while (work := work_queue.get()) is not None:
+            try:
+                self._score(work)
+            except Exception:  # one request's shadow work must not stop the others'
+                log.exception("shadow scoring of v%s failed", work[0][0].version)
+            finally:
+                work_queue.task_done()
+        work_queue.task_done()
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait (at most ``timeout`` s) until every submitted work is scored and logged; True when it was."""
+        with self._lock:
+            started = self._pid == os.getpid()
+        if not started:
+            return True
+        end = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.005)
+        return not self._queue.unfinished_tasks
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Score what is queued (at most ``timeout`` s), then stop the thread."""
+        self.drain(timeout)
+        with self._lock:
+            thread, started = self._thread, self._pid == os.getpid()
+        if started and thread is not None:
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                return
+            thread.join(timeout)
 
 
 def serving_clock(settings: Settings) -> dt.datetime:
@@ -131,6 +209,7 @@ class Runtime:
         self._loading: set[str] = set()
         self._load_failed: dict[str, float] = {}  # version -> monotonic time of the failed load
         self._load_lock = threading.Lock()
+        self.shadow = ShadowScorer(self.score_shadow, cfg.shadow_queue_size)
 
     # -- versions ---------------------------------------------------------------------------------
     def state(self) -> RolloutState:
@@ -185,24 +264,37 @@ class Runtime:
 
         try:
             store = model_store(self.settings)
-            installed = 0
+            loaded: list[ScoringModel] = []
             for version in versions:
+                start = time.perf_counter()
                 try:
                     model = load_exported(store.get(bento_tag_of(self.settings, version)).path)
+                    self.warm_up(model)
                 except Exception as exc:
                     self._load_failed[version] = time.monotonic()
                     log.warning("model v%s named by the rollout state could not be loaded: %s", version, exc)
                     continue
-                self.install(model)
-                installed += 1
-            if installed:
+                log.info("model v%s loaded and warmed up in %.2f s", version, time.perf_counter() - start)
+                loaded.append(model)
+            if loaded:
                 # As at start-up (bento/service.py): the new version's long-lived objects out of the
-                # collector's sight, instead of traversed by collections in the request path.
-                gc.collect()
+                # collector's sight before it takes traffic. No full collection here: its pause would stop
+                # every request thread of a long-running worker.
                 gc.freeze()
+            for model in loaded:
+                self.install(model)
         finally:
             with self._load_lock:
                 self._loading.difference_update(versions)
+
+    def warm_up(self, model: ScoringModel) -> None:
+        """Score one row and a batch with ``model`` before it takes traffic (its one-row predictors and
+        first-call set-up happen here, not in its first requests). The rows are cached feature rows when
+        there are any, else rows with every feature missing."""
+        cached = list(self.cache.values())[:8] if self.cache is not None else []
+        rows = [r for r in cached if r] or [{}, {}]
+        model.score(rows[:1])
+        model.score(rows if len(rows) > 1 else rows * 2)
 
     def install(self, model: ScoringModel) -> None:
         """Add a loaded version and drop the versions the rollout state no longer names (the new version
@@ -384,7 +476,8 @@ class Runtime:
         }
 
     def score_shadow(self, work: Sequence[tuple[ScoringModel, int | None, Mapping[str, Any]]]) -> None:
-        """Score the shadow candidate (after the response is sent) and log it as variant ``shadow``."""
+        """Score the shadow candidate and log it as variant ``shadow`` (on :attr:`shadow`'s thread, after the
+        response is sent)."""
         if not work:
             return
         start = time.perf_counter()
@@ -414,5 +507,6 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.shadow.close()  # its queued work is logged before the log is flushed
         self.writer.close()
         self.store.close()

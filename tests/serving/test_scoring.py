@@ -261,34 +261,3 @@ def test_served_ensemble_members_on_arrays_equal_predict_proba_to_1e_9() -> None
     np.testing.assert_allclose(model.score(test).scores, expected, rtol=0, atol=1e-9)
     one = [model.score([row]).scores[0] for row in rows[:50]]  # one-row requests (one-thread paths)
     np.testing.assert_allclose(one, expected[:50], rtol=0, atol=1e-9)
-
-
-def test_a_version_loaded_in_the_background_is_frozen_out_of_the_collectors_sight(
-    tmp_path, monkeypatch
-) -> None:
-    """A model swapped in while the service runs joins the frozen long-lived objects (as the models
-    loaded at start-up do): collections in the request path do not traverse it."""
-    import gc
-
-    from churn_assets.serving import bento_build
-    from churn_assets.serving.scoring import ScoringModel
-    from tests.serving_helpers import feature_frame, feature_names, in_process_runtime, train_model
-
-    model = ScoringModel(
-        "churn-model", "2", train_model(feature_frame(range(1, 201)), 2), feature_names(), 0.5
-    )
-
-    class Store:
-        def get(self, tag: str):  # what the BentoML model store returns: something with a path
-            return type("Stored", (), {"path": tag})()
-
-    monkeypatch.setattr(bento_build, "model_store", lambda settings: Store())
-    monkeypatch.setattr(bento_build, "load_exported", lambda path: model)
-    gc.unfreeze()
-    try:
-        with in_process_runtime(tmp_path, customers=10) as rt:
-            before = gc.get_freeze_count()
-            rt._load_versions(["2"])
-            assert "2" in rt.models and gc.get_freeze_count() > before
-    finally:
-        gc.unfreeze()
