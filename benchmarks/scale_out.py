@@ -1,27 +1,35 @@
-"""Scale-out benchmark of the Dask engine: wall time per stage and peak memory per worker, per world size.
+"""Scale-out benchmark: the heavy stages on the local engine and on the Dask engine, per world size, in
+one run: wall time per stage, peak memory of the run process and of every Dask worker.
 
     .venv/bin/python -m benchmarks.scale_out --customers 100000 500000 2000000 \
-        --workers 4 --worker-memory 4GiB --shards 16 --home /data/scale_out
+        --engines local dask --workers 2 --worker-memory 4GiB --shards 8 --home /data/scale_out
 
-For every size, the world is prepared once with the local engine under ``<home>/<customers>/`` (simulated
-history + one production week through the main job, the training set and a quick LightGBM champion,
-``modeling.reference.register_champion``) and reused by later runs. Then, on one cluster (a ``local:N``
-LocalCluster with ``--workers`` processes of ``--worker-memory`` each, or ``--scheduler tcp://...``), the
-Dask path's stages are timed one after the other:
+For every size, the world is prepared once under ``<home>/<customers>/`` (simulated history through the
+main job with the local engine, a quick LightGBM champion (``modeling.reference.register_champion``), and
+the landing files of one production week) and reused by later runs. Then, for each engine in
+``--engines`` (``local``: every stage in this process; ``dask``: a ``local:N`` LocalCluster of
+``--workers`` processes of ``--worker-memory`` each, or ``--scheduler tcp://...``), the stages run one
+after the other with **the code the Dagster assets call** (``compute.engine``):
 
-* ``shard_training_set`` — the training set partitioned by customer shard (``compute/training.py``);
-* ``lightgbm_fit`` — ``DaskLGBMClassifier`` on the train shards (``--lgbm-rounds`` rounds), with its
-  test AUC;
-* ``optuna_trials`` — ``--trials`` Optuna trials as cluster tasks on the ``modeling.sample_rows`` sample,
-  against a SQLite study under the home (0 = skipped);
-* ``batch_scores`` — every active customer of the production week, one task per shard
-  (``compute/scoring.py``);
-* ``drift`` — the week's drift statistics per shard, merged (``compute/drift_stats.py``).
+* ``ingest`` — the production week's landing files of every raw table, validated by the pandera contracts
+  and stored (``compute.engine.ingest_raw``; the week's partitions are replaced, so every engine does the
+  same work);
+* ``features`` — the week's feature snapshot into the offline store (``compute.engine.materialize_features``);
+* ``training_set`` — the point-in-time training set of the history (``compute.engine.build_training_set``,
+  into ``<home>/<customers>/bench-<engine>/``: one file, or one file per customer shard);
+* ``lightgbm_fit`` — LightGBM on the train split (``--lgbm-rounds`` rounds): ``LGBMClassifier`` with every
+  core of the box (local) or ``DaskLGBMClassifier`` on the shards (dask), with its test AUC;
+* ``optuna_trials`` — ``--trials`` Optuna trials on the ``modeling.sample_rows`` sample (local: in this
+  process; dask: as cluster tasks), against a SQLite study under the home (0 = skipped);
+* ``batch_scores`` — every customer of the week's snapshot scored by the champion
+  (``automation.production.score_snapshot`` or its per-shard counterpart);
+* ``drift`` — the week's drift statistics against the champion's reference (``monitoring.drift.detect_drift``
+  or per shard, merged).
 
-Per stage it prints one JSON line: wall seconds, the peak process memory of each worker (the scheduler's
-view, sampled every ``--interval`` s) against the worker limit, the driver's peak RSS, and the 1-minute
-load average at the start and the end. A figure is only worth recording from a quiet machine; say the
-load next to it.
+Per stage it prints one JSON line: engine, wall seconds, the run process's peak RSS, each worker's peak
+process memory (the scheduler's view, sampled every ``--interval`` s) against the worker limit, and the
+1-minute load average at the start and the end; at the end, one table. A figure is only worth recording
+from a quiet machine; say the load next to it.
 """
 
 from __future__ import annotations
@@ -47,8 +55,9 @@ READY = "scale_out_world.json"
 
 
 @dataclass
-class WorkerMemory:
-    """Peak process memory of every worker while a stage runs (polls the scheduler's worker metrics)."""
+class PeakMemory:
+    """Peak memory while a stage runs: the run process's RSS, and (with a Dask client) every worker's
+    process memory as the scheduler reports it. Sampled every ``interval`` seconds."""
 
     client: Any
     interval: float
@@ -58,16 +67,18 @@ class WorkerMemory:
 
     def _sample(self) -> None:
         me = psutil.Process()
-        while not self._stop.is_set():
-            for address, info in self.client.scheduler_info(n_workers=-1).get("workers", {}).items():
-                memory = int(info.get("metrics", {}).get("memory", 0))
-                self.peaks[address] = max(self.peaks.get(address, 0), memory)
+        while True:
+            if self.client is not None:
+                for address, info in self.client.scheduler_info(n_workers=-1).get("workers", {}).items():
+                    memory = int(info.get("metrics", {}).get("memory", 0))
+                    self.peaks[address] = max(self.peaks.get(address, 0), memory)
             self.driver_peak = max(self.driver_peak, me.memory_info().rss)
-            self._stop.wait(self.interval)
+            if self._stop.wait(self.interval):
+                return
 
     @contextmanager
-    def sampling(self) -> Iterator[WorkerMemory]:
-        thread = threading.Thread(target=self._sample, name="worker-memory", daemon=True)
+    def sampling(self) -> Iterator[PeakMemory]:
+        thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
         thread.start()
         try:
             yield self
@@ -77,8 +88,9 @@ class WorkerMemory:
 
 
 def prepare_world(settings: Settings) -> dict[str, Any]:
-    """Simulate history + one production week, run the main job, build the training set, register a quick
-    champion (all with the local engine); reused when ``<home>/scale_out_world.json`` exists."""
+    """Simulate the history and run the main job on it, register a quick champion (local engine), and land
+    one production week's files (not ingested: the ``ingest`` stage does that); reused when
+    ``<home>/scale_out_world.json`` exists."""
     ready = settings.home / READY
     if ready.exists():
         return dict(json.loads(ready.read_text()))
@@ -98,112 +110,182 @@ def prepare_world(settings: Settings) -> dict[str, Any]:
     version = register_champion(settings)
     [week] = world.advance(1, settings.landing_dir)
     world.save(settings.world_state_path)
-    if not run_pipeline(instance, [week], resources=build_resources(settings)).success:
-        raise RuntimeError(f"the main job failed on production week {week}")
-    info = {"week": week, "champion": version, "prepare_seconds": time.perf_counter() - started}
+    info = {"week": week, "champion": version, "prepare_seconds": round(time.perf_counter() - started, 1)}
     ready.write_text(json.dumps(info))
     return info
 
 
 @dataclass
 class Context:
-    settings: Settings
-    client: Any
+    """One engine's run over one world: what the stages share."""
+
+    engine: Any  # churn_assets.compute.engine.Engine
     week: str
     champion: str
+    rounds: int
+    trials: int
     out: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def settings(self) -> Settings:
+        return self.engine.settings  # type: ignore[no-any-return]
 
-def stage_shard_training_set(ctx: Context) -> dict[str, Any]:
-    from churn_assets.compute.training import shard_training_set
-    from churn_assets.modeling.workdir import TrainingWorkdir
+    @property
+    def client(self) -> Any:
+        return self.engine.client
 
-    workdir = TrainingWorkdir.of(ctx.settings)
-    root = workdir.root / "shards" / f"benchmark-{ctx.settings.compute.shards}"
-    ctx.out["shards"] = shard_training_set(workdir.training_set, root, ctx.settings.compute.shards)
-    ctx.out["meta"] = workdir.load_meta()
-    return {"train_rows_by_shard": ctx.out["shards"].rows("train")}
+    @property
+    def as_of(self) -> dt.date:
+        from churn_assets.timeline import Timeline
+
+        day = Timeline.from_settings(self.settings.simulation).snapshot_for_week(
+            dt.date.fromisoformat(self.week)
+        )
+        if day is None:
+            raise RuntimeError(f"week {self.week} has no feature snapshot")
+        return day
+
+    @property
+    def workdir(self) -> Any:
+        from churn_assets.modeling.workdir import TrainingWorkdir
+
+        return TrainingWorkdir(self.settings.home / f"bench-{self.settings.compute.engine}")
+
+
+def stage_ingest(ctx: Context) -> dict[str, Any]:
+    from churn_assets.compute.engine import ingest_raw
+    from churn_assets.ingestion.contract_files import ContractOptions
+    from churn_assets.storage.warehouse import Warehouse
+    from data_contracts.raw_tables import RAW_TABLES
+
+    settings = ctx.settings
+    rows: dict[str, int] = {}
+    with Warehouse(settings.warehouse_path).connect() as con:
+        for table in RAW_TABLES:
+            report = ingest_raw(
+                ctx.engine,
+                con,
+                settings.landing_dir,
+                table,
+                [ctx.week],
+                max_reject_share=settings.contracts.max_quarantine_share,
+                options=ContractOptions.from_settings(settings),
+            )
+            rows[table] = report.rows_accepted
+    return {"rows_by_table": rows}
+
+
+def stage_features(ctx: Context) -> dict[str, Any]:
+    from churn_assets.compute.engine import materialize_features
+    from churn_assets.storage.warehouse import Warehouse
+
+    with Warehouse(ctx.settings.warehouse_path).connect() as con:
+        report = materialize_features(ctx.engine, con, [ctx.as_of])
+    return {"rows_by_group": dict(report.rows)}
+
+
+def stage_training_set(ctx: Context) -> dict[str, Any]:
+    from churn_assets.compute.engine import build_training_set
+    from churn_assets.storage.warehouse import Warehouse
+    from churn_assets.timeline import Timeline
+
+    settings = ctx.settings
+    timeline = Timeline.from_settings(settings.simulation)
+    with Warehouse(settings.warehouse_path).connect() as con:
+        con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
+        meta = build_training_set(ctx.engine, con, timeline, ctx.workdir)
+    ctx.out["meta"] = meta
+    return {"rows": meta["rows"], "sha256": meta["sha256"][:12]}
 
 
 def stage_lightgbm_fit(ctx: Context) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
-    from churn_assets.compute.training import fit_lightgbm_dask
     from churn_assets.modeling.training_set import read_split
 
-    meta = ctx.out["meta"]
-    params = {
-        "n_estimators": ctx.out["rounds"],
+    meta = ctx.out.get("meta") or ctx.workdir.load_meta()
+    path = ctx.workdir.training_set
+    params: dict[str, Any] = {
+        "n_estimators": ctx.rounds,
         "num_leaves": 63,
         "learning_rate": 0.05,
         "min_child_samples": 100,
     }
-    model, rows = fit_lightgbm_dask(
-        ctx.client, ctx.out["shards"], params, meta["features"], meta["categories"]
-    )
-    X_test, y_test = read_split(ctx.out["shards"].root, "test", meta["features"], meta["categories"])
+    if ctx.client is None:
+        import lightgbm as lgb
+
+        X, y = read_split(path, "train", meta["features"], meta["categories"])
+        model: Any = lgb.LGBMClassifier(
+            objective="binary", random_state=42, verbose=-1, n_jobs=usable_cores(), **params
+        )
+        model.fit(X, y)
+        train_rows = len(y)
+        del X, y
+    else:
+        from churn_assets.compute.training import fit_lightgbm_dask, training_shards
+
+        shards = training_shards(ctx.settings, path, meta["sha256"])
+        model, rows = fit_lightgbm_dask(ctx.client, shards, params, meta["features"], meta["categories"])
+        train_rows = sum(rows.values())
+    X_test, y_test = read_split(path, "test", meta["features"], meta["categories"])
     return {
-        "train_rows": sum(rows.values()),
-        "test_auc": float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1])),
+        "train_rows": train_rows,
+        "test_auc": round(float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1])), 4),
     }
 
 
 def stage_optuna_trials(ctx: Context) -> dict[str, Any]:
-    from churn_assets.compute.training import run_trials_on_cluster
     from churn_assets.modeling.candidate_stage import sample_splits
     from churn_assets.modeling.paths import optuna_storage_url
     from churn_assets.modeling.tuning import tune_lightgbm
-    from churn_assets.modeling.workdir import TrainingWorkdir
 
-    trials = int(ctx.out["trials"])
-    if trials <= 0:
+    if ctx.trials <= 0:
         return {"skipped": "--trials 0"}
     cfg = ctx.settings.modeling
-    splits, _meta = TrainingWorkdir.of(ctx.settings).load_splits(("train", "val"))
+    splits, _meta = ctx.workdir.load_splits(("train", "val"))
     sample = sample_splits(splits, cfg.sample_rows, cfg.seed)
+    runner = None
+    if ctx.client is not None:
+        from churn_assets.compute.training import run_trials_on_cluster
+
+        runner = lambda job, n: run_trials_on_cluster(ctx.client, job, n)  # noqa: E731
     result = tune_lightgbm(
         sample,
         optuna_storage_url(ctx.settings),
-        f"scale-out-{time.time_ns()}",
-        trials,
+        f"scale-out-{ctx.settings.compute.engine}-{time.time_ns()}",
+        ctx.trials,
         cfg.timeout_seconds,
-        runner=lambda job, n: run_trials_on_cluster(ctx.client, job, n),
+        n_jobs=usable_cores() if ctx.client is None else 1,
+        runner=runner,
     )
-    return {"trials": result.n_complete + result.n_pruned, "best_val_auc": result.best_val_auc}
+    return {"trials": result.n_complete + result.n_pruned, "best_val_auc": round(result.best_val_auc, 4)}
 
 
 def stage_batch_scores(ctx: Context) -> dict[str, Any]:
     from churn_assets.automation.production import snapshot_features
-    from churn_assets.compute.scoring import score_snapshot_sharded, staging_folder
+    from churn_assets.compute.scoring import score_week
     from churn_assets.serving.scoring import load_version
     from churn_assets.storage.warehouse import Warehouse
-    from churn_assets.timeline import Timeline
 
     settings = ctx.settings
-    as_of = Timeline.from_settings(settings.simulation).snapshot_for_week(dt.date.fromisoformat(ctx.week))
-    if as_of is None:
-        raise RuntimeError(f"week {ctx.week} has no feature snapshot")
     with Warehouse(settings.warehouse_path).connect() as con:
-        features = snapshot_features(con, as_of)
-    result, per_shard = score_snapshot_sharded(
-        ctx.client,
+        features = snapshot_features(con, ctx.as_of)
+    result, meta = score_week(
+        settings,
         features,
-        as_of,
+        ctx.as_of,
         phase="none",
         stable_version=ctx.champion,
         candidate_version=None,
         load=lambda version: load_version(settings, version),
         route=lambda _cid: "champion",
-        shards=settings.compute.shards,
-        staging=staging_folder(settings, "benchmark-scores"),
+        client=ctx.client,
     )
-    return {"customers": features.height, "rows": result.frame.height, "customers_by_shard": per_shard}
+    return {"customers": features.height, "rows": result.frame.height, **meta}
 
 
 def stage_drift(ctx: Context) -> dict[str, Any]:
-    from churn_assets.compute.drift_stats import detect_drift_sharded
-    from churn_assets.compute.scoring import staging_folder
-    from churn_assets.monitoring.drift import profile_reference
+    from churn_assets.monitoring.drift import detect_drift, profile_reference
     from churn_assets.monitoring.sources import current_window, load_champion, reference_frame
     from churn_assets.monitoring.weekly import production_as_of
     from churn_assets.storage.warehouse import Warehouse
@@ -219,32 +301,32 @@ def stage_drift(ctx: Context) -> dict[str, Any]:
     profile = profile_reference(reference, [f for f in features if f not in cfg.exclude_features])
     with Warehouse(settings.warehouse_path).connect() as con:
         current = current_window(con, as_of, features)
-    started = time.perf_counter()
-    sharded = detect_drift_sharded(
-        ctx.client,
-        profile,
-        current,
-        cfg,
-        features,
-        shards=settings.compute.shards,
-        staging=staging_folder(settings, "benchmark-drift"),
-        sample_rows=settings.compute.drift_ks_sample_rows,
-    )
+    if ctx.client is None:
+        report = detect_drift(profile, current, cfg, features=features)
+        return {"current_rows": current.height, "n_drifted": len(report.drifted)}
+    from churn_assets.compute.drift_stats import drift_on_cluster
+
+    sharded = drift_on_cluster(settings, profile, current, features, client=ctx.client)
     return {
         "current_rows": current.height,
-        "sharded_seconds": time.perf_counter() - started,
         "n_drifted": len(sharded.report.drifted),
         **{k: v for k, v in sharded.metadata().items() if k != "rows_by_shard"},
     }
 
 
 STAGES: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "shard_training_set": stage_shard_training_set,
+    "ingest": stage_ingest,
+    "features": stage_features,
+    "training_set": stage_training_set,
     "lightgbm_fit": stage_lightgbm_fit,
     "optuna_trials": stage_optuna_trials,
     "batch_scores": stage_batch_scores,
     "drift": stage_drift,
 }
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 def split_periods(months: int) -> dict[str, tuple[int, int]]:
@@ -260,51 +342,60 @@ def split_periods(months: int) -> dict[str, tuple[int, int]]:
     }
 
 
-def run_size(customers: int, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from dask.utils import parse_bytes
-
-    from churn_assets.compute.cluster import dask_client, worker_count
-
+def size_settings(customers: int, engine: str, args: argparse.Namespace) -> Settings:
     compute = ComputeSettings(
-        engine="dask",
+        engine=engine,
         scheduler=args.scheduler or f"local:{args.workers}",
         worker_memory_limit=args.worker_memory,
         threads_per_worker=args.threads,
         shards=args.shards,
     )
-    settings = Settings(
+    return Settings(
         home=args.home / str(customers),
         simulation=SimulationSettings(n_customers=customers, history_months=args.months),
         modeling=ModelingSettings(n_trials=max(args.trials, 1), **split_periods(args.months)),
         compute=compute,
     )
-    settings.home.mkdir(parents=True, exist_ok=True)
-    world = prepare_world(settings)
+
+
+def run_size(customers: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from dask.utils import parse_bytes
+
+    from churn_assets.compute.engine import open_engine
+
+    prepare = size_settings(customers, "local", args)
+    prepare.home.mkdir(parents=True, exist_ok=True)
+    world = prepare_world(prepare)
+    print(json.dumps({"customers": customers, "world": world}), flush=True)
     rows: list[dict[str, Any]] = []
-    with dask_client(compute, storage_root=settings.home) as client:
-        ctx = Context(settings, client, world["week"], str(world["champion"]))
-        ctx.out.update(rounds=args.lgbm_rounds, trials=args.trials)
-        for name in args.stages:
-            load_start = os.getloadavg()[0]
-            memory = WorkerMemory(client, args.interval)
-            with memory.sampling():
-                started = time.perf_counter()
-                detail = STAGES[name](ctx)
-                seconds = time.perf_counter() - started
-            row = {
-                "customers": customers,
-                "stage": name,
-                "seconds": round(seconds, 2),
-                "workers": worker_count(client),
-                "worker_memory_limit_bytes": parse_bytes(compute.worker_memory_limit),
-                "peak_worker_memory_bytes": max(memory.peaks.values(), default=0),
-                "peak_memory_by_worker": memory.peaks,
-                "driver_peak_rss_bytes": memory.driver_peak,
-                "load_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-                "detail": detail,
-            }
-            print(json.dumps(row, default=str), flush=True)
-            rows.append(row)
+    for engine_name in args.engines:
+        settings = size_settings(customers, engine_name, args)
+        with open_engine(settings) as engine:
+            ctx = Context(engine, world["week"], str(world["champion"]), args.lgbm_rounds, args.trials)
+            for name in args.stages:
+                load_start = os.getloadavg()[0]
+                memory = PeakMemory(engine.client, args.interval)
+                with memory.sampling():
+                    started = time.perf_counter()
+                    detail = STAGES[name](ctx)
+                    seconds = time.perf_counter() - started
+                row = {
+                    "customers": customers,
+                    "engine": engine.label,
+                    "stage": name,
+                    "seconds": round(seconds, 2),
+                    "workers": engine.workers,
+                    "worker_memory_limit_bytes": (
+                        parse_bytes(settings.compute.worker_memory_limit) if engine.client else None
+                    ),
+                    "peak_worker_memory_bytes": max(memory.peaks.values(), default=0),
+                    "peak_memory_by_worker": memory.peaks,
+                    "driver_peak_rss_bytes": memory.driver_peak,
+                    "load_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+                    "detail": detail,
+                }
+                print(json.dumps(row, default=str), flush=True)
+                rows.append(row)
     return rows
 
 
@@ -314,6 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--customers", type=int, nargs="+", required=True, help="World sizes (customers).")
     parser.add_argument("--home", type=Path, required=True, help="State folder; one sub-folder per size.")
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["local", "dask"],
+        choices=["local", "dask"],
+        help="Engines, in order.",
+    )
     parser.add_argument("--months", type=int, default=18, help="History months of each world.")
     parser.add_argument("--workers", type=int, default=2, help="Worker processes of the local:N cluster.")
     parser.add_argument("--worker-memory", default="4GiB", help="Memory limit of each worker (Dask syntax).")
@@ -329,17 +427,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(n < 100 for n in args.customers):
         parser.error("--customers: every size must be at least 100")
-    if "lightgbm_fit" in args.stages and "shard_training_set" not in args.stages:
-        parser.error("--stages: lightgbm_fit needs shard_training_set before it")
+    fit = [s for s in ("lightgbm_fit", "optuna_trials") if s in args.stages]
+    if fit and "training_set" not in args.stages:
+        parser.error(f"--stages: {fit[0]} needs training_set before it")
     summary = [row for customers in args.customers for row in run_size(customers, args)]
     print(
-        f"{'customers':>10} {'stage':<20} {'seconds':>9} {'peak worker GiB':>16} {'limit GiB':>10}",
+        f"{'customers':>10} {'engine':<18} {'stage':<14} {'seconds':>8} {'run GiB':>8} "
+        f"{'worker GiB':>11} {'limit GiB':>10}",
         file=sys.stderr,
     )
     for r in summary:
+        limit = r["worker_memory_limit_bytes"]
         print(
-            f"{r['customers']:>10} {r['stage']:<20} {r['seconds']:>9.1f} "
-            f"{r['peak_worker_memory_bytes'] / 2**30:>16.2f} {r['worker_memory_limit_bytes'] / 2**30:>10.2f}",
+            f"{r['customers']:>10} {r['engine'][:18]:<18} {r['stage']:<14} {r['seconds']:>8.1f} "
+            f"{r['driver_peak_rss_bytes'] / 2**30:>8.2f} {r['peak_worker_memory_bytes'] / 2**30:>11.2f} "
+            f"{(limit or 0) / 2**30:>10.2f}",
             file=sys.stderr,
         )
     return 0

@@ -7,21 +7,25 @@ Storage (``settings.prediction_log_dir``, default ``home/prediction_log``):
 * ``wal/<pid>-<uuid>.wal`` — each live :class:`PredictionLogWriter` appends every record as one
   orjson line to its own write-ahead file *before* buffering it, and holds an exclusive ``flock`` on
   it. A flush writes the buffer as a segment and truncates the WAL. A writer that died without
-  flushing (crash, ``SIGKILL``) leaves its WAL behind unlocked; the next writer to start recovers it
-  into a segment. So: every appended record ends up in exactly one segment after a clean close, and
-  after a crash once any writer starts again (a crash between a segment's rename and the WAL's
-  truncation would store that flush twice; records carry ``request_id`` to spot it).
+  flushing (crash, ``SIGKILL``) leaves its WAL behind unlocked; a writer recovers such files into a
+  segment when it starts and, with a flush thread, at every flush interval — so the surviving workers of
+  a service store a killed worker's records within one interval, without waiting for its replacement.
+  So: every appended record ends up in exactly one segment after a clean close, and after a crash once
+  any writer runs (a crash between a segment's rename and the WAL's truncation would store that flush
+  twice; records carry ``request_id`` to spot it).
 
 :func:`read_predictions` reads the segments (flushed records only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -144,9 +148,9 @@ def _write_segment(directory: Path, frame: pl.DataFrame, seq: int) -> Path:
     return final
 
 
-def _read_wal(path: Path) -> list[list[Any]]:
+def _parse_wal(data: bytes) -> list[list[Any]]:
     rows = []
-    for line in path.read_bytes().splitlines():
+    for line in data.splitlines():
         try:
             rows.append(orjson.loads(line))
         except orjson.JSONDecodeError:  # a line torn by a crash mid-write
@@ -168,13 +172,21 @@ def recover_orphans(settings: Settings) -> int:
         with fh:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # a live writer owns it
+            except BlockingIOError:  # a live writer owns it, or another writer is recovering it
                 continue
-            rows = _read_wal(path)
+            if os.fstat(fh.fileno()).st_nlink == 0:  # recovered and removed by another writer meanwhile
+                continue
+            rows = _parse_wal(fh.read())
             if rows:
                 _write_segment(segments_dir(settings), frame_from_raw(rows), 0)
                 recovered += len(rows)
             path.unlink(missing_ok=True)
+    # A writer that died between creating its WAL and naming it left an empty ``.tmp`` file (a writer
+    # names it microseconds after creating it: one a minute old is abandoned).
+    for tmp in directory.glob(".*.wal.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - tmp.stat().st_mtime > 60:
+                tmp.unlink()
     return recovered
 
 
@@ -218,6 +230,16 @@ class PredictionLogWriter:
                 self.flush()
             except Exception:  # keep flushing later; the rows stay buffered and in the WAL
                 logging.getLogger(__name__).exception("prediction log flush failed")
+            try:
+                recovered = recover_orphans(self.settings)
+            except Exception:  # a dead writer's WAL stays for the next try
+                logging.getLogger(__name__).exception("prediction log recovery failed")
+                continue
+            if recovered:
+                self.recovered += recovered
+                logging.getLogger(__name__).warning(
+                    "prediction log: %d records of a dead writer recovered into a segment", recovered
+                )
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Validate and log ``records`` (mappings with the schema's fields)."""
@@ -236,9 +258,23 @@ class PredictionLogWriter:
             self.flush()
 
     def _open_wal(self) -> None:
-        self.wal_path = wal_dir(self.settings) / f"{os.getpid()}-{uuid.uuid4().hex}.wal"
-        self._wal = open(self.wal_path, "ab")  # noqa: SIM115 - held until rotated or closed
-        fcntl.flock(self._wal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._wal, self.wal_path = self._new_wal()
+
+    def _new_wal(self) -> tuple[IO[bytes], Path]:
+        """A new WAL file, locked before it gets its ``.wal`` name: a writer looking for orphans never
+        finds it unlocked."""
+        name = f"{os.getpid()}-{uuid.uuid4().hex}.wal"
+        tmp = wal_dir(self.settings) / f".{name}.tmp"
+        fh = open(tmp, "ab")  # noqa: SIM115 - held until rotated or closed
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = tmp.with_name(name)
+            os.rename(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            fh.close()
+            raise
+        return fh, path
 
     def flush(self) -> int:
         """Write buffered records as one segment; returns how many.
@@ -252,10 +288,11 @@ class PredictionLogWriter:
             with self._lock:
                 if not self._buffer or self._closed:
                     return 0
+                wal = self._new_wal()  # first: if it fails, nothing has moved
                 rows, self._buffer = self._buffer, []
                 self._seq += 1
                 self._stale.append((self._wal, self.wal_path))
-                self._open_wal()
+                self._wal, self.wal_path = wal
             try:
                 _write_segment(segments_dir(self.settings), frame_from_raw(rows), self._seq)
             except Exception:
@@ -263,8 +300,8 @@ class PredictionLogWriter:
                     self._buffer[:0] = rows  # retried by the next flush; their WAL stays
                 raise
             for fh, path in self._stale:
+                path.unlink(missing_ok=True)  # before the lock is released: never seen unlocked
                 fh.close()
-                path.unlink(missing_ok=True)
             self._stale = []
             return len(rows)
 
@@ -281,8 +318,8 @@ class PredictionLogWriter:
             if self._closed:
                 return
             self._closed = True
+            self.wal_path.unlink(missing_ok=True)  # before the lock is released: never seen unlocked
             self._wal.close()
-            self.wal_path.unlink(missing_ok=True)
 
     def __enter__(self) -> PredictionLogWriter:
         return self

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -109,6 +110,70 @@ def test_a_killed_writers_unflushed_records_are_recovered_by_the_next_writer(tmp
     writer.close()
     assert read_predictions(settings).height == 400
     assert not list(wal_dir(settings).glob("*.wal"))
+
+
+def test_a_live_writer_recovers_a_killed_writers_records_within_its_flush_interval(tmp_path: Path) -> None:
+    """The surviving workers of a service store a killed worker's records themselves: a writer that
+    started before the kill finds the orphaned WAL at its next flush interval (no new writer starts)."""
+    settings = Settings(home=tmp_path)
+    live = PredictionLogWriter(settings, flush_seconds=0.05)
+    try:
+        root = Path(__file__).resolve().parents[2]
+        proc = subprocess.run(
+            [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], cwd=root, env={**os.environ}, check=False
+        )
+        assert proc.returncode == 9
+        deadline = time.monotonic() + 10
+        while read_predictions(settings).height < 400 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert live.recovered == 150
+        assert read_predictions(settings).height == 400
+        assert [p.name for p in wal_dir(settings).glob("*.wal")] == [live.wal_path.name]
+    finally:
+        live.close()
+
+
+def test_writers_flushing_and_recovering_side_by_side_store_every_record_once(tmp_path: Path) -> None:
+    """Four writers append, flush and look for orphans every 10 ms while one of them is closed and
+    replaced: no record is lost, none stored twice (a rotated WAL is removed before its lock is
+    released, so no writer ever recovers rows that are already in a segment)."""
+    settings = Settings(home=tmp_path)
+    writers = [PredictionLogWriter(settings, flush_seconds=0.01) for _ in range(4)]
+    stop = threading.Event()
+    appended: list[int] = []
+    lock = threading.Lock()
+
+    def append(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            cid = k * 1_000_000 + i
+            writers[k].append([record(cid)])
+            with lock:
+                appended.append(cid)
+            i += 1
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=append, args=(k,), daemon=True) for k in range(1, 4)]
+    for t in threads:
+        t.start()
+    try:
+        for j in range(20):  # writer 0: closed and replaced over and over while the others run
+            writers[0].append([record(500_000 + 5 * j + i) for i in range(5)])
+            writers[0].close()
+            writers[0] = PredictionLogWriter(settings, flush_seconds=0.01)
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    for w in writers:
+        w.close()
+    stored = read_predictions(settings)
+    ids = stored.filter(pl.col("customer_id") >= 1_000_000)["customer_id"].to_list()
+    assert sorted(ids) == sorted(appended) and len(appended) > 100
+    first = stored.filter(pl.col("customer_id") < 1_000_000)["customer_id"].to_list()
+    assert sorted(first) == list(range(500_000, 500_100))
+    assert stored["request_id"].n_unique() == stored.height
 
 
 def test_a_live_writers_wal_is_not_recovered_by_another(tmp_path: Path) -> None:

@@ -12,10 +12,12 @@ loaded alert rules must all evaluate without error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +162,27 @@ def _burst(service: Service) -> None:
             time.sleep(0.02)
 
 
+@contextlib.contextmanager
+def _trickle(service: Service, every: float = 0.25) -> Iterator[None]:
+    """One /predict every ``every`` seconds (at most 4 per second) until the block ends."""
+    stop = threading.Event()
+
+    def send() -> None:
+        with service.client() as client:
+            i = 0
+            while not stop.wait(every):
+                i += 1
+                client.post("/predict", json={"customer_ids": [1 + i % N_CUSTOMERS]})
+
+    thread = threading.Thread(target=send, name="trickle", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 def _dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "churnops.json").read_text())
     return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
@@ -176,22 +199,26 @@ def test_every_dashboard_query_returns_data_from_the_scraped_service(
     try:
         time.sleep(service.settings.serving.rollout_refresh_seconds + 0.2)
         _burst(service)
+        # A trickle of requests while the panels are queried, as a live dashboard sees: the rate windows
+        # never run dry, however long a slow box takes to go through the panels.
+        with _trickle(service):
+            queries = _dashboard_queries()
+            assert len(queries) >= 12
+            for title, expr in queries:
+                query = expr.replace("$__rate_interval", RATE_INTERVAL)
+
+                def finite(query: str = query) -> list[dict[str, Any]]:
+                    result: list[dict[str, Any]] = _get(f"{prometheus}/query", query=query)["data"]["result"]
+                    return [r for r in result if math.isfinite(float(r["value"][1]))]
+
+                _until(f"panel {title!r}: a finite value for {query}", finite)
+            share = _get(
+                f"{prometheus}/query",
+                query=f"sum by (variant) (rate(churn_predictions_total[{RATE_INTERVAL}]))",
+            )
+            assert {"champion", "canary"} <= {r["metric"]["variant"] for r in share["data"]["result"]}
     finally:
         store.save(before)
-    queries = _dashboard_queries()
-    assert len(queries) >= 12
-    for title, expr in queries:
-        query = expr.replace("$__rate_interval", RATE_INTERVAL)
-
-        def finite(query: str = query) -> list[dict[str, Any]]:
-            result: list[dict[str, Any]] = _get(f"{prometheus}/query", query=query)["data"]["result"]
-            return [r for r in result if math.isfinite(float(r["value"][1]))]
-
-        _until(f"panel {title!r}: a finite value for {query}", finite)
-    share = _get(
-        f"{prometheus}/query", query=f"sum by (variant) (rate(churn_predictions_total[{RATE_INTERVAL}]))"
-    )
-    assert {"champion", "canary"} <= {r["metric"]["variant"] for r in share["data"]["result"]}
 
     def rules() -> list[dict[str, Any]]:
         return [r for g in _get(f"{prometheus}/rules")["data"]["groups"] for r in g["rules"]]
