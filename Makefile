@@ -87,7 +87,7 @@ services:
 		test -x $(PROMTOOL) || { echo "prometheus installed, but $(PROMTOOL) is missing" >&2; exit 1; }; \
 	fi
 
-## demo: history -> main job -> champion v1 -> bento -> 16 production weeks run by the Dagster daemon; prints the weeks' table + status report
+## demo: history -> main job -> champion v1 -> bento -> 16 production weeks driven by the code location's sensors (ticked in process); prints the weeks' table + status report
 demo: install
 	$(BIN)/churnops demo
 

@@ -19,6 +19,7 @@ import bentoml
 from churn_assets.serving.app import build_app, hot_routes
 from churn_assets.serving.bento_build import load_exported
 from churn_assets.serving.bentoml_schema import SchemaWithFastPath, fast_path_routes
+from churn_assets.serving.http_metrics import own_multiprocess_dir
 from churn_assets.serving.http_server import install as install_http_timeouts
 from churn_assets.serving.runtime import Runtime
 from churn_assets.settings import get_settings
@@ -27,6 +28,9 @@ from churn_assets.structured_logging import configure_logging
 MANIFEST: dict[str, Any] = json.loads((Path(__file__).parent / "serving_models.json").read_text())
 SETTINGS = get_settings()
 configure_logging(SETTINGS.logging)  # console lines or JSON lines (logging.format), on stderr
+# This server's metric files in a folder of its own: another server started from the same BentoML home
+# does not wipe them (BentoML empties its shared folder at every server start).
+own_multiprocess_dir(SETTINGS.bentoml_home)
 _RUNTIME: dict[str, Runtime] = {}
 log = logging.getLogger("churnops.serving")
 # /docs.json (the spec behind BentoML's docs page `/`) = BentoML's spec + the mounted endpoints.

@@ -7,7 +7,10 @@ process (:func:`metrics_for`): a second app in the same process reuses them.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 # The latency SLOs (``serving.slo_latency_p95_ms`` 45 ms, ``slo_latency_p99_ms`` 120 ms) are bucket bounds, so
@@ -158,3 +161,41 @@ def metrics_for(module: Any = None) -> Metrics:
     if key not in _METRICS:
         _METRICS[key] = Metrics(module)
     return _METRICS[key]
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def own_multiprocess_dir(bentoml_home: Path) -> Path | None:
+    """Give this BentoML server a Prometheus multiprocess folder of its own; call it where the service
+    module is imported. Returns the folder, or None in a worker process (it uses its server's folder).
+
+    BentoML keeps the metric files of a server's workers in ``<BENTOML_HOME>/prometheus_multiproc_dir``
+    and empties that folder when a server starts, so a second server started from the same home (another
+    port, a second ``churnops serve``) would silently wipe the metrics of one already running: its
+    ``/metrics`` stops showing what its workers count. In the server process (before BentoML has set
+    ``PROMETHEUS_MULTIPROC_DIR`` for its workers) this points BentoML at
+    ``<bentoml_home>/prometheus_multiproc/<pid>`` and removes the folders of servers no longer running.
+    """
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    root = bentoml_home / "prometheus_multiproc"
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.iterdir():
+        if stale.name.isdigit() and not _running(int(stale.name)):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = root / str(os.getpid())
+    BentoMLContainer.prometheus_multiproc_dir.set(str(folder))
+    return folder
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # running, as another user
+        return True
+    return True
