@@ -10,22 +10,6 @@ from churn_assets.settings import Settings
 # in pyproject.toml. The service URLs are the product's own settings (CHURNOPS_FEATURE_STORE__REDIS_URL,
 # CHURNOPS_POSTGRES_URL), so the tests reach the same servers the product is configured for.
 
-SHARED_SERVICE_GROUP = "shared-churn-service"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist (`make test`: ``--dist loadgroup``): a test file runs whole in one process,
-    and every test of the session's shared churn service (``tests/serving/conftest.py``'s ``service``)
-    runs in the same process, in collection order — they share its registry, rollout state and
-    prediction log, so they run in the order they run without xdist."""
-    root = config.rootpath
-    for item in items:
-        if "service" in getattr(item, "fixturenames", ()):
-            group = SHARED_SERVICE_GROUP
-        else:
-            group = str(item.path.relative_to(root))
-        item.add_marker(pytest.mark.xdist_group(group))
-
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
