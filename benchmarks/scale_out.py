@@ -49,6 +49,7 @@ from typing import Any
 
 import psutil
 
+from churn_assets.orchestration.demo import usable_cores
 from churn_assets.settings import ComputeSettings, ModelingSettings, Settings, SimulationSettings
 
 READY = "scale_out_world.json"
@@ -323,10 +324,6 @@ STAGES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "batch_scores": stage_batch_scores,
     "drift": stage_drift,
 }
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def split_periods(months: int) -> dict[str, tuple[int, int]]:

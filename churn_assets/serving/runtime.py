@@ -74,6 +74,8 @@ class ShadowScorer:
         self._thread: threading.Thread | None = None
 
     def _started(self) -> queue.Queue[ShadowWork | None]:
+        if self._pid == os.getpid():  # started in this process: no lock on the request path
+            return self._queue
         with self._lock:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
