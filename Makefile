@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# pytest processes of `make test` (pytest-xdist; each takes whole test files, the tests of the shared churn
+# service all in one process: tests/conftest.py): 2 for a 2-core box, 1 = serial
+TEST_PROCESSES ?= 2
 export DAGSTER_HOME := $(CURDIR)/.churnops/dagster
 
 # The services the tests use (tests read their URLs from churn_assets.settings, whose defaults are these).
@@ -91,13 +94,13 @@ services:
 demo: install
 	$(BIN)/churnops demo
 
-## test: services + lint + typecheck + contract samples + the whole test suite (all markers)
+## test: services + lint + typecheck + contract samples + the whole test suite (all markers), in 2 processes
 test: install services lint typecheck contracts
-	$(BIN)/pytest -q -m "" tests
+	$(BIN)/pytest -q -m "" -n $(TEST_PROCESSES) --dist loadgroup tests
 
 ## test-fast: the test suite without the e2e and service-marked tests (starts no services)
 test-fast: install
-	$(BIN)/pytest -q -m "not e2e and not service" tests
+	$(BIN)/pytest -q -m "not e2e and not service" -n $(TEST_PROCESSES) --dist loadgroup tests
 
 ## lint: ruff check + ruff format --check + the import-linter layer contracts
 lint: install

@@ -1,7 +1,9 @@
 """The churnops BentoML service (see docs/serving.md).
 
 Models are declared as ``bentoml.models.BentoModel`` class attributes from ``serving_models.json`` (written by
-``churn_assets.serving.bento_build``): ``stable`` always, ``candidate`` while a rollout is active. The hot
+``churn_assets.serving.bento_build``): ``stable`` always, ``candidate`` while a rollout is active. A built
+bento reads the manifest it was built with (beside this file); run from the source tree, the service reads
+the one in the settings' BentoML home. The hot
 endpoints live in a Starlette app mounted with ``@bentoml.asgi_app`` (the fast path); ``POST /predict`` and
 ``/predict_features`` are dispatched by the HTTP server straight to its endpoints (``serving.http_server``).
 BentoML keeps its own ``/livez``, ``/readyz`` (``__is_ready__``: model loaded AND feature store answers) and
@@ -17,7 +19,7 @@ from typing import Any
 import bentoml
 
 from churn_assets.serving.app import build_app, hot_routes
-from churn_assets.serving.bento_build import load_exported
+from churn_assets.serving.bento_build import MANIFEST_NAME, load_exported, manifest_path
 from churn_assets.serving.bentoml_schema import SchemaWithFastPath, fast_path_routes
 from churn_assets.serving.http_metrics import own_multiprocess_dir
 from churn_assets.serving.http_server import install as install_http_timeouts
@@ -25,8 +27,11 @@ from churn_assets.serving.runtime import Runtime
 from churn_assets.settings import get_settings
 from churn_assets.structured_logging import configure_logging
 
-MANIFEST: dict[str, Any] = json.loads((Path(__file__).parent / "serving_models.json").read_text())
 SETTINGS = get_settings()
+_BUNDLED = Path(__file__).parent / MANIFEST_NAME
+MANIFEST: dict[str, Any] = json.loads(
+    (_BUNDLED if _BUNDLED.exists() else manifest_path(SETTINGS)).read_text()
+)
 configure_logging(SETTINGS.logging)  # console lines or JSON lines (logging.format), on stderr
 # This server's metric files in a folder of its own: another server started from the same BentoML home
 # does not wipe them (BentoML empties its shared folder at every server start).

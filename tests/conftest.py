@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from churn_assets.settings import Settings
@@ -9,6 +11,22 @@ from churn_assets.settings import Settings
 # The repository root is importable (``tests.*``, ``bento.*``) through pytest's ``pythonpath`` option
 # in pyproject.toml. The service URLs are the product's own settings (CHURNOPS_FEATURE_STORE__REDIS_URL,
 # CHURNOPS_POSTGRES_URL), so the tests reach the same servers the product is configured for.
+
+SHARED_SERVICE_GROUP = "shared-churn-service"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist (`make test`: ``--dist loadgroup``): a test file runs whole in one process,
+    and every test of the session's shared churn service (``tests/serving/conftest.py``'s ``service``)
+    runs in the same process, in collection order — they share its registry, rollout state and
+    prediction log, so they run in the order they run without xdist."""
+    root = config.rootpath
+    for item in items:
+        if "service" in getattr(item, "fixturenames", ()):
+            group = SHARED_SERVICE_GROUP
+        else:
+            group = str(item.path.relative_to(root))
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
@@ -59,10 +77,14 @@ def fresh_postgres_database(postgres_url: str):
 @pytest.fixture(scope="session")
 def history_cache(tmp_path_factory: pytest.TempPathFactory):
     """Tiny worlds' simulated histories run through the main job once per session
-    (tests/monitoring_helpers.py, ``HistoryCache``)."""
+    (tests/monitoring_helpers.py, ``HistoryCache``), shared by the session's pytest-xdist processes: their
+    temporary folders (``popen-gw0``, ``popen-gw1``) sit in one session folder."""
     from tests.monitoring_helpers import HistoryCache
 
-    return HistoryCache(tmp_path_factory.mktemp("histories"))
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "histories"
+    root.mkdir(exist_ok=True)
+    return HistoryCache(root)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ tests/model/test_training_e2e.py and is too slow to repeat here).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -45,6 +46,9 @@ def register_quick_champion(settings: Settings) -> str:
 class HistoryCache:
     """Simulated histories run through the main job, built once per session and copied into each world.
 
+    ``root`` may be shared by the processes of one pytest-xdist session (``tests/conftest.py``'s ``history_cache``): a
+    history is built by the first process that needs it, under a file lock, and copied by all.
+
     The main job (raw + features groups) reads the simulation, feature-store, compute and contract
     settings only (the cache key), and writes the landing files, the warehouse and the online store under ``home``, none of which holds
     an absolute path; so the files a history left under one home are what simulating and running it under
@@ -63,17 +67,19 @@ class HistoryCache:
         )
         key = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
         built, weeks_file = self.root / key, self.root / f"{key}.weeks.json"
-        if not built.exists():
-            staging = self.root / f"{key}.staging"
-            shutil.rmtree(staging, ignore_errors=True)
-            source = settings.model_copy(update={"home": staging})
-            world = World.create(source.simulation)
-            weeks = world.simulate_history(source.landing_dir)
-            world.save(source.world_state_path)
-            ran = run_pipeline(dg.DagsterInstance.ephemeral(), weeks, resources=build_resources(source))
-            assert ran.success
-            weeks_file.write_text(json.dumps(weeks))
-            staging.rename(built)
+        with (self.root / f"{key}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # pytest-xdist: one process builds it, the others wait for it
+            if not built.exists():
+                staging = self.root / f"{key}.staging"
+                shutil.rmtree(staging, ignore_errors=True)
+                source = settings.model_copy(update={"home": staging})
+                world = World.create(source.simulation)
+                weeks = world.simulate_history(source.landing_dir)
+                world.save(source.world_state_path)
+                ran = run_pipeline(dg.DagsterInstance.ephemeral(), weeks, resources=build_resources(source))
+                assert ran.success
+                weeks_file.write_text(json.dumps(weeks))
+                staging.rename(built)
         shutil.copytree(built, settings.home, dirs_exist_ok=True)
         weeks = json.loads(weeks_file.read_text())
         register_weeks(instance, weeks)

@@ -32,7 +32,6 @@ from churn_assets.modeling.evaluation import GateResult
 from churn_assets.modeling.registry import ModelRegistry
 from churn_assets.modeling.tracking import configure, log_candidate_run
 from churn_assets.modeling.training_set import categorical_features, feature_names
-from churn_assets.serving.bento_build import MANIFEST
 from churn_assets.serving.prediction_log import PredictionLogWriter
 from churn_assets.serving.runtime import Runtime
 from churn_assets.serving.scoring import ScoringModel
@@ -131,20 +130,9 @@ def fill_online_store(store: OnlineStore, customer_ids: Sequence[int]) -> None:
         store.write(group.name, random_group_frame(group, customer_ids, [AS_OF], seed=i), now=AS_OF)
 
 
-def backup_manifest() -> bytes | None:
-    """The bento's serving manifest as it is now (None: there is none), for :func:`remove_scratch_state`."""
-    return MANIFEST.read_bytes() if MANIFEST.exists() else None
-
-
-def remove_scratch_state(
-    manifest_backup: bytes | None, store: OnlineStore, redis_url: str, prefix: str
-) -> None:
-    """Undo a scratch serving setup: the serving manifest put back as ``manifest_backup`` was (removed
-    when it was None), ``store`` cleared and closed, and every Redis key under ``{prefix}:`` deleted."""
-    if manifest_backup is not None:
-        MANIFEST.write_bytes(manifest_backup)
-    else:
-        MANIFEST.unlink(missing_ok=True)
+def remove_scratch_state(store: OnlineStore, redis_url: str, prefix: str) -> None:
+    """Undo a scratch serving setup: ``store`` cleared and closed, and every Redis key under ``{prefix}:``
+    deleted (the serving manifest lives in the scratch home, removed with it)."""
     store.clear()
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(match=f"{prefix}:*"):

@@ -4,14 +4,14 @@ predict runs on one thread, as the churn service's does (OpenMP's thread team co
 so the comparison measures the serving path, not LightGBM's threading."""
 
 import json
-from pathlib import Path
 
 import bentoml
 import numpy as np
 
-from churn_assets.serving.bento_build import load_exported
+from churn_assets.serving.bento_build import load_exported, manifest_path
+from churn_assets.settings import get_settings
 
-MANIFEST = json.loads((Path(__file__).resolve().parents[2] / "bento" / "serving_models.json").read_text())
+MANIFEST = json.loads(manifest_path(get_settings()).read_text())
 
 
 @bentoml.service(name="bare_lightgbm", workers=2, logging={"access": {"enabled": False}})

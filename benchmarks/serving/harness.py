@@ -41,7 +41,6 @@ from churn_assets.serving.rollout import RolloutStore
 from churn_assets.settings import Settings
 from tests.serving_helpers import (
     AS_OF,
-    backup_manifest,
     ensemble_model,
     feature_frame,
     fill_online_store,
@@ -98,7 +97,6 @@ def scratch_service(
     home = Path(tempfile.mkdtemp(prefix=f"churnops-bench-{label}-"))
     prefix = f"churnops-bench:{uuid.uuid4().hex[:10]}"
     settings = serving_settings(home, redis_url=redis_url, redis_key_prefix=f"{prefix}:serving")
-    backup = backup_manifest()
     store = RedisOnlineStore(redis_url, f"{prefix}:fs")
     try:
         _, champion = register_models(settings)
@@ -117,7 +115,7 @@ def scratch_service(
         }
         yield ScratchService(home, settings, env, champion)
     finally:
-        remove_scratch_state(backup, store, redis_url, prefix)
+        remove_scratch_state(store, redis_url, prefix)
 
 
 def start(target: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -7,10 +7,14 @@
 * :func:`export_version` — copy a registered version's MLflow model into the BentoML model store
   (``settings.bentoml_home``) as ``<registered name>:v<version>`` with ``serving.json`` (features, threshold,
   flavor, semver, calibrator, ensemble members and weights) beside it.
-* :func:`write_manifest` — ``bento/serving_models.json``: the BentoML tags of the stable and (during a
-  rollout) candidate models, read by ``bento/service.py`` to declare its ``BentoModel`` attributes.
+* :func:`write_manifest` — ``<BentoML home>/serving_models.json``: the BentoML tags of the stable and
+  (during a rollout) candidate models, read by ``bento/service.py`` to declare its ``BentoModel``
+  attributes. It lives with the settings' BentoML home, never in the source tree: two homes (two users,
+  two test processes) serve and build from one checkout without touching each other's models.
 * :func:`build_bento` — the above, then ``bentoml build`` (``python.lock_packages: false``: no package
-  index needed) in a subprocess with ``BENTOML_HOME`` from the settings; the bento tag is recorded on the
+  index needed) in a subprocess with ``BENTOML_HOME`` from the settings, from a build context of its own
+  (the sources the bentofile includes, copied under the BentoML home, with the manifest beside
+  ``service.py``, where the built bento's service reads it); the bento tag is recorded on the
   registry version (tag ``bento_tag``). Versions other than stable / candidate / previous are removed from
   the model store once older than ``serving.previous_retention_days``.
 """
@@ -34,7 +38,9 @@ from churn_assets.settings import Settings, child_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTO_DIR = REPO_ROOT / "bento"
-MANIFEST = BENTO_DIR / "serving_models.json"
+MANIFEST_NAME = "serving_models.json"
+# What the bentofile includes (bento/bentofile.yaml), copied into each build's own context.
+BUILD_SOURCES = ("bento", "churn_assets", "data_contracts")
 META_FILE = "serving.json"
 
 
@@ -154,7 +160,13 @@ def load_exported(path: str | Path) -> Any:
     )
 
 
-def write_manifest(settings: Settings, state: RolloutState, path: Path = MANIFEST) -> dict[str, str | None]:
+def manifest_path(settings: Settings) -> Path:
+    """Where ``settings``' serving manifest lives: in its BentoML home (the service run from source reads
+    it there; a built bento carries its own copy beside ``service.py``)."""
+    return settings.bentoml_home / MANIFEST_NAME
+
+
+def write_manifest(settings: Settings, state: RolloutState) -> dict[str, str | None]:
     """Export stable (+ candidate) and write the manifest the service declares its models from."""
     if state.stable_version is None:
         raise BentoBuildError("rollout state has no stable version")
@@ -162,8 +174,27 @@ def write_manifest(settings: Settings, state: RolloutState, path: Path = MANIFES
         "stable": export_version(settings, state.stable_version),
         "candidate": export_version(settings, state.candidate_version) if state.active else None,  # type: ignore[arg-type]
     }
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    path = manifest_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(path)  # a service starting meanwhile reads the old manifest or the new one, never half
     return manifest
+
+
+def build_context(settings: Settings) -> Path:
+    """A fresh copy of the sources the bentofile includes, under the BentoML home, with the serving
+    manifest beside ``service.py``: what ``bentoml build`` packs (the source tree is only read)."""
+    context = settings.bentoml_home / "build-context"
+    shutil.rmtree(context, ignore_errors=True)
+    for name in BUILD_SOURCES:
+        shutil.copytree(
+            REPO_ROOT / name,
+            context / name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", MANIFEST_NAME),
+        )
+    shutil.copy2(manifest_path(settings), context / BENTO_DIR.name / MANIFEST_NAME)
+    return context
 
 
 def prune(settings: Settings, keep: set[str]) -> list[str]:
@@ -200,18 +231,19 @@ def build_bento(settings: Settings) -> BentoBuild:
     keep = {t for t in manifest.values() if t}
     if previous is not None:
         keep.add(export_version(settings, previous))
+    context = build_context(settings)
     proc = subprocess.run(
         [
             str(Path(sys.executable).with_name("bentoml")),
             "build",
-            str(REPO_ROOT),
+            str(context),
             "-f",
-            str(BENTO_DIR / "bentofile.yaml"),
+            str(context / BENTO_DIR.name / "bentofile.yaml"),
             "--output",
             "tag",
         ],
         env=bentoml_env(settings),
-        cwd=REPO_ROOT,
+        cwd=context,
         capture_output=True,
         text=True,
         check=False,

@@ -1,8 +1,9 @@
 """The Dagster assets on the Dask engine against a real world, and a worker process killed mid-stage.
 
 One tiny simulated world with a registered champion (tests/monitoring_helpers.py); the assets run with
-``compute.engine = dask`` against this module's own LocalCluster (2 worker processes, 1 GiB each, a task
-given up after its worker died twice), reached by its ``tcp://`` address like a remote scheduler:
+``compute.engine = dask`` against this module's own cluster of separate processes (a scheduler and 2
+nannies, one worker process of 1 GiB each; a task given up after its worker died twice), reached by its
+``tcp://`` address like a remote scheduler:
 
 * batch scores: identical to the local engine's for the same champion; a worker killed on every attempt
   fails the stage and the prediction log stays as it was; a worker killed once is replaced and the stage
@@ -15,14 +16,15 @@ given up after its worker died twice), reached by its ``tcp://`` address like a 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
-import dask
 import polars as pl
 import pytest
 
-from churn_assets.compute.cluster import dask_client
 from churn_assets.defs.assets.monitoring import drift_report
 from churn_assets.defs.assets.production import batch_scores
 from churn_assets.defs.assets.training import candidates
@@ -40,12 +42,26 @@ SCORED = ["customer_id", "variant", "model_version", "score", "label", "feature_
 
 @pytest.fixture(scope="module")
 def cluster():
+    """A scheduler and 2 nannies (one worker process each, 1 GiB) in processes of their own, as on a real
+    cluster: a busy test process (the Dagster run, in process) never delays the scheduler noticing a lost
+    worker or a nanny restarting one. The scheduler gives a task up after its worker died twice."""
+    from distributed import Client
+    from distributed.deploy.subprocess import SubprocessCluster
+
     with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-        dask_client(
-            ComputeSettings(engine="dask", scheduler="local:2", worker_memory_limit="1GiB")
-        ) as client,
+        # read by the scheduler's process at start (dask's environment configuration)
+        mock.patch.dict(os.environ, {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}),
+        SubprocessCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            worker_kwargs={"memory_limit": "1GiB"},
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        ) as subprocesses,
+        Client(subprocesses) as client,
     ):
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 1
+        client.wait_for_workers(2, timeout=120)
         yield client
 
 

@@ -25,7 +25,6 @@ from tests.reliability.load import API_KEY
 from tests.serving.conftest import N_CUSTOMERS, free_port, start_service, stop_service, wait_ready
 from tests.serving_helpers import (
     AS_OF,
-    backup_manifest,
     fill_online_store,
     register_models,
     remove_scratch_state,
@@ -128,7 +127,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         home, redis_url=server.url, redis_key_prefix=f"{prefix}:serving", rollout_backend="redis"
     )
     store = RedisOnlineStore(server.url, f"{prefix}:fs")
-    backup = backup_manifest()
     process: subprocess.Popen[bytes] | None = None
     try:
         _, champion = register_models(settings)
@@ -166,6 +164,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             server.start()
         if server.frozen:
             server.thaw()
-        remove_scratch_state(backup, store, server.url, prefix)
+        remove_scratch_state(store, server.url, prefix)
         server.close()
         os.environ.pop("BENTOML_HOME", None)

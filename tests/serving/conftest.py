@@ -21,7 +21,6 @@ from churn_assets.serving.rollout import RolloutStore
 from churn_assets.settings import Settings
 from tests.serving_helpers import (
     TcpProxy,
-    backup_manifest,
     fill_online_store,
     proxied_redis_url,
     redis_port,
@@ -148,7 +147,6 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
     RolloutStore(settings).set_stable(previous)
     state = sync_rollout(settings)
     assert (state.phase, state.candidate_version) == ("shadow", champion)
-    backup = backup_manifest()
     write_manifest(settings, state)
     port = free_port()
     process = start_service(settings, overrides, port)
@@ -169,5 +167,5 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
         yield svc
     finally:
         stop_service(svc.process)  # the current one (a test may restart the service)
-        remove_scratch_state(backup, store, redis_url, prefix)
+        remove_scratch_state(store, redis_url, prefix)
         os.environ.pop("BENTOML_HOME", None)

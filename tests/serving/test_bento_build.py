@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +12,7 @@ from churn_assets.defs.assets.serving import champion_bento
 from churn_assets.defs.keys import CHAMPION_BENTO
 from churn_assets.defs.resources import build_resources
 from churn_assets.modeling.registry import ModelRegistry
-from churn_assets.serving.bento_build import MANIFEST, kept_bento, latest_bento, load_exported, model_store
+from churn_assets.serving.bento_build import REPO_ROOT, kept_bento, latest_bento, load_exported, model_store
 from churn_assets.serving.rollout import RolloutStore
 from tests.serving_helpers import feature_frame, register, register_models, serving_settings, train_model
 
@@ -21,57 +22,54 @@ pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) -> None:
     settings = serving_settings(tmp_path)
     previous, champion = register_models(settings)
-    backup = MANIFEST.read_bytes() if MANIFEST.exists() else None
-    try:
-        result = dg.materialize([champion_bento], resources=build_resources(settings))
-        assert result.success
-        [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
-        meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        # First deployment: the champion becomes the stable version, no rollout yet.
-        assert meta["rollout_phase"] == "none" and meta["candidate_model"] == "none"
-        assert meta["stable_model"] == f"churn-model:v{champion}"
-        bento_tag = str(meta["bento_tag"])
-        assert bento_tag.startswith("churn_service:") and latest_bento(settings) == bento_tag
-        assert ModelRegistry(settings).tags(champion)["bento_tag"] == bento_tag
-        bento_dir = settings.bentoml_home / "bentos" / "churn_service" / bento_tag.split(":")[1]
-        assert (bento_dir / "src" / "bento" / "service.py").exists()
-        assert (bento_dir / "src" / "churn_assets" / "serving" / "app.py").exists()
-        assert "churn-model" in (bento_dir / "bento.yaml").read_text()
-        # The exported model scores like the registry version.
-        stored = model_store(settings).get(f"churn-model:v{champion}")
-        exported = load_exported(stored.path)
-        assert (exported.version, exported.threshold) == (champion, 0.5)
+    result = dg.materialize([champion_bento], resources=build_resources(settings))
+    assert result.success
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    # First deployment: the champion becomes the stable version, no rollout yet.
+    assert meta["rollout_phase"] == "none" and meta["candidate_model"] == "none"
+    assert meta["stable_model"] == f"churn-model:v{champion}"
+    bento_tag = str(meta["bento_tag"])
+    assert bento_tag.startswith("churn_service:") and latest_bento(settings) == bento_tag
+    assert ModelRegistry(settings).tags(champion)["bento_tag"] == bento_tag
+    bento_dir = settings.bentoml_home / "bentos" / "churn_service" / bento_tag.split(":")[1]
+    assert (bento_dir / "src" / "bento" / "service.py").exists()
+    # The bento carries the manifest it was built with; the source tree is left alone.
+    bundled = json.loads((bento_dir / "src" / "bento" / "serving_models.json").read_text())
+    assert bundled == {"stable": f"churn-model:v{champion}", "candidate": None}
+    assert not (REPO_ROOT / "bento" / "serving_models.json").exists()
+    assert (bento_dir / "src" / "churn_assets" / "serving" / "app.py").exists()
+    assert "churn-model" in (bento_dir / "bento.yaml").read_text()
+    # The exported model scores like the registry version.
+    stored = model_store(settings).get(f"churn-model:v{champion}")
+    exported = load_exported(stored.path)
+    assert (exported.version, exported.threshold) == (champion, 0.5)
 
-        # A retraining that KEPT the champion reuses this bento; a promotion (or a run that decided
-        # nothing, like this standalone materialization) builds.
-        decision = tmp_path / "champion.json"
-        decision.write_text('{"outcome": "kept"}')
-        assert kept_bento(True, decision, settings) == bento_tag
-        assert kept_bento(False, decision, settings) is None
-        decision.write_text('{"outcome": "promoted"}')
-        assert kept_bento(True, decision, settings) is None
+    # A retraining that KEPT the champion reuses this bento; a promotion (or a run that decided
+    # nothing, like this standalone materialization) builds.
+    decision = tmp_path / "champion.json"
+    decision.write_text('{"outcome": "kept"}')
+    assert kept_bento(True, decision, settings) == bento_tag
+    assert kept_bento(False, decision, settings) is None
+    decision.write_text('{"outcome": "promoted"}')
+    assert kept_bento(True, decision, settings) is None
 
-        # `churnops serve` serves that bento (not the source tree).
-        _serve_the_built_bento(settings, bento_tag, champion)
+    # `churnops serve` serves that bento (not the source tree).
+    _serve_the_built_bento(settings, bento_tag, champion)
 
-        # A retrain the registry promotes: the next build starts a rollout and ships both models.
-        newer = register(settings, train_model(feature_frame(range(1, 301)), 3, n_estimators=5), 0.45, 0.99)
-        again = dg.materialize([champion_bento], resources=build_resources(settings))
-        [event] = [e for e in again.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
-        meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        assert meta["rollout_phase"] == "shadow"
-        assert (meta["stable_model"], meta["candidate_model"]) == (
-            f"churn-model:v{champion}",
-            f"churn-model:v{newer}",
-        )
-        state = RolloutStore(settings).load()
-        assert (state.stable_version, state.candidate_version) == (champion, newer)
-        assert previous  # v1 was never the served champion in this test
-    finally:
-        if backup is not None:
-            MANIFEST.write_bytes(backup)
-        else:
-            MANIFEST.unlink(missing_ok=True)
+    # A retrain the registry promotes: the next build starts a rollout and ships both models.
+    newer = register(settings, train_model(feature_frame(range(1, 301)), 3, n_estimators=5), 0.45, 0.99)
+    again = dg.materialize([champion_bento], resources=build_resources(settings))
+    [event] = [e for e in again.get_asset_materialization_events() if e.asset_key == CHAMPION_BENTO]
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert meta["rollout_phase"] == "shadow"
+    assert (meta["stable_model"], meta["candidate_model"]) == (
+        f"churn-model:v{champion}",
+        f"churn-model:v{newer}",
+    )
+    state = RolloutStore(settings).load()
+    assert (state.stable_version, state.candidate_version) == (champion, newer)
+    assert previous  # v1 was never the served champion in this test
 
 
 def _serve_the_built_bento(settings, bento_tag: str, champion: str) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,6 @@ from churn_assets.settings import Settings
 from tests.serving.conftest import free_port, start_service, stop_service, wait_ready
 from tests.serving_helpers import (
     AS_OF,
-    backup_manifest,
     ensemble_model,
     feature_frame,
     fill_online_store,
@@ -70,7 +69,6 @@ def ensemble_service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -
     registry.client.set_model_version_tag(registry.name, version, "ensemble_members", json.dumps(WEIGHTS))
     store = RedisOnlineStore(redis_url, f"{prefix}:fs")
     fill_online_store(store, range(1, CUSTOMERS + 1))
-    backup = backup_manifest()
     write_manifest(settings, sync_rollout(settings))  # first deployment: the ensemble is the stable model
     overrides = {
         "CHURNOPS_HOME": str(home),
@@ -90,7 +88,7 @@ def ensemble_service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -
         yield EnsembleService(url, settings, api_key, model, version, store)
     finally:
         stop_service(process)
-        remove_scratch_state(backup, store, redis_url, prefix)
+        remove_scratch_state(store, redis_url, prefix)
 
 
 def test_ensemble_is_scored_member_by_member_like_its_predict_proba(
