@@ -5,8 +5,10 @@ one run: wall time per stage, peak memory of the run process and of every Dask w
         --engines local dask --workers 2 --worker-memory 4GiB --shards 8 --home /data/scale_out
 
 For every size, the world is prepared once under ``<home>/<customers>/`` (simulated history through the
-main job with the local engine, a quick LightGBM champion (``modeling.reference.register_champion``), and
-the landing files of one production week) and reused by later runs. Then, for each engine in
+main job, a quick LightGBM champion (``modeling.reference``), and the landing files of one production
+week) and reused by later runs: with the local engine in this process, or with ``--prepare-engine dask`` on
+the cluster (the history simulated as customer shards, the main job on the Dask engine, the champion's
+training set per shard and its LightGBM data-parallel) for a world larger than this process can hold. Then, for each engine in
 ``--engines`` (``local``: every stage in this process; ``dask``: a ``local:N`` LocalCluster of
 ``--workers`` processes of ``--worker-memory`` each, or ``--scheduler tcp://...``), the stages run one
 after the other with **the code the Dagster assets call** (``compute.engine``):
@@ -88,10 +90,16 @@ class PeakMemory:
             thread.join()
 
 
-def prepare_world(settings: Settings) -> dict[str, Any]:
-    """Simulate the history and run the main job on it, register a quick champion (local engine), and land
-    one production week's files (not ingested: the ``ingest`` stage does that); reused when
-    ``<home>/scale_out_world.json`` exists."""
+def prepare_world(settings: Settings, engine: Any = None) -> dict[str, Any]:
+    """Simulate the history and run the main job on it, register a quick champion, and land one production
+    week's files (not ingested: the ``ingest`` stage does that); reused when ``<home>/scale_out_world.json``
+    exists.
+
+    ``engine`` None: one simulated world, the main job and the champion in this process (the local
+    engine). A Dask engine (``--prepare-engine dask``, for a world larger than this process can hold): the
+    history simulated as ``compute.shards`` customer shards with per-shard seeds on the cluster
+    (``simulation.sharded``), the main job on the Dask engine, the champion's training set built per
+    shard and its LightGBM fitted data-parallel (:func:`prepare_champion_on_cluster`)."""
     ready = settings.home / READY
     if ready.exists():
         return dict(json.loads(ready.read_text()))
@@ -100,20 +108,69 @@ def prepare_world(settings: Settings) -> dict[str, Any]:
     from churn_assets.defs.resources import build_resources
     from churn_assets.modeling.reference import register_champion
     from churn_assets.orchestration import run_pipeline
-    from churn_assets.simulation import World
 
     started = time.perf_counter()
     instance = dg.DagsterInstance.ephemeral()
-    world = World.create(settings.simulation)
-    history = world.simulate_history(settings.landing_dir)
-    if not run_pipeline(instance, history, resources=build_resources(settings)).success:
-        raise RuntimeError("the main job failed on the history weeks")
-    version = register_champion(settings)
-    [week] = world.advance(1, settings.landing_dir)
-    world.save(settings.world_state_path)
-    info = {"week": week, "champion": version, "prepare_seconds": round(time.perf_counter() - started, 1)}
+    if engine is None or engine.client is None:
+        from churn_assets.simulation import World
+
+        world = World.create(settings.simulation)
+        history = world.simulate_history(settings.landing_dir)
+        if not run_pipeline(instance, history, resources=build_resources(settings)).success:
+            raise RuntimeError("the main job failed on the history weeks")
+        version = register_champion(settings)
+        [week] = world.advance(1, settings.landing_dir)
+        world.save(settings.world_state_path)
+        prepared_by = "local"
+    else:
+        from churn_assets.simulation.sharded import ShardedWorld
+
+        shards = settings.compute.shards
+        sharded, history = ShardedWorld.simulate_history(
+            settings.simulation, shards, settings.sharded_world_dir, settings.landing_dir, engine.map_tasks
+        )
+        # The main job's steps reach this engine's cluster by its address (no cluster of their own).
+        compute = settings.compute.model_copy(update={"scheduler": engine.client.scheduler.address})
+        on_cluster = settings.model_copy(update={"compute": compute})
+        if not run_pipeline(instance, history, resources=build_resources(on_cluster)).success:
+            raise RuntimeError("the main job failed on the history weeks (Dask engine)")
+        version = prepare_champion_on_cluster(engine)
+        sharded, [week] = sharded.advance(1, settings.landing_dir, engine.map_tasks)
+        prepared_by = f"dask, {shards} shards"
+    info = {
+        "week": week,
+        "champion": version,
+        "prepared_by": prepared_by,
+        "prepare_seconds": round(time.perf_counter() - started, 1),
+    }
     ready.write_text(json.dumps(info))
     return info
+
+
+def prepare_champion_on_cluster(engine: Any) -> str:
+    """The quick champion of a world prepared on the cluster: the point-in-time training set built per
+    shard into the training workdir, the simulator's reference LightGBM parameters fitted data-parallel
+    on the workers, registered with its validation metrics (``modeling.reference.register_fitted``)."""
+    from churn_assets.compute.engine import build_training_set
+    from churn_assets.compute.training import fit_lightgbm_dask, training_shards
+    from churn_assets.modeling.reference import register_fitted
+    from churn_assets.modeling.training_set import read_split
+    from churn_assets.modeling.workdir import TrainingWorkdir
+    from churn_assets.simulation.calibration import LGBM_PARAMS
+    from churn_assets.storage.warehouse import Warehouse
+    from churn_assets.timeline import Timeline
+
+    settings = engine.settings
+    workdir = TrainingWorkdir.of(settings)
+    with Warehouse(settings.warehouse_path).connect() as con:
+        con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
+        meta = build_training_set(engine, con, Timeline.from_settings(settings.simulation), workdir)
+    shards = training_shards(settings, workdir.training_set, meta["sha256"])
+    # fit_lightgbm_dask sets the objective, the seed and the logging; each worker uses its own threads
+    params = {k: v for k, v in LGBM_PARAMS.items() if k not in ("random_state", "verbose", "n_jobs")}
+    model, _rows = fit_lightgbm_dask(engine.client, shards, params, meta["features"], meta["categories"])
+    X_val, y_val = read_split(workdir.training_set, "val", meta["features"], meta["categories"])
+    return register_fitted(settings, model, meta["sha256"], X_val, y_val)
 
 
 @dataclass
@@ -360,9 +417,13 @@ def run_size(customers: int, args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from churn_assets.compute.engine import open_engine
 
-    prepare = size_settings(customers, "local", args)
+    prepare = size_settings(customers, args.prepare_engine, args)
     prepare.home.mkdir(parents=True, exist_ok=True)
-    world = prepare_world(prepare)
+    if args.prepare_engine == "dask" and not (prepare.home / READY).exists():
+        with open_engine(prepare) as engine:
+            world = prepare_world(prepare, engine)
+    else:
+        world = prepare_world(prepare)
     print(json.dumps({"customers": customers, "world": world}), flush=True)
     rows: list[dict[str, Any]] = []
     for engine_name in args.engines:
@@ -410,6 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Engines, in order.",
     )
     parser.add_argument("--months", type=int, default=18, help="History months of each world.")
+    parser.add_argument(
+        "--prepare-engine",
+        default="local",
+        choices=["local", "dask"],
+        help="Engine that prepares a new world (dask: sharded simulation, main job and champion on the "
+        "cluster, for worlds larger than this process can hold).",
+    )
     parser.add_argument("--workers", type=int, default=2, help="Worker processes of the local:N cluster.")
     parser.add_argument("--worker-memory", default="4GiB", help="Memory limit of each worker (Dask syntax).")
     parser.add_argument("--threads", type=int, default=1, help="Threads per worker.")

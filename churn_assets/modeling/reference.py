@@ -33,15 +33,22 @@ def register_champion(settings: Settings, params: dict[str, Any] | None = None) 
     train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
     model = lgb.LGBMClassifier(**(params or LGBM_PARAMS))  # type: ignore[arg-type]
     model.fit(train[names], train["churned"])
-    p_val = np.asarray(model.predict_proba(val[names]))[:, 1]
-    threshold = choose_threshold(val["churned"], p_val)
-    metrics = {k: v for k, v in binary_metrics(val["churned"], p_val, threshold).items() if k != "n"}
+    return register_fitted(settings, model, meta["sha256"], val[names], val["churned"])
+
+
+def register_fitted(settings: Settings, model: Any, training_set_sha256: str, X_val: Any, y_val: Any) -> str:
+    """A LightGBM fitted elsewhere (e.g. data-parallel on a Dask cluster) registered like
+    :func:`register_champion`'s: threshold and metrics on the validation rows ``X_val``/``y_val``, an
+    MLflow run, a registered version, promoted when there is no champion. Returns the version."""
+    p_val = np.asarray(model.predict_proba(X_val))[:, 1]
+    threshold = choose_threshold(y_val, p_val)
+    metrics = {k: v for k, v in binary_metrics(y_val, p_val, threshold).items() if k != "n"}
     metrics["threshold"] = threshold
     logged = log_candidate_run(
-        configure(settings), "monitoring-evaluation", model, "lightgbm", {}, metrics, input_example=val[names]
+        configure(settings), "monitoring-evaluation", model, "lightgbm", {}, metrics, input_example=X_val
     )
     registry = ModelRegistry(settings)
-    version = registry.register(logged, names, meta["sha256"], metrics, [])
+    version = registry.register(logged, list(X_val.columns), training_set_sha256, metrics, [])
     if registry.aliases().get("champion") is None:
         registry.consider(version.version, metrics["auc"], None, [])
     return version.version
