@@ -2,9 +2,9 @@
 
 Models are declared as ``bentoml.models.BentoModel`` class attributes from ``serving_models.json`` (written by
 ``churn_assets.serving.bento_build``): ``stable`` always, ``candidate`` while a rollout is active. A built
-bento reads the manifest it was built with (beside this file); run from the source tree, the service reads
-the one in the settings' BentoML home. The hot
-endpoints live in a Starlette app mounted with ``@bentoml.asgi_app`` (the fast path); ``POST /predict`` and
+bento reads the manifest it was built with (``bundled_serving_models.json`` beside this file); run from the
+source tree, the service reads the one in the settings' BentoML home. The hot endpoints live in a
+Starlette app mounted with ``@bentoml.asgi_app`` (the fast path); ``POST /predict`` and
 ``/predict_features`` are dispatched by the HTTP server straight to its endpoints (``serving.http_server``).
 BentoML keeps its own ``/livez``, ``/readyz`` (``__is_ready__``: model loaded AND feature store answers) and
 ``/metrics``.
@@ -19,7 +19,7 @@ from typing import Any
 import bentoml
 
 from churn_assets.serving.app import build_app, hot_routes
-from churn_assets.serving.bento_build import MANIFEST_NAME, load_exported, manifest_path
+from churn_assets.serving.bento_build import BUNDLED_MANIFEST_NAME, load_exported, manifest_path
 from churn_assets.serving.bentoml_schema import SchemaWithFastPath, fast_path_routes
 from churn_assets.serving.http_metrics import own_multiprocess_dir
 from churn_assets.serving.http_server import install as install_http_timeouts
@@ -28,7 +28,7 @@ from churn_assets.settings import get_settings
 from churn_assets.structured_logging import configure_logging
 
 SETTINGS = get_settings()
-_BUNDLED = Path(__file__).parent / MANIFEST_NAME
+_BUNDLED = Path(__file__).parent / BUNDLED_MANIFEST_NAME
 MANIFEST: dict[str, Any] = json.loads(
     (_BUNDLED if _BUNDLED.exists() else manifest_path(SETTINGS)).read_text()
 )

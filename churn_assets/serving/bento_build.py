@@ -14,7 +14,7 @@
 * :func:`build_bento` — the above, then ``bentoml build`` (``python.lock_packages: false``: no package
   index needed) in a subprocess with ``BENTOML_HOME`` from the settings, from a build context of its own
   (the sources the bentofile includes, copied under the BentoML home, with the manifest beside
-  ``service.py``, where the built bento's service reads it); the bento tag is recorded on the
+  ``service.py`` as ``bundled_serving_models.json``, where the built bento's service reads it); the bento tag is recorded on the
   registry version (tag ``bento_tag``). Versions other than stable / candidate / previous are removed from
   the model store once older than ``serving.previous_retention_days``.
 """
@@ -39,6 +39,9 @@ from churn_assets.settings import Settings, child_env
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTO_DIR = REPO_ROOT / "bento"
 MANIFEST_NAME = "serving_models.json"
+# The manifest a built bento carries beside its service.py (a name the source tree never holds, so a
+# service run from source never mistakes a leftover file for its home's manifest).
+BUNDLED_MANIFEST_NAME = "bundled_serving_models.json"
 # What the bentofile includes (bento/bentofile.yaml), copied into each build's own context.
 BUILD_SOURCES = ("bento", "churn_assets", "data_contracts")
 META_FILE = "serving.json"
@@ -191,9 +194,9 @@ def build_context(settings: Settings) -> Path:
         shutil.copytree(
             REPO_ROOT / name,
             context / name,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", MANIFEST_NAME),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", MANIFEST_NAME, BUNDLED_MANIFEST_NAME),
         )
-    shutil.copy2(manifest_path(settings), context / BENTO_DIR.name / MANIFEST_NAME)
+    shutil.copy2(manifest_path(settings), context / BENTO_DIR.name / BUNDLED_MANIFEST_NAME)
     return context
 
 

@@ -35,9 +35,9 @@ def test_champion_bento_exports_the_champion_and_builds_offline(tmp_path: Path) 
     bento_dir = settings.bentoml_home / "bentos" / "churn_service" / bento_tag.split(":")[1]
     assert (bento_dir / "src" / "bento" / "service.py").exists()
     # The bento carries the manifest it was built with; the source tree is left alone.
-    bundled = json.loads((bento_dir / "src" / "bento" / "serving_models.json").read_text())
+    bundled = json.loads((bento_dir / "src" / "bento" / "bundled_serving_models.json").read_text())
     assert bundled == {"stable": f"churn-model:v{champion}", "candidate": None}
-    assert not (REPO_ROOT / "bento" / "serving_models.json").exists()
+    assert not list((REPO_ROOT / "bento").glob("*serving_models.json"))
     assert (bento_dir / "src" / "churn_assets" / "serving" / "app.py").exists()
     assert "churn-model" in (bento_dir / "bento.yaml").read_text()
     # The exported model scores like the registry version.
