@@ -8,10 +8,10 @@ For every size, the world is prepared once under ``<home>/<customers>/`` (simula
 main job, a quick LightGBM champion (``modeling.reference``), and the landing files of one production
 week) and reused by later runs: with the local engine in this process, or with ``--prepare-engine dask`` on
 the cluster (the history simulated as customer shards, the main job on the Dask engine, the champion's
-training set per shard and its LightGBM data-parallel) for a world larger than this process can hold. Then, for each engine in
-``--engines`` (``local``: every stage in this process; ``dask``: a ``local:N`` LocalCluster of
-``--workers`` processes of ``--worker-memory`` each, or ``--scheduler tcp://...``), the stages run one
-after the other with **the code the Dagster assets call** (``compute.engine``):
+training set per shard and its LightGBM data-parallel) for a world larger than this process can hold.
+Then, for each engine in ``--engines`` (``local``: every stage in this process; ``dask``: a ``local:N``
+LocalCluster of ``--workers`` processes of ``--worker-memory`` each, or ``--scheduler tcp://...``), the
+stages run one after the other with **the code the Dagster assets call** (``compute.engine``):
 
 * ``ingest`` — the production week's landing files of every raw table, validated by the pandera contracts
   and stored (``compute.engine.ingest_raw``; the week's partitions are replaced, so every engine does the
@@ -90,53 +90,29 @@ class PeakMemory:
             thread.join()
 
 
-def prepare_world(settings: Settings, engine: Any = None) -> dict[str, Any]:
+def prepare_world(settings: Settings) -> dict[str, Any]:
     """Simulate the history and run the main job on it, register a quick champion, and land one production
-    week's files (not ingested: the ``ingest`` stage does that); reused when ``<home>/scale_out_world.json``
-    exists.
+    week's files (not ingested: the ``ingest`` stage does that), with ``settings``' engine; reused when
+    ``<home>/scale_out_world.json`` exists.
 
-    ``engine`` None: one simulated world, the main job and the champion in this process (the local
-    engine). A Dask engine (``--prepare-engine dask``, for a world larger than this process can hold): the
-    history simulated as ``compute.shards`` customer shards with per-shard seeds on the cluster
-    (``simulation.sharded``), the main job on the Dask engine, the champion's training set built per
-    shard and its LightGBM fitted data-parallel (:func:`prepare_champion_on_cluster`)."""
+    The local engine: one simulated world, the main job and the champion in this process. The Dask engine
+    (``--prepare-engine dask``, for a world larger than this process can hold): the history simulated as
+    ``compute.shards`` customer shards with per-shard seeds on the cluster (``simulation.sharded``), the
+    main job on the Dask engine, the champion's training set built per shard and its LightGBM fitted
+    data-parallel (:func:`prepare_champion_on_cluster`)."""
     ready = settings.home / READY
     if ready.exists():
         return dict(json.loads(ready.read_text()))
-    import dagster as dg
-
-    from churn_assets.defs.resources import build_resources
-    from churn_assets.modeling.reference import register_champion
-    from churn_assets.orchestration import run_pipeline
-
     started = time.perf_counter()
-    instance = dg.DagsterInstance.ephemeral()
-    if engine is None or engine.client is None:
-        from churn_assets.simulation import World
+    if settings.compute.engine == "dask":
+        from churn_assets.compute.engine import open_engine
 
-        world = World.create(settings.simulation)
-        history = world.simulate_history(settings.landing_dir)
-        if not run_pipeline(instance, history, resources=build_resources(settings)).success:
-            raise RuntimeError("the main job failed on the history weeks")
-        version = register_champion(settings)
-        [week] = world.advance(1, settings.landing_dir)
-        world.save(settings.world_state_path)
-        prepared_by = "local"
+        with open_engine(settings) as engine:
+            week, version = prepare_on_cluster(engine)
+        prepared_by = f"dask, {settings.compute.shards} shards"
     else:
-        from churn_assets.simulation.sharded import ShardedWorld
-
-        shards = settings.compute.shards
-        sharded, history = ShardedWorld.simulate_history(
-            settings.simulation, shards, settings.sharded_world_dir, settings.landing_dir, engine.map_tasks
-        )
-        # The main job's steps reach this engine's cluster by its address (no cluster of their own).
-        compute = settings.compute.model_copy(update={"scheduler": engine.client.scheduler.address})
-        on_cluster = settings.model_copy(update={"compute": compute})
-        if not run_pipeline(instance, history, resources=build_resources(on_cluster)).success:
-            raise RuntimeError("the main job failed on the history weeks (Dask engine)")
-        version = prepare_champion_on_cluster(engine)
-        sharded, [week] = sharded.advance(1, settings.landing_dir, engine.map_tasks)
-        prepared_by = f"dask, {shards} shards"
+        week, version = prepare_locally(settings)
+        prepared_by = "local"
     info = {
         "week": week,
         "champion": version,
@@ -145,6 +121,55 @@ def prepare_world(settings: Settings, engine: Any = None) -> dict[str, Any]:
     }
     ready.write_text(json.dumps(info))
     return info
+
+
+def prepare_locally(settings: Settings) -> tuple[str, str]:
+    """One world simulated, run through the main job and given a champion in this process; the landed
+    production week and the champion's version."""
+    import dagster as dg
+
+    from churn_assets.defs.resources import build_resources
+    from churn_assets.modeling.reference import register_champion
+    from churn_assets.orchestration import run_pipeline
+    from churn_assets.simulation import World
+
+    world = World.create(settings.simulation)
+    history = world.simulate_history(settings.landing_dir)
+    if not run_pipeline(dg.DagsterInstance.ephemeral(), history, resources=build_resources(settings)).success:
+        raise RuntimeError("the main job failed on the history weeks")
+    version = register_champion(settings)
+    [week] = world.advance(1, settings.landing_dir)
+    world.save(settings.world_state_path)
+    return week, version
+
+
+def prepare_on_cluster(engine: Any) -> tuple[str, str]:
+    """The world as customer shards simulated on ``engine``'s cluster, the main job on the Dask engine, the
+    champion fitted there; the landed production week and the champion's version."""
+    import dagster as dg
+
+    from churn_assets.defs.resources import build_resources
+    from churn_assets.orchestration import run_pipeline
+    from churn_assets.simulation.sharded import ShardedWorld
+
+    settings = engine.settings
+    sharded, history = ShardedWorld.simulate_history(
+        settings.simulation,
+        settings.compute.shards,
+        settings.sharded_world_dir,
+        settings.landing_dir,
+        engine.map_tasks,
+    )
+    # The main job's steps reach this engine's cluster by its address (no cluster of their own).
+    compute = settings.compute.model_copy(update={"scheduler": engine.client.scheduler.address})
+    on_cluster = settings.model_copy(update={"compute": compute})
+    if not run_pipeline(
+        dg.DagsterInstance.ephemeral(), history, resources=build_resources(on_cluster)
+    ).success:
+        raise RuntimeError("the main job failed on the history weeks (Dask engine)")
+    version = prepare_champion_on_cluster(engine)
+    _sharded, [week] = sharded.advance(1, settings.landing_dir, engine.map_tasks)
+    return week, version
 
 
 def prepare_champion_on_cluster(engine: Any) -> str:
@@ -419,11 +444,7 @@ def run_size(customers: int, args: argparse.Namespace) -> list[dict[str, Any]]:
 
     prepare = size_settings(customers, args.prepare_engine, args)
     prepare.home.mkdir(parents=True, exist_ok=True)
-    if args.prepare_engine == "dask" and not (prepare.home / READY).exists():
-        with open_engine(prepare) as engine:
-            world = prepare_world(prepare, engine)
-    else:
-        world = prepare_world(prepare)
+    world = prepare_world(prepare)
     print(json.dumps({"customers": customers, "world": world}), flush=True)
     rows: list[dict[str, Any]] = []
     for engine_name in args.engines:

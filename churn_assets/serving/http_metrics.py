@@ -193,9 +193,9 @@ def own_multiprocess_dir(bentoml_home: Path) -> Path | None:
 
 def _running(pid: int) -> bool:
     try:
-        os.kill(pid, 0)  # PermissionError: running, as another user
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass
+    except PermissionError:  # running, as another user
+        return True
     return True
