@@ -103,7 +103,7 @@ def run(n_customers: int, weeks: int, scenario: str, home: Path, seed: int = 42)
     timeline = Timeline.from_settings(sim)
     import datetime as dt
 
-    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         for number, key in enumerate(keys, start=1):
             week = dt.date.fromisoformat(key)
             t = time.perf_counter()
@@ -160,7 +160,7 @@ def time_step(home: Path, week_key: str) -> dict[str, float]:
     week = dt.date.fromisoformat(week_key)
     champion = load_champion(settings, with_model=False)
     reference_cache_path(settings, champion.data_sha256).unlink(missing_ok=True)
-    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         history.ensure_schema(con)
         con.execute(f"DROP TABLE IF EXISTS {INDEX_TABLE}")
         con.execute("DELETE FROM monitoring.predictions WHERE as_of = ?", [week + dt.timedelta(days=7)])

@@ -187,7 +187,7 @@ def prepare_champion_on_cluster(engine: Any) -> str:
 
     settings = engine.settings
     workdir = TrainingWorkdir.of(settings)
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
         meta = build_training_set(engine, con, Timeline.from_settings(settings.simulation), workdir)
     shards = training_shards(settings, workdir.training_set, meta["sha256"])
@@ -243,7 +243,7 @@ def stage_ingest(ctx: Context) -> dict[str, Any]:
 
     settings = ctx.settings
     rows: dict[str, int] = {}
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         for table in RAW_TABLES:
             report = ingest_raw(
                 ctx.engine,
@@ -262,7 +262,7 @@ def stage_features(ctx: Context) -> dict[str, Any]:
     from churn_assets.compute.engine import materialize_features
     from churn_assets.storage.warehouse import Warehouse
 
-    with Warehouse(ctx.settings.warehouse_path).connect() as con:
+    with Warehouse.of(ctx.settings).connect() as con:
         report = materialize_features(ctx.engine, con, [ctx.as_of])
     return {"rows_by_group": dict(report.rows)}
 
@@ -274,7 +274,7 @@ def stage_training_set(ctx: Context) -> dict[str, Any]:
 
     settings = ctx.settings
     timeline = Timeline.from_settings(settings.simulation)
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         con.execute(f"SET memory_limit = '{settings.modeling.training_set_memory_limit}'")
         meta = build_training_set(ctx.engine, con, timeline, ctx.workdir)
     ctx.out["meta"] = meta
@@ -351,7 +351,7 @@ def stage_batch_scores(ctx: Context) -> dict[str, Any]:
     from churn_assets.storage.warehouse import Warehouse
 
     settings = ctx.settings
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         features = snapshot_features(con, ctx.as_of)
     result, meta = score_week(
         settings,
@@ -382,7 +382,7 @@ def stage_drift(ctx: Context) -> dict[str, Any]:
     reference = reference_frame(settings, champion)
     features = [f for f in champion.features if f in reference.columns]
     profile = profile_reference(reference, [f for f in features if f not in cfg.exclude_features])
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         current = current_window(con, as_of, features)
     if ctx.client is None:
         report = detect_drift(profile, current, cfg, features=features)

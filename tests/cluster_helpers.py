@@ -34,7 +34,7 @@ def raw_warehouse(home: Path) -> Path:
     (no features yet); returns ``home``."""
     settings = tiny_settings(home)
     World.create(settings.simulation).simulate_history(settings.landing_dir)
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         load_landing_into_duckdb(con, settings.landing_dir)
     return home
 

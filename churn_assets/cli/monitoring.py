@@ -43,7 +43,7 @@ def report_cmd(
         chosen = dt.date.fromisoformat(week) if week is not None else None
     except ValueError:
         raise typer.BadParameter(f"{week!r} is not a week key (YYYY-MM-DD)", param_hint="--week") from None
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         chosen = chosen or newest_week(con)
         if chosen is None:
             err.print("no monitored week yet: run the weekly production (churnops demo / simulate + run)")

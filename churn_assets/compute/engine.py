@@ -98,6 +98,7 @@ def ingest_raw(
         landing_dir,
         table,
         weeks,
+        home=engine.settings.home,
         shards=engine.settings.compute.shards,
         max_reject_share=max_reject_share,
         options=options,

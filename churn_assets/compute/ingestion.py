@@ -3,7 +3,9 @@
 Each weekly batch of landing files (``chunk_weeks`` weeks of one table) becomes one task per shard. A task
 reads every file of the batch from the shared landing folder, keeps the rows of its shard and validates them
 with ``ingestion.ingest.validate_weeks`` — the local engine's code, row numbers in the file kept — against
-the keys already stored outside the batch (the shard's part of them, from the warehouse). A row's shard is
+the keys already stored outside the batch (the shard's part of them, from the warehouse, handed over as a
+Parquet file in the stage's exchange folder under ``home`` — not inside the task graph, whose size would
+grow with the stored keys, and a file survives the loss of a worker). A row's shard is
 :func:`~churn_assets.compute.cluster.shard_of` of the table's key column (``customer_id``; ``invoice_id``
 for billing, ``ticket_id`` for support tickets), so every key uniqueness rule is decided inside one shard
 exactly as in one pass; a row whose key is missing or not an integer goes to shard 0 (it is rejected by
@@ -26,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from churn_assets.compute.cluster import shard_of
+from churn_assets.compute.shards import stage_folder
 from churn_assets.ingestion.contract_files import ContractOptions
 from churn_assets.ingestion.ingest import (
     IngestReport,
@@ -66,13 +69,32 @@ def validate_shard(
     landing_dir: Path,
     table: str,
     weeks: list[str],
-    stored: pl.DataFrame | None,
+    stored: Path | None,
     options: ContractOptions,
     shard: int,
     shards: int,
 ) -> list[WeekFile]:
-    """Task: the shard's rows of the batch ``weeks`` validated (``validate_weeks``)."""
-    return validate_weeks(landing_dir, table, weeks, stored, options, select=_selector(table, shard, shards))
+    """Task: the shard's rows of the batch ``weeks`` validated (``validate_weeks``) against the keys
+    stored outside the batch in the Parquet file ``stored`` (None: nothing stored yet)."""
+    keys = None if stored is None else pl.read_parquet(stored)
+    return validate_weeks(landing_dir, table, weeks, keys, options, select=_selector(table, shard, shards))
+
+
+def _stored_key_files(
+    stored: pl.DataFrame | None, table: str, shards: int, folder: Path
+) -> list[Path | None]:
+    """The keys stored outside a batch split by shard into ``folder/shard=<k>.parquet`` (None: nothing is
+    stored yet, the local engine's ``stored_keys`` answer)."""
+    if stored is None:
+        return [None] * shards
+    folder.mkdir(parents=True, exist_ok=True)
+    of_row = row_shards(stored, table, shards)
+    paths: list[Path | None] = []
+    for k in range(shards):
+        path = folder / f"shard={k}.parquet"
+        stored.filter(pl.Series(of_row == k)).write_parquet(path)
+        paths.append(path)
+    return paths
 
 
 def ingest_partitions_on_cluster(
@@ -82,36 +104,37 @@ def ingest_partitions_on_cluster(
     table: str,
     weeks: Sequence[str],
     *,
+    home: Path,
     shards: int,
     chunk_weeks: int = 13,
     max_reject_share: float | None = None,
     options: ContractOptions | None = None,
 ) -> IngestReport:
     """``ingestion.ingest.ingest_partitions`` with each batch validated per customer shard on ``client``'s
-    workers; the same stored rows, quarantine and report counts. ``report.shard_rows``: rows read per shard."""
+    workers; the same stored rows, quarantine and report counts. ``report.shard_rows``: rows read per shard.
+    ``home``: the storage root every worker reaches (the stored keys' exchange folder)."""
     options = options or ContractOptions()
     report = IngestReport(table=table, weeks=list(weeks), shard_rows=[0] * shards)
     ordered = sorted(weeks)
     for start in range(0, len(ordered), chunk_weeks):
         chunk = ordered[start : start + chunk_weeks]
-        stored = stored_keys(con, table, excluding_weeks=chunk)
-        parts = [
-            None if stored is None else stored.filter(pl.Series(row_shards(stored, table, shards) == k))
-            for k in range(shards)
-        ]
-        results: list[list[WeekFile]] = client.gather(
-            client.map(
-                validate_shard,
-                [landing_dir] * shards,
-                [table] * shards,
-                [chunk] * shards,
-                parts,
-                [options] * shards,
-                list(range(shards)),
-                [shards] * shards,
-                pure=False,
+        with stage_folder(home, f"ingest-{table}") as stage:
+            parts = _stored_key_files(
+                stored_keys(con, table, excluding_weeks=chunk), table, shards, stage / "stored_keys"
             )
-        )
+            results: list[list[WeekFile]] = client.gather(
+                client.map(
+                    validate_shard,
+                    [landing_dir] * shards,
+                    [table] * shards,
+                    [chunk] * shards,
+                    parts,
+                    [options] * shards,
+                    list(range(shards)),
+                    [shards] * shards,
+                    pure=False,
+                )
+            )
         for k, files in enumerate(results):
             report.shard_rows[k] += sum(f.outcome.rows or 0 for f in files)
         merged = [

@@ -49,7 +49,7 @@ class WarehouseResource(dg.ConfigurableResource):
     settings: dg.ResourceDependency[Settings]
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.settings.warehouse_path, memory_limit=self.settings.duckdb_memory_limit)
+        return Warehouse.of(self.settings)
 
 
 class OnlineStoreResource(dg.ConfigurableResource):

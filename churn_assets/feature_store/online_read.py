@@ -13,7 +13,7 @@ from churn_assets.storage.warehouse import Warehouse
 
 def read_online(settings: Settings, customer_ids: Sequence[int]) -> dict[str, Any]:
     """Values and per-group staleness; "now" is the newest snapshot in the offline store."""
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         times = OfflineStore(con).snapshot_times("customer_account")
     if not times:
         raise RuntimeError("the feature store is empty: run `churnops demo` (or `churnops run`) first")

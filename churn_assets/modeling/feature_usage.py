@@ -38,7 +38,7 @@ def lifecycle(settings: Settings) -> tuple[str | None, list[FeatureLifecycle]]:
     """``(now, verdicts)`` without writing anything; ``(None, [])`` when there is no warehouse yet."""
     if not settings.warehouse_path.exists():
         return None, []
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         rows = dependency_rows(con)
         now = feature_clock(con)
         verdicts = feature_lifecycle(
@@ -53,7 +53,7 @@ def lifecycle(settings: Settings) -> tuple[str | None, list[FeatureLifecycle]]:
 def refresh(settings: Settings) -> tuple[str, list[FeatureLifecycle]]:
     """Observe the aliased versions' features at the simulated clock and store every feature's verdict
     (the ``features_not_deprecated`` check; online materialization retires what it stored as deprecated)."""
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         rows = dependency_rows(con)
         now = feature_clock(con)
         verdicts = refresh_lifecycle(
@@ -84,7 +84,7 @@ def feature_usage(settings: Settings, feature: str | None = None) -> dict[str, A
         wanted = names[0]
     rows: list[dict[str, Any]] = []
     if settings.warehouse_path.exists():
-        with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+        with Warehouse.of(settings).connect(read_only=True) as con:
             rows = dependency_rows(con)
     now, verdicts = lifecycle(settings)
     registries = {name: ModelRegistry(settings, name) for name in _model_names(rows)}

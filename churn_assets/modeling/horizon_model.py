@@ -66,7 +66,7 @@ def train_shared_feature_model(
     from churn_assets.modeling.training_set import build_training_table, check_training_set, model_inputs
 
     timeline = Timeline.from_settings(settings.simulation)
-    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         table, meta = build_training_table(con, timeline, settings, horizon_days=model.horizon_days)
     check_training_set(meta)
     X, y, assignment = model_inputs(table.to_pandas())

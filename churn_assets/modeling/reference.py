@@ -25,7 +25,7 @@ def register_champion(settings: Settings, params: dict[str, Any] | None = None) 
     from churn_assets.simulation.calibration import LGBM_PARAMS
 
     timeline = Timeline.from_settings(settings.simulation)
-    with Warehouse(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         table, meta = build_training_table(con, timeline, settings)
     TrainingWorkdir.of(settings).write_training_set(table, meta)
     frame = table.to_pandas()

@@ -317,7 +317,7 @@ class ModelRegistry:
         does not declare (a bring-your-own table) was not built from it: nothing is recorded (False)."""
         if not features or unknown_features(features):
             return False
-        with Warehouse(self.settings.warehouse_path).connect() as con:
+        with Warehouse.of(self.settings).connect() as con:
             now = feature_clock(con)
             record_model_features(con, self.name, version, features, recorded_at=now)
             observe_usage(con, self.aliased_versions(), now)

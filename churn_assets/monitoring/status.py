@@ -263,7 +263,7 @@ def build_status_report(settings: Settings, predictions: pl.DataFrame | None = N
         "estimated_auc": None,
     }
     if settings.warehouse_path.exists():
-        with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+        with Warehouse.of(settings).connect(read_only=True) as con:
             [(tables,)] = con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'monitoring'"
             ).fetchall()

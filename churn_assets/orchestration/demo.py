@@ -650,7 +650,7 @@ def ab_results(settings: Settings) -> list[str]:
         canary = log.filter((log["variant"] == "canary") & (log["model_version"] == candidate))
         if canary.is_empty():
             continue
-        with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+        with Warehouse.of(settings).connect(read_only=True) as con:
             outcomes = realised_outcomes(
                 con,
                 Timeline.from_settings(settings.simulation),

@@ -139,7 +139,7 @@ def serving_clock(settings: Settings) -> dt.datetime:
         from churn_assets.feature_store.offline import OfflineStore
         from churn_assets.storage.warehouse import Warehouse
 
-        with Warehouse(settings.warehouse_path).connect() as con:
+        with Warehouse.of(settings).connect() as con:
             times = OfflineStore(con).snapshot_times("customer_account")
         if times:
             return max(times)

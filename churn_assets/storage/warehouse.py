@@ -14,11 +14,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
 
 from data_contracts.raw_tables import RAW_CONTRACTS, polars_schema
+
+if TYPE_CHECKING:
+    from churn_assets.settings import Settings
 
 _DUCKDB_TYPES: dict[type[pl.DataType], str] = {
     pl.Int64: "BIGINT",
@@ -66,6 +70,12 @@ class Warehouse:
         self.path = Path(path)
         self.threads = threads
         self.memory_limit = memory_limit
+
+    @classmethod
+    def of(cls, settings: Settings) -> Warehouse:
+        """The warehouse of ``settings``: its file (``warehouse_path``) with its DuckDB buffer limit
+        (``duckdb_memory_limit``; DuckDB's own default is 80 % of the machine's memory)."""
+        return cls(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit)
 
     @contextlib.contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -29,7 +29,7 @@ def _drifted_week(settings: Settings) -> list[str]:
     ref = pl.DataFrame({"tenure_days": rng.normal(400, 50, 2000), "calls_last_30d": rng.normal(30, 5, 2000)})
     cur = pl.DataFrame({"tenure_days": rng.normal(400, 50, 2000), "calls_last_30d": rng.normal(45, 5, 2000)})
     report = detect_drift(profile_reference(ref, ref.columns), cur, settings.monitoring)
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         save_drift(con, WEEK, WEEK + dt.timedelta(days=7), "3", report)
         for i, week in enumerate([WEEK - dt.timedelta(days=7), WEEK]):
             save_performance(
@@ -75,7 +75,7 @@ def test_the_report_is_self_contained_and_holds_the_weeks_drift_rows(tmp_path: P
     )
     RolloutStore(settings).set_stable("3")
 
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         path = write_weekly_report(settings, con, WEEK)
 
     assert path == report_path(settings, WEEK) == settings.monitoring_dir / "reports" / f"week_{WEEK}.html"

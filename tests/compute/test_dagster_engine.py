@@ -81,7 +81,7 @@ def test_main_job_and_training_set_on_a_running_scheduler(tmp_path: Path, dask_c
         materialize_offline(con, dates)  # replaces every snapshot the dask engine stored
         local_features = {g.name: _features(con, g.name) for g in FEATURE_GROUPS}
         local_frame, local_meta = build_training_table(con, timeline, local_settings)
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         for group in FEATURE_GROUPS:
             assert _features(con, group.name).equals(local_features[group.name]), group.name
 

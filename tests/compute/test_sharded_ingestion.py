@@ -12,6 +12,7 @@ import pytest
 
 from churn_assets.compute.cluster import shard_of
 from churn_assets.compute.ingestion import ingest_partitions_on_cluster, row_shards
+from churn_assets.compute.shards import cluster_root
 from churn_assets.ingestion.ingest import BatchRejected, IngestReport, ingest_partitions
 from churn_assets.settings import SimulationSettings
 from churn_assets.simulation import World
@@ -103,10 +104,19 @@ def test_sharded_ingestion_stores_the_local_rows_and_quarantine(
         sharded = _ingest(
             con,
             lambda t: ingest_partitions_on_cluster(
-                con, dask_client_2w, landing, t, weeks, shards=SHARDS, chunk_weeks=5, max_reject_share=0.5
+                con,
+                dask_client_2w,
+                landing,
+                t,
+                weeks,
+                home=tmp_path,
+                shards=SHARDS,
+                chunk_weeks=5,
+                max_reject_share=0.5,
             ),
         )
         got = _stored(con)
+    assert not list(cluster_root(tmp_path).iterdir())  # the stored keys' exchange folders are removed
     for name, frame in expected.items():
         assert got[name].equals(frame), name
     for table in RAW_TABLES:

@@ -36,7 +36,7 @@ def test_shard_sql_equals_shard_of(tmp_path: Path):
 
 def test_export_writes_each_customer_to_its_shard(raw_world: Path, tmp_path: Path):
     settings = copy_world(raw_world, tmp_path / "export")
-    with Warehouse(settings.warehouse_path).connect() as con, stage_folder(settings.home, "t") as stage:
+    with Warehouse.of(settings).connect() as con, stage_folder(settings.home, "t") as stage:
         folder = export_shards(con, "raw.usage", stage, SHARDS)
         total = con.execute("SELECT count(*) FROM raw.usage").fetchall()[0][0]
         seen = 0

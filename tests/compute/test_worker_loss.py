@@ -69,7 +69,7 @@ def test_killed_workers_tasks_are_rerun_and_the_stages_complete(raw_world: Path,
     with dask_client(COMPUTE, storage_root=settings.home) as client:
         for prefix, marker in marks.items():
             client.register_plugin(KillOnTask(prefix, str(marker)), name=f"kill-{prefix}")
-        with Warehouse(settings.warehouse_path).connect() as con:
+        with Warehouse.of(settings).connect() as con:
             materialize_offline_on_cluster(
                 con, client, snapshot_dates(settings, con), home=settings.home, shards=settings.compute.shards
             )
@@ -86,7 +86,7 @@ def test_a_stage_that_loses_its_workers_fails_and_changes_nothing(raw_world: Pat
     settings = copy_world(raw_world, tmp_path / "home")
     timeline = Timeline.from_settings(settings.simulation)
     workdir = TrainingWorkdir.of(settings)
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         dates = snapshot_dates(settings, con)
         materialize_offline(con, dates[:-1])  # the newest snapshot is what the failing stage would add
         before = {g.name: stored_features(con, g.name) for g in FEATURE_GROUPS}
@@ -97,7 +97,7 @@ def test_a_stage_that_loses_its_workers_fails_and_changes_nothing(raw_world: Pat
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 0}),
         dask_client(COMPUTE, storage_root=settings.home) as client,
-        Warehouse(settings.warehouse_path).connect() as con,
+        Warehouse.of(settings).connect() as con,
     ):
         client.register_plugin(KillOnTask("shard_snapshots", None), name="kill-features")
         client.register_plugin(KillOnTask("training_shard", None), name="kill-training")
@@ -106,7 +106,9 @@ def test_a_stage_that_loses_its_workers_fails_and_changes_nothing(raw_world: Pat
         weeks = sorted(p.stem for p in (landing / "usage").glob("*.parquet"))
         usage = con.sql("SELECT * FROM raw.usage ORDER BY ALL").pl()
         with pytest.raises(KilledWorker):
-            ingest_partitions_on_cluster(con, client, landing, "usage", weeks, shards=settings.compute.shards)
+            ingest_partitions_on_cluster(
+                con, client, landing, "usage", weeks, home=settings.home, shards=settings.compute.shards
+            )
         assert con.sql("SELECT * FROM raw.usage ORDER BY ALL").pl().equals(usage)
         with pytest.raises(KilledWorker):
             materialize_offline_on_cluster(

@@ -53,7 +53,7 @@ def test_every_contract_check_passed(world) -> None:
 def test_offline_store_holds_every_snapshot_with_all_features(world) -> None:
     settings, _, _, _ = world
     timeline = Timeline.from_settings(settings.simulation)
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         store = OfflineStore(con)
         times = {t.date() for t in store.snapshot_times("customer_usage")}
         assert times == set(timeline.snapshot_dates(timeline.history_end))
@@ -70,7 +70,7 @@ def test_offline_store_holds_every_snapshot_with_all_features(world) -> None:
 
 def test_online_store_serves_the_newest_snapshot(world) -> None:
     settings, _, _, _ = world
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         active = con.sql(
             "SELECT customer_id FROM features.customer_account WHERE event_timestamp = "
             "(SELECT max(event_timestamp) FROM features.customer_account) ORDER BY customer_id LIMIT 5"
@@ -109,12 +109,12 @@ def test_a_broken_landing_file_blocks_features_and_keeps_stored_data(world) -> N
 
 
 def _raw_usage(settings, week: str) -> pl.DataFrame:
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         return con.sql(f"SELECT * FROM raw.usage WHERE week_start = '{week}' ORDER BY customer_id").pl()
 
 
 def _feature_rows(settings) -> int:
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         return con.execute("SELECT count(*) FROM features.customer_usage").fetchone()[0]  # type: ignore[index]
 
 
@@ -122,7 +122,7 @@ def test_features_get_reads_the_online_store_at_the_simulated_clock(world) -> No
     from churn_assets.feature_store.online_read import read_online
 
     settings, _, _, _ = world
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         (active,) = con.execute(
             "SELECT min(customer_id) FROM features.customer_usage WHERE event_timestamp = "
             "(SELECT max(event_timestamp) FROM features.customer_usage)"

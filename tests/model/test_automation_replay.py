@@ -267,7 +267,7 @@ def test_rollout_review_of_real_models_honest_retrain_advances_broken_feature_ro
     from churn_assets.storage.warehouse import Warehouse
 
     settings = replay.settings
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         [(as_of,)] = con.execute(
             f"SELECT max(CAST({EVENT_TIMESTAMP} AS DATE)) FROM features.customer_account"
         ).fetchall()

@@ -91,7 +91,7 @@ def test_lifecycle_rule_on_a_simulated_clock() -> None:
 
 
 def _write_snapshot(settings: Settings, at: dt.datetime) -> None:
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         store = OfflineStore(con)
         for i, group in enumerate(FEATURE_GROUPS):
             store.write(group.name, random_group_frame(group, CUSTOMERS, [at], seed=i + at.toordinal()))
@@ -162,7 +162,7 @@ def test_registration_records_dependencies_and_usage_shows_versions_and_aliases(
 
 
 def _online_cohort(settings: Settings) -> list[object]:
-    with Warehouse(settings.warehouse_path).connect() as con:
+    with Warehouse.of(settings).connect() as con:
         now = max(OfflineStore(con).snapshot_times("customer_account"))
     store = make_online_store(settings)
     try:
@@ -204,7 +204,7 @@ def test_deprecation_check_and_retirement_follow_the_simulated_clock(governed) -
     assert _online_cohort(settings) == [None] * len(CUSTOMERS)
     with (
         make_online_store(settings) as store,
-        Warehouse(settings.warehouse_path).connect() as con,
+        Warehouse.of(settings).connect() as con,
     ):
         now = max(OfflineStore(con).snapshot_times("customer_account"))
         assert all(

@@ -70,7 +70,7 @@ def test_drift_report_metadata_follows_the_contract(world) -> None:  # type: ign
     assert meta["n_tested"] == 45 - len(settings.monitoring.exclude_features)
     assert "| feature | drift score | status | impact |" in str(meta["drift_table"])
     assert "p < 0.01 / 42" in str(meta["rule"])
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         stored = history.drift_history(con).filter(pl.col("week") == dt.date.fromisoformat(weeks[0]))
     assert stored.height == meta["n_tested"]
     assert sorted(stored.filter(pl.col("drifted")).get_column("feature").to_list()) == sorted(
@@ -97,7 +97,7 @@ def test_performance_report_estimates_now_and_realises_once_labels_arrive(world)
         meta["below_threshold"] == (float(meta["auc"]) < 0.78) and meta["below_threshold_basis"] == "realised"
     )  # type: ignore[arg-type]
     # The realised AUC is the one of the stored week-1 predictions against their labels.
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         rows = {w.week: w for w in history.performance_history(con)}
     assert rows[weeks[0]].auc == pytest.approx(meta["auc"])
     assert rows[weeks[0]].estimated_auc == pytest.approx(early["estimated_auc"])
@@ -279,6 +279,6 @@ def test_both_weekly_assets_link_the_weeks_self_contained_html_report(world) -> 
 
 
 def history_features(settings, week: str) -> list[str]:  # type: ignore[no-untyped-def]
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         rows = history.drift_history(con).filter(pl.col("week") == dt.date.fromisoformat(week))
     return rows.get_column("feature").to_list()

@@ -115,7 +115,7 @@ def test_status_json_carries_every_field_of_the_spec(world) -> None:  # type: ig
     assert model["version"] == str(champion.version) and model["semver"] == champion.tags["semver"]
     assert model["week_deployed"] == weeks[0]
     # Current performance vs threshold (estimated: no week is labelled yet).
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         [stored] = [w for w in history.performance_history(con) if w.week == weeks[0]]
         drifted = history.drift_history(con).filter(pl.col("drifted"))
     perf = report["performance"]

@@ -146,7 +146,7 @@ def test_materialize_a_partition_from_the_asset_graph(world, tmp_path: Path) -> 
         f"run finished {finished - launched:.1f} s later"
     )
     landed = pl.read_parquet(landing_path(settings.landing_dir, TABLE, week)).height
-    with Warehouse(settings.warehouse_path).connect(read_only=True) as con:
+    with Warehouse.of(settings).connect(read_only=True) as con:
         (stored,) = con.execute(f"SELECT count(*) FROM raw.{TABLE} WHERE week_start = ?", [week]).fetchone()  # type: ignore[misc]
     assert landed >= CUSTOMERS * 0.9, "the first week lands the initial customer base"
     assert stored == landed == metadata["dagster/row_count"]
