@@ -255,3 +255,11 @@ def test_default_options_follow_the_settings(tmp_path: Path) -> None:
     assert (options.chunk_rows, options.sample_rows, options.tables_never_empty) == (123, 2, ("billing",))
     assert options.date_bounds == DateBounds(*settings.contract_date_bounds)
     assert options.date_bounds.earliest == dt.date(2011, 1, 1)  # 2023-10-02 minus 12 years of tenure
+
+
+def test_the_settings_warehouse_opens_with_its_duckdb_memory_limit(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, duckdb_memory_limit="300MB")
+    with Warehouse.of(settings).connect() as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert Warehouse.of(settings).path == settings.warehouse_path
+    assert limit is not None and limit[0] in ("286.1 MiB", "300.0 MB")  # DuckDB shows MiB
