@@ -870,6 +870,14 @@ class ComputeSettings(BaseModel):
     connect_timeout_seconds: float = Field(
         10.0, gt=0, description="How long to wait for a remote scheduler before failing the run."
     )
+    lightgbm_data_parallel_min_rows: int = Field(
+        1_000_000,
+        ge=0,
+        description="LightGBM is fitted data-parallel on the workers (lightgbm.dask) from this many train rows "
+        "on; a smaller train split, which the run process holds anyway for the evaluation, is fitted there "
+        "with the local engine's code — the same model as the local engine, where data-parallel bins "
+        "found per worker would give a slightly different one. 0: always data-parallel.",
+    )
     drift_ks_sample_rows: int = Field(
         1_000_000,
         ge=1_000,

@@ -487,8 +487,9 @@ def run_candidates(
     ``workdir/best_model.joblib``, plots of each candidate under ``workdir/<candidate>/``.
 
     With a ``trainer`` (``compute.engine = dask``) the Optuna trials run as cluster tasks and LightGBM is
-    fitted data-parallel on the training set's shards; the baselines, which have no distributed trainer,
-    stay on the stratified sample. Every candidate's MLflow run says what it was trained on (tags
+    fitted data-parallel on the training set's shards when the train split has at least
+    ``compute.lightgbm_data_parallel_min_rows`` rows (a smaller one is fitted here, as by the local
+    engine); the baselines, which have no distributed trainer, stay on the stratified sample. Every candidate's MLflow run says what it was trained on (tags
     ``train_rows``, ``train_data``, ``engine``).
     """
     cfg = settings.modeling
@@ -509,10 +510,16 @@ def run_candidates(
     }
     run_tags = {"lightgbm": {"train_rows": str(len(splits.y_train)), "train_data": "full train split"}}
 
-    if trainer is None:
+    min_rows = settings.compute.lightgbm_data_parallel_min_rows
+    if trainer is None or len(splits.y_train) < min_rows:
         progress("fitting LightGBM on the full train split")
         lgbm = fit_tuned_lightgbm(search_params, splits, cfg)
-        run_tags["lightgbm"]["engine"] = "local"
+        run_tags["lightgbm"]["engine"] = (
+            "local"
+            if trainer is None
+            else f"{engine} (driver: {len(splits.y_train)} train rows < "
+            f"compute.lightgbm_data_parallel_min_rows = {min_rows})"
+        )
     else:
         progress(f"fitting LightGBM data-parallel on {trainer.workers} Dask workers ({engine})")
         lgbm, shard_rows = fit_lightgbm_distributed(trainer, search_params, splits, cfg)

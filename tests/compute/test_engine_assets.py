@@ -98,7 +98,9 @@ def world(tmp_path_factory, postgres_url, history_cache):
 
 
 def _on_dask(settings: Settings, client) -> Settings:  # type: ignore[no-untyped-def]
-    compute = ComputeSettings(engine="dask", scheduler=client.scheduler.address, shards=4)
+    compute = ComputeSettings(  # LightGBM data-parallel whatever the (small) train split
+        engine="dask", scheduler=client.scheduler.address, shards=4, lightgbm_data_parallel_min_rows=0
+    )
     return settings.model_copy(update={"compute": compute})
 
 

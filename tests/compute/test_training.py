@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 from churn_assets.compute.cluster import shard_of
 from churn_assets.compute.training import fit_lightgbm_dask, shard_training_set
 from churn_assets.modeling.training_set import read_split
+from churn_assets.settings import ComputeSettings
 from tests.compute_helpers import CATEGORIES, FEATURES, synthetic_training_set
 
 pytestmark = pytest.mark.distributed
@@ -37,7 +38,7 @@ def test_sharding_keeps_every_row_once_in_its_customers_shard(tmp_path: Path):
 
 def test_the_trainer_reads_a_sharded_training_set_in_place_and_shards_a_single_file_once(tmp_path: Path):
     from churn_assets.compute.training import training_shards
-    from churn_assets.settings import ComputeSettings, Settings
+    from churn_assets.settings import Settings
 
     settings = Settings(home=tmp_path, compute=ComputeSettings(shards=3))
     single = synthetic_training_set(tmp_path / "local" / "training_set.parquet", n=2_000)
@@ -140,7 +141,9 @@ def test_candidate_step_on_the_cluster_tags_what_each_candidate_was_trained_on(
         timeout_seconds=120,
         sample_rows=1_500,
         optuna_storage=fresh_postgres_database("churnops_dask_training_stage"),
-    )
+    ).model_copy(
+        update={"compute": ComputeSettings(lightgbm_data_parallel_min_rows=0)}
+    )  # always data-parallel
     trainer = DaskTrainer(dask_client_2w, shard_training_set(path, tmp_path / "shards", 4), "dask local:2")
     stage = run_candidates(
         splits, settings, tmp_path / "candidates", study_name="stage", baselines=["logistic_regression"],
@@ -155,3 +158,40 @@ def test_candidate_step_on_the_cluster_tags_what_each_candidate_was_trained_on(
     baseline = tags["logistic_regression"]
     assert baseline["train_rows"] == "1500" and baseline["train_data"].startswith("stratified sample of 1500")
     assert "no distributed trainer" in baseline["engine"]
+
+
+def test_a_train_split_under_the_data_parallel_minimum_gets_the_local_engines_model(
+    dask_client_2w, tmp_path: Path
+):
+    """Below ``compute.lightgbm_data_parallel_min_rows`` (default 1,000,000) the Dask engine's candidate step
+    fits LightGBM in the run process with the local engine's code: the same model, prediction for prediction."""
+    import joblib
+    from mlflow import MlflowClient
+
+    from churn_assets.compute.training import DaskTrainer
+    from churn_assets.modeling.candidate_stage import run_candidates
+    from churn_assets.modeling.paths import tracking_uri
+    from tests.modeling_helpers import modeling_settings
+
+    path = synthetic_training_set(tmp_path / "training_set.parquet", n=6_000)
+    splits = _splits(path)
+    fixed = {"num_leaves": 15, "learning_rate": 0.1, "n_estimators": 60, "imbalance": "none"}
+    trainer = DaskTrainer(dask_client_2w, shard_training_set(path, tmp_path / "shards", 4), "dask local:2")
+    scores: dict[str, np.ndarray] = {}
+    for name, engine in (("local", None), ("dask", trainer)):
+        settings = modeling_settings(
+            tmp_path / name, xgboost=False, ensemble_max_members=0, extra_candidates=[]
+        )
+        stage = run_candidates(
+            splits, settings, tmp_path / name / "work", study_name=name, baselines=[], fixed_params=fixed,
+            trainer=engine,
+        )  # fmt: skip
+        assert stage.best == "lightgbm"
+        scores[name] = joblib.load(stage.model_path).predict_proba(splits.X_test)[:, 1]
+        tags = MlflowClient(tracking_uri(settings)).get_run(stage.run_ids["lightgbm"]).data.tags
+    assert "train_rows_by_shard" not in stage.tuning  # nothing was fitted on the workers
+    assert tags["engine"] == (
+        f"dask local:2 (driver: {len(splits.y_train)} train rows < "
+        "compute.lightgbm_data_parallel_min_rows = 1000000)"
+    )
+    np.testing.assert_array_equal(scores["local"], scores["dask"])
