@@ -520,6 +520,8 @@ def run_candidates(
             else f"{engine} (driver: {len(splits.y_train)} train rows < "
             f"compute.lightgbm_data_parallel_min_rows = {min_rows})"
         )
+        if trainer is not None:  # the Dagster metadata's engine: the trials ran on the cluster
+            tuning.update(engine=run_tags["lightgbm"]["engine"])
     else:
         progress(f"fitting LightGBM data-parallel on {trainer.workers} Dask workers ({engine})")
         lgbm, shard_rows = fit_lightgbm_distributed(trainer, search_params, splits, cfg)

@@ -190,6 +190,7 @@ def test_a_train_split_under_the_data_parallel_minimum_gets_the_local_engines_mo
         scores[name] = joblib.load(stage.model_path).predict_proba(splits.X_test)[:, 1]
         tags = MlflowClient(tracking_uri(settings)).get_run(stage.run_ids["lightgbm"]).data.tags
     assert "train_rows_by_shard" not in stage.tuning  # nothing was fitted on the workers
+    assert stage.tuning["engine"] == tags["engine"]  # what the Dagster asset's metadata shows
     assert tags["engine"] == (
         f"dask local:2 (driver: {len(splits.y_train)} train rows < "
         "compute.lightgbm_data_parallel_min_rows = 1000000)"
