@@ -489,8 +489,8 @@ def run_candidates(
     With a ``trainer`` (``compute.engine = dask``) the Optuna trials run as cluster tasks and LightGBM is
     fitted data-parallel on the training set's shards when the train split has at least
     ``compute.lightgbm_data_parallel_min_rows`` rows (a smaller one is fitted here, as by the local
-    engine); the baselines, which have no distributed trainer, stay on the stratified sample. Every candidate's MLflow run says what it was trained on (tags
-    ``train_rows``, ``train_data``, ``engine``).
+    engine); the baselines, which have no distributed trainer, stay on the stratified sample. Every
+    candidate's MLflow run says what it was trained on (tags ``train_rows``, ``train_data``, ``engine``).
     """
     cfg = settings.modeling
     workdir.mkdir(parents=True, exist_ok=True)
