@@ -88,11 +88,12 @@ def _stored_key_files(
     if stored is None:
         return [None] * shards
     folder.mkdir(parents=True, exist_ok=True)
-    of_row = row_shards(stored, table, shards)
+    keyed = stored.with_columns(pl.Series("__shard", row_shards(stored, table, shards)))
+    parts = keyed.partition_by("__shard", as_dict=True, include_key=False)
     paths: list[Path | None] = []
     for k in range(shards):
         path = folder / f"shard={k}.parquet"
-        stored.filter(pl.Series(of_row == k)).write_parquet(path)
+        parts.get((k,), stored.clear()).write_parquet(path)  # a shard without stored keys: an empty file
         paths.append(path)
     return paths
 
